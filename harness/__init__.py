@@ -1,0 +1,24 @@
+"""vrrae-harness: a pluggy-based benchmarking harness for generative autoencoders.
+
+The public API for plugin authors is :data:`hookimpl` plus the contracts in
+:mod:`harness.api`. Importing this package does not import torch.
+"""
+
+from .api import DataConfig, DatasetInfo, DataSplits, GenerativeModel, Metric, StepContext
+from .errors import ConfigError, HarnessError
+from .hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "DataSplits",
+    "DatasetInfo",
+    "GenerativeModel",
+    "HarnessError",
+    "Metric",
+    "StepContext",
+    "__version__",
+    "hookimpl",
+]

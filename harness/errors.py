@@ -1,0 +1,23 @@
+"""Exceptions the host raises for bad input. The CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """A user-facing error: the message names what is wrong and how to fix it."""
+
+
+class ConfigError(HarnessError):
+    """A configuration key or value is wrong."""
+
+
+class UnknownComponent(HarnessError):
+    """A model, dataset or metric name is not registered."""
+
+
+class ComponentConflict(HarnessError):
+    """Two plugins register a component under the same name."""
+
+
+class PluginError(HarnessError):
+    """A plugin failed to load (raised only in strict mode)."""

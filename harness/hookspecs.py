@@ -1,0 +1,66 @@
+"""The hooks a harness plugin can implement.
+
+Every component hook is in the *register-callback* style (as in ``llm``): the host hands the
+plugin a ``register`` callable, and the plugin calls it once per component. The callable takes
+the component's name, a **factory** and a one-line description. The factory is either an
+object or a lazy ``"package.module:attribute"`` string: listing components never imports the
+factory, so ``harness models`` answers without importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "harness"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_models(register: Any) -> None:
+    """Register generative models: ``register(name, factory, description)``.
+
+    The factory, once loaded, is a class following :class:`harness.api.GenerativeModel`:
+    it has a ``Config`` dataclass (the ``model`` section of a run) and
+    ``from_config(config, info)`` building the model for a dataset described by ``info``.
+    """
+
+
+@hookspec
+def register_datasets(register: Any) -> None:
+    """Register datasets: ``register(name, factory, description)``.
+
+    The factory, once loaded, is a callable ``factory(config: DataConfig) -> DataSplits``.
+    """
+
+
+@hookspec
+def register_metrics(register: Any) -> None:
+    """Register metrics: ``register(name, factory, description)``.
+
+    The factory, once loaded, is a callable ``factory(**options) -> Metric`` (see
+    :class:`harness.api.Metric`).
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``harness`` command line; ``cli`` is the root ``click.Group``."""
+
+
+@hookspec
+def run_started(run_dir: str, config: dict[str, Any], environment: dict[str, Any]) -> None:
+    """Called on the main process when a run starts (after its directory is created)."""
+
+
+@hookspec
+def step_logged(run_dir: str, record: dict[str, Any]) -> None:
+    """Called on the main process for every logged training step (a JSON-able record)."""
+
+
+@hookspec
+def run_finished(run_dir: str, metrics: dict[str, Any]) -> None:
+    """Called on the main process when a run has finished and its metrics are written."""

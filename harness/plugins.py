@@ -1,0 +1,240 @@
+"""Finding, loading and checking plugins.
+
+Built-in plugins (``harness_plugins.*``) and third-party ones are found the same way: through
+the ``harness`` entry-point group. Loading never dies on one bad plugin: an import error, a
+hook with a bad signature, an unknown hook name, a duplicate entry-point name or a component
+name claimed twice is recorded against that plugin (see :class:`PluginRecord`), the plugin is
+dropped, and everything else keeps working. ``HARNESS_STRICT_PLUGINS=1`` turns every such
+problem into a :class:`~harness.errors.PluginError`.
+
+Escape hatches, as in llm and tox:
+
+* ``HARNESS_LOAD_PLUGINS=a,b`` loads only these third-party plugins (empty: none). Built-in
+  plugins are always loaded unless disabled.
+* ``HARNESS_DISABLE_PLUGINS=a,b`` skips these plugins, built-in ones included.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import ComponentConflict, HarnessError, PluginError
+from .registry import Component, Registry
+
+ENTRY_POINT_GROUP = "harness"
+BUILTIN_DISTRIBUTION = "vrrae-harness"
+_COMPONENT_HOOKS = {"model": "register_models", "dataset": "register_datasets", "metric": "register_metrics"}
+
+
+@dataclass
+class PluginRecord:
+    """What ``harness plugins`` shows for one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    builtin: bool = False
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+    loaded: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "distribution": self.distribution,
+            "builtin": self.builtin,
+            "hooks": sorted(self.hooks),
+            "error": self.error,
+        }
+
+
+def _env_list(name: str) -> list[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def strict_mode() -> bool:
+    return os.environ.get("HARNESS_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Host:
+    """The loaded plugins and the components they registered."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+        self.registries = {kind: Registry(kind) for kind in _COMPONENT_HOOKS}
+        self.strict = strict_mode()
+
+    # -- failures -------------------------------------------------------------------------
+    def _fail(self, record: PluginRecord, message: str) -> None:
+        record.error = message if record.error is None else f"{record.error}; {message}"
+        record.loaded = False
+        plugin = self.pm.get_plugin(record.name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        for registry in self.registries.values():
+            registry.remove_plugin(record.name)
+        if self.strict:
+            raise PluginError(
+                f"plugin '{record.name}' ({record.distribution or 'no distribution'} "
+                f"{record.version or ''}) failed: {message} "
+                "(HARNESS_STRICT_PLUGINS=1 makes this fatal; unset it to skip the plugin)"
+            )
+
+    # -- loading --------------------------------------------------------------------------
+    def load_entry_points(self) -> None:
+        only = _env_list("HARNESS_LOAD_PLUGINS")
+        disabled = set(_env_list("HARNESS_DISABLE_PLUGINS") or [])
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_builtin_first):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            builtin = dist_name == BUILTIN_DISTRIBUTION
+            if ep.name in disabled or (only is not None and not builtin and ep.name not in only):
+                continue
+            record = PluginRecord(
+                name=ep.name,
+                distribution=dist_name,
+                version=dist.version if dist is not None else None,
+                builtin=builtin,
+            )
+            if ep.name in self.records:
+                first = self.records[ep.name]
+                record.error = (
+                    f"entry-point name '{ep.name}' is already used by "
+                    f"{first.distribution or 'another plugin'}; this one was dropped"
+                )
+                self.records[f"{ep.name} ({dist_name})"] = record
+                if self.strict:
+                    raise PluginError(f"plugin '{ep.name}' ({dist_name}): {record.error}")
+                continue
+            self.records[ep.name] = record
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken plugin must not break the host
+                self._fail(record, f"import failed: {_one_line(exc)}")
+                continue
+            self.register(module, record)
+
+    def register(self, plugin: ModuleType | object, record: PluginRecord | str) -> PluginRecord:
+        """Register one plugin object (a module or any object with hook implementations)."""
+        if isinstance(record, str):
+            record = PluginRecord(name=record)
+            self.records[record.name] = record
+        try:
+            self.pm.register(plugin, name=record.name)
+        except pluggy.PluginValidationError as exc:
+            self._fail(record, f"bad hook: {_one_line(exc)}")
+            return record
+        except ValueError as exc:  # pluggy: name or object already registered
+            self._fail(record, _one_line(exc))
+            return record
+        record.loaded = True
+        record.hooks = [impl for impl in _hook_names(self.pm, plugin)]
+        self._check_pending()
+        return record
+
+    def _check_pending(self) -> None:
+        while True:
+            try:
+                self.pm.check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = self.pm.get_name(exc.plugin) or "?"
+                record = self.records.setdefault(name, PluginRecord(name=name))
+                self._fail(record, f"unknown hook: {_one_line(exc)}")
+                if self.strict:  # pragma: no cover - _fail raised already
+                    raise
+
+    def collect_components(self) -> None:
+        """Call every plugin's register hooks, one plugin at a time, to attribute names."""
+        for kind, hook_name in _COMPONENT_HOOKS.items():
+            caller = getattr(self.pm.hook, hook_name)
+            for impl in caller.get_hookimpls():
+                name = self.pm.get_name(impl.plugin) or impl.plugin_name
+                record = self.records.setdefault(name, PluginRecord(name=name, loaded=True))
+                if not record.loaded:
+                    continue
+                registry = self.registries[kind]
+
+                def register(comp_name: str, factory: Any, description: str = "",
+                             _plugin: str = name, _kind: str = kind,
+                             _registry: Registry = registry) -> None:
+                    _registry.add(Component(_kind, comp_name, factory, description, _plugin))
+
+                try:
+                    impl.function(register=register)
+                except ComponentConflict as exc:
+                    # Both stay reachable as plugin:name; strict mode makes it fatal.
+                    record.error = _one_line(exc) if record.error is None else record.error
+                    if self.strict:
+                        raise PluginError(f"plugin '{name}': {exc}") from exc
+                except HarnessError as exc:
+                    self._fail(record, _one_line(exc))
+                except Exception as exc:
+                    self._fail(record, f"{hook_name} failed: {_one_line(exc)}")
+
+    # -- queries --------------------------------------------------------------------------
+    def registry(self, kind: str) -> Registry:
+        return self.registries[kind]
+
+    def get(self, kind: str, name: str) -> Component:
+        return self.registries[kind].get(name)
+
+
+def _builtin_first(ep: metadata.EntryPoint) -> tuple[int, str]:
+    dist = getattr(ep, "dist", None)
+    dist_name = dist.metadata["Name"] if dist is not None else ""
+    return (0 if dist_name == BUILTIN_DISTRIBUTION else 1, ep.name)
+
+
+def _hook_names(pm: pluggy.PluginManager, plugin: object) -> Iterable[str]:
+    for caller in pm.get_hookcallers(plugin) or []:
+        yield caller.name
+
+
+_HOST: Host | None = None
+
+
+def get_host() -> Host:
+    """The process-wide host, loaded on first use."""
+    return _HOST if _HOST is not None else load_host()
+
+
+def reset_host() -> None:
+    """Forget the loaded host (tests register plugins, then reset)."""
+    global _HOST
+    _HOST = None
+
+
+def load_host(plugins: dict[str, object] | None = None, entry_points: bool = True) -> Host:
+    """Build a fresh host, optionally with extra in-process plugins; makes it the current one."""
+    global _HOST
+    host = Host()
+    if entry_points:
+        host.load_entry_points()
+    for name, plugin in (plugins or {}).items():
+        host.register(plugin, name)
+    host.collect_components()
+    _HOST = host
+    return host
+
+
+__all__ = ["Host", "PluginRecord", "get_host", "load_host", "reset_host", "strict_mode"]
