@@ -121,7 +121,6 @@ class StepContext:
         global batch, so that N processes draw exactly what one process would."""
         import torch
 
-        from . import distributed
 
         sizes = self.local_sizes(local.shape[0])
         total = sum(sizes)

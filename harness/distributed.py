@@ -51,7 +51,7 @@ class _GatherWithGrad(torch.autograd.Function):
         dist.all_gather(parts, padded)
         ctx.counts = counts
         ctx.rank = dist.get_rank()
-        return torch.cat([p[:c] for p, c in zip(parts, counts)])
+        return torch.cat([p[:c] for p, c in zip(parts, counts, strict=False)])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
