@@ -1,0 +1,197 @@
+"""The ``harness`` command line.
+
+Listing commands only read plugin metadata: they never import torch, so they answer fast.
+Errors the user can fix (unknown names, bad config keys, missing files) are printed as one
+``Error: ...`` line without a traceback and exit with status 2; a run that fails while
+training (e.g. a non-finite loss) exits with status 1; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import HarnessError
+from .plugins import get_host
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+def cli() -> None:
+    """Benchmark generative autoencoders under fixed, recorded protocols."""
+
+
+# ------------------------------------------------------------------------------- listings
+@cli.command(name="plugins")
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def plugins_cmd(show_all: bool, as_json: bool) -> None:
+    """List installed plugins: name, version, hooks, built-in?, error."""
+    host = get_host()
+    rows = [r.as_dict() for r in host.records.values() if show_all or not r.builtin or r.error]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No third-party plugins installed (use --all to list the built-in ones).")
+        return
+    for row in rows:
+        tag = " (built-in)" if row["builtin"] else ""
+        click.echo(f"{row['name']} {row['version'] or ''}{tag}".rstrip())
+        click.echo(f"  hooks: {', '.join(row['hooks']) or '-'}")
+        if row["error"]:
+            click.echo(f"  error: {row['error']}")
+
+
+def _component_listing(kind: str, as_json: bool) -> None:
+    registry = get_host().registry(kind)
+    rows = [c.summary() for c in registry]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=0)
+    for row in rows:
+        click.echo(f"{row['name']:<{width}}  {row['description']}  [{row['plugin']}]")
+
+
+@cli.command(name="models")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def models_cmd(as_json: bool) -> None:
+    """List the registered models."""
+    _component_listing("model", as_json)
+
+
+@cli.command(name="datasets")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def datasets_cmd(as_json: bool) -> None:
+    """List the registered datasets."""
+    _component_listing("dataset", as_json)
+
+
+@cli.command(name="metrics")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def metrics_cmd(as_json: bool) -> None:
+    """List the registered metrics."""
+    _component_listing("metric", as_json)
+
+
+# ----------------------------------------------------------------------------------- runs
+@cli.command(name="run")
+@click.option("--model", "-m", help="Model name (see `harness models`).")
+@click.option("--dataset", "-d", help="Dataset name (see `harness datasets`); default: bumps.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="A TOML config, e.g. the config.toml of an earlier run.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one config value, e.g. --set train.steps=500 (repeatable).")
+@click.option("--seed", type=int, default=None, help="Seed for init, data order and noise.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: runs/MODEL-DATASET-seedN-TIMESTAMP).")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted run in --out from its last checkpoint.")
+@click.option("--no-eval", is_flag=True, help="Train only; evaluate later with `harness evaluate`.")
+def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
+            sets: tuple[str, ...], seed: int | None, out: str | None, resume: bool,
+            no_eval: bool) -> None:
+    """Train a model, evaluate it and write a run directory."""
+    from . import runner
+
+    if resume:
+        if not out:
+            raise HarnessError("--resume needs --out DIR: the directory of the run to continue")
+        if model or dataset or config_file or sets or seed is not None:
+            raise HarnessError("--resume takes its configuration from DIR/config.toml; drop "
+                               "--model/--dataset/--config/--set/--seed")
+        config_file = str(Path(out) / "config.toml")
+        if not Path(config_file).is_file():
+            raise HarnessError(f"cannot resume: '{out}' holds no run (config.toml missing)")
+    config = runner.resolve_config(model=model, dataset=dataset, config_file=config_file,
+                                   sets=list(sets), seed=seed)
+    run_dir = runner.run_experiment(config, out, resume=resume, evaluate=not no_eval)
+    _print_summary(run_dir)
+
+
+@cli.command(name="evaluate")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="eval.KEY=VALUE",
+              help="Override an eval setting, e.g. --set eval.n_samples=500.")
+def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
+    """Re-evaluate a saved run and rewrite its metrics.json."""
+    from . import runner
+
+    runner.evaluate_run(run_dir, list(sets))
+    _print_summary(Path(run_dir))
+
+
+@cli.command(name="report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]),
+              default="markdown", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file.")
+def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
+    """Table of results across runs: mean ± std over seeds, per protocol."""
+    from . import report, runs
+
+    rows = report.collect(run_dirs)
+    text = {"markdown": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[fmt](rows)
+    if output:
+        runs.atomic_write_text(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+def _print_summary(run_dir: Path) -> None:
+    from .runs import METRICS_FILE
+
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return
+    doc = json.loads(path.read_text())
+    click.echo(f"run directory: {run_dir}")
+    for rec in doc.get("results", []):
+        value = rec.get("value")
+        shown = f"{value:.4g}" if isinstance(value, int | float) else f"error: {rec.get('error')}"
+        click.echo(f"  {rec.get('protocol')}/{rec.get('metric')}: {shown}")
+
+
+# ----------------------------------------------------------------------------------- main
+def _add_plugin_commands() -> None:
+    host = get_host()
+    for impl in host.pm.hook.register_commands.get_hookimpls():
+        name = host.pm.get_name(impl.plugin) or "?"
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # one plugin's broken command must not break the CLI
+            record = host.records.get(name)
+            if record is not None:
+                record.error = f"register_commands failed: {type(exc).__name__}: {exc}"
+            if host.strict:
+                raise
+            print(f"warning: plugin '{name}' could not add commands: {exc}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        _add_plugin_commands()
+        return cli.main(args=argv, prog_name="harness", standalone_mode=False)
+    except HarnessError as exc:
+        code = getattr(exc, "exit_code", 2)
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted: the last checkpoint is kept; continue with --resume.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,95 @@
+"""Tables across runs: one row per (model, dataset), one column per (protocol, metric),
+mean ± std over the runs (seeds) that share the same protocol stamp.
+
+Runs whose stamps differ (another number of samples, another feature extractor...) are never
+averaged together: they get separate columns, so a number always means one protocol.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .runs import read_metrics
+
+
+def stamp_key(record: dict[str, Any]) -> str:
+    """A short hash of the record's protocol stamp, ignoring the seed."""
+    stamp = {k: v for k, v in (record.get("stamp") or {}).items() if k != "seed"}
+    blob = json.dumps(stamp, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def collect(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Rows: one per (model, dataset, protocol, metric, stamp) with mean, std, n, seeds."""
+    groups: dict[tuple[str, str, str, str, str], list[tuple[int, float]]] = defaultdict(list)
+    for run_dir in run_dirs:
+        doc = read_metrics(run_dir)
+        run = doc.get("run", {})
+        for rec in doc.get("results", []):
+            value = rec.get("value")
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            key = (run.get("model", "?"), run.get("dataset", "?"), rec.get("protocol", "?"),
+                   rec.get("metric", "?"), stamp_key(rec))
+            groups[key].append((int(run.get("seed", 0)), float(value)))
+    rows = []
+    for (model, dataset, protocol, metric, stamp), values in sorted(groups.items()):
+        xs = [v for _, v in values]
+        mean = sum(xs) / len(xs)
+        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+        rows.append({
+            "model": model, "dataset": dataset, "protocol": protocol, "metric": metric,
+            "stamp": stamp, "mean": mean, "std": std, "n": len(xs),
+            "seeds": sorted(s for s, _ in values),
+        })
+    return rows
+
+
+def _column(row: dict[str, Any], stamps: dict[tuple[str, str], set[str]]) -> str:
+    base = f"{row['protocol']}/{row['metric']}"
+    if len(stamps[(row["protocol"], row["metric"])]) > 1:
+        base += f" [{row['stamp']}]"
+    return base
+
+
+def to_markdown(rows: list[dict[str, Any]], digits: int = 2) -> str:
+    if not rows:
+        return "(no numeric results)\n"
+    stamps: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in rows:
+        stamps[(row["protocol"], row["metric"])].add(row["stamp"])
+    columns = sorted({_column(r, stamps) for r in rows})
+    table: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for row in rows:
+        cell = f"{row['mean']:.{digits}f}"
+        if row["n"] > 1:
+            cell += f" ± {row['std']:.{digits}f} (n={row['n']})"
+        table[(row["model"], row["dataset"])][_column(row, stamps)] = cell
+    lines = ["| model | dataset | " + " | ".join(columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for (model, dataset), cells in sorted(table.items()):
+        lines.append(f"| {model} | {dataset} | "
+                     + " | ".join(cells.get(c, "") for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    fields = ["model", "dataset", "protocol", "metric", "stamp", "mean", "std", "n", "seeds"]
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "seeds": " ".join(map(str, row["seeds"]))})
+    return out.getvalue()
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2) + "\n"

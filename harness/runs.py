@@ -1,0 +1,213 @@
+"""The run directory: everything a run leaves behind, written atomically.
+
+Layout::
+
+    RUN_DIR/
+      config.toml        the resolved configuration (re-runnable with --config)
+      environment.json   package versions, git revision, device, number of processes
+      log.jsonl          one JSON record per logged training step (written by the trainer)
+      checkpoints/       training state for --resume (written by the trainer)
+      model.safetensors  final weights; model_config.json beside them
+      metrics.json       every value stamped with the protocol that produced it
+      images/            PNG grids of reconstructions, random samples, interpolations
+
+Files are written to a temporary name in the same directory and renamed into place, so an
+interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+from .errors import HarnessError
+
+METRICS_SCHEMA = 1
+CONFIG_FILE = "config.toml"
+ENVIRONMENT_FILE = "environment.json"
+METRICS_FILE = "metrics.json"
+WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "model_config.json"
+
+
+# ------------------------------------------------------------------------------ atomic writes
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+# -------------------------------------------------------------------------------- environment
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_revision(path: str | Path | None = None) -> str | None:
+    """The git commit of the checkout holding ``path`` (default: this package), if any."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5
+        )
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where, capture_output=True, text=True, timeout=5,
+        )
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(*, device: str | None = None, num_processes: int = 1,
+                mixed_precision: str = "no", plugins: Iterable[Any] = ()) -> dict[str, Any]:
+    """Everything needed to tell whether two runs are comparable."""
+    import torch
+
+    packages = {
+        name: _version(name)
+        for name in (
+            "vrrae-harness", "torch", "torchvision", "accelerate", "datasets", "pytorch-fid",
+            "torchmetrics", "scikit-learn", "numpy", "scipy", "pytorch-optimizer",
+            "safetensors", "pluggy",
+        )
+    }
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "packages": packages,
+        "git_revision": git_revision(),
+        "device": device,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "num_processes": num_processes,
+        "mixed_precision": mixed_precision,
+        "torch_threads": torch.get_num_threads(),
+        "plugins": [p.as_dict() for p in plugins],
+        "argv": sys.argv,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# --------------------------------------------------------------------------------- run dir
+def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{config.model}-{config.dataset}-seed{config.seed}-{stamp}"
+
+
+def prepare_run_dir(path: Path, *, resume: bool) -> Path:
+    """Create ``path`` for a new run, or check it holds a run to resume."""
+    if resume:
+        if not (path / CONFIG_FILE).is_file():
+            raise HarnessError(
+                f"cannot resume: '{path}' holds no run ({CONFIG_FILE} missing); "
+                "pass the --out directory of an earlier `harness run`"
+            )
+        return path
+    if path.exists() and (path / CONFIG_FILE).exists():
+        raise HarnessError(
+            f"run directory '{path}' already holds a run; pass --resume to continue it, "
+            "or choose another --out"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_config(run_dir: Path, config: RunConfig) -> None:
+    header = (
+        "# Resolved configuration of this run; re-run it with\n"
+        f"#   harness run --config {run_dir / CONFIG_FILE}\n"
+    )
+    atomic_write_text(run_dir / CONFIG_FILE, header + config.to_toml())
+
+
+def metrics_document(config: RunConfig, records: list[dict[str, Any]],
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "schema": METRICS_SCHEMA,
+        "run": {"model": config.model, "dataset": config.dataset, "seed": config.seed},
+        "results": records,
+        **(extra or {}),
+    }
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise HarnessError(f"'{run_dir}' has no {METRICS_FILE}: is it a finished harness run?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"'{path}' is not valid JSON: {exc}") from exc
+
+
+# ------------------------------------------------------------------------------ model files
+def save_model(run_dir: Path, model: Any, model_name: str, model_cfg: dict[str, Any]) -> None:
+    """Final weights as safetensors (no pickle) plus the model's config as JSON."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(run_dir / WEIGHTS_FILE, save(state))
+    atomic_write_json(run_dir / MODEL_CONFIG_FILE, {"model": model_name, "config": model_cfg})
+
+
+def load_weights(run_dir: Path, model: Any) -> None:
+    from safetensors.torch import load_file
+
+    path = run_dir / WEIGHTS_FILE
+    if not path.is_file():
+        raise HarnessError(
+            f"'{run_dir}' has no {WEIGHTS_FILE}: the run did not finish training "
+            "(resume it with `harness run --resume --out DIR`)"
+        )
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise HarnessError(
+            f"{path} does not fit the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+        )
