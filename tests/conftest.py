@@ -1,0 +1,32 @@
+"""Shared test set-up: no network, no writes outside tmp dirs, our own plugins strict."""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports huggingface libraries: offline mode makes a missing file an
+# immediate error instead of ~25 s of hub retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Our own plugins must load cleanly: a broken built-in is an error, not a warning.
+os.environ.setdefault("HARNESS_STRICT_PLUGINS", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dataset and model caches go to a per-session temp dir, never to the user's home."""
+    cache = tmp_path_factory.getbasetemp() / "harness-cache"
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(cache))
+
+
+@pytest.fixture
+def fresh_host():
+    """Reset the process-wide plugin host before and after a test."""
+    from harness import plugins
+
+    plugins.reset_host()
+    yield plugins
+    plugins.reset_host()

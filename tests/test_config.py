@@ -1,0 +1,79 @@
+"""Run configuration: types, unknown keys, --set parsing, TOML round trips."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from harness import config as cfg
+from harness.errors import ConfigError
+
+
+@dataclass
+class ToyModelConfig:
+    k: int = 2
+    latent_dim: int = 200
+    beta: float = 1e-3
+    arch: str = "conv"
+
+
+def test_set_values_are_typed_against_the_sections() -> None:
+    rc = cfg.resolve(model="toy", dataset="bumps", model_config_cls=ToyModelConfig,
+                     sets=["train.lr=1e-4", "train.steps=12", "model.k=8", "model.beta=0",
+                           "eval.metrics=[\"fid\", \"gaussian-fit\"]", "data.cache=false",
+                           "train.grad_clip=none"])
+    assert rc.train.lr == pytest.approx(1e-4)
+    assert rc.train.steps == 12 and isinstance(rc.train.steps, int)
+    assert rc.model_cfg == {"k": 8, "latent_dim": 200, "beta": 0.0, "arch": "conv"}
+    assert rc.eval.metrics == ["fid", "gaussian-fit"]
+    assert rc.data.cache is False
+    assert rc.train.grad_clip is None
+
+
+@pytest.mark.parametrize(
+    ("item", "needle"),
+    [
+        ("train.lrate=1", "unknown key 'train.lrate'; valid keys in [train]: steps, epochs"),
+        ("model.kk=3", "unknown key 'model.kk'; valid keys in [model]: k, latent_dim, beta, arch"),
+        ("train.steps=abc", "train.steps must be an integer"),
+        ("train.steps=1.5", "train.steps must be an integer"),
+        ("data.cache=maybe", "data.cache must be true or false"),
+        ("trian.lr=1", "unknown section 'trian'"),
+        ("lr=1", "--set expects section.key=value"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(item: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        cfg.resolve(model="toy", dataset="bumps", sets=[item], model_config_cls=ToyModelConfig)
+    assert needle in str(err.value)
+
+
+def test_toml_round_trip_reproduces_the_config(tmp_path) -> None:
+    rc = cfg.resolve(model="toy", dataset="digits", seed=3, model_config_cls=ToyModelConfig,
+                     sets=["train.steps=7", "model.k=4", "eval.n_samples=100"])
+    path = tmp_path / "config.toml"
+    path.write_text(rc.to_toml())
+    again = cfg.resolve(model=None, dataset=None, config_file=path, model_config_cls=ToyModelConfig)
+    assert again == rc
+    assert cfg.from_dict(cfg.load_toml(path)) == rc
+
+
+def test_a_config_for_another_model_is_refused(tmp_path) -> None:
+    rc = cfg.resolve(model="vrrae", dataset="bumps")
+    path = tmp_path / "config.toml"
+    path.write_text(rc.to_toml())
+    with pytest.raises(ConfigError, match="is for model 'vrrae', not 'ae'"):
+        cfg.resolve(model="ae", dataset=None, config_file=path)
+
+
+def test_unknown_section_in_file_and_missing_file(tmp_path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\nsteps = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown section\(s\) \['training'\]"):
+        cfg.load_toml(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        cfg.load_toml(tmp_path / "nope.toml")
+    path.write_text("[train\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        cfg.load_toml(path)

@@ -1,0 +1,86 @@
+"""Run-directory files and the cross-run report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import report, runs
+from harness.errors import HarnessError
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    runs.atomic_write_json(target, {"a": 1})
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        runs.atomic_write_json(target, {"a": Boom()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp files left
+
+
+def test_prepare_run_dir_refuses_to_overwrite_and_to_resume_nothing(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    runs.prepare_run_dir(run, resume=False)
+    (run / runs.CONFIG_FILE).write_text("[run]\n")
+    with pytest.raises(HarnessError, match="already holds a run; pass --resume"):
+        runs.prepare_run_dir(run, resume=False)
+    with pytest.raises(HarnessError, match="holds no run"):
+        runs.prepare_run_dir(tmp_path / "other", resume=True)
+    assert runs.prepare_run_dir(run, resume=True) == run
+
+
+def _fake_run(root: Path, name: str, model: str, seed: int, rec: float, fid: float,
+              n_samples: int = 1250) -> Path:
+    run = root / name
+    run.mkdir()
+    doc = {
+        "schema": 1,
+        "run": {"model": model, "dataset": "mnist", "seed": seed},
+        "results": [
+            {"protocol": "reconstruction", "metric": "rec_error_percent", "value": rec,
+             "stamp": {"split": "test", "seed": seed}},
+            {"protocol": "random_generation", "metric": "fid", "value": fid,
+             "stamp": {"n_samples": n_samples, "seed": seed}},
+            {"protocol": "interpolation", "metric": "fid", "value": None, "error": "no weights",
+             "stamp": {"seed": seed}},
+        ],
+    }
+    (run / runs.METRICS_FILE).write_text(json.dumps(doc))
+    return run
+
+
+def test_report_means_and_stds_over_seeds(tmp_path: Path) -> None:
+    dirs = [
+        _fake_run(tmp_path, "a0", "vrrae", 0, 26.0, 38.0),
+        _fake_run(tmp_path, "a1", "vrrae", 1, 28.0, 40.0),
+        _fake_run(tmp_path, "b0", "ae", 0, 27.0, 41.0),
+    ]
+    rows = report.collect(dirs)
+    rec = [r for r in rows if r["model"] == "vrrae" and r["metric"] == "rec_error_percent"][0]
+    assert rec["mean"] == pytest.approx(27.0)
+    assert rec["std"] == pytest.approx(2 ** 0.5)  # sample std of 26, 28
+    assert rec["n"] == 2 and rec["seeds"] == [0, 1]
+    assert not [r for r in rows if r["protocol"] == "interpolation"]  # errors are not numbers
+    md = report.to_markdown(rows)
+    assert "| vrrae | mnist | 27.00 ± 1.41 (n=2) |" in md.replace("39.00 ± 1.41 (n=2) | ", "")
+    assert "| ae | mnist |" in md
+    csv_text = report.to_csv(rows)
+    assert csv_text.splitlines()[0] == "model,dataset,protocol,metric,stamp,mean,std,n,seeds"
+    assert json.loads(report.to_json(rows))[0]["n"] in (1, 2)
+
+
+def test_report_never_averages_different_protocols(tmp_path: Path) -> None:
+    dirs = [
+        _fake_run(tmp_path, "a0", "vrrae", 0, 26.0, 38.0, n_samples=1250),
+        _fake_run(tmp_path, "a1", "vrrae", 1, 26.0, 50.0, n_samples=100),
+    ]
+    fids = [r for r in report.collect(dirs) if r["metric"] == "fid"]
+    assert sorted(r["mean"] for r in fids) == [38.0, 50.0]
+    assert all(r["n"] == 1 for r in fids)
+    assert "random_generation/fid [" in report.to_markdown(report.collect(dirs))
