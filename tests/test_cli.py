@@ -1,0 +1,128 @@
+"""The command line, end to end, on the embedded bumps dataset and the real built-ins."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+FAST = [
+    "--set", "train.steps=4", "--set", "train.batch_size=16", "--set", "train.log_every=1",
+    "--set", "eval.n_samples=40", "--set", "eval.n_pairs=8", "--set", "eval.gmm_components=2",
+    "--set", "data.n_train=40", "--set", "data.n_test=16", "--set", "model.latent_dim=32",
+]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_listings_show_the_builtins(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["models", "--json"], capsys)
+    assert code == 0
+    models = {m["name"]: m for m in json.loads(out)}
+    assert set(models) >= {"ae", "vae", "rrae", "vrrae", "rrae-vae", "vae-identity", "vrrae-nokl"}
+    assert all(m["plugin"] == "autoencoders" and m["description"] for m in models.values())
+    code, out, _ = run_cli(["datasets", "--json"], capsys)
+    assert {d["name"] for d in json.loads(out)} >= {
+        "bumps", "mnist", "fashion-mnist", "cifar10", "celeba", "digits"}
+    code, out, _ = run_cli(["plugins", "--all", "--json"], capsys)
+    plugins = {p["name"]: p for p in json.loads(out)}
+    assert plugins["autoencoders"]["builtin"] is True
+    assert "register_models" in plugins["autoencoders"]["hooks"]
+    assert "register_datasets" in plugins["datasets"]["hooks"]
+    assert all(p["error"] is None for p in plugins.values())
+
+
+def test_listing_is_fast_and_does_not_import_torch() -> None:
+    code = (
+        "import sys, time; t = time.perf_counter();"
+        "from harness.cli import main\n"
+        "try:\n main(['models'])\nexcept SystemExit: pass\n"
+        "assert 'torch' not in sys.modules, 'listing imported torch';"
+        "print(time.perf_counter() - t, file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stderr.strip().splitlines()[-1]) < 1.0
+
+
+def test_unknown_names_and_bad_keys_are_clear_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["run", "--model", "vrae"], capsys)
+    assert code == 2
+    assert "model 'vrae' is not known; did you mean" in err and "'vrrae'" in err and "Known:" in err
+    code, _, err = run_cli(["run", "--model", "vrrae", "--dataset", "cifar"], capsys)
+    assert code == 2 and "dataset 'cifar' is not known; did you mean 'cifar10'?" in err
+    code, _, err = run_cli(["run", "--model", "vrrae", "--set", "train.batchsize=3"], capsys)
+    assert code == 2 and "unknown key 'train.batchsize'" in err and "batch_size" in err
+    code, _, err = run_cli(["run", "--model", "vrrae", "--set", "model.kk=3"], capsys)
+    assert code == 2 and "unknown key 'model.kk'" in err and "latent_dim" in err
+    assert "Traceback" not in err
+
+
+def test_batch_smaller_than_k_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["run", "--model", "rrae", "--set", "model.k=8",
+                            "--set", "train.batch_size=4", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2
+    assert "train.batch_size=4" in err and "k" in err
+
+
+def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["run", "--model", "vrrae", "--dataset", "bumps", "--seed", "3",
+                                 "--out", str(out), *FAST], capsys)
+    assert code == 0, err
+    for name in ("config.toml", "environment.json", "metrics.json", "model.safetensors",
+                 "model_config.json", "log.jsonl"):
+        assert (out / name).is_file(), name
+    config = tomllib.loads((out / "config.toml").read_text())
+    assert config["run"] == {"model": "vrrae", "dataset": "bumps", "seed": 3}
+    assert config["train"]["steps"] == 4 and config["model"]["latent_dim"] == 32
+    env = json.loads((out / "environment.json").read_text())
+    assert env["num_processes"] == 1 and env["packages"]["torch"]
+    assert "git_revision" in env and env["device"] == "cpu"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["run"]["seed"] == 3
+    rec = [r for r in metrics["results"] if r["protocol"] == "reconstruction"]
+    assert len(rec) == 1 and 0.0 < rec[0]["value"] < 200.0
+    assert all("stamp" in r and r["protocol"] for r in metrics["results"])
+    logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs][-1] == 4
+    assert "run directory:" in stdout
+
+    # Re-running from the saved config gives the same numbers (same seed, same machine).
+    again = tmp_path / "again"
+    code, _, err = run_cli(["run", "--config", str(out / "config.toml"), "--out", str(again)],
+                           capsys)
+    assert code == 0, err
+    rec2 = [r for r in json.loads((again / "metrics.json").read_text())["results"]
+            if r["protocol"] == "reconstruction"]
+    assert rec2[0]["value"] == pytest.approx(rec[0]["value"], rel=1e-5)
+
+    # Re-evaluating the saved run reproduces the reconstruction error from the weights alone.
+    code, _, err = run_cli(["evaluate", str(out)], capsys)
+    assert code == 0, err
+    rec3 = [r for r in json.loads((out / "metrics.json").read_text())["results"]
+            if r["protocol"] == "reconstruction"]
+    assert rec3[0]["value"] == pytest.approx(rec[0]["value"], rel=1e-5)
+
+    # The run directory cannot be overwritten by accident.
+    code, _, err = run_cli(["run", "--model", "vrrae", "--out", str(out)], capsys)
+    assert code == 2 and "already holds a run" in err
+
+    code, table, err = run_cli(["report", str(out), str(again)], capsys)
+    assert code == 0, err
+    assert "| vrrae | bumps |" in table and "(n=2)" in table
