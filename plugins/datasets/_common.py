@@ -1,0 +1,368 @@
+"""What every built-in dataset loader shares: errors, the in-memory split, local search
+paths, the decoded-array cache and resizing.
+
+Why one module: the loaders differ only in how they *decode* files; storing, caching and
+finding files must behave identically everywhere (the same error wording, the same cache
+invalidation), so it lives here once.
+
+Storage: a split keeps its images as one ``uint8`` array (N, C, H, W) — or ``float32`` for
+generated data — possibly memory-mapped from the cache, and converts a single item to a
+float32 tensor in [0, 1] only when it is asked for. CelebA at 160×160 is 12 GB as uint8 and
+would be 50 GB as float32, so nothing here converts a whole large split at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from harness import HarnessError
+
+#: bump when the decoded layout changes, so older cache files are never reused
+CACHE_VERSION = 1
+
+#: system-wide data folders (Debian's ``dataset-*`` packages install under the first);
+#: a module attribute so tests can point it elsewhere
+SYSTEM_DATA_DIRS: list[Path] = [Path("/usr/share/datasets")]
+
+
+# ------------------------------------------------------------------------------------ errors
+class DatasetNotFound(HarnessError):
+    """The files of a dataset are nowhere to be found; the message lists where we looked and
+    the command or option that fixes it."""
+
+
+class CorruptDataset(HarnessError):
+    """A dataset file exists but cannot be trusted (truncated, wrong magic number, counts or
+    shapes that do not match); the message names the file."""
+
+
+# ------------------------------------------------------------------------------------ splits
+class ArrayDataset(Dataset):
+    """A split held as one array; items are ``(float32 C×H×W tensor in [0, 1], int label)``.
+
+    ``images`` is (N, C, H, W), ``uint8`` (divided by 255 per item) or ``float32`` already in
+    [0, 1]. ``labels`` is an int array of length N (-1 where there is no label) or None.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None) -> None:
+        if images.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
+        if images.dtype not in (np.uint8, np.float32):
+            raise ValueError(f"images must be uint8 or float32, got {images.dtype}")
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = (
+            np.full(len(images), -1, dtype=np.int64) if labels is None else np.asarray(labels)
+        )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def _to_tensor(self, array: np.ndarray) -> torch.Tensor:
+        out = torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
+        if self.images.dtype == np.uint8:
+            out.div_(255.0)
+        return out
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a split of {len(self)} images")
+        return self._to_tensor(self.images[index]), int(self.labels[index])
+
+    def tensor(self, indices: Sequence[int] | slice | None = None) -> torch.Tensor:
+        """Several images at once as one float32 (n, C, H, W) tensor — fast for small sets
+        (bumps, digits, a batch); avoid on a whole large split."""
+        selected = self.images if indices is None else self.images[indices]
+        return self._to_tensor(selected)
+
+    def label_tensor(self) -> torch.Tensor:
+        """All labels as an int64 tensor (-1 where there is none)."""
+        return torch.from_numpy(np.asarray(self.labels, dtype=np.int64).copy())
+
+    def head(self, n: int | None) -> ArrayDataset:
+        """The first ``n`` items (all when ``n`` is None); a view, no copy."""
+        if n is None:
+            return self
+        if n < 0:
+            raise HarnessError(f"the number of images to keep must be >= 0, got {n}")
+        return ArrayDataset(self.images[:n], self.labels[:n])
+
+
+# ----------------------------------------------------------------------------- local search
+def data_root_env() -> Path | None:
+    """``$HARNESS_DATA_ROOT`` if set (a folder holding one subfolder per dataset)."""
+    value = os.environ.get("HARNESS_DATA_ROOT", "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def candidate_dirs(root: str | None, aliases: Sequence[str], subdirs: Sequence[str] = ("",)
+                   ) -> list[Path]:
+    """The folders searched, in order, for a dataset known under ``aliases``.
+
+    With an explicit ``data.root`` only that folder (and ``root/<alias>``) is searched: an
+    explicit choice must not be overridden by files found elsewhere. Otherwise:
+    ``$HARNESS_DATA_ROOT/<alias>``, ``~/.cache/vrrae-harness/data/<alias>``,
+    ``./data/<alias>`` and the system folders (``/usr/share/datasets/<alias>``). Each base is
+    also tried with ``subdirs`` appended (e.g. torchvision's ``raw``).
+    """
+    bases: list[Path] = []
+    if root is not None:
+        base = Path(root).expanduser()
+        bases.append(base)
+        bases.extend(base / alias for alias in aliases)
+    else:
+        env = data_root_env()
+        if env is not None:
+            bases.extend(env / alias for alias in aliases)
+        home = Path.home() / ".cache" / "vrrae-harness" / "data"
+        bases.extend(home / alias for alias in aliases)
+        bases.extend(Path.cwd() / "data" / alias for alias in aliases)
+        for system in SYSTEM_DATA_DIRS:
+            bases.extend(system / alias for alias in aliases)
+    out: list[Path] = []
+    for base in bases:
+        for sub in subdirs:
+            path = base / sub if sub else base
+            if path not in out:
+                out.append(path)
+    return out
+
+
+def not_found_message(name: str, what: str, searched: Iterable[Path], fix: str,
+                      hf_note: str = "") -> str:
+    """One message: what was looked for, every path searched, and how to fix it."""
+    paths = "\n  ".join(str(p) for p in searched) or "(none)"
+    text = f"dataset '{name}': {what} not found. Searched:\n  {paths}\nFix: {fix}"
+    if hf_note:
+        text += f"\n{hf_note}"
+    return text
+
+
+# ------------------------------------------------------------------------------------- cache
+def cache_dir() -> Path:
+    """Where decoded arrays are cached: ``$HARNESS_CACHE_DIR`` or
+    ``~/.cache/vrrae-harness/datasets``."""
+    value = os.environ.get("HARNESS_CACHE_DIR", "").strip()
+    if value:
+        return Path(value).expanduser()
+    return Path.home() / ".cache" / "vrrae-harness" / "datasets"
+
+
+def cache_key(name: str, files: Iterable[Path], **params: Any) -> str:
+    """A key that changes whenever a source file (path, size, mtime) or a decoding parameter
+    changes, so a stale cache entry can never be used."""
+    stamp = []
+    for path in sorted(Path(p) for p in files):
+        st = path.stat()
+        stamp.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
+    payload = json.dumps(
+        {"v": CACHE_VERSION, "name": name, "files": stamp, "params": params},
+        sort_keys=True, default=str,
+    )
+    return f"{name}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
+
+
+def _cache_paths(key: str, split: str) -> tuple[Path, Path]:
+    base = cache_dir() / key
+    return base.with_name(f"{key}-{split}-images.npy"), base.with_name(f"{key}-{split}-labels.npy")
+
+
+@contextmanager
+def _atomic_target(path: Path):  # type: ignore[no-untyped-def]
+    """Yield a temporary path beside ``path``; on success move it into place atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    with _atomic_target(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+
+
+def _load_cached(key: str, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    images_path, labels_path = _cache_paths(key, split)
+    if not (images_path.exists() and labels_path.exists()):
+        return None
+    try:
+        images = np.load(images_path, mmap_mode="r", allow_pickle=False)
+        labels = np.load(labels_path, allow_pickle=False)
+    except (OSError, ValueError):  # a damaged cache file is rebuilt, never trusted
+        return None
+    if images.ndim != 4 or labels.shape != (images.shape[0],):
+        return None
+    return images, labels
+
+
+def cached_arrays(key: str, split: str, build: Callable[[], tuple[np.ndarray, np.ndarray]],
+                  enabled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The decoded ``(images, labels)`` of one split: from the cache when present, else
+    ``build()`` (then cached, written atomically). Cached images come back memory-mapped."""
+    if enabled:
+        hit = _load_cached(key, split)
+        if hit is not None:
+            return hit
+    images, labels = build()
+    labels = np.asarray(labels, dtype=np.int64)
+    if not enabled:
+        return images, labels
+    images_path, labels_path = _cache_paths(key, split)
+    try:
+        _save_atomic(labels_path, labels)
+        _save_atomic(images_path, np.ascontiguousarray(images))
+    except OSError:  # a read-only home must not stop a run; it only makes it slower
+        return images, labels
+    hit = _load_cached(key, split)
+    return hit if hit is not None else (images, labels)
+
+
+def cached_streamed(key: str, split: str, n: int, shape: tuple[int, int, int],
+                    fill: Callable[[np.ndarray, np.ndarray], None], enabled: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`cached_arrays` for splits too large to hold twice in memory: ``fill``
+    writes images into a (possibly memory-mapped, on-disk) uint8 array of (n, *shape) and
+    labels into an int64 array of n."""
+    if enabled:
+        hit = _load_cached(key, split)
+        if hit is not None:
+            return hit
+    labels = np.full(n, -1, dtype=np.int64)
+    if not enabled:
+        images = np.empty((n, *shape), dtype=np.uint8)
+        fill(images, labels)
+        return images, labels
+    images_path, labels_path = _cache_paths(key, split)
+    try:
+        with _atomic_target(images_path) as tmp:
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
+            fill(mm, labels)
+            mm.flush()
+            del mm
+        _save_atomic(labels_path, labels)
+    except OSError:
+        images = np.empty((n, *shape), dtype=np.uint8)
+        fill(images, labels)
+        return images, labels
+    hit = _load_cached(key, split)
+    if hit is None:  # pragma: no cover - we just wrote it
+        raise HarnessError(f"the cache file {images_path} could not be read back")
+    return hit
+
+
+# ---------------------------------------------------------------------------------- resizing
+def resize_batch(images: np.ndarray, size: int | None, chunk: int = 2048) -> np.ndarray:
+    """Resize (N, C, H, W) images to size×size (bilinear, antialiased), keeping the dtype
+    (uint8 is rounded back). ``None`` or the current size returns the input unchanged."""
+    if size is None or (images.shape[2] == size and images.shape[3] == size):
+        return images
+    if size <= 0:
+        raise HarnessError(f"data.size must be a positive number of pixels, got {size}")
+    import torch.nn.functional as F
+
+    out = np.empty((images.shape[0], images.shape[1], size, size), dtype=images.dtype)
+    for start in range(0, images.shape[0], chunk):
+        part = torch.from_numpy(np.asarray(images[start:start + chunk], dtype=np.float32))
+        resized = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True,
+                                align_corners=False)
+        if images.dtype == np.uint8:
+            resized = resized.round_().clamp_(0, 255)
+        else:
+            resized = resized.clamp_(0, 1)
+        out[start:start + chunk] = resized.numpy().astype(images.dtype)
+    return out
+
+
+def pil_to_chw(image: Any, size: int | None = None, center_crop: bool = False,
+               mode: str = "RGB") -> np.ndarray:
+    """A PIL image as a uint8 (C, H, W) array, optionally centre-cropped to a square (side
+    min(H, W)) and resized to size×size with PIL's antialiased bicubic filter."""
+    from PIL import Image
+
+    if image.mode != mode:
+        image = image.convert(mode)
+    if center_crop:
+        w, h = image.size
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def head_count(n: int | None, name: str) -> int | None:
+    """Validate ``data.n_train`` / ``data.n_test``."""
+    if n is not None and n < 0:
+        raise HarnessError(f"data.{name} must be >= 0, got {n}")
+    return n
+
+
+def build_splits(info: Any, train: ArrayDataset | Dataset, test: ArrayDataset | Dataset,
+                 config: Any, extra: dict[str, Dataset] | None = None) -> Any:
+    """A :class:`harness.api.DataSplits` keeping the first ``data.n_train`` / ``data.n_test``
+    items, with the kept sizes recorded in ``info.metadata``."""
+    from harness.api import DataSplits
+
+    n_train = head_count(config.n_train, "n_train")
+    n_test = head_count(config.n_test, "n_test")
+    train = _head(train, n_train)
+    test = _head(test, n_test)
+    info.metadata["n_train"] = len(train)  # type: ignore[arg-type]
+    info.metadata["n_test"] = len(test)  # type: ignore[arg-type]
+    return DataSplits(info=info, train=train, test=test, extra=dict(extra or {}))
+
+
+def _head(split: Dataset, n: int | None) -> Dataset:
+    if n is None:
+        return split
+    head = getattr(split, "head", None)
+    if head is not None:
+        return head(n)
+    from torch.utils.data import Subset
+
+    return Subset(split, range(min(n, len(split))))  # type: ignore[arg-type]
+
+
+def file_stamps(folder: Path, limit: int = 500_000) -> list[Path]:
+    """Every file under ``folder`` (for cache keys of local folders), at most ``limit``."""
+    out: list[Path] = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            out.append(path)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def split_shape(split: Dataset) -> tuple[int, int, int]:
+    """(C, H, W) of a split's images, without decoding when the split knows it."""
+    images = getattr(split, "images", None)
+    if images is not None:
+        return tuple(int(d) for d in images.shape[1:])  # type: ignore[return-value]
+    shape = getattr(split, "shape", None)
+    if shape is not None:
+        return tuple(int(d) for d in shape)  # type: ignore[return-value]
+    return tuple(int(d) for d in split[0][0].shape)  # type: ignore[return-value]

@@ -1,0 +1,231 @@
+"""Hugging Face ``datasets`` and columnar files (parquet / arrow) as a source of images.
+
+Why a separate module: ``datasets`` is slow to import and, when it cannot reach the hub,
+retries for tens of seconds. So it is imported only here, only when a loader has found no
+local files, and never while offline (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) unless
+the local Hugging Face cache already holds the dataset. Parquet and arrow files are read with
+pyarrow directly, without ``datasets``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import CorruptDataset, DatasetNotFound, pil_to_chw
+
+IMAGE_COLUMNS = ("image", "img", "pixel_values")
+LABEL_COLUMNS = ("label", "labels", "fine_label", "celeb_id")
+SPLIT_ALIASES = {
+    "train": ("train", "training"),
+    "test": ("test", "testing"),
+    "valid": ("valid", "validation", "val"),
+}
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def hf_offline() -> bool:
+    """Whether Hugging Face is told not to use the network."""
+    return _truthy("HF_HUB_OFFLINE") or _truthy("HF_DATASETS_OFFLINE")
+
+
+def hf_cache_has(hub_id: str) -> bool:
+    """Whether the local Hugging Face datasets cache seems to hold ``hub_id`` (a cheap check
+    of the folder ``datasets`` uses), so that offline we only call it when it can succeed."""
+    base = os.environ.get("HF_DATASETS_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(Path.home(), ".cache", "huggingface")), "datasets"
+    )
+    return (Path(base) / hub_id.replace("/", "___")).is_dir()
+
+
+def hf_allowed(hub_id: str) -> tuple[bool, str]:
+    """``(may we call datasets.load_dataset(hub_id), why not)``."""
+    if Path(hub_id).expanduser().exists():
+        return True, ""
+    if hf_offline() and not hf_cache_has(hub_id):
+        return False, (
+            f"Hugging Face '{hub_id}' not tried: offline mode (HF_HUB_OFFLINE / "
+            "HF_DATASETS_OFFLINE) is set and the local Hugging Face cache does not hold it."
+        )
+    return True, ""
+
+
+def load_hf_splits(hub_id: str, name: str) -> dict[str, Any]:
+    """The splits of a Hugging Face dataset (hub id, saved-to-disk folder, or a local folder
+    ``datasets`` understands), keyed ``train`` / ``test`` / ``valid``."""
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise DatasetNotFound(
+            f"dataset '{name}': the Hugging Face `datasets` package is not installed "
+            "(pip install datasets)"
+        ) from exc
+    path = Path(hub_id).expanduser()
+    try:
+        if path.is_dir() and (
+            (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+        ):
+            loaded = datasets.load_from_disk(str(path))
+        else:
+            loaded = datasets.load_dataset(str(path) if path.exists() else hub_id)
+    except Exception as exc:  # network, missing repo, bad files: one readable message
+        raise DatasetNotFound(
+            f"dataset '{name}': Hugging Face '{hub_id}' could not be loaded: "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+        ) from exc
+    if isinstance(loaded, datasets.Dataset):
+        return {"train": loaded}
+    out: dict[str, Any] = {}
+    for split_name, split in loaded.items():
+        canonical = canonical_split(split_name)
+        if canonical is not None and canonical not in out:
+            out[canonical] = split
+    return out
+
+
+def canonical_split(text: str) -> str | None:
+    """``train`` / ``test`` / ``valid`` for a split or file name, or None."""
+    lowered = text.lower()
+    tokens = [t for t in lowered.replace("-", "_").replace(".", "_").split("_") if t]
+    for canonical, aliases in SPLIT_ALIASES.items():
+        if any(t in aliases for t in tokens) or lowered in aliases:
+            return canonical
+    return None
+
+
+def _pick(columns: list[str], preferred: tuple[str, ...]) -> str | None:
+    for column in preferred:
+        if column in columns:
+            return column
+    return None
+
+
+def decode_image_cell(cell: Any, where: str) -> Any:
+    """A PIL image from a cell of an image column: a PIL image, ``{"bytes": ..}`` (the
+    Hugging Face parquet encoding) or raw encoded bytes."""
+    from PIL import Image, UnidentifiedImageError
+
+    if hasattr(cell, "convert"):  # already a PIL image
+        return cell
+    data = cell.get("bytes") if isinstance(cell, dict) else cell
+    if data is None and isinstance(cell, dict) and cell.get("path"):
+        return Image.open(cell["path"])
+    if not isinstance(data, (bytes, bytearray)):
+        raise CorruptDataset(f"{where}: an image cell holds {type(cell).__name__}, not an image")
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise CorruptDataset(f"{where}: an image could not be decoded: {exc}") from exc
+    return image
+
+
+def hf_split_to_arrays(split: Any, where: str, n: int | None, size: int | None,
+                       center_crop: bool, mode: str,
+                       out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a Hugging Face split (first ``n`` rows) to uint8 (N, C, H, W) and labels."""
+    columns = list(split.column_names)
+    image_col = _pick(columns, IMAGE_COLUMNS)
+    if image_col is None:
+        raise CorruptDataset(f"{where}: no image column among {columns}")
+    label_col = _pick(columns, LABEL_COLUMNS)
+    if n is not None:
+        split = split.select(range(min(n, len(split))))
+    rows = split.select_columns([c for c in (image_col, label_col) if c])
+    return rows_to_arrays(
+        ((row[image_col], row[label_col] if label_col else -1) for row in rows),
+        len(rows), where, size, center_crop, mode,
+    )
+
+
+def rows_to_arrays(rows: Iterator[tuple[Any, Any]] | Any, n: int, where: str,
+                   size: int | None, center_crop: bool, mode: str
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``n`` (image cell, label) rows into arrays; every image must end up the same
+    shape, else the file is refused with its name."""
+    images: np.ndarray | None = None
+    labels = np.full(n, -1, dtype=np.int64)
+    count = 0
+    for i, (cell, label) in enumerate(rows):
+        chw = pil_to_chw(decode_image_cell(cell, where), size, center_crop, mode)
+        if images is None:
+            images = np.empty((n, *chw.shape), dtype=np.uint8)
+        elif chw.shape != images.shape[1:]:
+            raise CorruptDataset(
+                f"{where}: image {i} has shape {chw.shape}, the first had {images.shape[1:]} "
+                "(set data.size to resize every image)"
+            )
+        images[i] = chw
+        labels[i] = -1 if label is None else int(label)
+        count += 1
+    if images is None:
+        raise CorruptDataset(f"{where}: holds no images")
+    if count != n:
+        raise CorruptDataset(f"{where}: expected {n} rows, read {count}")
+    return images, labels
+
+
+def columnar_files(folder: Path) -> list[Path]:
+    """Parquet and arrow files under ``folder`` (recursively), sorted."""
+    files = [p for p in folder.rglob("*") if p.suffix in (".parquet", ".arrow") and p.is_file()]
+    return sorted(files)
+
+
+def _read_table(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_table(path)
+        with open(path, "rb") as fh:
+            try:
+                return pa.ipc.open_stream(fh).read_all()
+            except pa.ArrowInvalid:
+                fh.seek(0)
+                return pa.ipc.open_file(fh).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptDataset(f"{path}: not a readable {path.suffix[1:]} file: {exc}") from exc
+
+
+def columnar_split_to_arrays(files: list[Path], n: int | None, size: int | None,
+                             center_crop: bool, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the images (and labels) of the given parquet/arrow files, in order."""
+    cells: list[Any] = []
+    labels: list[Any] = []
+    for path in files:
+        table = _read_table(path)
+        columns = list(table.column_names)
+        image_col = _pick(columns, IMAGE_COLUMNS)
+        if image_col is None:
+            raise CorruptDataset(f"{path}: no image column among {columns}")
+        label_col = _pick(columns, LABEL_COLUMNS)
+        take = table.num_rows if n is None else min(table.num_rows, n - len(cells))
+        cells.extend(table.column(image_col).slice(0, take).to_pylist())
+        if label_col:
+            labels.extend(table.column(label_col).slice(0, take).to_pylist())
+        else:
+            labels.extend([-1] * take)
+        if n is not None and len(cells) >= n:
+            break
+    where = ", ".join(str(p) for p in files)
+    return rows_to_arrays(zip(cells, labels, strict=True), len(cells), where, size,
+                          center_crop, mode)
+
+
+def split_columnar_files(files: list[Path]) -> dict[str, list[Path]]:
+    """Group parquet/arrow files by split, from their file or folder names."""
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        split = canonical_split(path.stem) or canonical_split(path.parent.name)
+        if split is not None:
+            groups.setdefault(split, []).append(path)
+    return groups

@@ -1,0 +1,217 @@
+"""CelebA faces (3×160×160 by default; standard train/valid/test partition), no labels.
+
+Accepted sources, looked for in ``data.hub_id`` when it is a local folder, else in
+``data.root`` (or the default places under ``celeba`` / ``CelebA``, each also with
+``celeba/``, torchvision's layout):
+
+* the aligned-image release: ``img_align_celeba/*.jpg`` (Kaggle's doubly nested
+  ``img_align_celeba/img_align_celeba/`` too) with ``list_eval_partition.txt``
+  (``000001.jpg 0``) or Kaggle's ``list_eval_partition.csv``; partition 0 is train, 1 the
+  validation split (``extra["valid"]``), 2 test — the standard split;
+* parquet / arrow files whose names say the split (``train``, ``valid``/``validation``,
+  ``test``);
+* otherwise Hugging Face ``datasets`` with ``data.hub_id`` (default ``flwrlabs/celeba``, whose
+  ``train`` / ``valid`` / ``test`` splits are the standard partition) when online or cached.
+
+Crop and resize: every image is centre-cropped to a square of side min(H, W) — 178×178 out
+of the aligned 178×218 images, cutting 20 rows above and below — then resized to
+``data.size``×``data.size`` (default 160) with PIL's antialiased bicubic filter. Decoded
+images are cached as a memory-mapped uint8 array (about 12 GB for the full training split at
+160×160; decoding it the first time takes minutes); ``data.n_train`` / ``data.n_test`` limit
+what is decoded, and with ``data.cache=false`` images are decoded lazily per item.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness import HarnessError
+from harness.api import DataConfig, DatasetInfo, DataSplits
+
+from . import _hf
+from ._common import (
+    ArrayDataset,
+    CorruptDataset,
+    DatasetNotFound,
+    build_splits,
+    cache_key,
+    cached_arrays,
+    candidate_dirs,
+    file_stamps,
+    not_found_message,
+    split_shape,
+)
+from .folders import images_split
+
+NAME = "celeba"
+ALIASES = ("celeba", "CelebA")
+HUB_ID = "flwrlabs/celeba"
+DEFAULT_SIZE = 160
+PARTITIONS = {0: "train", 1: "valid", 2: "test"}
+CROP = "centre square of side min(H, W) (178x178 of the aligned 178x218), then bicubic resize"
+FIX = (
+    "download CelebA's img_align_celeba.zip and list_eval_partition.txt, unpack them into a "
+    "folder DIR (DIR/img_align_celeba/*.jpg, DIR/list_eval_partition.txt) and run with "
+    "`--set data.root=DIR` (or export HARNESS_DATA_ROOT=PARENT with PARENT/celeba), or give "
+    "parquet files / a Hugging Face dataset with `--set data.hub_id=PATH_OR_ID` (needs network "
+    "or a Hugging Face cache)"
+)
+
+
+def _image_dir(folder: Path) -> Path | None:
+    for candidate in (folder / "img_align_celeba" / "img_align_celeba",
+                      folder / "img_align_celeba"):
+        if candidate.is_dir() and any(p.suffix.lower() == ".jpg" or p.suffix.lower() == ".png"
+                                      for p in _first(candidate)):
+            return candidate
+    return None
+
+
+def _first(folder: Path, n: int = 5) -> list[Path]:
+    out = []
+    for path in folder.iterdir():
+        out.append(path)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _partition_file(folder: Path) -> Path | None:
+    for name in ("list_eval_partition.txt", "list_eval_partition.csv"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def read_partition(path: Path) -> dict[str, list[str]]:
+    """File names per split from ``list_eval_partition.txt`` / ``.csv``; malformed lines are
+    refused with the file name and line number."""
+    out: dict[str, list[str]] = {s: [] for s in PARTITIONS.values()}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or (number == 1 and line.lower().startswith("image_id")):
+            continue
+        parts = line.replace(",", " ").split()
+        if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+            raise CorruptDataset(
+                f"{path}:{number}: expected '<image file> <0|1|2>', got {line[:80]!r}"
+            )
+        out[PARTITIONS[int(parts[1])]].append(parts[0])
+    if not out["train"] or not out["test"]:
+        raise CorruptDataset(f"{path}: the partition lists no train or no test images")
+    return out
+
+
+def _load_aligned(folder: Path, images: Path, partition: Path, config: DataConfig,
+                  size: int) -> DataSplits:
+    names = read_partition(partition)
+    present = {p.name for p in images.iterdir()}
+    missing = [n for split in names.values() for n in split if n not in present]
+    if missing:
+        raise CorruptDataset(
+            f"{partition} lists {len(missing)} images absent from {images}, e.g. "
+            f"{', '.join(missing[:3])}"
+        )
+    limits = {"train": config.n_train, "test": config.n_test, "valid": config.n_test}
+    splits = {}
+    for split, files in names.items():
+        if not files:
+            continue
+        n = limits[split]
+        paths = [images / f for f in (files if n is None else files[:n])]
+        key = cache_key(NAME, [partition, *paths], size=size, layout="aligned")
+        splits[split] = images_split(paths, [-1] * len(paths), key=key, split=split, size=size,
+                                     center_crop=True, mode="RGB", cache=config.cache)
+    extra = {"valid": splits["valid"]} if "valid" in splits else {}
+    return _splits(splits["train"], splits["test"], extra, str(folder), config, size, "aligned")
+
+
+def _load_columnar(folder: Path, groups: dict[str, list[Path]], config: DataConfig,
+                   size: int) -> DataSplits:
+    arrays = {}
+    for split, files in groups.items():
+        n = config.n_train if split == "train" else config.n_test
+        key = cache_key(NAME, files, size=size, n=n, layout="columnar")
+
+        def build(files: list[Path] = files, n: int | None = n) -> tuple[np.ndarray, np.ndarray]:
+            images, _ = _hf.columnar_split_to_arrays(files, n, size, True, "RGB")
+            return images, np.full(len(images), -1, dtype=np.int64)
+
+        arrays[split] = ArrayDataset(*cached_arrays(key, split, build, enabled=config.cache))
+    extra = {"valid": arrays["valid"]} if "valid" in arrays else {}
+    return _splits(arrays["train"], arrays["test"], extra, str(folder), config, size,
+                   "parquet/arrow")
+
+
+def _load_hf(hub_id: str, config: DataConfig, size: int) -> DataSplits:
+    splits = _hf.load_hf_splits(hub_id, NAME)
+    if "train" not in splits or "test" not in splits:
+        raise DatasetNotFound(f"dataset '{NAME}': '{hub_id}' has splits {sorted(splits)}, "
+                              "needs train and test")
+    local = Path(hub_id).expanduser()
+    stamps = file_stamps(local) if local.is_dir() else []
+    arrays = {}
+    for split, data in splits.items():
+        n = config.n_train if split == "train" else config.n_test
+        key = cache_key(NAME, stamps, hub=hub_id, size=size, n=n)
+
+        def build(data: object = data, split: str = split, n: int | None = n
+                  ) -> tuple[np.ndarray, np.ndarray]:
+            # CelebA's HF label-like columns (celeb_id) are identities, not classes: drop them
+            images, _ = _hf.hf_split_to_arrays(data, f"{hub_id} [{split}]", n, size, True, "RGB")
+            return images, np.full(len(images), -1, dtype=np.int64)
+
+        arrays[split] = ArrayDataset(*cached_arrays(key, split, build, enabled=config.cache))
+    extra = {"valid": arrays["valid"]} if "valid" in arrays else {}
+    return _splits(arrays["train"], arrays["test"], extra, hub_id, config, size, "huggingface")
+
+
+def _splits(train: object, test: object, extra: dict, source: str, config: DataConfig,
+            size: int, layout: str) -> DataSplits:
+    info = DatasetInfo(
+        name=NAME, shape=split_shape(train), num_classes=None, source=source,  # type: ignore[arg-type]
+        metadata={"layout": layout, "crop": CROP, "size": size,
+                  "partition": "standard: 0 train, 1 valid (extra['valid']), 2 test"},
+    )
+    return build_splits(info, train, test, config, extra=extra)  # type: ignore[arg-type]
+
+
+def load_from_folder(folder: Path, config: DataConfig, size: int) -> DataSplits | None:
+    """Load from whichever supported layout ``folder`` holds, or None."""
+    if not folder.is_dir():
+        return None
+    images, partition = _image_dir(folder), _partition_file(folder)
+    if images is not None and partition is not None:
+        return _load_aligned(folder, images, partition, config, size)
+    groups = _hf.split_columnar_files(_hf.columnar_files(folder))
+    if "train" in groups and "test" in groups:
+        return _load_columnar(folder, groups, config, size)
+    return None
+
+
+def load(config: DataConfig) -> DataSplits:
+    """CelebA from local files or Hugging Face (see the module docstring)."""
+    size = DEFAULT_SIZE if config.size is None else int(config.size)
+    if size <= 0:
+        raise HarnessError(f"data.size must be a positive number of pixels, got {size}")
+    if config.hub_id and Path(config.hub_id).expanduser().is_dir():
+        local = Path(config.hub_id).expanduser()
+        found = load_from_folder(local, config, size)
+        return found if found is not None else _load_hf(str(local), config, size)
+    searched = candidate_dirs(config.root, ALIASES, subdirs=("", "celeba"))
+    for folder in searched:
+        found = load_from_folder(folder, config, size)
+        if found is not None:
+            return found
+    hub_id = config.hub_id or HUB_ID
+    allowed, why = _hf.hf_allowed(hub_id)
+    what = "CelebA files (img_align_celeba/ with list_eval_partition.txt, or parquet/arrow)"
+    if not allowed:
+        raise DatasetNotFound(not_found_message(NAME, what, searched, FIX, why))
+    try:
+        return _load_hf(hub_id, config, size)
+    except DatasetNotFound as exc:
+        raise DatasetNotFound(not_found_message(NAME, what, searched, FIX, str(exc))) from exc

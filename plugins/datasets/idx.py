@@ -1,0 +1,96 @@
+"""The IDX file format of MNIST and Fashion-MNIST, read with numpy and checked strictly.
+
+An IDX file is a 4-byte magic number — two zero bytes, a type code (0x08 = unsigned byte)
+and the number of dimensions — then one big-endian uint32 per dimension, then the data. We
+refuse (naming the file) anything that does not add up: a wrong magic number, an unexpected
+number of dimensions, a file shorter or longer than its header says, or a gzip stream that
+ends early. Silent acceptance of a truncated file would train on garbage.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ._common import CorruptDataset
+
+UBYTE = 0x08
+
+
+def read_bytes(path: Path) -> bytes:
+    """The (decompressed, for ``.gz``) content of ``path``; corrupt gzip is refused."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise CorruptDataset(f"{path}: truncated or corrupt gzip file ({exc})") from exc
+
+
+def parse_idx(data: bytes, ndim: int, where: str | Path) -> np.ndarray:
+    """A uint8 array from IDX bytes that must have ``ndim`` dimensions."""
+    if len(data) < 4:
+        raise CorruptDataset(f"{where}: too short for an IDX file ({len(data)} bytes)")
+    zero1, zero2, dtype, dims = data[0], data[1], data[2], data[3]
+    expected_magic = (UBYTE << 8) | ndim
+    magic = int.from_bytes(data[:4], "big")
+    if zero1 != 0 or zero2 != 0 or dtype != UBYTE or dims != ndim:
+        raise CorruptDataset(
+            f"{where}: wrong magic number {magic} (0x{magic:08x}); an IDX file with {ndim} "
+            f"dimension(s) of unsigned bytes starts with {expected_magic} (0x{expected_magic:08x})"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise CorruptDataset(f"{where}: truncated IDX header ({len(data)} bytes)")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape, dtype=np.int64))
+    if len(data) != expected:
+        state = "truncated" if len(data) < expected else "has trailing data"
+        raise CorruptDataset(
+            f"{where}: {state}: the header says {shape} = {expected} bytes, the file has "
+            f"{len(data)}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read and check one IDX file (``.gz`` or raw)."""
+    return parse_idx(read_bytes(path), ndim, path)
+
+
+def read_idx_pair(images_path: Path, labels_path: Path,
+                  shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 1, H, W) and labels (N,) from a pair of IDX files, with matching counts and,
+    when ``shape`` is given, images of exactly that H×W."""
+    images = read_idx(images_path, 3)
+    labels = read_idx(labels_path, 1)
+    if images.shape[0] != labels.shape[0]:
+        raise CorruptDataset(
+            f"{images_path} has {images.shape[0]} images but {labels_path} has "
+            f"{labels.shape[0]} labels"
+        )
+    if shape is not None and images.shape[1:] != shape:
+        raise CorruptDataset(
+            f"{images_path}: images are {images.shape[1]}×{images.shape[2]}, expected "
+            f"{shape[0]}×{shape[1]}"
+        )
+    return images[:, None, :, :], labels.astype(np.int64)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzip-compressed when the name ends in ``.gz``).
+    Used by tests to build fixtures in the real on-disk format."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, UBYTE, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    payload = header + array.tobytes()
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wb") as fh:
+            fh.write(payload)
+    else:
+        Path(path).write_bytes(payload)

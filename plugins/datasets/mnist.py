@@ -1,0 +1,212 @@
+"""MNIST and Fashion-MNIST from their IDX files, with a Hugging Face fallback.
+
+Where the files are looked for, in order (the first folder holding all four files wins):
+``data.root`` (and ``root/<name>``, ``root/<TorchvisionName>/raw``) when given — and then
+nowhere else; otherwise ``$HARNESS_DATA_ROOT/<name>``, ``~/.cache/vrrae-harness/data/<name>``,
+``./data/<name>`` and ``/usr/share/datasets/<name>``, where Debian's
+``dataset-fashion-mnist`` package installs the real Fashion-MNIST. Files may be ``.gz`` or
+raw, named ``train-images-idx3-ubyte`` or ``train-images.idx3-ubyte``.
+
+Only when nothing is found locally is Hugging Face tried (``data.hub_id`` or the default
+hub id), and never while offline mode is set unless its cache holds the dataset — so a
+machine without network fails at once with the list of folders searched and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.api import DataConfig, DatasetInfo, DataSplits
+
+from . import _hf
+from ._common import (
+    ArrayDataset,
+    CorruptDataset,
+    DatasetNotFound,
+    build_splits,
+    cache_key,
+    cached_arrays,
+    candidate_dirs,
+    file_stamps,
+    not_found_message,
+    resize_batch,
+)
+from .idx import read_idx_pair
+
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One dataset in the MNIST format."""
+
+    name: str
+    aliases: tuple[str, ...]
+    hub_id: str
+    classes: tuple[str, ...]
+    install_hint: str
+
+
+MNIST = Family(
+    name="mnist",
+    aliases=("mnist", "MNIST"),
+    hub_id="ylecun/mnist",
+    classes=tuple(str(i) for i in range(10)),
+    install_hint=(
+        "download the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into a folder DIR and run with "
+        "`--set data.root=DIR` (or export HARNESS_DATA_ROOT=PARENT with the files in "
+        "PARENT/mnist)"
+    ),
+)
+
+FASHION_MNIST = Family(
+    name="fashion-mnist",
+    aliases=("fashion-mnist", "FashionMNIST", "fashion_mnist"),
+    hub_id="zalando-datasets/fashion_mnist",
+    classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+             "Sneaker", "Bag", "Ankle boot"),
+    install_hint=(
+        "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs the files in "
+        "/usr/share/datasets/fashion-mnist), or put the four IDX files in a folder DIR and run "
+        "with `--set data.root=DIR` (or export HARNESS_DATA_ROOT=PARENT with the files in "
+        "PARENT/fashion-mnist)"
+    ),
+)
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for variant in (stem, stem.replace("-idx", ".idx")):
+        for suffix in (".gz", ""):
+            path = folder / f"{variant}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def find_idx_files(family: Family, root: str | None
+                   ) -> tuple[dict[str, tuple[Path, Path]] | None, list[Path], list[str]]:
+    """``(files by split or None, folders searched, notes on incomplete folders)``."""
+    searched = candidate_dirs(root, family.aliases, subdirs=("", "raw"))
+    notes: list[str] = []
+    for folder in searched:
+        if not folder.is_dir():
+            continue
+        found: dict[str, tuple[Path, Path]] = {}
+        missing: list[str] = []
+        for split, (images_stem, labels_stem) in SPLIT_FILES.items():
+            images, labels = _find(folder, images_stem), _find(folder, labels_stem)
+            if images is None:
+                missing.append(images_stem)
+            if labels is None:
+                missing.append(labels_stem)
+            if images is not None and labels is not None:
+                found[split] = (images, labels)
+        if not missing:
+            return found, searched, notes
+        if len(missing) < 4:
+            notes.append(f"{folder} has some IDX files but lacks {', '.join(missing)}")
+    return None, searched, notes
+
+
+def load_family(family: Family, config: DataConfig) -> DataSplits:
+    """Load one MNIST-format dataset (see the module docstring for where from)."""
+    files, searched, notes = find_idx_files(family, config.root)
+    if files is not None:
+        return _load_local(family, config, files)
+    hub_id = config.hub_id or family.hub_id
+    allowed, why = _hf.hf_allowed(hub_id)
+    note = "\n".join(notes)
+    what = "the IDX files (train-images-idx3-ubyte[.gz] and the three others)"
+    if not allowed:
+        raise DatasetNotFound(not_found_message(family.name, what, searched,
+                                                family.install_hint, "\n".join([note, why])))
+    try:
+        return _load_hf(family, config, hub_id)
+    except DatasetNotFound as exc:
+        raise DatasetNotFound(
+            not_found_message(family.name, what, searched, family.install_hint,
+                              "\n".join([note, str(exc)]).strip())
+        ) from exc
+
+
+def _info(family: Family, shape: tuple[int, int, int], source: str,
+          files: list[str]) -> DatasetInfo:
+    return DatasetInfo(
+        name=family.name,
+        shape=shape,
+        num_classes=len(family.classes),
+        source=source,
+        metadata={"classes": list(family.classes), "files": files},
+    )
+
+
+def _check_labels(labels: np.ndarray, family: Family, where: Path | str) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= len(family.classes)):
+        raise CorruptDataset(
+            f"{where}: labels must be in 0..{len(family.classes) - 1}, found "
+            f"{int(labels.min())}..{int(labels.max())}"
+        )
+
+
+def _load_local(family: Family, config: DataConfig,
+                files: dict[str, tuple[Path, Path]]) -> DataSplits:
+    every = [p for pair in files.values() for p in pair]
+    key = cache_key(family.name, every, size=config.size)
+    arrays = {}
+    for split, (images_path, labels_path) in files.items():
+
+        def build(images_path: Path = images_path,
+                  labels_path: Path = labels_path) -> tuple[np.ndarray, np.ndarray]:
+            images, labels = read_idx_pair(images_path, labels_path, shape=(28, 28))
+            _check_labels(labels, family, labels_path)
+            return resize_batch(images, config.size), labels
+
+        arrays[split] = cached_arrays(key, split, build, enabled=config.cache)
+    train, test = ArrayDataset(*arrays["train"]), ArrayDataset(*arrays["test"])
+    shape = tuple(int(d) for d in train.images.shape[1:])
+    info = _info(family, shape, str(files["train"][0].parent), [str(p) for p in every])  # type: ignore[arg-type]
+    return build_splits(info, train, test, config)
+
+
+def _load_hf(family: Family, config: DataConfig, hub_id: str) -> DataSplits:
+    splits = _hf.load_hf_splits(hub_id, family.name)
+    if "train" not in splits or "test" not in splits:
+        raise DatasetNotFound(
+            f"dataset '{family.name}': Hugging Face '{hub_id}' has splits {sorted(splits)}, "
+            "needs train and test"
+        )
+    local = Path(hub_id).expanduser()
+    stamps = file_stamps(local) if local.is_dir() else []
+    arrays = {}
+    for split in ("train", "test"):
+        n = config.n_train if split == "train" else config.n_test
+        key = cache_key(family.name, stamps, hub=hub_id, size=config.size, n=n)
+
+        def build(split: str = split, n: int | None = n) -> tuple[np.ndarray, np.ndarray]:
+            images, labels = _hf.hf_split_to_arrays(
+                splits[split], f"{hub_id} [{split}]", n, config.size, False, "L"
+            )
+            _check_labels(labels, family, f"{hub_id} [{split}]")
+            return images, labels
+
+        arrays[split] = cached_arrays(key, split, build, enabled=config.cache)
+    train, test = ArrayDataset(*arrays["train"]), ArrayDataset(*arrays["test"])
+    shape = tuple(int(d) for d in train.images.shape[1:])
+    return build_splits(_info(family, shape, hub_id, []), train, test, config)  # type: ignore[arg-type]
+
+
+def load_mnist(config: DataConfig) -> DataSplits:
+    """MNIST: 60 000 / 10 000 handwritten digits, 1×28×28, 10 classes."""
+    return load_family(MNIST, config)
+
+
+def load_fashion_mnist(config: DataConfig) -> DataSplits:
+    """Fashion-MNIST: 60 000 / 10 000 clothing images, 1×28×28, 10 classes."""
+    return load_family(FASHION_MNIST, config)
