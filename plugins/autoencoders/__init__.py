@@ -1,1 +1,29 @@
-"""Built-in autoencoders plugin."""
+"""Built-in autoencoders plugin: AE, VAE, RRAE, VRRAE and the three ablations of the paper.
+
+Registered through the public ``register_models`` hook with lazy ``"module:attr"`` factories,
+exactly as a third-party plugin would: importing this module does not import torch, so
+listing plugins stays fast. The models live in :mod:`.models`, the networks in
+:mod:`.networks`, the SVD bottleneck in :mod:`.svd`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness import hookimpl
+
+_MODELS = (
+    ("ae", "AE", "Diabolo autoencoder: k-dimensional latent, loss = relative rec error"),
+    ("vae", "VAE", "VAE: mu, logvar = Linear(k->k) of a k-dim latent; rec + beta*KL"),
+    ("rrae", "RRAE", "Rank reduction AE: truncated SVD (rank k) of the L×B latent matrix"),
+    ("vrrae", "VRRAE", "Variational RRAE: SVD coefficients sampled with mu = A (identity)"),
+    ("rrae-vae", "RRAEVAE", "Ablation RRAE + VAE: vrrae with a learnable mean map Linear(A)"),
+    ("vae-identity", "VAEIdentity", "Ablation VAE (f = I): vae with mu = y"),
+    ("vrrae-nokl", "VRRAENoKL", "Ablation VRRAE (beta = 0): vrrae sampling without the KL term"),
+)
+
+
+@hookimpl
+def register_models(register: Any) -> None:
+    for name, attr, description in _MODELS:
+        register(name, f"harness_plugins.autoencoders.models:{attr}", description)

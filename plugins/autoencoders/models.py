@@ -1,0 +1,511 @@
+"""The seven models of SPEC: ``ae``, ``vae``, ``rrae``, ``vrrae``, ``rrae-vae``, ``vae-identity``
+and ``vrrae-nokl``.
+
+Each is a ``torch.nn.Module`` following :class:`harness.api.GenerativeModel`. Two families:
+
+* **ae / vae / vae-identity**: the encoder outputs a k-dimensional latent directly.
+* **rrae / vrrae / rrae-vae / vrrae-nokl**: the encoder outputs an L-dimensional latent; the
+  bottleneck is the *rank* k of the L×B latent matrix of the batch (a truncated SVD, see
+  :mod:`.svd`). After training, :meth:`RRAE.calibrate` stores one inference basis
+  U (L×k) built from the whole training set; evaluation then uses ``c = U^T y`` and ``U c``.
+
+Distributed training (see :mod:`harness.distributed`): ``forward`` returns the loss of the
+*global* batch, identical on every process. The rrae family gathers the latents of all
+processes (with gradients) before the SVD, because the SVD of a local batch is a different
+function; every global sum (squared error, KL of local codes) goes through
+``ctx.all_reduce_sum``; noise comes from ``ctx.randn_global``/``ctx.randn_local``. With one
+process all of these are identities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from harness import ConfigError, DatasetInfo, StepContext
+from harness import distributed
+
+from .networks import build_networks, resolve_arch
+from .svd import METHODS, basis_from_gram, truncated_svd
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model_config.json"
+FORMAT_VERSION = 1
+
+
+class ModelConfigError(ConfigError, ValueError):
+    """A bad ``model`` section. Both a :class:`harness.ConfigError` (the CLI prints it
+    without a traceback) and a ``ValueError`` (what Python callers expect)."""
+
+
+# ----------------------------------------------------------------------------------- configs
+@dataclass
+class AEConfig:
+    """The ``model`` section of ``ae``. ``k``: the bottleneck (the latent size for ae/vae)."""
+
+    k: int = 2
+    arch: str = "auto"  # conv | mlp | auto (mlp for vector-like data: H == 1 or W == 1)
+    hidden: int = 256  # width of the MLP variant's hidden layers
+    enc_channels: list[int] = field(default_factory=lambda: [32, 64])
+    dec_channels: list[int] = field(default_factory=lambda: [32, 256, 128, 32, 8])
+
+    def validate(self) -> None:
+        """Refuse impossible values early, naming the key (called by the host and by models)."""
+        if self.k < 1:
+            raise ModelConfigError(f"model.k must be >= 1, got {self.k}")
+        try:
+            resolve_arch(self.arch, (1, 2, 2))
+        except ValueError as exc:
+            raise ModelConfigError(str(exc)) from None
+        if self.hidden < 1:
+            raise ModelConfigError(f"model.hidden must be >= 1, got {self.hidden}")
+        if not self.enc_channels or min(self.enc_channels) < 1:
+            raise ModelConfigError(f"model.enc_channels must be positive, got {self.enc_channels}")
+        if len(self.dec_channels) < 2 or min(self.dec_channels) < 1:
+            raise ModelConfigError(
+                "model.dec_channels needs >= 2 positive entries (reshape channels, then one per "
+                f"upsampling), got {self.dec_channels}"
+            )
+        beta = getattr(self, "beta", 0.0)
+        if beta < 0:
+            raise ModelConfigError(f"model.beta must be >= 0, got {beta}")
+
+
+@dataclass
+class VAEConfig(AEConfig):
+    """``vae`` / ``vae-identity``: ``beta`` scales the KL term."""
+
+    beta: float = 1e-3
+
+
+@dataclass
+class RRAEConfig(AEConfig):
+    """``rrae``: ``latent_dim`` is L, the size of the encoder output; k is the SVD rank.
+
+    The SVD needs a global batch of at least k samples: the trainer refuses smaller ones
+    (``min_batch_size``) and the loss raises if one reaches it.
+    """
+
+    latent_dim: int = 200
+    svd_method: str = "auto"  # auto | gram | svd (see harness_plugins.autoencoders.svd)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.latent_dim < self.k:
+            raise ModelConfigError(
+                f"model.latent_dim (L={self.latent_dim}) must be >= model.k ({self.k}): the "
+                "bottleneck is a rank-k truncation of the L×B latent matrix"
+            )
+        if self.svd_method not in METHODS:
+            raise ModelConfigError(
+                f"model.svd_method must be one of {', '.join(METHODS)}, got {self.svd_method!r}"
+            )
+
+
+@dataclass
+class VRRAEConfig(RRAEConfig):
+    """``vrrae`` / ``rrae-vae``: ``beta`` scales the KL term."""
+
+    beta: float = 1e-3
+
+
+@dataclass
+class VRRAENoKLConfig(RRAEConfig):
+    """``vrrae-nokl``: vrrae with beta = 0 (the field exists so sweeps can set it, to 0)."""
+
+    beta: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.beta != 0:
+            raise ModelConfigError(
+                f"model 'vrrae-nokl' is vrrae with beta = 0, got model.beta={self.beta}; "
+                "use model 'vrrae' for a non-zero beta"
+            )
+
+
+# ----------------------------------------------------------------------------- shared parts
+def relative_error(x_hat: torch.Tensor, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    """``100 * ||X_hat - X||_F / ||X||_F`` over the *global* batch (SPEC rec, in percent).
+
+    The two squared norms are summed over processes; only the error needs gradients.
+    """
+    err = ctx.all_reduce_sum((x_hat - x).pow(2).sum())
+    ref = distributed.all_reduce_sum(x.detach().pow(2).sum())
+    return 100.0 * torch.sqrt(err / ref)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``sum -0.5 * (1 + logvar - mu^2 - exp(logvar))`` over every entry (summed over the
+    batch, not averaged: SPEC)."""
+    return -0.5 * torch.sum(1.0 + logvar - mu.pow(2) - logvar.exp())
+
+
+def _losses(rec: torch.Tensor, kl: torch.Tensor | None, beta: float) -> dict[str, torch.Tensor]:
+    """``{"total", "rec"[, "kl"]}``; with beta = 0 the total is rec itself (never 0 * kl,
+    which would turn an infinite KL into a NaN total)."""
+    out = {"total": rec + beta * kl if kl is not None and beta else rec, "rec": rec}
+    if kl is not None:
+        out["kl"] = kl
+    return out
+
+
+def _info_to_json(info: DatasetInfo) -> dict[str, Any]:
+    return {"name": info.name, "shape": list(info.shape), "num_classes": info.num_classes}
+
+
+def _batch_tensor(batch: Any) -> torch.Tensor:
+    """Calibration batches may be images or ``(images, labels)`` pairs."""
+    if isinstance(batch, list | tuple):
+        batch = batch[0]
+    return batch
+
+
+class _Autoencoder(nn.Module):
+    """What every model of the family shares: config, networks, rec, save/load."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = AEConfig
+    variational: ClassVar[bool] = False
+
+    def __init__(self, config: Any, info: DatasetInfo) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.info = info
+        self.encoder, self.decoder = build_networks(
+            config.arch,
+            info.shape,
+            self._latent_size(),
+            hidden=config.hidden,
+            enc_channels=config.enc_channels,
+            dec_channels=config.dec_channels,
+        )
+
+    def _latent_size(self) -> int:
+        return int(self.config.k)
+
+    @classmethod
+    def from_config(cls, config: Any, info: DatasetInfo) -> _Autoencoder:
+        """Build the model for a dataset described by ``info`` (only ``info.shape`` is used)."""
+        if not isinstance(config, cls.Config):
+            raise TypeError(f"{cls.__name__} expects a {cls.Config.__name__}, got {config!r}")
+        return cls(config, info)
+
+    # ------------------------------------------------------------------ scripting names
+    @property
+    def k(self) -> int:
+        """The bottleneck: the size of the codes."""
+        return int(self.config.k)
+
+    @property
+    def latent_dim(self) -> int:
+        """The encoder output size: L for the rrae family, k for ae/vae."""
+        return self._latent_size()
+
+    @property
+    def beta(self) -> float:
+        """The KL weight (0 for models without a KL term)."""
+        return float(getattr(self.config, "beta", 0.0))
+
+    @property
+    def bottleneck_dim(self) -> int:
+        return self.k
+
+    @property
+    def min_batch_size(self) -> int:
+        return 1
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------------ evaluation
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic reconstruction; by construction ``decode(encode(x))``."""
+        return self.decode(self.encode(x))
+
+    def calibrate(self, batches: Iterable[torch.Tensor], ctx: StepContext | None = None) -> None:
+        """Nothing to calibrate for ae/vae models."""
+
+    # ----------------------------------------------------------------------- save / load
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``model.safetensors`` (parameters and buffers, e.g. the inference basis) and
+        ``model_config.json`` (model name, config, data shape) into directory ``path``. No
+        pickle: both files are safe to load from an untrusted source."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_FILE), metadata={"model": self.name})
+        doc = {
+            "format": FORMAT_VERSION,
+            "model": self.name,
+            "config": dataclasses.asdict(self.config),
+            "info": _info_to_json(self.info),
+        }
+        (path / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+        """Rebuild a model written by :meth:`save_pretrained`. Called on the base class (or
+        through :func:`load_pretrained`) it picks the class from the saved model name; called
+        on a specific class, it refuses a directory holding another model."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        doc = json.loads((path / CONFIG_FILE).read_text())
+        name = doc.get("model")
+        target = MODELS.get(name)
+        if target is None:
+            raise ValueError(f"{path / CONFIG_FILE}: unknown model {name!r}; known: {sorted(MODELS)}")
+        if cls is not _Autoencoder and target is not cls:
+            raise ValueError(f"{path} holds a '{name}' model, not a '{cls.name}' model")
+        config = target.Config(**doc["config"])
+        raw = doc["info"]
+        info = DatasetInfo(
+            name=raw["name"], shape=tuple(raw["shape"]), num_classes=raw.get("num_classes")
+        )
+        model = target.from_config(config, info)
+        model.load_state_dict(load_file(str(path / WEIGHTS_FILE), device=str(map_location)))
+        return model.to(map_location)
+
+
+def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Load any model of this plugin saved with ``save_pretrained``."""
+    return _Autoencoder.from_pretrained(path, map_location)
+
+
+# ------------------------------------------------------------------------------ ae / vae
+class AE(_Autoencoder):
+    """Diabolo autoencoder: z = e(x) in R^k, loss = rec."""
+
+    name = "ae"
+    Config = AEConfig
+
+    def forward(self, x: torch.Tensor, ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
+        ctx = ctx or StepContext()
+        rec = relative_error(self.decoder(self.encoder(x)), x, ctx)
+        return _losses(rec, None, 0.0)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decoder(codes)
+
+
+class VAE(_Autoencoder):
+    """VAE: mu and logvar are Linear(k->k) maps of y = e(x) in R^k; z = mu + eps*exp(logvar/2).
+    Subclasses replace the mean map by the identity (``vae-identity``)."""
+
+    name = "vae"
+    Config = VAEConfig
+    variational = True
+    identity_mean: ClassVar[bool] = False
+
+    def __init__(self, config: Any, info: DatasetInfo) -> None:
+        super().__init__(config, info)
+        k = config.k
+        self.mu_map: nn.Module = nn.Identity() if self.identity_mean else nn.Linear(k, k)
+        self.logvar_map = nn.Linear(k, k)
+
+    def forward(self, x: torch.Tensor, ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
+        ctx = ctx or StepContext()
+        y = self.encoder(x)
+        mu, logvar = self.mu_map(y), self.logvar_map(y)
+        z = mu + ctx.randn_local(mu) * torch.exp(0.5 * logvar)
+        rec = relative_error(self.decoder(z), x, ctx)
+        kl = ctx.all_reduce_sum(gaussian_kl(mu, logvar))
+        return _losses(rec, kl, self.beta)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior mean."""
+        return self.mu_map(self.encoder(x))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decoder(codes)
+
+
+class VAEIdentity(VAE):
+    """Ablation "VAE (f = I)": mu = y, logvar = Linear(k->k)(y)."""
+
+    name = "vae-identity"
+    identity_mean = True
+
+
+# --------------------------------------------------------------------------- rrae family
+class RRAE(_Autoencoder):
+    """RRAE: Y = U S V^T of the global L×B latent matrix, A = S_k V_k^T, decoder input U_k A.
+
+    Variational subclasses sample the coefficients (``vrrae``: mu = A; ``rrae-vae``:
+    mu = Linear(A)). Evaluation uses the stored inference basis (see :meth:`calibrate`).
+    """
+
+    name = "rrae"
+    Config = RRAEConfig
+    mean_map: ClassVar[bool] = False  # rrae-vae: a learnable Linear(k->k) for mu
+
+    def __init__(self, config: Any, info: DatasetInfo) -> None:
+        super().__init__(config, info)
+        k, latent = config.k, config.latent_dim
+        if self.variational:
+            self.mu_map: nn.Module = nn.Linear(k, k) if self.mean_map else nn.Identity()
+            self.logvar_map = nn.Linear(k, k)
+        # The inference basis lives in the state dict, so it is saved with the weights.
+        self.register_buffer("basis", torch.zeros(latent, k))
+        self.register_buffer("basis_singular_values", torch.zeros(k))
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+
+    def _latent_size(self) -> int:
+        return int(self.config.latent_dim)
+
+    @property
+    def min_batch_size(self) -> int:
+        return self.k
+
+    @property
+    def svd_method(self) -> str:
+        return "gram" if self.config.svd_method == "auto" else str(self.config.svd_method)
+
+    def bottleneck(self, latents: torch.Tensor) -> Any:
+        """Truncated SVD of the L×B matrix whose columns are the rows of ``latents`` (B×L)."""
+        return truncated_svd(latents.mT, self.k, self.svd_method)
+
+    def forward(self, x: torch.Tensor, ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
+        ctx = ctx or StepContext()
+        n_local = x.shape[0]
+        y_global = ctx.gather(self.encoder(x))  # B×L, every process's latents, with grad
+        if y_global.shape[0] < self.k:
+            raise ValueError(
+                f"model '{self.name}': global batch size {y_global.shape[0]} is smaller than "
+                f"k={self.k}; the truncated SVD needs at least k samples per step. Use "
+                f"train.batch_size >= {self.k} and drop or merge the last partial batch."
+            )
+        svd = self.bottleneck(y_global)
+        coeffs = svd.coefficients.mT  # B×k, row i = a_i
+        kl = None
+        if self.variational:
+            mu, logvar = self.mu_map(coeffs), self.logvar_map(coeffs)
+            z = mu + ctx.randn_global(mu.shape, like=mu) * torch.exp(0.5 * logvar)
+            kl = gaussian_kl(mu, logvar)  # from global tensors: already identical everywhere
+        else:
+            z = coeffs
+        dec_in = (z @ svd.U.mT)[ctx.local_slice(n_local)]  # (U_k z_i)^T for this process's rows
+        rec = relative_error(self.decoder(dec_in), x, ctx)
+        return _losses(rec, kl, self.beta)
+
+    # ------------------------------------------------------------------- inference basis
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[torch.Tensor], ctx: StepContext | None = None) -> None:
+        """Build and store the inference basis from the whole training set.
+
+        Streams the batches (this process's share), accumulating the L×L Gram matrix
+        ``C = sum_b Y_b Y_b^T`` in float64, sums it over processes, and keeps its top-k
+        eigenvectors: the left singular vectors of the full training-set latent matrix,
+        without ever holding the N latents (O(L^2) memory). Same result whatever the batch
+        size or the number of processes. Signs: largest entry of each column positive.
+        """
+        was_training = self.training
+        self.eval()
+        device = self._device()
+        gram = torch.zeros(self.latent_dim, self.latent_dim, dtype=torch.float64, device=device)
+        count = torch.zeros((), dtype=torch.float64, device=device)
+        for batch in batches:
+            y = self.encoder(_batch_tensor(batch).to(device)).to(torch.float64)
+            gram += y.mT @ y
+            count += y.shape[0]
+        gram = distributed.all_reduce_sum(gram)
+        count = distributed.all_reduce_sum(count)
+        if int(count.item()) < self.k:
+            raise ValueError(
+                f"model '{self.name}': calibration saw {int(count.item())} samples, fewer than "
+                f"k={self.k}; the inference basis needs at least k training samples"
+            )
+        basis, sv = basis_from_gram(gram, self.k)
+        self.basis.copy_(basis.to(self.basis.dtype))
+        self.basis_singular_values.copy_(sv.to(self.basis.dtype))
+        self.calibrated.fill_(True)
+        self.train(was_training)
+
+    def _require_basis(self) -> None:
+        if not bool(self.calibrated):
+            raise RuntimeError(
+                f"model '{self.name}' was not calibrated: call model.calibrate(train_batches) "
+                "after training to build the inference basis (the trainer does this), or load "
+                "a calibrated checkpoint"
+            )
+
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """``c = U^T y`` (B×k) with the stored basis."""
+        self._require_basis()
+        return self.encoder(x) @ self.basis
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The codes decoded through U: c = U^T y (rrae, vrrae: z = mu = c; rrae-vae: mu(c))."""
+        c = self.coefficients(x)
+        return self.mu_map(c) if self.variational else c
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Images from codes: the decoder of ``U c``."""
+        self._require_basis()
+        return self.decoder(codes @ self.basis.mT)
+
+
+class VRRAE(RRAE):
+    """VRRAE: mu = A (identity), logvar = Linear(k->k)(a_i), z_i = mu_i + eps_i*exp(logvar_i/2),
+    decoder input U_k z_i; loss = rec + beta*KL (KL mean part = sum of s_j^2, SPEC eq. 7)."""
+
+    name = "vrrae"
+    Config = VRRAEConfig
+    variational = True
+
+
+class RRAEVAE(RRAE):
+    """Ablation "RRAE + VAE": as vrrae, but mu = Linear(k->k)(a_i), a learnable map."""
+
+    name = "rrae-vae"
+    Config = VRRAEConfig
+    variational = True
+    mean_map = True
+
+
+class VRRAENoKL(RRAE):
+    """Ablation "VRRAE (beta = 0)": vrrae's sampling, loss = rec (KL reported, not used)."""
+
+    name = "vrrae-nokl"
+    Config = VRRAENoKLConfig
+    variational = True
+
+
+MODELS: dict[str, type[_Autoencoder]] = {
+    cls.name: cls for cls in (AE, VAE, RRAE, VRRAE, RRAEVAE, VAEIdentity, VRRAENoKL)
+}
+
+__all__ = [
+    "AE",
+    "MODELS",
+    "RRAE",
+    "RRAEVAE",
+    "VAE",
+    "VRRAE",
+    "AEConfig",
+    "ModelConfigError",
+    "RRAEConfig",
+    "VAEConfig",
+    "VAEIdentity",
+    "VRRAEConfig",
+    "VRRAENoKL",
+    "VRRAENoKLConfig",
+    "load_pretrained",
+    "gaussian_kl",
+    "relative_error",
+]
