@@ -99,6 +99,14 @@ class Host:
                 "(HARNESS_STRICT_PLUGINS=1 makes this fatal; unset it to skip the plugin)"
             )
 
+    def _free_key(self, key: str) -> str:
+        """``key``, or ``key #2``, ``key #3``...: the first one not used in ``records``."""
+        candidate, n = key, 1
+        while candidate in self.records:
+            n += 1
+            candidate = f"{key} #{n}"
+        return candidate
+
     # -- loading --------------------------------------------------------------------------
     def load_entry_points(self) -> None:
         only = _env_list("HARNESS_LOAD_PLUGINS")
@@ -121,7 +129,7 @@ class Host:
                     f"entry-point name '{ep.name}' is already used by "
                     f"{first.distribution or 'another plugin'}; this one was dropped"
                 )
-                self.records[f"{ep.name} ({dist_name})"] = record
+                self.records[self._free_key(f"{ep.name} ({dist_name})")] = record
                 if self.strict:
                     raise PluginError(f"plugin '{ep.name}' ({dist_name}): {record.error}")
                 continue
@@ -136,8 +144,16 @@ class Host:
     def register(self, plugin: ModuleType | object, record: PluginRecord | str) -> PluginRecord:
         """Register one plugin object (a module or any object with hook implementations)."""
         if isinstance(record, str):
-            record = PluginRecord(name=record)
-            self.records[record.name] = record
+            name = record
+            record = PluginRecord(name=name)
+            if name in self.records or self.pm.has_plugin(name):
+                # Keep the first plugin of that name working: record this one apart, drop it.
+                record.error = f"plugin name '{name}' is already used; this one was dropped"
+                self.records[self._free_key(f"{name} (duplicate)")] = record
+                if self.strict:
+                    raise PluginError(f"plugin '{name}': {record.error}")
+                return record
+            self.records[name] = record
         try:
             self.pm.register(plugin, name=record.name)
         except pluggy.PluginValidationError as exc:
@@ -176,16 +192,24 @@ class Host:
 
                 def register(comp_name: str, factory: Any, description: str = "",
                              _plugin: str = name, _kind: str = kind,
-                             _registry: Registry = registry) -> None:
-                    _registry.add(Component(_kind, comp_name, factory, description, _plugin))
+                             _registry: Registry = registry,
+                             _record: PluginRecord = record) -> None:
+                    try:
+                        _registry.add(Component(_kind, comp_name, factory, description, _plugin))
+                    except ComponentConflict as exc:
+                        # Both stay reachable as plugin:name, and the plugin goes on registering
+                        # its other components; strict mode makes it fatal.
+                        message = _one_line(exc)
+                        _record.error = (message if _record.error is None
+                                         else f"{_record.error}; {message}")
+                        if self.strict:
+                            raise PluginError(f"plugin '{_plugin}': {exc}") from exc
 
                 try:
-                    impl.function(register=register)
-                except ComponentConflict as exc:
-                    # Both stay reachable as plugin:name; strict mode makes it fatal.
-                    record.error = _one_line(exc) if record.error is None else record.error
-                    if self.strict:
-                        raise PluginError(f"plugin '{name}': {exc}") from exc
+                    # A hookimpl may take fewer arguments than the spec (pluggy allows it).
+                    impl.function(**{arg: register for arg in impl.argnames})
+                except PluginError:
+                    raise
                 except HarnessError as exc:
                     self._fail(record, _one_line(exc))
                 except Exception as exc:
