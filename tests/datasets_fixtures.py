@@ -22,8 +22,8 @@ from harness_plugins.datasets.idx import write_idx  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(name="isolated")
+def isolated_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No default search place holds data: HOME, cwd, the system folders and the cache all
     point into ``tmp_path``; Hugging Face is offline. Returns ``tmp_path``."""
     home = tmp_path / "home"

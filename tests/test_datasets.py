@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from datasets_fixtures import (  # noqa: E402, F401
-    isolated,
+    isolated_fixture,
     write_celeba,
     write_cifar_batches,
     write_mnist_like,
@@ -166,7 +166,7 @@ def check_contract(splits: DataSplits) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))
-def test_every_builtin_dataset_meets_the_contract(name: str, isolated) -> None:  # noqa: F811
+def test_every_builtin_dataset_meets_the_contract(name: str, isolated) -> None:
     from harness import plugins
 
     try:
