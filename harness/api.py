@@ -188,11 +188,23 @@ class Metric(Protocol):
     name: str
     higher_is_better: bool
     #: the protocols whose images the metric scores, among "reconstruction",
-    #: "random_generation", "interpolation"
+    #: "random_generation", "interpolation"; or "codes": the metric then receives the (N, k)
+    #: bottleneck codes of the training set instead of images (e.g. a collapse diagnostic)
     protocols: tuple[str, ...]
+
+    def applies(self, info: DatasetInfo) -> bool:
+        """Whether the metric makes sense for this dataset (e.g. the Gaussian-fit error needs
+        bumps); the protocol runner skips it silently otherwise. Optional: a metric without
+        it applies everywhere.
+
+        A metric may also have ``stamp() -> dict``, called after scoring, whose entries (e.g.
+        the feature extractor and its weights hash) are added to the record's stamp.
+        """
+        ...
 
     def __call__(
         self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *, device: Any = None
-    ) -> dict[str, float]:
-        """Score ``images`` (N, C, H, W), e.g. ``{"fid": 12.3}``."""
+    ) -> dict[str, Any]:
+        """Score ``images`` (N, C, H, W), e.g. ``{"fid": 12.3}``: one record per key; values
+        are numbers (or lists of numbers, e.g. per-dimension variances)."""
         ...

@@ -1,0 +1,318 @@
+"""harness.protocols with tiny hand-checkable models (no dependency on the autoencoder plugin)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from harness.api import DatasetInfo, DataSplits
+from harness.config import EvalConfig
+from harness.errors import ConfigError, HarnessError
+from harness.protocols import (
+    build_metrics,
+    encode_dataset,
+    evaluate,
+    interpolate_codes,
+    interpolation_images,
+    interpolation_pairs,
+    random_generation_images,
+    reconstruction_error,
+    save_image_grid,
+)
+from harness.registry import Component, Registry
+
+SHAPE = (1, 4, 4)
+P = 16  # pixels per image
+
+
+class Labelled(TensorDataset):
+    """(image, label) items like the real datasets."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        labels = labels if labels is not None else torch.full((images.shape[0],), -1)
+        super().__init__(images.float(), labels.long())
+
+
+class LinearAE(torch.nn.Module):
+    """encode = W^T x, decode = W c (W has orthonormal columns): a PCA-like linear AE."""
+
+    def __init__(self, k: int = 3, seed: int = 0, zero_dims: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(P, k, generator=g))
+        if zero_dims:
+            q[:, k - zero_dims :] = 0.0  # planted collapsed dimensions: constant codes
+        self.W = torch.nn.Parameter(q)
+        self.k = k
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1) @ self.W
+
+    def decode(self, c: torch.Tensor) -> torch.Tensor:
+        return (c @ self.W.T).reshape(c.shape[0], *SHAPE)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+class Identity(LinearAE):
+    def __init__(self) -> None:
+        super().__init__(k=P)
+        self.W = torch.nn.Parameter(torch.eye(P))
+
+
+class Zeros(LinearAE):
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+class PlusOne(LinearAE):
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1.0
+
+
+def _splits(n_train: int = 60, n_test: int = 4, seed: int = 0,
+            metadata: dict[str, Any] | None = None) -> DataSplits:  # fmt: skip
+    g = torch.Generator().manual_seed(seed)
+    info = DatasetInfo(name="toy", shape=SHAPE, metadata=metadata or {})
+    train = Labelled(torch.rand(n_train, *SHAPE, generator=g))
+    test = Labelled(torch.rand(n_test, *SHAPE, generator=g))
+    return DataSplits(info=info, train=train, test=test)
+
+
+# ------------------------------------------------------------------------ reconstruction
+def test_rec_of_identity_is_zero_and_of_zeros_is_hundred() -> None:
+    splits = _splits()
+    assert reconstruction_error(Identity(), splits.test)["rec_error_percent"] == \
+        pytest.approx(0.0, abs=1e-5)
+    assert reconstruction_error(Zeros(), splits.test)["rec_error_percent"] == \
+        pytest.approx(100.0, rel=1e-12)
+
+
+def test_rec_is_the_whole_set_ratio_not_a_mean_of_batch_ratios() -> None:
+    # Batch 1: two images of ones; batch 2: two images of threes; reconstruction = x + 1.
+    # Whole set: sum err^2 = 4P, sum x^2 = 2P + 18P = 20P -> 100 sqrt(1/5) = 44.72 %.
+    # Per-batch: 100 sqrt(2P/2P) = 100 and 100 sqrt(2P/18P) = 33.3 -> mean 66.7 % (not rec).
+    images = torch.cat([torch.ones(2, *SHAPE), 3 * torch.ones(2, *SHAPE)])
+    out = reconstruction_error(PlusOne(), Labelled(images), batch_size=2)
+    assert out["rec_error_percent"] == pytest.approx(100 * math.sqrt(1 / 5), rel=1e-12)
+    assert out["rec_error_percent_batch_mean"] == pytest.approx((100 + 100 / 3) / 2, rel=1e-12)
+    # The whole-set number does not depend on the batch size.
+    for bs in (1, 3, 4):
+        assert reconstruction_error(PlusOne(), Labelled(images), batch_size=bs)[
+            "rec_error_percent"] == pytest.approx(100 * math.sqrt(1 / 5), rel=1e-12)
+
+
+# ---------------------------------------------------------------------- random generation
+def test_gmm_sampling_is_deterministic_with_the_seed() -> None:
+    splits, model = _splits(), LinearAE()
+    codes = encode_dataset(model, splits.train, batch_size=7)
+    assert codes.shape == (60, 3)
+    kw = dict(n_samples=50, gmm_components=3, batch_size=16)
+    a = random_generation_images(model, codes, seed=1, **kw)
+    b = random_generation_images(model, codes, seed=1, **kw)
+    c = random_generation_images(model, codes, seed=2, **kw)
+    assert a.shape == (50, *SHAPE)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    # Decoded samples lie in the model's 3-d image subspace (decode of GMM codes).
+    flat = a.reshape(50, -1).double()
+    w = model.W.detach().double()
+    assert torch.allclose(flat, flat @ w @ w.T, atol=1e-5)
+
+
+def test_gmm_samples_follow_the_codes_distribution() -> None:
+    # Codes from one Gaussian: the GMM samples have about the same mean and spread.
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(2000, 2, generator=g) * torch.tensor([2.0, 0.5]) + torch.tensor([3.0, -1.0])
+    from harness.protocols import sample_codes
+
+    s = sample_codes(codes, 4000, n_components=1, seed=0)
+    assert s.mean(0).tolist() == pytest.approx([3.0, -1.0], abs=0.1)
+    assert s.std(0).tolist() == pytest.approx([2.0, 0.5], rel=0.06)
+
+
+# --------------------------------------------------------------------------- interpolation
+def test_interpolation_pairs_are_seeded_and_distinct() -> None:
+    a, b = interpolation_pairs(5, 400, seed=3)
+    a2, b2 = interpolation_pairs(5, 400, seed=3)
+    assert torch.equal(a, a2) and torch.equal(b, b2)
+    assert (a != b).all()
+    assert set(a.tolist()) == set(range(5)) and set(b.tolist()) == set(range(5))
+    with pytest.raises(HarnessError, match="at least 2"):
+        interpolation_pairs(1, 3, seed=0)
+
+
+def test_interpolated_codes_are_interior_points_in_pair_major_order() -> None:
+    za = torch.zeros(2, 1)
+    zb = torch.tensor([[6.0], [12.0]])
+    pts = interpolate_codes(za, zb, n_interp=5)
+    assert pts.shape == (10, 1)
+    # t = 1/6 .. 5/6: endpoints (0 and 1) excluded
+    assert pts[:, 0].tolist() == pytest.approx([1, 2, 3, 4, 5, 2, 4, 6, 8, 10])
+
+
+def test_interpolation_images_count_and_values() -> None:
+    splits, model = _splits(n_train=10), LinearAE(k=4)
+    imgs = interpolation_images(model, splits.train, n_pairs=7, n_interp=5, seed=0, batch_size=3)
+    assert imgs.shape == (7 * 5, *SHAPE)
+    # with a linear model, the middle point (t = 1/2) of pair p decodes the mean of the pair
+    a, b = interpolation_pairs(10, 7, seed=0)
+    x = splits.train.tensors[0]
+    mid = model.reconstruct((x[a] + x[b]) / 2)
+    assert torch.allclose(imgs.reshape(7, 5, *SHAPE)[:, 2], mid.detach(), atol=1e-6)
+    # the first interior point is not the start image's reconstruction
+    assert not torch.allclose(imgs.reshape(7, 5, *SHAPE)[:, 0], model.reconstruct(x[a]).detach())
+
+
+# ------------------------------------------------------------------------------- evaluate
+class FakeMetric:
+    def __init__(self, name: str, protocols: tuple[str, ...], applies: bool = True,
+                 fail: Exception | None = None) -> None:  # fmt: skip
+        self.name = name
+        self.protocols = protocols
+        self.higher_is_better = False
+        self._applies = applies
+        self._fail = fail
+        self.calls: list[tuple[int, ...]] = []
+
+    def applies(self, info: DatasetInfo) -> bool:
+        return self._applies
+
+    def stamp(self) -> dict[str, Any]:
+        return {"feature_extractor": "fake"}
+
+    def __call__(self, images: torch.Tensor, reference: Any, info: DatasetInfo, *,
+                 device: Any = None) -> dict[str, float]:  # fmt: skip
+        self.calls.append(tuple(images.shape))
+        if self._fail is not None:
+            raise self._fail
+        return {self.name: float(images.shape[0])}
+
+
+def _cfg(**kw: Any) -> EvalConfig:
+    base = dict(n_samples=30, n_pairs=4, n_interp=5, gmm_components=2, batch_size=8)
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    splits, model = _splits(), LinearAE()
+    both = FakeMetric("count", ("random_generation", "interpolation"))
+    skipped = FakeMetric("never", ("random_generation",), applies=False)
+    broken = FakeMetric("broken", ("interpolation",),
+                        fail=HarnessError("weights missing: see docs"))  # fmt: skip
+    seen: dict[str, tuple[int, ...]] = {}
+    model.train()
+    records = evaluate(model, splits, _cfg(), seed=5, metrics=[both, skipped, broken],
+                       progress=False,
+                       on_images=lambda p, im, nrow: seen.__setitem__(p, tuple(im.shape)))
+    assert model.training  # mode restored
+    by = {(r["protocol"], r["metric"]): r for r in records}
+    assert set(by) == {("reconstruction", "rec_error_percent"),
+                       ("random_generation", "count"), ("interpolation", "count"),
+                       ("interpolation", "broken")}  # fmt: skip
+    assert by["random_generation", "count"]["value"] == 30.0
+    assert by["interpolation", "count"]["value"] == 4 * 5
+    assert skipped.calls == []
+    err = by["interpolation", "broken"]
+    assert err["value"] is None and err["error"] == "weights missing: see docs"
+    assert "metric 'broken' failed in interpolation" in capsys.readouterr().err
+    for r in records:
+        st = r["stamp"]
+        assert st["protocol_version"] == 1 and st["seed"] == 5 and st["dataset"] == "toy"
+        assert st["image_size"] == [1, 4, 4]
+    rg = by["random_generation", "count"]["stamp"]
+    assert rg["n_samples"] == 30 and rg["gmm_components"] == 2
+    assert rg["sampler"].startswith("sklearn.mixture.GaussianMixture")
+    assert rg["feature_extractor"] == "fake" and rg["reference"] == "train"
+    assert by["interpolation", "count"]["stamp"]["n_interp"] == 5
+    rec = by["reconstruction", "rec_error_percent"]
+    assert rec["split"] == "test" and rec["stamp"]["n_images"] == 4
+    assert rec["value"] == pytest.approx(
+        reconstruction_error(model, splits.test)["rec_error_percent"])
+    assert seen == {"reconstruction": (8, *SHAPE), "random_generation": (30, *SHAPE),
+                    "interpolation": (20, *SHAPE)}  # fmt: skip
+
+
+def test_evaluate_is_reproducible_and_protocols_are_selectable() -> None:
+    splits = _splits()
+    m1 = FakeMetric("count", ("random_generation",))
+    cfg = _cfg(protocols=["reconstruction"])
+    recs = evaluate(LinearAE(), splits, cfg, seed=0, metrics=[m1], progress=False)
+    assert [r["protocol"] for r in recs] == ["reconstruction"] and m1.calls == []
+    images: list[torch.Tensor] = []
+    for _ in range(2):
+        evaluate(LinearAE(), splits, _cfg(protocols=["random_generation"]), seed=0,
+                 metrics=[], progress=False,
+                 on_images=lambda p, im, nrow: images.append(im))  # fmt: skip
+    assert torch.equal(images[0], images[1])
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        evaluate(LinearAE(), splits, _cfg(protocols=["reconstrction"]), seed=0, metrics=[])
+
+
+def test_unexpected_metric_exception_is_recorded_with_its_type(
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    bad = FakeMetric("bad", ("random_generation",), fail=ValueError("boom"))
+    recs = evaluate(LinearAE(), _splits(), _cfg(protocols=["random_generation"]), seed=0,
+                    metrics=[bad], progress=False)  # fmt: skip
+    assert recs[0]["error"] == "ValueError: boom" and recs[0]["value"] is None
+
+
+def test_codes_metrics_get_training_codes_and_detect_planted_collapse() -> None:
+    from harness_plugins.metrics.collapse import Collapse
+
+    splits = _splits()
+    recs = evaluate(LinearAE(k=5, zero_dims=2), splits, _cfg(protocols=["codes"]), seed=0,
+                    metrics=[Collapse()], progress=False)  # fmt: skip
+    by = {r["metric"]: r for r in recs}
+    assert by["collapsed_dims"]["value"] == 2 and by["active_dims"]["value"] == 3
+    assert by["collapsed_dims"]["protocol"] == "codes"
+    assert by["collapsed_dims"]["stamp"]["n_codes"] == 60
+    var = by["code_variances"]["value"]
+    assert len(var) == 5 and var[3] == 0.0 and var[4] == 0.0 and min(var[:3]) > 0
+
+
+def test_metric_selection_and_options_from_the_eval_section() -> None:
+    registry = Registry("metric")
+
+    def fid_like(feature_extractor: str = "x", n_reference: int | None = None,
+                 progress: bool = False) -> Any:  # fmt: skip
+        m = FakeMetric("fid-like", ("random_generation",))
+        m.options = (feature_extractor, n_reference, progress)  # type: ignore[attr-defined]
+        return m
+
+    registry.add(Component("metric", "fid-like", fid_like, "", "test"))
+    registry.add(Component("metric", "other", lambda: FakeMetric("other", ()), "", "test"))
+
+    class Host:
+        def registry(self, kind: str) -> Registry:
+            return registry
+
+    cfg = EvalConfig(feature_extractor="domain", n_reference=123)
+    built = build_metrics(cfg, host=Host(), progress=True)
+    assert [m.name for m in built] == ["fid-like", "other"]
+    assert built[0].options == ("domain", 123, True)
+    only = build_metrics(EvalConfig(metrics=["other"]), host=Host())
+    assert [m.name for m in only] == ["other"]
+    from harness.errors import UnknownComponent
+
+    with pytest.raises(UnknownComponent, match="did you mean 'other'"):
+        build_metrics(EvalConfig(metrics=["othr"]), host=Host())
+
+
+def test_save_image_grid_writes_a_png_atomically(tmp_path: Any) -> None:
+    from PIL import Image
+
+    images = torch.rand(10, 1, 8, 8) * 1.4 - 0.2  # out of range: clamped
+    path = save_image_grid(images, tmp_path / "sub" / "grid.png", nrow=5)
+    with Image.open(path) as im:
+        assert im.size == (5 * 10 + 2, 2 * 10 + 2)  # 8 px + 2 padding per cell
+    assert [p.name for p in path.parent.iterdir()] == ["grid.png"]
+    arr = np.asarray(Image.open(path))
+    assert arr.min() >= 0 and arr.max() <= 255
