@@ -21,3 +21,18 @@ class ComponentConflict(HarnessError):
 
 class PluginError(HarnessError):
     """A plugin failed to load (raised only in strict mode)."""
+
+
+class NonFiniteLoss(HarnessError):
+    """A training loss part became NaN or infinite; the run stopped before applying it.
+
+    Attributes say where: ``step`` (1-based, as in the log), ``part`` (e.g. ``"kl"``),
+    ``value`` and ``checkpoint`` (the last good checkpoint, or None if none was written).
+    """
+
+    def __init__(self, message: str, *, step: int, part: str, value: float, checkpoint: str | None):
+        super().__init__(message)
+        self.step = step
+        self.part = part
+        self.value = value
+        self.checkpoint = checkpoint
