@@ -58,6 +58,11 @@ def hf_allowed(hub_id: str) -> tuple[bool, str]:
     return True, ""
 
 
+def is_saved_dataset(folder: Path) -> bool:
+    """Whether ``folder`` was written by ``datasets``' ``save_to_disk``."""
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
 def load_hf_splits(hub_id: str, name: str) -> dict[str, Any]:
     """The splits of a Hugging Face dataset (hub id, saved-to-disk folder, or a local folder
     ``datasets`` understands), keyed ``train`` / ``test`` / ``valid``."""
@@ -70,9 +75,7 @@ def load_hf_splits(hub_id: str, name: str) -> dict[str, Any]:
         ) from exc
     path = Path(hub_id).expanduser()
     try:
-        if path.is_dir() and (
-            (path / "dataset_dict.json").exists() or (path / "state.json").exists()
-        ):
+        if path.is_dir() and is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))
         else:
             loaded = datasets.load_dataset(str(path) if path.exists() else hub_id)

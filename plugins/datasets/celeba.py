@@ -183,6 +183,8 @@ def load_from_folder(folder: Path, config: DataConfig, size: int) -> DataSplits 
     """Load from whichever supported layout ``folder`` holds, or None."""
     if not folder.is_dir():
         return None
+    if _hf.is_saved_dataset(folder):
+        return _load_hf(str(folder), config, size)
     images, partition = _image_dir(folder), _partition_file(folder)
     if images is not None and partition is not None:
         return _load_aligned(folder, images, partition, config, size)

@@ -8,7 +8,9 @@ Accepted local layouts, looked for in ``data.hub_id`` when it is a local folder,
 * parquet or arrow files whose file or folder name says the split (``train``, ``test``), as on
   the Hugging Face hub (columns ``img``/``image`` and ``label``);
 * an image folder: ``train/<class>/*.png`` and ``test/<class>/*.png`` (labels are the index
-  of the class folder in sorted order, which for CIFAR-10's names is the standard order).
+  of the class in CIFAR-10's standard order when the folders carry its class names, else in
+  the sorted folder names);
+* a folder written by ``datasets``' ``save_to_disk``.
 
 Otherwise Hugging Face ``datasets`` is used with ``data.hub_id`` (default ``uoft-cs/cifar10``)
 when online or cached. The python batches are pickles; they are read with an unpickler that
@@ -164,9 +166,12 @@ def _is_image_folder(folder: Path) -> bool:
 
 
 def _load_image_folder(folder: Path, config: DataConfig) -> DataSplits:
+    found = {p.name for s in ("train", "test") for p in (folder / s).iterdir() if p.is_dir()}
+    # CIFAR-10's own class names keep their standard indices even when a folder is absent
+    classes = list(CLASSES) if found <= set(CLASSES) else sorted(found)
     splits = {}
     for split in ("train", "test"):
-        paths, labels, classes = class_folder(folder / split)
+        paths, labels, _ = class_folder(folder / split, classes)
         n = config.n_train if split == "train" else config.n_test
         paths, labels = paths[:n] if n is not None else paths, labels[:n] if n is not None else labels
         key = cache_key(NAME, paths, size=config.size, layout="folder", classes=classes)
@@ -210,6 +215,8 @@ def load_from_folder(folder: Path, config: DataConfig) -> DataSplits | None:
     """Load from whichever supported layout ``folder`` holds, or None."""
     if not folder.is_dir():
         return None
+    if _hf.is_saved_dataset(folder):
+        return _load_hf(str(folder), config)
     if _has_batches(folder):
         return _load_batches(folder, config)
     if _is_image_folder(folder):

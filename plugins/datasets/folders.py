@@ -84,13 +84,20 @@ def images_split(paths: Sequence[Path], labels: Sequence[int], *, key: str, spli
     return ArrayDataset(images, labs)
 
 
-def class_folder(split_dir: Path) -> tuple[list[Path], list[int], list[str]]:
+def class_folder(split_dir: Path, classes: list[str] | None = None
+                 ) -> tuple[list[Path], list[int], list[str]]:
     """Files of a ``split_dir/<class>/<image>`` tree: paths, labels (the index of the class in
-    the sorted class names) and the class names."""
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    ``classes``, by default the sorted folder names) and the class names."""
+    if classes is None:
+        classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    unknown = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and p.name not in classes)
+    if unknown:
+        raise CorruptDataset(f"{split_dir}: class folders {unknown} are not among {classes}")
     paths: list[Path] = []
     labels: list[int] = []
     for index, name in enumerate(classes):
+        if not (split_dir / name).is_dir():
+            continue
         for path in sorted((split_dir / name).iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 paths.append(path)
