@@ -260,3 +260,55 @@ def test_real_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch) -> No
     warm = time.perf_counter() - start
     assert warm < 0.2 and warm < cold
     assert torch.equal(again.train[123][0], splits.train[123][0])
+
+
+# ----------------------------------------------------------------- Hugging Face fallback
+def test_hub_fallback_is_used_only_when_nothing_is_local(isolated, monkeypatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    test = rng.integers(0, 256, size=(2, 28, 28), dtype=np.uint8)
+
+    def split(images: np.ndarray, labels: list[int]):  # type: ignore[no-untyped-def]
+        return datasets.Dataset.from_dict(
+            {"image": [Image.fromarray(im) for im in images], "label": labels},
+            features=datasets.Features({"image": datasets.Image(),
+                                        "label": datasets.ClassLabel(num_classes=10)}),
+        )
+
+    asked: list[str] = []
+
+    def fake_hub(hub_id: str, name: str) -> dict:  # type: ignore[type-arg]
+        asked.append(hub_id)
+        return {"train": split(train, [1, 2, 3, 4, 5]), "test": split(test, [0, 9])}
+
+    from harness_plugins.datasets import _hf
+
+    monkeypatch.setattr(_hf, "load_hf_splits", fake_hub)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    splits = mnist.load_fashion_mnist(DataConfig())
+    assert asked == ["zalando-datasets/fashion_mnist"]
+    assert splits.info.source == "zalando-datasets/fashion_mnist"
+    assert_same(splits.train, train, np.array([1, 2, 3, 4, 5]))
+    assert_same(splits.test, test, np.array([0, 9]))
+    # local files win: the hub is not asked again
+    write_mnist_like(isolated / "system" / "fashion-mnist")
+    mnist.load_fashion_mnist(DataConfig())
+    assert asked == ["zalando-datasets/fashion_mnist"]
+
+
+def test_offline_with_the_dataset_in_the_hf_cache_tries_it_and_reports_failure(isolated,
+                                                                                monkeypatch
+                                                                                ) -> None:
+    pytest.importorskip("datasets")
+    (isolated / "hf" / "datasets" / "ylecun___mnist").mkdir(parents=True)
+    start = time.perf_counter()
+    with pytest.raises(DatasetNotFound) as info:
+        mnist.load_mnist(DataConfig())
+    assert time.perf_counter() - start < 15.0
+    message = str(info.value)
+    assert "Hugging Face 'ylecun/mnist' could not be loaded" in message
+    assert "--set data.root=DIR" in message
