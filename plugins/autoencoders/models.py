@@ -24,16 +24,15 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
-from harness import ConfigError, DatasetInfo, StepContext
-from harness import distributed
+from harness import ConfigError, DatasetInfo, StepContext, distributed
 
 from .networks import build_networks, resolve_arch
-from .svd import METHODS, basis_from_gram, truncated_svd
+from .svd import METHODS, TruncatedSVD, basis_from_gram, truncated_svd
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
@@ -343,6 +342,18 @@ class VAEIdentity(VAE):
 
 
 # --------------------------------------------------------------------------- rrae family
+class LatentStep(NamedTuple):
+    """Everything the rrae-family latent step computes (exposed for tests and analysis)."""
+
+    svd: TruncatedSVD
+    coefficients: torch.Tensor  # B×k, A^T
+    z: torch.Tensor  # B×k, the decoded codes (= coefficients for rrae)
+    decoder_input: torch.Tensor  # B×L, rows (U_k z_i)^T
+    mu: torch.Tensor | None
+    logvar: torch.Tensor | None
+    kl: torch.Tensor | None
+
+
 class RRAE(_Autoencoder):
     """RRAE: Y = U S V^T of the global L×B latent matrix, A = S_k V_k^T, decoder input U_k A.
 
@@ -376,7 +387,7 @@ class RRAE(_Autoencoder):
     def svd_method(self) -> str:
         return "gram" if self.config.svd_method == "auto" else str(self.config.svd_method)
 
-    def bottleneck(self, latents: torch.Tensor) -> Any:
+    def bottleneck(self, latents: torch.Tensor) -> TruncatedSVD:
         """Truncated SVD of the L×B matrix whose columns are the rows of ``latents`` (B×L)."""
         return truncated_svd(latents.mT, self.k, self.svd_method)
 
@@ -390,18 +401,23 @@ class RRAE(_Autoencoder):
                 f"k={self.k}; the truncated SVD needs at least k samples per step. Use "
                 f"train.batch_size >= {self.k} and drop or merge the last partial batch."
             )
+        step = self.latent_step(y_global, ctx)
+        dec_in = step.decoder_input[ctx.local_slice(n_local)]  # this process's rows
+        rec = relative_error(self.decoder(dec_in), x, ctx)
+        return _losses(rec, step.kl, self.beta)
+
+    def latent_step(self, y_global: torch.Tensor, ctx: StepContext) -> LatentStep:
+        """The training-time latent step on the global B×L latents (SPEC table): SVD,
+        coefficients, sampling for the variational models, decoder input ``(U_k z_i)^T``."""
         svd = self.bottleneck(y_global)
         coeffs = svd.coefficients.mT  # B×k, row i = a_i
-        kl = None
+        mu = logvar = kl = None
+        z = coeffs
         if self.variational:
             mu, logvar = self.mu_map(coeffs), self.logvar_map(coeffs)
             z = mu + ctx.randn_global(mu.shape, like=mu) * torch.exp(0.5 * logvar)
             kl = gaussian_kl(mu, logvar)  # from global tensors: already identical everywhere
-        else:
-            z = coeffs
-        dec_in = (z @ svd.U.mT)[ctx.local_slice(n_local)]  # (U_k z_i)^T for this process's rows
-        rec = relative_error(self.decoder(dec_in), x, ctx)
-        return _losses(rec, kl, self.beta)
+        return LatentStep(svd, coeffs, z, z @ svd.U.mT, mu, logvar, kl)
 
     # ------------------------------------------------------------------- inference basis
     @torch.no_grad()

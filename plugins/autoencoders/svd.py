@@ -27,6 +27,15 @@ Two exact ways to compute the decomposition are provided (``method``):
     for the ratios that matter here (top-k singular values of float32 latents); it is much
     faster than LAPACK's SVD at the paper's sizes (see ``benchmarks/results/step_time.md``).
 
+Ties: a tie makes the singular vectors non-unique, so only quantities the tie leaves well
+defined have a gradient there, e.g. the rank-k reconstruction ``U_k A = U_k U_k^T Y`` when
+the tie is inside the top k. ``"gram"`` gives the *exact* gradient of such quantities
+(only one side's vectors come out of ``eigh``; S and the other side come from products with
+Y that autograd differentiates, and the ``eigh`` tie terms cancel identically for them).
+``"svd"``, with the reference's rule, returns finite values there but not the exact limit
+(the dropped ``F_ij`` term multiplies a numerator that vanishes at the same rate as the
+gap). ``tests/test_svd.py`` checks both statements.
+
 ``"auto"`` (the default of the models) is ``"gram"``, the fastest one in the benchmark that
 passes the gradient tests.
 
@@ -68,8 +77,9 @@ def _safe_inverse(x: torch.Tensor) -> torch.Tensor:
 
 
 def _tie_safe_reciprocal(d: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``1/d`` for the off-diagonal eigenvalue gaps, 0 on the diagonal and wherever ``d`` is
-    zero up to rounding (``|d| <= eps * scale``): the tie rule of SPEC, point 2."""
+    """``1/d`` for the off-diagonal gaps, 0 on the diagonal and wherever ``d`` is zero up to
+    rounding (``|d| <= eps * scale``, ``scale`` ~ largest value times the matrix size, the
+    accuracy of LAPACK's values): the tie rule of SPEC, point 2."""
     tol = torch.finfo(d.dtype).eps * scale
     keep = d.abs() > tol
     keep.fill_diagonal_(False)
@@ -119,7 +129,8 @@ class _StableSVD(torch.autograd.Function):
         g_v = torch.zeros_like(v) if g_v is None else g_v
         s = _zero_small(s)
         s2 = s * s
-        f = _tie_safe_reciprocal(s2[None, :] - s2[:, None], s2.max() if r else s2.sum())
+        scale = (s2.max() if r else s2.sum()) * max(m, n)
+        f = _tie_safe_reciprocal(s2[None, :] - s2[:, None], scale)  # F_ij = 1/(s_j^2 - s_i^2)
         s_inv = _safe_inverse(s)
         ut_gu = u.mT @ g_u
         vt_gv = v.mT @ g_v
