@@ -18,6 +18,7 @@ of the aligned 178×218 images, cutting 20 rows above and below — then resized
 ``data.size``×``data.size`` (default 160) with PIL's antialiased bicubic filter. Decoded
 images are cached as a memory-mapped uint8 array (about 12 GB for the full training split at
 160×160; decoding it the first time takes minutes); ``data.n_train`` / ``data.n_test`` limit
+(``n_test`` also limits ``valid``)
 what is decoded, and with ``data.cache=false`` images are decoded lazily per item.
 """
 

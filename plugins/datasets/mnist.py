@@ -126,14 +126,18 @@ def load_family(family: Family, config: DataConfig) -> DataSplits:
     what = "the IDX files (train-images-idx3-ubyte[.gz] and the three others)"
     if not allowed:
         raise DatasetNotFound(not_found_message(family.name, what, searched,
-                                                family.install_hint, "\n".join([note, why])))
+                                                family.install_hint, _lines(note, why)))
     try:
         return _load_hf(family, config, hub_id)
     except DatasetNotFound as exc:
         raise DatasetNotFound(
             not_found_message(family.name, what, searched, family.install_hint,
-                              "\n".join([note, str(exc)]).strip())
+                              _lines(note, str(exc)))
         ) from exc
+
+
+def _lines(*parts: str) -> str:
+    return "\n".join(p for p in parts if p)
 
 
 def _info(family: Family, shape: tuple[int, int, int], source: str,
