@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -327,14 +328,49 @@ def _check_options(cfg: TrainConfig) -> None:
         raise ConfigError("train.grad_clip must be positive, or unset to turn clipping off")
 
 
-def _make_accelerator(cfg: TrainConfig, run_dir: Path) -> Any:
+def cpu_launch() -> bool:
+    """True when a launcher started several processes (``WORLD_SIZE`` > 1) on a machine with
+    no GPU-like device. Accelerate then needs ``cpu=True`` to pick its MULTI_CPU (gloo) mode:
+    without it, Accelerate 1.x initialises the process group but reports a *single*
+    process and never wraps the model in DDP, so the processes would silently diverge.
+    Pass it to the first ``PartialState``/``Accelerator`` of the process:
+    ``PartialState(cpu=cpu_launch())``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true", "yes"}:
+        return True
+    has_xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    return not (torch.cuda.is_available() or has_xpu)
+
+
+def make_accelerator(cfg: TrainConfig, run_dir: str | Path | None = None) -> Any:
+    """The ``accelerate.Accelerator`` for ``train``: mixed precision and trackers from the
+    ``train`` section, CPU multi-process launches handled (see :func:`cpu_launch`)."""
     from accelerate import Accelerator
 
     return Accelerator(
+        cpu=cpu_launch(),
         mixed_precision=cfg.mixed_precision,
         log_with=cfg.trackers or None,
-        project_dir=str(run_dir),
+        project_dir=str(run_dir) if run_dir is not None else None,
     )
+
+
+def _check_accelerator(acc: Any) -> None:
+    """Refuse an Accelerator that disagrees with torch.distributed about the process count
+    (the CPU pitfall described in :func:`cpu_launch`): training would run without DDP."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        n = dist.get_world_size()
+        if n != acc.num_processes:
+            raise HarnessError(
+                f"torch.distributed runs {n} processes but Accelerate sees "
+                f"{acc.num_processes} (mode {acc.distributed_type}); gradients would not be "
+                "synchronised. On a machine without GPUs, create the first PartialState/"
+                "Accelerator with cpu=True (harness.train.make_accelerator does), or launch "
+                "with ACCELERATE_USE_CPU=1"
+            )
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -395,7 +431,8 @@ def train(
     run_dir = Path(run_dir)
     _check_options(cfg)
     own_accelerator = accelerator is None
-    acc = accelerator if accelerator is not None else _make_accelerator(cfg, run_dir)
+    acc = accelerator if accelerator is not None else make_accelerator(cfg, run_dir)
+    _check_accelerator(acc)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
     device = acc.device
     n_train = len(splits.train)
@@ -662,6 +699,8 @@ __all__ = [
     "ShardedBatchSampler",
     "TrainResult",
     "build_optimizer",
+    "cpu_launch",
+    "make_accelerator",
     "epoch_permutation",
     "seed_everything",
     "train",

@@ -1,0 +1,66 @@
+"""Train the real ae, vae, rrae and vrrae models briefly and write what the two-process
+equivalence test compares. Run with plain ``python`` (one process) or under
+``torchrun --nproc_per_node 2`` / ``accelerate launch --multi_gpu --num_processes 2``.
+
+Writes, under ``--out``: ``<model>/losses.json`` (every step's loss parts, main process) and
+``<model>/weights-rank<r>.safetensors`` (every process's trained, calibrated state dict,
+inference basis included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dist_toys import make_config, make_splits  # noqa: E402
+
+from harness.train import make_accelerator, seed_everything, train  # noqa: E402
+
+MODELS = {
+    "ae": ("AE", {"k": 3}),
+    "vae": ("VAE", {"k": 3, "beta": 1e-2}),
+    "rrae": ("RRAE", {"k": 3, "latent_dim": 12}),
+    "vrrae": ("VRRAE", {"k": 3, "latent_dim": 12, "beta": 1e-2}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from harness_plugins.autoencoders import models as zoo
+
+    accelerator = make_accelerator(make_config().train)
+    splits = make_splits(n_train=40)  # 2 batches of 16 per epoch, 8 images dropped
+    for name in args.models.split(","):
+        cls_name, options = MODELS[name]
+        cls = getattr(zoo, cls_name)
+        seed_everything(0)
+        model = cls.from_config(cls.Config(arch="mlp", hidden=24, **options), splits.info)
+        config = make_config(seed=0, steps=args.steps, batch_size=args.batch_size,
+                             log_every=1, checkpoint_every=4, lr=3e-3)
+        out = Path(args.out) / name
+        records: list[dict] = []
+        result = train(model, splits, config, out / "run", accelerator=accelerator,
+                       on_log=records.append)
+        state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
+        save_file(state, str(out / f"weights-rank{accelerator.process_index}.safetensors"))
+        if accelerator.is_main_process:
+            doc = {"world_size": result.world_size, "losses": [r["loss"] for r in records]}
+            (out / "losses.json").write_text(json.dumps(doc))
+        accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()
