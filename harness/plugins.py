@@ -12,11 +12,15 @@ Escape hatches, as in llm and tox:
 * ``HARNESS_LOAD_PLUGINS=a,b`` loads only these third-party plugins (empty: none). Built-in
   plugins are always loaded unless disabled.
 * ``HARNESS_DISABLE_PLUGINS=a,b`` skips these plugins, built-in ones included.
+
+Both take plugin names (as ``harness plugins`` shows them) or distribution names (as
+``pip list`` shows them; llm's ``LLM_LOAD_PLUGINS`` takes those).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -110,12 +114,14 @@ class Host:
     # -- loading --------------------------------------------------------------------------
     def load_entry_points(self) -> None:
         only = _env_list("HARNESS_LOAD_PLUGINS")
-        disabled = set(_env_list("HARNESS_DISABLE_PLUGINS") or [])
+        disabled = _env_list("HARNESS_DISABLE_PLUGINS") or []
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_builtin_first):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else None
             builtin = dist_name == BUILTIN_DISTRIBUTION
-            if ep.name in disabled or (only is not None and not builtin and ep.name not in only):
+            if _named(ep.name, dist_name, disabled) or (
+                only is not None and not builtin and not _named(ep.name, dist_name, only)
+            ):
                 continue
             record = PluginRecord(
                 name=ep.name,
@@ -221,6 +227,18 @@ class Host:
 
     def get(self, kind: str, name: str) -> Component:
         return self.registries[kind].get(name)
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _named(plugin: str, distribution: str | None, names: list[str]) -> bool:
+    """Whether ``names`` (from an environment variable) names this plugin or its distribution."""
+    wanted = {_normalize(n) for n in names}
+    return _normalize(plugin) in wanted or (
+        distribution is not None and _normalize(distribution) in wanted
+    )
 
 
 def _builtin_first(ep: metadata.EntryPoint) -> tuple[int, str]:

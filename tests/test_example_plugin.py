@@ -240,6 +240,8 @@ def test_load_plugins_empty_hides_the_plugin() -> None:
         ({"HARNESS_LOAD_PLUGINS": "someone-else"}, False),
         ({"HARNESS_DISABLE_PLUGINS": "example"}, False),
         ({"HARNESS_DISABLE_PLUGINS": "metrics"}, True),
+        ({"HARNESS_LOAD_PLUGINS": DISTRIBUTION}, True),
+        ({"HARNESS_DISABLE_PLUGINS": "harness_example_plugin"}, False),
     ],
 )
 def test_escape_hatches(env: dict[str, str], listed: bool) -> None:

@@ -340,6 +340,8 @@ def _fake_builtins_and_third_party(
         ("third", {"autoencoders", "metrics", "third"}),
         (" third , other ", {"autoencoders", "metrics", "third", "other"}),
         ("nothing-installed-by-that-name", {"autoencoders", "metrics"}),
+        ("h3", {"autoencoders", "metrics", "third"}),  # a distribution name, as in llm
+        ("H4", {"autoencoders", "metrics", "other"}),  # names compare as pip compares them
     ],
 )
 def test_load_plugins_selects_third_party_plugins_and_keeps_builtins(
@@ -365,6 +367,8 @@ def test_disable_plugins_drops_builtins_and_third_party_alike(
     host = load_host()
     assert set(host.records) == {"autoencoders", "other"}
     assert names(host, "model") == {"ae", "other-model"}
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "h4")  # by distribution name
+    assert set(load_host().records) == {"autoencoders", "metrics", "third"}
 
 
 def test_disable_a_real_builtin_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
