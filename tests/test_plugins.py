@@ -550,6 +550,34 @@ def test_register_commands_failure_does_not_break_the_cli(
     assert "no commands today" in plugins_mod.get_host().records["broken-cli"].error
 
 
+def test_harness_plugins_reports_broken_plugins(
+    monkeypatch: pytest.MonkeyPatch,
+    make_module: Callable[[str], str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from harness import cli
+
+    module = make_module("import harness_no_such_dependency\n")
+    use_entry_points(
+        monkeypatch, FakeEntryPoint("needs-dep", module, FakeDist("harness-dep", "0.2"))
+    )
+    load_host({"typo": MisspeltHook(), "good": Models("m1")})
+    cli.main(["plugins", "--json"])
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"needs-dep", "typo", "good"}
+    assert rows["needs-dep"]["version"] == "0.2"
+    assert rows["needs-dep"]["distribution"] == "harness-dep"
+    assert rows["needs-dep"]["error"] == (
+        "import failed: ModuleNotFoundError: No module named 'harness_no_such_dependency'"
+    )
+    assert "register_model" in rows["typo"]["error"]
+    assert rows["good"]["error"] is None and rows["good"]["hooks"] == ["register_models"]
+    cli.main(["plugins"])
+    text = capsys.readouterr().out
+    assert "needs-dep 0.2" in text
+    assert "error: import failed: ModuleNotFoundError" in text
+
+
 class Recorder:
     """A logger plugin: what the lifecycle hooks see."""
 
