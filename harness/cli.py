@@ -154,7 +154,14 @@ def _print_summary(run_dir: Path) -> None:
     click.echo(f"run directory: {run_dir}")
     for rec in doc.get("results", []):
         value = rec.get("value")
-        shown = f"{value:.4g}" if isinstance(value, int | float) else f"error: {rec.get('error')}"
+        if isinstance(value, bool) or not isinstance(value, int | float | type(None)):
+            continue  # lists and tables stay in metrics.json
+        if value is None:
+            error = str(rec.get("error") or "no value")
+            shown = "not computed: " + (error[:100] + "... (see metrics.json)"
+                                        if len(error) > 100 else error)
+        else:
+            shown = f"{value:.4g}"
         click.echo(f"  {rec.get('protocol')}/{rec.get('metric')}: {shown}")
 
 

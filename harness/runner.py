@@ -7,13 +7,12 @@ and builds the model; the main process owns the run directory, evaluation and me
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from . import config as cfgmod
 from . import runs
-from .config import EvalConfig, RunConfig
+from .config import RunConfig
 from .errors import ConfigError, HarnessError
 from .plugins import Host, get_host
 
@@ -27,30 +26,6 @@ def build_model(host: Host, config: RunConfig, info: Any) -> Any:
 def load_data(host: Host, config: RunConfig) -> Any:
     loader = host.get("dataset", config.dataset).load()
     return loader(config.data)
-
-
-def resolve_metrics(host: Host, eval_cfg: EvalConfig) -> list[Any]:
-    """Instantiate the metrics named in eval.metrics (all registered ones when empty)."""
-    names = eval_cfg.metrics or host.registry("metric").names()
-    metrics = []
-    for name in names:
-        factory = host.get("metric", name).load()
-        metrics.append(_instantiate_metric(factory, eval_cfg))
-    return metrics
-
-
-def _instantiate_metric(factory: Any, eval_cfg: EvalConfig) -> Any:
-    """Call the metric factory with the eval options it accepts (by parameter name)."""
-    import inspect
-
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return factory()
-    options = asdict(eval_cfg)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return factory(**options)
-    return factory(**{k: v for k, v in options.items() if k in params})
 
 
 def resolve_config(
@@ -73,13 +48,13 @@ def resolve_config(
 def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = False,
                    evaluate: bool = True) -> Path:
     """Train, evaluate and record one run; returns the run directory."""
-    from accelerate import Accelerator, PartialState
+    from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
     from . import train as trainer
 
     host = get_host()
-    state = PartialState()
+    state = PartialState(cpu=trainer.cpu_launch())
     # Every process must agree on the directory (a default name contains a timestamp).
     chosen = [str(out) if out else str(runs.default_run_dir(config))]
     if state.num_processes > 1:
@@ -100,11 +75,7 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
             f"'{config.model}' accepts ({model.min_batch_size}, its bottleneck k): the truncated "
             f"SVD needs at least k columns. Raise train.batch_size or lower model.k"
         )
-    accelerator = Accelerator(
-        mixed_precision=config.train.mixed_precision,
-        log_with=config.train.trackers or None,
-        project_dir=str(run_dir),
-    )
+    accelerator = trainer.make_accelerator(config.train, run_dir)
     if accelerator.is_main_process:
         env = runs.environment(device=str(accelerator.device),
                                num_processes=accelerator.num_processes,
@@ -139,11 +110,15 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     """Run the protocols, write metrics.json and image grids; returns the metrics document."""
     from . import protocols
 
-    metrics = resolve_metrics(host, config.eval)
+    metrics = protocols.build_metrics(config.eval, host=host)
     model.eval()
+
+    def on_images(protocol: str, images: Any, nrow: int) -> None:
+        protocols.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow)
+
     records = protocols.evaluate(
         model, splits, config.eval, seed=config.seed, metrics=metrics, device=device,
-        image_dir=run_dir / "images",
+        on_images=on_images,
     )
     extra: dict[str, Any] = {}
     if training is not None:
