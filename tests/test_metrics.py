@@ -1,0 +1,280 @@
+"""The built-in metrics plugin: registration, gaussian-fit, collapse, FID with the domain
+extractor and with an injected extractor (caching of the reference statistics)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from harness.api import DatasetInfo
+from harness.errors import HarnessError
+
+# ---------------------------------------------------------------------------- registration
+
+
+def test_plugin_registers_lazily_without_importing_torch() -> None:
+    code = (
+        "import sys, harness_plugins.metrics as m\n"
+        "seen = []\n"
+        "m.register_metrics(register=lambda n, f, d: seen.append((n, f)))\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "print(seen)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "('fid', 'harness_plugins.metrics.fid:FID')" in out.stdout
+    assert "gaussian-fit" in out.stdout and "collapse" in out.stdout
+
+
+def test_factories_load_and_follow_the_metric_protocol() -> None:
+    from harness.api import Metric
+    from harness.registry import Component
+
+    import harness_plugins.metrics as plugin
+
+    found: dict[str, Any] = {}
+    plugin.register_metrics(register=lambda n, f, d: found.__setitem__(n, f))
+    for name, factory in found.items():
+        metric = Component("metric", name, factory, "", "metrics").load()()
+        assert isinstance(metric, Metric), name
+        assert metric.name == name
+
+
+# ---------------------------------------------------------------------------- gaussian-fit
+BUMPS = DatasetInfo(name="bumps", shape=(1, 64, 64), metadata={"spread": 0.2})
+
+
+def _bumps(centres: torch.Tensor, sigma: float = 0.2, n: int = 64) -> torch.Tensor:
+    xs = torch.linspace(-1, 1, n, dtype=torch.float64)
+    x0, y0 = centres[:, 0, None, None], centres[:, 1, None, None]
+    img = torch.exp(-((xs[None, None, :] - x0) ** 2 + (xs[None, :, None] - y0) ** 2)
+                    / (2 * sigma**2))  # fmt: skip
+    return img[:, None].float()
+
+
+def test_gaussian_fit_is_zero_on_perfect_bumps_and_finds_their_centres() -> None:
+    from harness_plugins.metrics.gaussian_fit import GaussianFit, fit_bumps
+
+    centres = torch.rand(40, 2, generator=torch.Generator().manual_seed(0)) - 0.5
+    images = _bumps(centres.double())
+    x0, y0, a = fit_bumps(images[:, 0].double(), 0.2)
+    assert torch.allclose(x0, centres[:, 0].double(), atol=1e-4)
+    assert torch.allclose(y0, centres[:, 1].double(), atol=1e-4)
+    assert torch.allclose(a, torch.ones_like(a), atol=1e-4)
+    out = GaussianFit()(images, None, BUMPS)  # type: ignore[arg-type]
+    assert out["gaussian_fit_error_percent"] < 0.01  # float32 images: ~1e-5 %
+    assert out["gaussian_fit_error_percent_std"] < 0.01
+
+
+def test_gaussian_fit_error_values_by_hand() -> None:
+    from harness_plugins.metrics.gaussian_fit import GaussianFit
+
+    centres = torch.tensor([[0.1, -0.3], [-0.4, 0.25]], dtype=torch.float64)
+    metric = GaussianFit()
+    # half the magnitude: the right centre is found, the error vs the peak-1 bump is 50 %
+    half = metric(0.5 * _bumps(centres), None, BUMPS)  # type: ignore[arg-type]
+    assert half["gaussian_fit_error_percent"] == pytest.approx(50.0, abs=1e-3)
+    # a black image: 100 %
+    black = metric(torch.zeros(3, 1, 64, 64), None, BUMPS)  # type: ignore[arg-type]
+    assert black["gaussian_fit_error_percent"] == pytest.approx(100.0, abs=1e-6)
+    # noise: far from any bump
+    noise = torch.rand(20, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert metric(noise, None, BUMPS)["gaussian_fit_error_percent"] > 150  # type: ignore[arg-type]
+    # a wider bump of the right height is penalised, a slightly noisy bump only a little
+    wide = metric(_bumps(centres, sigma=0.3), None, BUMPS)  # type: ignore[arg-type]
+    assert 20 < wide["gaussian_fit_error_percent"] < 80
+    # noise of std 0.01 on a bump: error ~ ||noise|| / ||g|| = 0.01 * 64 / ||g|| (~5.7 %)
+    clean = _bumps(centres)
+    eps = 0.01 * torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(3))
+    expected = float((100 * eps.flatten(1).norm(dim=1) / clean.flatten(1).norm(dim=1)).mean())
+    got = metric(clean + eps, None, BUMPS)["gaussian_fit_error_percent"]  # type: ignore[arg-type]
+    assert got == pytest.approx(expected, rel=0.02) and 4 < got < 8
+    assert metric.stamp()["spread"] == 0.2
+
+
+def test_gaussian_fit_undoes_the_dataset_standardization() -> None:
+    from harness_plugins.metrics.gaussian_fit import GaussianFit
+
+    info = DatasetInfo(name="bumps", shape=(1, 64, 64),
+                       metadata={"spread": 0.2, "standardization": {"mean": 0.1, "std": 0.2}})
+    centres = torch.tensor([[0.2, 0.2]], dtype=torch.float64)
+    stored = (_bumps(centres) - 0.1) / 0.2
+    assert GaussianFit()(stored, None, info)["gaussian_fit_error_percent"] < 0.01  # type: ignore
+
+
+def test_gaussian_fit_applies_only_to_bumps() -> None:
+    from harness_plugins.metrics.gaussian_fit import GaussianFit
+
+    m = GaussianFit()
+    assert m.applies(BUMPS)
+    assert m.applies(DatasetInfo("b2", (1, 32, 32), metadata={"sigma": 0.1}))
+    assert not m.applies(DatasetInfo("mnist", (1, 28, 28), num_classes=10))
+    assert not m.applies(DatasetInfo("rgb", (3, 64, 64), metadata={"spread": 0.2}))
+
+
+# -------------------------------------------------------------------------------- collapse
+def test_collapse_counts_planted_dimensions_relative_to_the_largest() -> None:
+    from harness_plugins.metrics.collapse import Collapse
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(1000, 6, generator=g) * torch.tensor([5.0, 1.0, 0.3, 1e-3, 0.0, 0.01])
+    codes[:, 4] += 7.0  # constant but non-zero: still collapsed
+    out = Collapse()(codes, None, BUMPS)  # type: ignore[arg-type]
+    # variances 25, 1, 0.09, 1e-6, 0, 1e-4: threshold 1e-3 * 25 = 0.025
+    assert out["collapsed_dims"] == 3 and out["active_dims"] == 3
+    assert out["code_variances"][0] == pytest.approx(25.0, rel=0.1)
+    assert out["code_variances"][4] == 0.0
+    # scale-free: multiplying the codes by 1000 changes nothing
+    assert Collapse()(codes * 1000, None, BUMPS)["collapsed_dims"] == 3  # type: ignore[arg-type]
+    assert Collapse()(torch.ones(5, 3), None, BUMPS)["collapsed_dims"] == 3  # type: ignore
+    # threshold 0.01 * 25 = 0.25: the 0.09 dimension is collapsed too
+    assert Collapse(threshold=0.01)(codes, None, BUMPS)["collapsed_dims"] == 4  # type: ignore
+
+
+# ---------------------------------------------------------------------- FID, fake extractor
+class MeanPixelExtractor:
+    """Features = per-channel mean and std of each image (2 numbers): FID is checkable."""
+
+    def __init__(self) -> None:
+        self.images_seen = 0
+
+    def __call__(self, images: torch.Tensor, device: Any = None) -> torch.Tensor:
+        self.images_seen += images.shape[0]
+        x = images.clamp(0, 1).double().flatten(1)
+        return torch.stack([x.mean(1), x.std(1)], dim=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"feature_extractor": "mean-std test features"}
+
+
+def _labelled(images: torch.Tensor, labels: torch.Tensor | None = None) -> TensorDataset:
+    if labels is None:
+        labels = torch.full((images.shape[0],), -1)
+    return TensorDataset(images.float(), labels.long())
+
+
+def test_fid_metric_uses_harness_fid_and_caches_the_reference() -> None:
+    from harness.fid import FeatureStats, fid_from_stats
+    from harness_plugins.metrics.fid import FID
+
+    g = torch.Generator().manual_seed(0)
+    reference = _labelled(torch.rand(100, 1, 8, 8, generator=g))
+    extractor = MeanPixelExtractor()
+    metric = FID(extractor=extractor, batch_size=16, n_reference=60)
+    generated = torch.rand(30, 1, 8, 8, generator=g) * 0.5
+    info = DatasetInfo("toy", (1, 8, 8))
+    value = metric(generated, reference, info)["fid"]
+    assert extractor.images_seen == 60 + 30
+    idx = sorted(torch.randperm(100, generator=torch.Generator().manual_seed(0))[:60].tolist())
+    ref = FeatureStats().update(MeanPixelExtractor()(reference.tensors[0][idx]))
+    gen = FeatureStats().update(MeanPixelExtractor()(generated))
+    assert value == pytest.approx(fid_from_stats(gen, ref), rel=1e-10)
+    assert value > 0.01
+    metric(generated, reference, info)  # second protocol: reference stats reused
+    assert extractor.images_seen == 60 + 30 + 30
+    stamp = metric.stamp()
+    assert stamp["n_reference"] == 60 and stamp["n_images"] == 30
+    assert stamp["feature_extractor"] == "mean-std test features"
+    # images out of [0, 1] are clamped before the features
+    assert metric(generated * 3 - 1, reference, info)["fid"] == pytest.approx(
+        metric((generated * 3 - 1).clamp(0, 1), reference, info)["fid"])
+
+
+def test_unknown_extractor_is_a_clear_error() -> None:
+    from harness_plugins.metrics.fid import FID
+
+    with pytest.raises(HarnessError, match="did you mean 'inception'"):
+        FID(feature_extractor="incepton")
+
+
+# ------------------------------------------------------------------------- domain extractor
+def _shapes_dataset(n: int, seed: int, size: int = 16) -> TensorDataset:
+    """Three easy classes: a horizontal bar, a vertical bar, a centred square (+ noise)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    images = 0.1 * torch.rand(n, 1, size, size, generator=g)
+    pos = torch.randint(2, size - 4, (n,), generator=g)
+    for i in range(n):
+        p = int(pos[i])
+        if labels[i] == 0:
+            images[i, 0, p : p + 3, :] = 0.9
+        elif labels[i] == 1:
+            images[i, 0, :, p : p + 3] = 0.9
+        else:
+            images[i, 0, 4:12, 4:12] = 0.9
+    return _labelled(images, labels)
+
+
+def test_domain_extractor_trains_caches_and_separates_distributions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from harness_plugins.metrics import domain
+    from harness_plugins.metrics.fid import FID
+
+    monkeypatch.setattr(domain, "BATCH", 32)  # more, cheaper steps on a tiny training set
+    train = _shapes_dataset(600, seed=0)
+    info = DatasetInfo("shapes", (1, 16, 16), num_classes=3)
+    metric = FID(feature_extractor="domain", batch_size=128)
+    same = _shapes_dataset(300, seed=1).tensors[0]
+    noise = torch.rand(300, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    fid_same = metric(same, train, info)["fid"]
+    fid_noise = metric(noise, train, info)["fid"]
+    stamp = metric.stamp()
+    assert stamp["domain_classifier_accuracy"] > 0.9
+    assert stamp["feature_extractor"].startswith("domain-cnn v1 penultimate 128 (sha256 ")
+    assert len(stamp["feature_weights_sha256"]) == 64
+    assert fid_noise > 10 * fid_same
+
+    # Trained once: a second metric object loads the cached classifier, same features.
+    def no_training(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("trained again instead of using the cache")
+
+    monkeypatch.setattr(domain.DomainExtractor, "_train_and_save", staticmethod(no_training))
+    again = FID(feature_extractor="domain", batch_size=128)
+    assert again(same, train, info)["fid"] == pytest.approx(fid_same, rel=1e-9)
+    assert again.stamp()["feature_weights_sha256"] == stamp["feature_weights_sha256"]
+    # A different dataset (other content, same name and size) is not served from the cache.
+    with pytest.raises(AssertionError, match="trained again"):
+        FID(feature_extractor="domain")(same, _shapes_dataset(600, seed=5), info)
+
+
+def test_domain_extractor_refuses_unlabelled_data() -> None:
+    from harness_plugins.metrics.fid import FID
+
+    unlabelled = _labelled(torch.rand(100, 1, 8, 8))
+    info = DatasetInfo("bumps", (1, 8, 8), metadata={"spread": 0.2})
+    with pytest.raises(HarnessError, match="no labels") as exc:
+        FID(feature_extractor="domain")(torch.rand(4, 1, 8, 8), unlabelled, info)
+    assert "eval.feature_extractor=inception" in str(exc.value)
+    assert "gaussian-fit" in str(exc.value)
+
+
+def test_domain_features_have_the_documented_shape() -> None:
+    from harness_plugins.metrics.domain import FEATURE_DIM, DomainClassifier
+
+    net = DomainClassifier(3, 10).eval()
+    with torch.no_grad():
+        f = net.features(torch.rand(5, 3, 160, 160))
+    assert f.shape == (5, FEATURE_DIM)
+    assert np.isfinite(f.numpy()).all()
+
+
+def test_gaussian_fit_on_the_real_bumps_dataset() -> None:
+    from harness.api import DataConfig
+    from harness_plugins.datasets.bumps import load
+    from harness_plugins.metrics.gaussian_fit import GaussianFit
+
+    splits = load(DataConfig())
+    metric = GaussianFit()
+    assert metric.applies(splits.info)
+    test = torch.stack([splits.test[i][0] for i in range(len(splits.test))])
+    assert metric(test, splits.train, splits.info)["gaussian_fit_error_percent"] < 0.01
+    train = torch.stack([splits.train[i][0] for i in range(len(splits.train))])
+    out = metric(train * 0.8, splits.train, splits.info)  # right place, 80 % of the height
+    assert out["gaussian_fit_error_percent"] == pytest.approx(20.0, abs=1e-3)
