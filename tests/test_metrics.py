@@ -33,10 +33,10 @@ def test_plugin_registers_lazily_without_importing_torch() -> None:
 
 
 def test_factories_load_and_follow_the_metric_protocol() -> None:
+    import harness_plugins.metrics as plugin
+
     from harness.api import Metric
     from harness.registry import Component
-
-    import harness_plugins.metrics as plugin
 
     found: dict[str, Any] = {}
     plugin.register_metrics(register=lambda n, f, d: found.__setitem__(n, f))
@@ -160,8 +160,9 @@ def _labelled(images: torch.Tensor, labels: torch.Tensor | None = None) -> Tenso
 
 
 def test_fid_metric_uses_harness_fid_and_caches_the_reference() -> None:
-    from harness.fid import FeatureStats, fid_from_stats
     from harness_plugins.metrics.fid import FID
+
+    from harness.fid import FeatureStats, fid_from_stats
 
     g = torch.Generator().manual_seed(0)
     reference = _labelled(torch.rand(100, 1, 8, 8, generator=g))
@@ -266,9 +267,10 @@ def test_domain_features_have_the_documented_shape() -> None:
 
 
 def test_gaussian_fit_on_the_real_bumps_dataset() -> None:
-    from harness.api import DataConfig
     from harness_plugins.datasets.bumps import load
     from harness_plugins.metrics.gaussian_fit import GaussianFit
+
+    from harness.api import DataConfig
 
     splits = load(DataConfig())
     metric = GaussianFit()

@@ -43,9 +43,8 @@ def test_same_network_and_preprocessing_as_pytorch_fid(
     random_extractor: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pytorch-fid's InceptionV3 with our (random) state dict gives our features."""
-    from pytorch_fid import inception as pf
-
     from harness_plugins.metrics.inception import InceptionPool3
+    from pytorch_fid import inception as pf
 
     pool3: InceptionPool3 = random_extractor.network
     # Rebuild the torchvision-style state dict (the release file's layout) from our blocks.
@@ -124,12 +123,12 @@ def test_missing_weights_say_where_we_looked_and_how_to_fix(
 def test_fid_metric_records_the_missing_weights_error_in_evaluate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from harness_plugins.metrics.fid import FID
     from torch.utils.data import TensorDataset
 
     from harness.api import DatasetInfo, DataSplits
     from harness.config import EvalConfig
     from harness.protocols import evaluate
-    from harness_plugins.metrics.fid import FID
 
     monkeypatch.delenv("HARNESS_FID_WEIGHTS", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
