@@ -197,3 +197,13 @@ def test_streaming_gram_basis_matches_direct_svd() -> None:
     torch.testing.assert_close(sv, s[:k], atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(basis, u[:, :k] * column_signs(u[:, :k]), atol=1e-10, rtol=0)
     torch.testing.assert_close(basis.T @ basis, torch.eye(k, dtype=torch.float64))
+
+
+def test_mixed_precision_keeps_the_decomposition_in_float64() -> None:
+    y = torch.randn(20, 10, generator=torch.Generator().manual_seed(8)).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = truncated_svd(y.bfloat16(), 3)
+        (out.U @ out.coefficients).sum().backward()
+    assert out.U.dtype == torch.float32
+    torch.testing.assert_close(out.U.T @ out.U, torch.eye(3), atol=1e-6, rtol=0)
+    assert torch.isfinite(y.grad).all()

@@ -213,8 +213,8 @@ def _svd_truncated(y64: torch.Tensor, k: int) -> TruncatedSVD:
 def truncated_svd(y: torch.Tensor, k: int, method: str = "auto") -> TruncatedSVD:
     """Rank-k truncated SVD of the L×B matrix ``y`` (one column per sample), differentiable.
 
-    The decomposition runs in float64 whatever the input dtype; the results are cast back to
-    ``y.dtype``. Raises ``ValueError`` when ``y`` has fewer than ``k`` columns (or rows): a
+    The decomposition runs in float64 whatever the input dtype (and with autocast off); the
+    results are cast back to ``y.dtype`` (float32 for half-precision inputs). Raises ``ValueError`` when ``y`` has fewer than ``k`` columns (or rows): a
     truncated SVD of rank k needs them, and returning fewer directions would silently change
     the model (SPEC).
     """
@@ -231,13 +231,17 @@ def truncated_svd(y: torch.Tensor, k: int, method: str = "auto") -> TruncatedSVD
         raise ValueError(f"latent dimension L={rows} is smaller than the bottleneck k={k}")
     if method not in METHODS:
         raise ValueError(f"unknown SVD method {method!r}; choose one of {', '.join(METHODS)}")
-    y64 = y.to(torch.float64)
-    out = _svd_truncated(y64, k) if method == "svd" else _gram_truncated(y64, k)
-    u, s, v = out
-    if method != "svd":  # _StableSVD already fixed the signs of all r columns
-        signs = column_signs(u.detach())
-        u, v = u * signs, v * signs
-    return TruncatedSVD(u.to(y.dtype), s.to(y.dtype), v.to(y.dtype))
+    # float64 throughout, also under mixed precision (autocast would otherwise lower the
+    # products); half-precision inputs get float32 results (a bf16 basis is not orthonormal).
+    out_dtype = y.dtype if y.dtype in (torch.float32, torch.float64) else torch.float32
+    with torch.autocast(device_type=y.device.type, enabled=False):
+        y64 = y.to(torch.float64)
+        out = _svd_truncated(y64, k) if method == "svd" else _gram_truncated(y64, k)
+        u, s, v = out
+        if method != "svd":  # _StableSVD already fixed the signs of all r columns
+            signs = column_signs(u.detach())
+            u, v = u * signs, v * signs
+    return TruncatedSVD(u.to(out_dtype), s.to(out_dtype), v.to(out_dtype))
 
 
 # ------------------------------------------------------------------------- inference basis
