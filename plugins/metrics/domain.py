@@ -7,9 +7,10 @@ well under a minute on 2 CPU cores:
 
 * input resized to 32×32 (bilinear, antialiased when shrinking), clamped to [0, 1];
 * Conv(C->32, 3, stride 2) ReLU, Conv(32->64, 3, s2) ReLU, Conv(64->128, 3, s2) ReLU,
-  global average pool, Linear(128->128) ReLU = **the 128-d features**, Linear(128->classes);
-* trained with Adam (lr 2e-3, batch 128, 2 epochs) on at most 10 000 labelled training
-  images drawn with a fixed seed; accuracy measured on up to 2 000 other training images.
+  flatten (128×4×4), Linear(2048->128) ReLU = **the 128-d features**, Linear(128->classes);
+* trained with Adam (lr 1e-3, batch 64, 2 epochs) on at most 10 000 labelled training
+  images drawn with a fixed seed; accuracy measured on up to 2 000 other training images
+  (Fashion-MNIST: 0.83 held-out accuracy, about 35 s on 2 busy CPU cores).
 
 The classifier is trained once per dataset and cached (``$HARNESS_CACHE_DIR/fid-domain/``, by
 default ``~/.cache/vrrae-harness``), keyed by the dataset's name, shape, size, a fingerprint of
@@ -48,8 +49,8 @@ FEATURE_DIM = 128
 N_FIT = 10_000
 N_HOLDOUT = 2_000
 EPOCHS = 2
-BATCH = 128
-LR = 2e-3
+BATCH = 64
+LR = 1e-3
 
 
 def cache_dir() -> Path:
@@ -77,9 +78,8 @@ class DomainClassifier(nn.Module):
         self.body = nn.Sequential(
             nn.Conv2d(channels, 32, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(128, FEATURE_DIM), nn.ReLU(),
+            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),  # 128 x 4 x 4
+            nn.Flatten(), nn.Linear(128 * 4 * 4, FEATURE_DIM), nn.ReLU(),
         )  # fmt: skip
         self.head = nn.Linear(FEATURE_DIM, num_classes)
 
