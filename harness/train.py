@@ -348,12 +348,32 @@ def make_accelerator(cfg: TrainConfig, run_dir: str | Path | None = None) -> Any
     ``train`` section, CPU multi-process launches handled (see :func:`cpu_launch`)."""
     from accelerate import Accelerator
 
+    check_trackers(cfg.trackers)
     return Accelerator(
         cpu=cpu_launch(),
         mixed_precision=cfg.mixed_precision,
         log_with=cfg.trackers or None,
         project_dir=str(run_dir) if run_dir is not None else None,
     )
+
+
+def check_trackers(names: list[str]) -> None:
+    """Refuse unknown or uninstalled trackers up front (Accelerate would only warn and train
+    without them, which is easy to miss in a long run's log)."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    available = {str(getattr(t, "value", t)) for t in get_available_trackers()}
+    for name in names:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise ConfigError(
+                f"train.trackers: '{name}' is not a tracker Accelerate knows; valid: "
+                f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}"
+            )
+        if name not in available:
+            raise ConfigError(
+                f"train.trackers: '{name}' is not installed (pip install {name}), or remove "
+                "it from train.trackers"
+            )
 
 
 def _check_accelerator(acc: Any) -> None:
@@ -469,6 +489,17 @@ def train(
     optimizer = build_optimizer(model.parameters(), cfg)
     model, optimizer = acc.prepare(model, optimizer)
     inner_opt = getattr(optimizer, "optimizer", optimizer)
+    # AcceleratedOptimizer.step checks for an optional package with importlib on every call
+    # (~0.1-0.3 ms a step, measurable on small models) and zero_grad inspects a signature;
+    # where they would only forward to the torch optimizer (no fp16 scaler, no XLA, no
+    # gradient accumulation: this loop never accumulates), call the torch optimizer itself.
+    from accelerate.utils import DistributedType
+
+    direct = (getattr(acc, "scaler", None) is None
+              and acc.distributed_type != DistributedType.XLA
+              and getattr(acc, "gradient_accumulation_steps", 1) == 1)
+    step_fn = inner_opt.step if direct else optimizer.step
+    zero_grad_fn = inner_opt.zero_grad if direct else optimizer.zero_grad
     unwrapped = acc.unwrap_model(model)
 
     def barrier() -> None:
@@ -556,10 +587,10 @@ def train(
             if cfg.grad_clip is not None:
                 acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             updating = True
-            optimizer.step()
+            step_fn()
             step += 1
             updating = False
-            optimizer.zero_grad(set_to_none=True)
+            zero_grad_fn(set_to_none=True)
             window.add(values, wait)
             wait_total += wait
             last_values = values

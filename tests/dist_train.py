@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,37 @@ MODELS = {
 }
 
 
+def check_guard(out: Path) -> None:
+    """A plain ``Accelerator()`` on a CPU-only multi-process launch sees one process (no DDP)
+    while torch.distributed runs two: ``train`` must refuse it, not train silently wrong."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from harness.errors import HarnessError
+
+    plain = Accelerator()
+    splits = make_splits(n_train=40)
+    model = zoo_model("ae", splits)
+    try:
+        train(model, splits, make_config(steps=1, batch_size=16), out / "guard", accelerator=plain)
+    except HarnessError as exc:
+        if os.environ.get("RANK", "0") == "0":  # plain thinks every process is the main one
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "guard.txt").write_text(str(exc))
+    else:
+        raise SystemExit("train accepted an Accelerator that sees 1 of 2 processes")
+    AcceleratorState._reset_state(True)  # the process group stays; make_accelerator reuses it
+
+
+def zoo_model(name: str, splits):
+    from harness_plugins.autoencoders import models as zoo
+
+    cls_name, options = MODELS[name]
+    cls = getattr(zoo, cls_name)
+    seed_everything(0)
+    return cls.from_config(cls.Config(arch="mlp", hidden=24, **options), splits.info)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -39,15 +71,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from harness_plugins.autoencoders import models as zoo
-
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        check_guard(Path(args.out))
     accelerator = make_accelerator(make_config().train)
     splits = make_splits(n_train=40)  # 2 batches of 16 per epoch, 8 images dropped
     for name in args.models.split(","):
-        cls_name, options = MODELS[name]
-        cls = getattr(zoo, cls_name)
-        seed_everything(0)
-        model = cls.from_config(cls.Config(arch="mlp", hidden=24, **options), splits.info)
+        model = zoo_model(name, splits)
         config = make_config(seed=0, steps=args.steps, batch_size=args.batch_size,
                              log_every=1, checkpoint_every=4, lr=3e-3)
         out = Path(args.out) / name

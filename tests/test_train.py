@@ -332,3 +332,55 @@ def test_bf16_mixed_precision_trains(tmp_path):
     assert result.steps == 6 and all(np.isfinite(list(result.losses.values())))
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
     assert bool(result.model.calibrated)
+
+
+# ------------------------------------------------------------------------------- trackers
+def test_trackers_get_every_log_record(tmp_path):
+    """Trackers go through Accelerate's API: a custom GeneralTracker receives the config
+    once and every log record, flattened."""
+    from accelerate.tracking import GeneralTracker
+
+    from harness.train import make_accelerator
+
+    class Recorder(GeneralTracker):
+        name = "recorder"
+        requires_logging_directory = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.config: dict = {}
+            self.logged: list[tuple[int, dict]] = []
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values: dict) -> None:
+            self.config = dict(values)
+
+        def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+            self.logged.append((step, dict(values)))
+
+    from accelerate import Accelerator
+
+    recorder = Recorder()
+    cfg = make_config(steps=6, batch_size=8, log_every=3, trackers=["recorder"])
+    train(toy(), make_splits(), cfg, tmp_path, accelerator=Accelerator(log_with=[recorder]))
+    assert recorder.config["train.batch_size"] == 8 and recorder.config["run.seed"] == 0
+    assert [step for step, _ in recorder.logged] == [3, 6]
+    assert {"loss/total", "loss/rec", "loss/kl", "lr", "samples_per_s"} <= set(recorder.logged[0][1])
+    with pytest.raises(ConfigError, match="train.trackers: 'tensorbored' is not a tracker"):
+        make_accelerator(TrainConfig(trackers=["tensorbored"]))
+
+
+def test_cpu_launch_detection(monkeypatch):
+    from harness.train import cpu_launch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cpu_launch() is False  # one process: nothing to fix
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cpu_launch() is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cpu_launch() is False  # GPUs: Accelerate picks MULTI_GPU itself

@@ -81,3 +81,11 @@ def test_two_processes_train_like_one(runs: tuple[Path, Path], model: str) -> No
     assert {p.name for p in (two / model / "run" / "checkpoints" / "step-0000010").iterdir()
             if p.name.startswith("rng-")} == {"rng-rank0.json", "rng-rank0.safetensors",
                                              "rng-rank1.json", "rng-rank1.safetensors"}
+
+
+@pytest.mark.distributed
+def test_single_process_accelerator_in_a_two_process_launch_is_refused(runs):
+    """Accelerate without cpu=True on a CPU-only torchrun launch reports one process and would
+    train without DDP; the trainer refuses it with a message saying what to do."""
+    message = (runs[1] / "guard.txt").read_text()
+    assert "2 processes but Accelerate sees 1" in message and "cpu=True" in message
