@@ -259,3 +259,16 @@ def test_uncalibrated_flag_survives_save_load(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not calibrated"):
         M.load_pretrained(tmp_path).encode(images(3))
     assert math.isclose(float(M.load_pretrained(tmp_path).calibrated), 0.0)
+
+
+def test_reload_without_recorded_shape_needs_info(tmp_path: Path) -> None:
+    model = build("vrrae")
+    model.calibrate([images(6)], StepContext())
+    model.save_pretrained(tmp_path)
+    doc = json.loads((tmp_path / "model_config.json").read_text())
+    del doc["info"]
+    (tmp_path / "model_config.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="does not record the data shape"):
+        M.load_pretrained(tmp_path)
+    loaded = M.load_pretrained(tmp_path, info=DatasetInfo("test", (1, 16, 16)))
+    torch.testing.assert_close(loaded.basis, model.basis, rtol=0, atol=0)

@@ -254,10 +254,17 @@ class _Autoencoder(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        map_location: str | torch.device = "cpu",
+        info: DatasetInfo | None = None,
+    ) -> Any:
         """Rebuild a model written by :meth:`save_pretrained`. Called on the base class (or
         through :func:`load_pretrained`) it picks the class from the saved model name; called
-        on a specific class, it refuses a directory holding another model."""
+        on a specific class, it refuses a directory holding another model. ``info`` is needed
+        only when ``model_config.json`` does not record the data shape (files written by
+        other tools with just ``model`` and ``config``)."""
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -269,18 +276,26 @@ class _Autoencoder(nn.Module):
         if cls is not _Autoencoder and target is not cls:
             raise ValueError(f"{path} holds a '{name}' model, not a '{cls.name}' model")
         config = target.Config(**doc["config"])
-        raw = doc["info"]
-        info = DatasetInfo(
-            name=raw["name"], shape=tuple(raw["shape"]), num_classes=raw.get("num_classes")
-        )
+        if info is None:
+            raw = doc.get("info")
+            if raw is None:
+                raise ValueError(
+                    f"{path / CONFIG_FILE} does not record the data shape ('info'); pass "
+                    "info=DatasetInfo(name, (C, H, W)) of the dataset the model was trained on"
+                )
+            info = DatasetInfo(
+                name=raw["name"], shape=tuple(raw["shape"]), num_classes=raw.get("num_classes")
+            )
         model = target.from_config(config, info)
         model.load_state_dict(load_file(str(path / WEIGHTS_FILE), device=str(map_location)))
         return model.to(map_location)
 
 
-def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """Load any model of this plugin saved with ``save_pretrained``."""
-    return _Autoencoder.from_pretrained(path, map_location)
+def load_pretrained(
+    path: str | Path, map_location: str | torch.device = "cpu", info: DatasetInfo | None = None
+) -> Any:
+    """Load any model of this plugin saved with ``save_pretrained`` (see ``from_pretrained``)."""
+    return _Autoencoder.from_pretrained(path, map_location, info)
 
 
 # ------------------------------------------------------------------------------ ae / vae
