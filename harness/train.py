@@ -264,8 +264,16 @@ def _loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
             + (f" with keys {sorted(losses)}" if isinstance(losses, dict) else "")
         )
     names = list(losses)
-    flat = torch.stack([losses[k].detach().float().reshape(()) for k in names])
-    return dict(zip(names, flat.tolist(), strict=True))
+    parts = [losses[k] for k in names]
+    for name, part in zip(names, parts, strict=True):
+        if not isinstance(part, torch.Tensor) or part.numel() != 1:
+            raise HarnessError(
+                f"loss part '{name}' must be a scalar tensor, got "
+                f"{tuple(part.shape) if isinstance(part, torch.Tensor) else type(part).__name__}"
+            )
+    # one stack (it promotes mixed dtypes) and one copy to the host for all parts
+    values = torch.stack([p.detach().reshape(()) for p in parts]).tolist()
+    return dict(zip(names, values, strict=True))
 
 
 def _first_non_finite(values: dict[str, float]) -> str | None:
@@ -495,11 +503,20 @@ def train(
     # gradient accumulation: this loop never accumulates), call the torch optimizer itself.
     from accelerate.utils import DistributedType
 
+    # Likewise Accelerator.backward divides the loss by the accumulation steps (1 here), an
+    # extra autograd node: call backward() itself in the same cases.
     direct = (getattr(acc, "scaler", None) is None
-              and acc.distributed_type != DistributedType.XLA
+              and acc.distributed_type not in (DistributedType.XLA, DistributedType.DEEPSPEED,
+                                                DistributedType.MEGATRON_LM)
               and getattr(acc, "gradient_accumulation_steps", 1) == 1)
     step_fn = inner_opt.step if direct else optimizer.step
     zero_grad_fn = inner_opt.zero_grad if direct else optimizer.zero_grad
+
+    def backward(loss: torch.Tensor) -> None:
+        if direct:
+            loss.backward()
+        else:
+            acc.backward(loss)
     unwrapped = acc.unwrap_model(model)
 
     def barrier() -> None:
@@ -583,7 +600,7 @@ def train(
             bad = _first_non_finite(values)
             if bad is not None:
                 raise _non_finite(step + 1, bad, values[bad], last_ckpt, log_file, bpe)
-            acc.backward(losses["total"])
+            backward(losses["total"])
             if cfg.grad_clip is not None:
                 acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             updating = True
