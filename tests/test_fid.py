@@ -124,3 +124,38 @@ def test_fid_of_shifted_samples_matches_shift() -> None:
     shift = np.array([1.0, -2.0, 0.5, 0.0, 0.0, 3.0])
     a, b = FeatureStats().update(x), FeatureStats().update(x + shift)
     assert fid_from_stats(a, b) == pytest.approx(float(shift @ shift), rel=1e-8)
+
+
+def _all_reduce_worker(rank: int, world: int, port: int, x: np.ndarray, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        part = np.array_split(x, [37])[rank]  # unequal shares: 37 and 263 rows
+        stats = FeatureStats().update(part).all_reduce()
+        if rank == 0:
+            torch.save({"count": stats.count, "mean": stats.mean, "cov": stats.cov}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_all_reduce_over_two_processes_equals_one_process(tmp_path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    x = np.random.default_rng(8).normal(size=(300, 5))
+    out = tmp_path / "stats.pt"
+    mp.spawn(_all_reduce_worker, args=(2, port, x, str(out)), nprocs=2, join=True)
+    got = torch.load(out, weights_only=False)
+    assert got["count"] == 300
+    np.testing.assert_allclose(got["mean"], x.mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(got["cov"], np.cov(x, rowvar=False), rtol=1e-10, atol=1e-12)
