@@ -102,7 +102,7 @@ class InceptionPool3(nn.Module):
 
     def __init__(self, inception: nn.Module) -> None:
         super().__init__()
-        n = inception
+        n: Any = inception  # torchvision submodules, typed loosely
         self.blocks = nn.Sequential(
             n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, nn.MaxPool2d(3, stride=2),
             n.Conv2d_3b_1x1, n.Conv2d_4a_3x3, nn.MaxPool2d(3, stride=2),
