@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from harness.cli import main
+from harness.config import tomllib
 
 FAST = [
     "--set", "train.steps=4", "--set", "train.batch_size=16", "--set", "train.log_every=1",
