@@ -147,34 +147,41 @@ class _StableSVD(torch.autograd.Function):
 
 # --------------------------------------------------------------- method "gram": small eigh
 class _StableEigh(torch.autograd.Function):
-    """Symmetric eigendecomposition, eigenvalues descending, with a tie-safe backward.
+    """Symmetric eigendecomposition: all eigenvalues (descending) and the top-``k``
+    eigenvectors, with a tie-safe backward.
 
     The exact backward is ``W (F ∘ (W^T gW) + diag(g_lambda)) W^T`` with
     ``F_ij = 1/(lambda_j - lambda_i)``; ties get ``F_ij = 0`` (SPEC, point 2). For a Gram matrix
-    ``lambda = s^2``, so these are the same gaps as in the SVD backward.
+    ``lambda = s^2``, so these are the same gaps as in the SVD backward. Only the first k
+    columns of ``gW`` can be non-zero, so the product is formed with those columns alone
+    (L×L×k instead of L^3 work, the same numbers).
     """
 
     @staticmethod
-    def forward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def forward(ctx: Any, g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         lam, w = torch.linalg.eigh(g)
         lam, w = lam.flip(0), w.flip(1)
         ctx.save_for_backward(lam, w)
-        return lam, w
+        ctx.k = k
+        return lam, w[:, :k]
 
     @staticmethod
     def backward(  # type: ignore[override]
-        ctx: Any, g_lam: torch.Tensor | None, g_w: torch.Tensor | None
-    ) -> torch.Tensor:
+        ctx: Any, g_lam: torch.Tensor | None, g_wk: torch.Tensor | None
+    ) -> tuple[torch.Tensor, None]:
         lam, w = ctx.saved_tensors
-        inner = torch.zeros((lam.shape[0], lam.shape[0]), dtype=lam.dtype, device=lam.device)
-        if g_w is not None:
-            scale = lam.abs().max() * lam.shape[0]
-            f = _tie_safe_reciprocal(lam[None, :] - lam[:, None], scale)
-            inner = f * (w.mT @ g_w)
-        if g_lam is not None:
-            inner = inner + torch.diag(g_lam)
-        g_g = w @ inner @ w.mT
-        return 0.5 * (g_g + g_g.mT)
+        k = ctx.k
+        n = lam.shape[0]
+        inner = torch.zeros((n, k), dtype=lam.dtype, device=lam.device)  # columns j < k
+        if g_wk is not None:
+            f = _tie_safe_reciprocal(lam[None, :] - lam[:, None], lam.abs().max() * n)
+            inner = f[:, :k] * (w.mT @ g_wk)
+        g_g = w @ inner @ w[:, :k].mT
+        if g_lam is not None:  # usually non-zero only for the top k: use those columns
+            nonzero = torch.nonzero(g_lam).flatten()
+            m = int(nonzero.max()) + 1 if nonzero.numel() else 0
+            g_g = g_g + (w[:, :m] * g_lam[None, :m]) @ w[:, :m].mT
+        return 0.5 * (g_g + g_g.mT), None
 
 
 def _safe_sqrt_eigenvalues(lam: torch.Tensor) -> torch.Tensor:
@@ -193,13 +200,11 @@ def _safe_sqrt_eigenvalues(lam: torch.Tensor) -> torch.Tensor:
 def _gram_truncated(y64: torch.Tensor, k: int) -> TruncatedSVD:
     m, n = y64.shape
     if m <= n:  # L <= B: eigenvectors of Y Y^T are U
-        lam, w = _StableEigh.apply(y64 @ y64.mT)
-        u = w[:, :k]
+        lam, u = _StableEigh.apply(y64 @ y64.mT, k)
         s = _safe_sqrt_eigenvalues(lam)[:k]
         v = (y64.mT @ u) * _safe_inverse(s)[None, :]
     else:  # B < L: eigenvectors of Y^T Y are V
-        lam, w = _StableEigh.apply(y64.mT @ y64)
-        v = w[:, :k]
+        lam, v = _StableEigh.apply(y64.mT @ y64, k)
         s = _safe_sqrt_eigenvalues(lam)[:k]
         u = (y64 @ v) * _safe_inverse(s)[None, :]
     return TruncatedSVD(u, s, v)
