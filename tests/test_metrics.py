@@ -187,6 +187,37 @@ def test_fid_metric_uses_harness_fid_and_caches_the_reference() -> None:
         metric((generated * 3 - 1).clamp(0, 1), reference, info)["fid"])
 
 
+class HashedExtractor(MeanPixelExtractor):
+    """A test extractor that declares a weights hash: its reference statistics go to disk."""
+
+    name = "hashed"
+
+    def describe(self) -> dict[str, Any]:
+        return {"feature_extractor": "hashed test features", "feature_weights_sha256": "ab" * 32}
+
+
+def test_reference_statistics_are_cached_on_disk_per_dataset_content() -> None:
+    from harness_plugins.metrics.fid import FID
+
+    g = torch.Generator().manual_seed(0)
+    reference = _labelled(torch.rand(50, 1, 8, 8, generator=g))
+    generated = torch.rand(20, 1, 8, 8, generator=g)
+    info = DatasetInfo("toy-disk", (1, 8, 8))
+    first = FID(extractor=HashedExtractor())
+    value = first(generated, reference, info)["fid"]
+    assert first.stamp()["reference_stats"] == "computed"
+    ex = HashedExtractor()
+    second = FID(extractor=ex)  # a new run: nothing in memory
+    assert second(generated, reference, info)["fid"] == pytest.approx(value, rel=1e-12)
+    assert ex.images_seen == 20  # only the generated images went through the extractor
+    assert second.stamp()["reference_stats"].startswith("cached (")
+    # same name and size, other content: not served from the cache
+    other = _labelled(torch.rand(50, 1, 8, 8, generator=g))
+    third = FID(extractor=HashedExtractor())
+    third(generated, other, info)
+    assert third.stamp()["reference_stats"] == "computed"
+
+
 def test_unknown_extractor_is_a_clear_error() -> None:
     from harness_plugins.metrics.fid import FID
 

@@ -5,13 +5,21 @@ from :func:`harness.fid.frechet_distance` (symmetric eigendecomposition): this m
 chooses the feature extractor and feeds it images. The reference statistics (training set,
 or a fixed random subset of ``eval.n_reference`` images drawn with seed 0) are computed once
 per metric object and reused across protocols (random generation and interpolation score
-against the same reference).
+against the same reference), and cached on disk (``$HARNESS_CACHE_DIR/fid-stats/``) keyed by
+the dataset (name, shape, size, a fingerprint of a few images), ``n_reference`` and the
+extractor's weights sha256: Inception features of 60 000 training images take long on a CPU,
+and every model and seed on a dataset shares them.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import io
+import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +30,7 @@ from harness.errors import HarnessError
 from harness.fid import FeatureStats, fid_from_stats
 
 Extractor = Callable[..., torch.Tensor]
+STATS_VERSION = 1  # bump when the way reference statistics are computed changes
 
 
 def _inception(info: DatasetInfo, reference: Dataset, fid_weights: str | None,
@@ -81,6 +90,7 @@ class FID:
         self._extractor = extractor  # injected in tests (random-weight Inception)
         self._reference_cache: dict[tuple[Any, ...], tuple[FeatureStats, int]] = {}
         self._stamp: dict[str, Any] = {}
+        self._reference_source = ""
 
     def applies(self, info: DatasetInfo) -> bool:
         return True
@@ -101,13 +111,37 @@ class FID:
             stats.update(extractor(images, device=device))
         return stats
 
+    def _disk_path(self, reference: Dataset, info: DatasetInfo, extractor: Any) -> Path | None:
+        """Where the reference statistics are cached on disk, or None when the extractor has
+        no weights hash (an injected test extractor): then only the in-memory cache is used."""
+        from .domain import cache_dir, fingerprint
+
+        digest = extractor.describe().get("feature_weights_sha256")
+        if not digest:
+            return None
+        n = len(reference)  # type: ignore[arg-type]
+        fields = {"dataset": info.name, "shape": list(info.shape), "n": n,
+                  "fingerprint": fingerprint(reference, n), "n_reference": self.n_reference,
+                  "subset_seed": 0, "extractor": digest, "version": STATS_VERSION}  # fmt: skip
+        key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in info.name)
+        return cache_dir() / "fid-stats" / f"{safe}-{extractor.name}-{key}.pt"
+
     def reference_stats(self, reference: Dataset, info: DatasetInfo,
                         device: Any = None) -> tuple[FeatureStats, int]:  # fmt: skip
-        """Feature statistics of the reference images (cached on this object)."""
+        """Feature statistics of the reference images: cached on this object (shared by the
+        protocols of one evaluation) and on disk (shared by runs on the same dataset)."""
         extractor = self._get_extractor(info, reference)
         n_total = len(reference)  # type: ignore[arg-type]
         key = (id(reference), n_total, info.name, self.n_reference)
-        if key not in self._reference_cache:
+        if key in self._reference_cache:
+            return self._reference_cache[key]
+        path = self._disk_path(reference, info, extractor)
+        if path is not None and path.is_file():
+            stats = FeatureStats.from_state_dict(
+                torch.load(path, map_location="cpu", weights_only=True))
+            self._reference_source = f"cached ({path})"
+        else:
             subset: Dataset = reference
             if self.n_reference is not None and self.n_reference < n_total:
                 gen = torch.Generator().manual_seed(0)
@@ -115,7 +149,15 @@ class FID:
                 subset = Subset(reference, sorted(idx.tolist()))
             batches = image_batches(subset, self.batch_size)
             stats = self._features(extractor, batches, device)
-            self._reference_cache[key] = (stats, stats.count)
+            self._reference_source = "computed"
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                buf = io.BytesIO()
+                torch.save(stats.state_dict(), buf)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(buf.getvalue())
+                os.replace(tmp, path)
+        self._reference_cache[key] = (stats, stats.count)
         return self._reference_cache[key]
 
     def __call__(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *,
@@ -132,6 +174,7 @@ class FID:
             **extractor.describe(),
             "reference": "train",
             "n_reference": n_ref,
+            "reference_stats": self._reference_source,
             "n_images": int(images.shape[0]),
             "clamp": "[0, 1] before feature extraction",
         }
