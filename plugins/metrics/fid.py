@@ -18,6 +18,8 @@ import hashlib
 import io
 import json
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,10 +107,18 @@ class FID:
             self._extractor = build(info, reference, self.fid_weights, self.progress)
         return self._extractor
 
-    def _features(self, extractor: Any, batches: Any, device: Any) -> FeatureStats:
+    def _features(self, extractor: Any, batches: Any, device: Any, what: str = "",
+                  total: int = 0) -> FeatureStats:  # fmt: skip
         stats = FeatureStats()
+        start = last = time.perf_counter()
         for images in batches:
             stats.update(extractor(images, device=device))
+            now = time.perf_counter()
+            if self.progress and what and (now - last > 30 or stats.count == total):
+                last = now
+                name = getattr(extractor, "name", "")
+                print(f"[eval] fid {name} features of {what}: {stats.count}/{total} "
+                      f"images ({now - start:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
         return stats
 
     def _disk_path(self, reference: Dataset, info: DatasetInfo, extractor: Any) -> Path | None:
@@ -148,7 +158,8 @@ class FID:
                 idx = torch.randperm(n_total, generator=gen)[: self.n_reference]
                 subset = Subset(reference, sorted(idx.tolist()))
             batches = image_batches(subset, self.batch_size)
-            stats = self._features(extractor, batches, device)
+            stats = self._features(extractor, batches, device, "the reference",
+                                   len(subset))  # type: ignore[arg-type]
             self._reference_source = "computed"
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
