@@ -113,7 +113,7 @@ def environment(*, device: str | None = None, num_processes: int = 1,
         name: _version(name)
         for name in (
             "vrrae-harness", "torch", "torchvision", "accelerate", "datasets", "pytorch-fid",
-            "torchmetrics", "scikit-learn", "numpy", "scipy", "pytorch-optimizer",
+            "scikit-learn", "numpy", "scipy", "pytorch-optimizer",
             "safetensors", "pluggy",
         )
     }
