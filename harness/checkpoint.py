@@ -220,8 +220,11 @@ def save_checkpoint(
     tmp = root / f"{TMP_PREFIX}{name}"
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a run killed while saving
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         tmp.mkdir()
     barrier()
     rng_tensors, rng_rest = capture_rng_state()
@@ -280,14 +283,11 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The checkpoint ``latest`` names, or the newest complete one if the pointer is missing."""
-    root = Path(root)
-    pointer = root / LATEST
-    if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
-        if (candidate / "trainer.json").is_file():
-            return candidate
-    found = list_checkpoints(root)
+    """The newest complete checkpoint (a ``step-*`` directory only ever appears complete,
+    by rename). The ``latest`` pointer names the same one, for people and tools; it is not
+    trusted here because a run killed between the rename and the pointer update leaves it
+    one checkpoint behind."""
+    found = list_checkpoints(Path(root))
     return found[-1] if found else None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).parent))
 from dist_toys import make_config, make_splits  # noqa: E402
 
+from harness import checkpoint as ckpt  # noqa: E402
 from harness.train import make_accelerator, seed_everything, train  # noqa: E402
 
 MODELS = {
@@ -89,6 +91,39 @@ def main() -> None:
             doc = {"world_size": result.world_size, "losses": [r["loss"] for r in records]}
             (out / "losses.json").write_text(json.dumps(doc))
         accelerator.wait_for_everyone()
+    interrupted_then_resumed(accelerator, splits, args, Path(args.out) / "vrrae-ctrl-c")
+
+
+def interrupted_then_resumed(accelerator, splits, args, out: Path) -> None:
+    """Ctrl-C reaching only the *last* process, during the forward of ctx.step 5: all
+    processes must stop together after step 6 (they agree at the step boundary), save one
+    checkpoint, raise KeyboardInterrupt; resuming then ends on the uninterrupted weights."""
+    config = make_config(seed=0, steps=args.steps, batch_size=args.batch_size, log_every=1,
+                         checkpoint_every=4, lr=3e-3)
+    model = zoo_model("vrrae", splits)
+    if accelerator.process_index == accelerator.num_processes - 1:
+        forward = model.forward
+
+        def forward_then_ctrl_c(x, ctx):
+            if ctx.step == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+            return forward(x, ctx)
+
+        model.forward = forward_then_ctrl_c
+    try:
+        train(model, splits, config, out / "run", accelerator=accelerator)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise SystemExit("Ctrl-C did not interrupt training")
+    stopped_at = ckpt.latest_checkpoint(out / "run" / "checkpoints").name
+    result = train(zoo_model("vrrae", splits), splits, config, out / "run",
+                   accelerator=accelerator, resume=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
+    save_file(state, str(out / f"weights-rank{accelerator.process_index}.safetensors"))
+    if accelerator.is_main_process:
+        (out / "stopped_at.txt").write_text(f"{stopped_at} {result.start_step}")
+    accelerator.wait_for_everyone()
 
 
 if __name__ == "__main__":

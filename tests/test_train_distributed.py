@@ -89,3 +89,17 @@ def test_single_process_accelerator_in_a_two_process_launch_is_refused(runs):
     train without DDP; the trainer refuses it with a message saying what to do."""
     message = (runs[1] / "guard.txt").read_text()
     assert "2 processes but Accelerate sees 1" in message and "cpu=True" in message
+
+
+@pytest.mark.distributed
+def test_ctrl_c_on_one_process_stops_all_at_one_step_and_resumes(runs):
+    """The signal reaches only the last process; every process stops after the same step,
+    one checkpoint is written, and resuming reaches the uninterrupted run's weights."""
+    for run in runs:
+        stopped, start = (run / "vrrae-ctrl-c" / "stopped_at.txt").read_text().split()
+        assert (stopped, start) == ("step-0000006", "6")
+        full = load_file(str(run / "vrrae" / "weights-rank0.safetensors"))
+        for rank in range(2 if run == runs[1] else 1):
+            resumed = load_file(str(run / "vrrae-ctrl-c" / f"weights-rank{rank}.safetensors"))
+            for name, ref in full.items():
+                torch.testing.assert_close(resumed[name], ref, rtol=0, atol=0, msg=name)
