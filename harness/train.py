@@ -59,6 +59,8 @@ LOG_FILE = "log.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 #: seconds between plain progress lines on stderr when it is not a terminal
 PLAIN_PROGRESS_EVERY_S = 60.0
+#: seconds between flushes of the JSON-lines log (also flushed at checkpoints and at the end)
+LOG_FLUSH_S = 5.0
 
 
 # ------------------------------------------------------------------------------------ seeds
@@ -562,6 +564,8 @@ def train(
 
     def save(step: int) -> None:
         nonlocal last_ckpt
+        if log_file is not None:
+            log_file.flush()
         extra: dict[str, Any] = {}
         if getattr(acc, "scaler", None) is not None:
             extra["scaler"] = acc.scaler.state_dict()
@@ -570,7 +574,11 @@ def train(
                                     barrier=barrier)
         last_ckpt = str(path)
 
-    log_file = open(log_path, "a", buffering=1) if main else None  # noqa: SIM115 - closed below
+    # Buffered, flushed every LOG_FLUSH_S seconds, at each checkpoint and at the end: a write
+    # syscall per record measurably cost ~0.3-1 ms on a virtualised disk. A killed run loses
+    # at most those seconds of records, which resuming would rewrite anyway.
+    log_file = open(log_path, "a") if main else None  # noqa: SIM115 - closed below
+    last_flush = time.perf_counter()
     progress = None
     interactive = main and sys.stderr.isatty()
     if interactive:
@@ -632,6 +640,9 @@ def train(
                 window.reset()
                 if main:
                     log_file.write(json.dumps(record) + "\n")  # type: ignore[union-attr]
+                    if now - last_flush >= LOG_FLUSH_S:
+                        log_file.flush()  # type: ignore[union-attr]
+                        last_flush = now
                     if on_log is not None:
                         on_log(record)
                     if cfg.trackers:
