@@ -21,7 +21,12 @@ What the loop promises, and how:
   boundary (so they all stop at the same step), a checkpoint is written, and
   ``KeyboardInterrupt`` is raised (the CLI exits 130). A second Ctrl-C stops at once.
 * **Device-agnostic.** Devices, DDP and mixed precision are Accelerate's
-  (``accelerate launch`` / ``accelerate config``); nothing here names a device type.
+  (``accelerate launch`` / ``accelerate config``); the loop itself has no device-specific
+  branch (CUDA only turns on pinned memory, and :func:`cpu_launch` fixes CPU launches).
+
+"Same" means within float tolerance: one process and N processes sum in different orders, so
+results agree to rounding at first; over a long run the trajectories can drift apart (the SVD
+gradient of the rrae family amplifies rounding differences), as two machines would.
 
 The loop's own per-step cost is one host sync (reading the loss parts, needed for the NaN
 check), a flag all-reduce when there are several processes, and bookkeeping; see
@@ -467,7 +472,7 @@ def train(
     _check_accelerator(acc)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
     device = acc.device
-    n_train = len(splits.train)
+    n_train = len(splits.train)  # type: ignore[arg-type]  # map-style datasets are sized
     total, bpe = _plan(cfg, n_train, world, int(getattr(model, "min_batch_size", 1)))
     ckpt_root = run_dir / CHECKPOINT_DIR
     log_path = run_dir / LOG_FILE
@@ -485,14 +490,14 @@ def train(
                 "--resume to start this run from scratch"
             )
         saved = ckpt.read_trainer_state(resumed)
-        for key, now in (("seed", config.seed), ("batch_size", cfg.batch_size),
+        for key, current in (("seed", config.seed), ("batch_size", cfg.batch_size),
                          ("n_train", n_train)):
-            if getattr(saved, key) != now:
+            if getattr(saved, key) != current:
                 name = {"seed": "run.seed", "batch_size": "train.batch_size",
                         "n_train": "the training set size (data.n_train)"}[key]
                 raise ckpt.CheckpointError(
                     f"cannot resume from '{resumed}': it was written with {name}="
-                    f"{getattr(saved, key)}, this run has {now}; the data order would differ. "
+                    f"{getattr(saved, key)}, this run has {current}; the data order would differ. "
                     "Resume with the run's saved config, or start a new run"
                 )
         start = saved.step  # past ``total`` (steps lowered since): nothing left to train
