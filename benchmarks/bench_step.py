@@ -88,6 +88,8 @@ def step_fn(name: str, shape: tuple[int, int, int], l_dim: int, k: int, b: int) 
     """One training step as the trainer does it: forward, backward, AdaBelief update."""
     from pytorch_optimizer import AdaBelief
 
+    if name == "ae@L":  # ae with a latent of size L: the rrae family's networks, no SVD
+        name, k = "ae", l_dim
     cls = MODELS[name]
     fields = cls.Config.__dataclass_fields__
     values = {"k": k, **({"latent_dim": l_dim} if "latent_dim" in fields else {})}
@@ -130,7 +132,8 @@ def machine() -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", default="mnist,celeba", help="comma list of " + ",".join(PROBLEMS))
-    parser.add_argument("--models", default=",".join(ORDER))
+    parser.add_argument("--models", default=",".join(ORDER),
+                        help="comma list; 'ae@L' is ae with latent L (the rrae networks, no SVD)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per model")
     parser.add_argument("--bottleneck-repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)

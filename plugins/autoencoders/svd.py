@@ -24,8 +24,11 @@ Two exact ways to compute the decomposition are provided (``method``):
     ``Y^T Y``) in float64, with a stable ``eigh`` backward; the other side's singular vectors
     come from one matrix product (``V = Y^T U S^-1`` or ``U = Y V S^-1``) that autograd
     differentiates. Squaring the matrix squares its condition number, which float64 absorbs
-    for the ratios that matter here (top-k singular values of float32 latents); it is much
-    faster than LAPACK's SVD at the paper's sizes (see ``benchmarks/results/step_time.md``).
+    for the ratios that matter here (top-k singular values of float32 latents): singular
+    values are resolved down to ~``sqrt(n * eps64)`` ≈ 3e-7 of the largest, and smaller ones
+    count as zero (rule 1 with that threshold instead of 1e-11, which float32 latents cannot
+    reach anyway). About 2x faster than the float64 LAPACK SVD with its backward at the
+    paper's sizes (``benchmarks/results/step_time.md``).
 
 Ties: a tie makes the singular vectors non-unique, so only quantities the tie leaves well
 defined have a gradient there, e.g. the rank-k reconstruction ``U_k A = U_k U_k^T Y`` when
