@@ -92,7 +92,7 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
                            accelerator=accelerator, on_log=on_log)
     model = result.model
     if accelerator.is_main_process:
-        runs.save_model(run_dir, model, config.model, config.model_cfg)
+        runs.save_model(run_dir, model, config.model, config.model_cfg, splits.info)
         training = {k: v for k, v in vars(result).items() if k != "model"}
         if evaluate:
             evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,

@@ -187,13 +187,19 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ model files
-def save_model(run_dir: Path, model: Any, model_name: str, model_cfg: dict[str, Any]) -> None:
-    """Final weights as safetensors (no pickle) plus the model's config as JSON."""
+def save_model(run_dir: Path, model: Any, model_name: str, model_cfg: dict[str, Any],
+               info: Any = None) -> None:
+    """Final weights as safetensors (no pickle) plus the model's config and the data shape
+    it was built for, as JSON."""
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(run_dir / WEIGHTS_FILE, save(state))
-    atomic_write_json(run_dir / MODEL_CONFIG_FILE, {"model": model_name, "config": model_cfg})
+    doc: dict[str, Any] = {"model": model_name, "config": model_cfg}
+    if info is not None:
+        doc["info"] = {"name": info.name, "shape": list(info.shape),
+                       "num_classes": info.num_classes}
+    atomic_write_json(run_dir / MODEL_CONFIG_FILE, doc)
 
 
 def load_weights(run_dir: Path, model: Any) -> None:

@@ -94,6 +94,9 @@ def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
     env = json.loads((out / "environment.json").read_text())
     assert env["num_processes"] == 1 and env["packages"]["torch"]
     assert "git_revision" in env and env["device"] == "cpu"
+    model_config = json.loads((out / "model_config.json").read_text())
+    assert model_config["model"] == "vrrae" and model_config["info"]["shape"] == [1, 64, 64]
+    assert model_config["config"]["latent_dim"] == 32
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["run"]["seed"] == 3
     rec = [r for r in metrics["results"] if r["protocol"] == "reconstruction"]
