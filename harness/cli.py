@@ -9,6 +9,7 @@ training (e.g. a non-finite loss) exits with status 1; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,8 @@ def _print_summary(run_dir: Path) -> None:
     from .runs import METRICS_FILE
 
     path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return
+    if not path.is_file() or int(os.environ.get("RANK", "0")) != 0:
+        return  # under `accelerate launch`, only the main process reports
     doc = json.loads(path.read_text())
     click.echo(f"run directory: {run_dir}")
     for rec in doc.get("results", []):
