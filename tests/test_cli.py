@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.cli import main
@@ -130,3 +131,55 @@ def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
     code, table, err = run_cli(["report", str(out), str(again)], capsys)
     assert code == 0, err
     assert "| vrrae | bumps |" in table and "(n=2)" in table
+
+
+SEVEN = ["ae", "vae", "rrae", "vrrae", "rrae-vae", "vae-identity", "vrrae-nokl"]
+TINY_EVAL = ["--set", "eval.n_samples=12", "--set", "eval.n_pairs=3", "--set",
+             "eval.gmm_components=1", "--set", "eval.metrics=[\"collapse\"]"]
+
+
+@pytest.mark.parametrize("model", SEVEN)
+def test_every_model_trains_and_evaluates_on_bumps(model: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / model
+    code, _, err = run_cli(["run", "--model", model, "--out", str(out),
+                            "--set", "train.steps=3", "--set", "train.batch_size=8",
+                            "--set", "data.n_train=16", "--set", "data.n_test=8", *TINY_EVAL],
+                           capsys)
+    assert code == 0, err
+    doc = json.loads((out / "metrics.json").read_text())
+    rec = [r["value"] for r in doc["results"] if r["protocol"] == "reconstruction"]
+    assert len(rec) == 1 and 0.0 < rec[0] < 1e4
+    collapse = [r for r in doc["results"] if r["metric"] == "active_dims"]
+    assert collapse and collapse[0]["value"] + [r for r in doc["results"]
+                                                if r["metric"] == "collapsed_dims"][0]["value"] == 2
+    assert doc["training"]["steps"] == 3
+
+
+@pytest.mark.parametrize("model", SEVEN)
+def test_every_model_trains_on_mnist_shaped_idx_files(model: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from harness_plugins.datasets.idx import write_idx
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist"
+    root.mkdir()
+    for prefix, n in (("train", 24), ("t10k", 8)):
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz",
+                  rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz",
+                  rng.integers(0, 10, size=n, dtype=np.uint8))
+    sets = ["--set", "model.k=4", "--set", "train.steps=3", "--set", "train.batch_size=8",
+            "--set", f"data.root={root}", "--set", "eval.protocols=[\"reconstruction\"]"]
+    if model in {"rrae", "vrrae", "rrae-vae", "vrrae-nokl"}:
+        sets += ["--set", "model.latent_dim=16"]
+    out = tmp_path / "run"
+    code, _, err = run_cli(["run", "--model", model, "--dataset", "mnist", "--out", str(out),
+                            *sets], capsys)
+    assert code == 0, err
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["run"]["dataset"] == "mnist"
+    info = json.loads((out / "model_config.json").read_text())["info"]
+    assert info["shape"] == [1, 28, 28] and info["num_classes"] == 10
+    rec = [r["value"] for r in doc["results"] if r["protocol"] == "reconstruction"]
+    assert len(rec) == 1 and 0.0 < rec[0] < 1e4
