@@ -183,3 +183,35 @@ def test_every_model_trains_on_mnist_shaped_idx_files(model: str, tmp_path: Path
     assert info["shape"] == [1, 28, 28] and info["num_classes"] == 10
     rec = [r["value"] for r in doc["results"] if r["protocol"] == "reconstruction"]
     assert len(rec) == 1 and 0.0 < rec[0] < 1e4
+
+
+def test_resume_through_the_cli_reaches_the_uninterrupted_weights(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.torch import load_file
+
+    common = ["--model", "vrrae", "--seed", "5", "--set", "train.batch_size=8",
+              "--set", "data.n_train=16", "--set", "model.latent_dim=16",
+              "--set", "train.checkpoint_every=3", "--no-eval"]
+    full = tmp_path / "full"
+    code, _, err = run_cli(["run", *common, "--set", "train.steps=6", "--out", str(full)], capsys)
+    assert code == 0, err
+    # An "interrupted" run: trained to step 3 of 6, as if stopped there.
+    part = tmp_path / "part"
+    code, _, err = run_cli(["run", *common, "--set", "train.steps=3", "--out", str(part)], capsys)
+    assert code == 0, err
+    config = (part / "config.toml").read_text().replace("steps = 3", "steps = 6")
+    (part / "config.toml").write_text(config)
+    (part / "model.safetensors").unlink()
+    code, _, err = run_cli(["run", "--resume", "--out", str(part), "--model", "ae"], capsys)
+    assert code == 2 and "--resume takes its configuration from DIR/config.toml" in err
+    code, _, err = run_cli(["run", "--resume", "--out", str(part)], capsys)
+    assert code == 0, err
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key].double() - b[key].double()).abs().max().item() < 1e-6, key
+    steps = [json.loads(line)["step"] for line in (part / "log.jsonl").read_text().splitlines()
+             if "step" in json.loads(line)]
+    assert steps[-1] == 6
+    training = json.loads((part / "metrics.json").read_text())["training"]
+    assert training["start_step"] == 3 and training["steps"] == 6  # continued, not restarted
