@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class HarnessError(Exception):
-    """A user-facing error: the message names what is wrong and how to fix it."""
+    """A user-facing error: the message names what is wrong and how to fix it.
+
+    ``exit_code`` is the command line's exit status for it: 2 for bad input (the default),
+    1 for a run that failed while running.
+    """
+
+    exit_code = 2
 
 
 class ConfigError(HarnessError):
@@ -29,6 +35,8 @@ class NonFiniteLoss(HarnessError):
     Attributes say where: ``step`` (1-based, as in the log), ``part`` (e.g. ``"kl"``),
     ``value`` and ``checkpoint`` (the last good checkpoint, or None if none was written).
     """
+
+    exit_code = 1
 
     def __init__(self, message: str, *, step: int, part: str, value: float, checkpoint: str | None):
         super().__init__(message)

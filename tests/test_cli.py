@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,16 @@ def test_resume_through_the_cli_reaches_the_uninterrupted_weights(
     assert steps[-1] == 6
     training = json.loads((part / "metrics.json").read_text())["training"]
     assert training["start_step"] == 3 and training["steps"] == 6  # continued, not restarted
+
+
+def test_a_non_finite_loss_exits_1_naming_step_and_part(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "nan"
+    code, _, err = run_cli(["run", "--model", "vae", "--out", str(out), "--set", "train.lr=1e30",
+                            "--set", "train.optimizer=adam", "--set", "train.steps=40",
+                            "--set", "train.batch_size=8", "--set", "data.n_train=16",
+                            "--set", "train.checkpoint_every=1"], capsys)
+    assert code == 1, err
+    assert re.search(r"loss part '\w+' is (nan|-?inf) at step \d+", err), err
+    assert not (out / "metrics.json").exists()
+    assert (out / "checkpoints" / "latest").is_file()
