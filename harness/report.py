@@ -1,8 +1,10 @@
-"""Tables across runs: one row per (model, dataset), one column per (protocol, metric),
-mean ± std over the runs (seeds) that share the same protocol stamp.
+"""Tables across runs: one row per (model, dataset, configuration), one column per
+(protocol, metric), mean ± std over the runs (seeds) that share everything else.
 
-Runs whose stamps differ (another number of samples, another feature extractor...) are never
-averaged together: they get separate columns, so a number always means one protocol.
+Runs are only averaged when they differ by nothing but ``run.seed``: a different training
+configuration (steps, lr, model.k...) gets its own row, and a different protocol stamp
+(number of samples, feature extractor...) its own column, each marked with a short hash, so a
+number always means one configuration and one protocol.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .runs import read_metrics
+from .config import load_toml
+from .runs import CONFIG_FILE, read_metrics
 
 
 def stamp_key(record: dict[str, Any]) -> str:
@@ -27,26 +30,39 @@ def stamp_key(record: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
+def config_key(run_dir: str | Path) -> str:
+    """A short hash of the run's saved configuration without its seed ("" if none saved)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return ""
+    data = load_toml(path)
+    data.get("run", {}).pop("seed", None)
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
 def collect(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Rows: one per (model, dataset, protocol, metric, stamp) with mean, std, n, seeds."""
-    groups: dict[tuple[str, str, str, str, str], list[tuple[int, float]]] = defaultdict(list)
+    """Rows: one per (model, dataset, config, protocol, metric, stamp): mean, std, n, seeds."""
+    groups: dict[tuple[str, ...], list[tuple[int, float]]] = defaultdict(list)
     for run_dir in run_dirs:
         doc = read_metrics(run_dir)
         run = doc.get("run", {})
+        cfg = config_key(run_dir)
         for rec in doc.get("results", []):
             value = rec.get("value")
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue
-            key = (run.get("model", "?"), run.get("dataset", "?"), rec.get("protocol", "?"),
-                   rec.get("metric", "?"), stamp_key(rec))
+            key = (run.get("model", "?"), run.get("dataset", "?"), cfg,
+                   rec.get("protocol", "?"), rec.get("metric", "?"), stamp_key(rec))
             groups[key].append((int(run.get("seed", 0)), float(value)))
     rows = []
-    for (model, dataset, protocol, metric, stamp), values in sorted(groups.items()):
+    for (model, dataset, cfg, protocol, metric, stamp), values in sorted(groups.items()):
         xs = [v for _, v in values]
         mean = sum(xs) / len(xs)
         std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
         rows.append({
-            "model": model, "dataset": dataset, "protocol": protocol, "metric": metric,
+            "model": model, "dataset": dataset, "config": cfg, "protocol": protocol,
+            "metric": metric,
             "stamp": stamp, "mean": mean, "std": std, "n": len(xs),
             "seeds": sorted(s for s, _ in values),
         })
@@ -67,12 +83,18 @@ def to_markdown(rows: list[dict[str, Any]], digits: int = 2) -> str:
     for row in rows:
         stamps[(row["protocol"], row["metric"])].add(row["stamp"])
     columns = sorted({_column(r, stamps) for r in rows})
+    configs: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in rows:
+        configs[(row["model"], row["dataset"])].add(row["config"])
     table: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     for row in rows:
         cell = f"{row['mean']:.{digits}f}"
         if row["n"] > 1:
             cell += f" ± {row['std']:.{digits}f} (n={row['n']})"
-        table[(row["model"], row["dataset"])][_column(row, stamps)] = cell
+        model = row["model"]
+        if len(configs[(row["model"], row["dataset"])]) > 1:
+            model += f" [{row['config']}]"
+        table[(model, row["dataset"])][_column(row, stamps)] = cell
     lines = ["| model | dataset | " + " | ".join(columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for (model, dataset), cells in sorted(table.items()):
@@ -83,7 +105,8 @@ def to_markdown(rows: list[dict[str, Any]], digits: int = 2) -> str:
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
-    fields = ["model", "dataset", "protocol", "metric", "stamp", "mean", "std", "n", "seeds"]
+    fields = ["model", "dataset", "config", "protocol", "metric", "stamp", "mean", "std", "n",
+              "seeds"]
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
     for row in rows:

@@ -71,7 +71,8 @@ def test_report_means_and_stds_over_seeds(tmp_path: Path) -> None:
     assert "| vrrae | mnist | 27.00 ± 1.41 (n=2) |" in md.replace("39.00 ± 1.41 (n=2) | ", "")
     assert "| ae | mnist |" in md
     csv_text = report.to_csv(rows)
-    assert csv_text.splitlines()[0] == "model,dataset,protocol,metric,stamp,mean,std,n,seeds"
+    assert csv_text.splitlines()[0] == (
+        "model,dataset,config,protocol,metric,stamp,mean,std,n,seeds")
     assert json.loads(report.to_json(rows))[0]["n"] in (1, 2)
 
 
@@ -84,3 +85,16 @@ def test_report_never_averages_different_protocols(tmp_path: Path) -> None:
     assert sorted(r["mean"] for r in fids) == [38.0, 50.0]
     assert all(r["n"] == 1 for r in fids)
     assert "random_generation/fid [" in report.to_markdown(report.collect(dirs))
+
+
+def test_report_never_averages_different_training_configs(tmp_path: Path) -> None:
+    a0 = _fake_run(tmp_path, "a0", "vrrae", 0, 26.0, 38.0)
+    a1 = _fake_run(tmp_path, "a1", "vrrae", 1, 30.0, 40.0)
+    b2 = _fake_run(tmp_path, "b2", "vrrae", 2, 50.0, 60.0)
+    for run, steps, seed in ((a0, 100, 0), (a1, 100, 1), (b2, 5, 2)):
+        (run / runs.CONFIG_FILE).write_text(
+            f'[run]\nmodel = "vrrae"\ndataset = "mnist"\nseed = {seed}\n[train]\nsteps = {steps}\n')
+    rows = [r for r in report.collect([a0, a1, b2]) if r["metric"] == "rec_error_percent"]
+    assert sorted((r["mean"], r["n"]) for r in rows) == [(28.0, 2), (50.0, 1)]
+    md = report.to_markdown(report.collect([a0, a1, b2]))
+    assert md.count("| vrrae [") == 2  # two configurations, two rows, told apart by hash
