@@ -229,3 +229,21 @@ def test_a_non_finite_loss_exits_1_naming_step_and_part(tmp_path: Path,
     assert re.search(r"loss part '\w+' is (nan|-?inf) at step \d+", err), err
     assert not (out / "metrics.json").exists()
     assert (out / "checkpoints" / "latest").is_file()
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+def test_ae_runs_offline_on_the_real_fashion_mnist(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fmnist"
+    code, _, err = run_cli(["run", "--model", "ae", "--dataset", "fashion-mnist", "--out", str(out),
+                            "--set", "train.steps=5", "--set", "data.n_train=512",
+                            "--set", "data.n_test=128", "--set", "model.k=8", *TINY_EVAL], capsys)
+    assert code == 0, err
+    env = json.loads((out / "environment.json").read_text())
+    assert env["num_processes"] == 1
+    info = json.loads((out / "model_config.json").read_text())["info"]
+    assert info == {"name": "fashion-mnist", "shape": [1, 28, 28], "num_classes": 10}
+    rec = [r for r in json.loads((out / "metrics.json").read_text())["results"]
+           if r["protocol"] == "reconstruction"][0]
+    assert rec["stamp"]["dataset"] == "fashion-mnist" and 0.0 < rec["value"] < 200.0
