@@ -60,12 +60,9 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
     if state.num_processes > 1:
         broadcast_object_list(chosen, from_process=0)
     run_dir = Path(chosen[0])
-    if state.is_main_process:
-        runs.prepare_run_dir(run_dir, resume=resume)
-        if not resume:
-            runs.write_config(run_dir, config)
-    state.wait_for_everyone()
-
+    # Read-only checks on every process (they all see the same files), so a refusal stops
+    # them all; nothing is written before the data and the model are known to be fine.
+    runs.check_run_dir(run_dir, resume=resume)
     splits = load_data(host, config)
     trainer.seed_everything(config.seed)
     model = build_model(host, config, splits.info)
@@ -75,6 +72,11 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
             f"'{config.model}' accepts ({model.min_batch_size}, its bottleneck k): the truncated "
             f"SVD needs at least k columns. Raise train.batch_size or lower model.k"
         )
+    if state.is_main_process:
+        runs.prepare_run_dir(run_dir, resume=resume)
+        if not resume:
+            runs.write_config(run_dir, config)
+    state.wait_for_everyone()
     accelerator = trainer.make_accelerator(config.train, run_dir)
     if accelerator.is_main_process:
         env = runs.environment(device=str(accelerator.device),

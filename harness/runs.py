@@ -142,20 +142,26 @@ def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
 
 def prepare_run_dir(path: Path, *, resume: bool) -> Path:
     """Create ``path`` for a new run, or check it holds a run to resume."""
+    check_run_dir(path, resume=resume)
+    if not resume:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_run_dir(path: Path, *, resume: bool) -> None:
+    """Refuse to start a new run over an old one, or to resume a directory with no run."""
     if resume:
         if not (path / CONFIG_FILE).is_file():
             raise HarnessError(
                 f"cannot resume: '{path}' holds no run ({CONFIG_FILE} missing); "
                 "pass the --out directory of an earlier `harness run`"
             )
-        return path
+        return
     if path.exists() and (path / CONFIG_FILE).exists():
         raise HarnessError(
             f"run directory '{path}' already holds a run; pass --resume to continue it, "
             "or choose another --out"
         )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:

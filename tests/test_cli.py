@@ -247,3 +247,12 @@ def test_ae_runs_offline_on_the_real_fashion_mnist(tmp_path: Path,
     rec = [r for r in json.loads((out / "metrics.json").read_text())["results"]
            if r["protocol"] == "reconstruction"][0]
     assert rec["stamp"]["dataset"] == "fashion-mnist" and 0.0 < rec["value"] < 200.0
+
+
+def test_a_run_that_cannot_start_writes_nothing(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "never"
+    code, _, err = run_cli(["run", "--model", "ae", "--dataset", "mnist", "--out", str(out),
+                            "--set", f"data.root={tmp_path / 'empty'}"], capsys)
+    assert code == 2 and "data.root" in err
+    assert not out.exists()  # a corrected re-run can use the same --out
