@@ -99,14 +99,3 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
 
-
-def local_rows(total: int) -> slice:
-    """Which rows of a global batch of ``total`` rows this process holds (contiguous, rank order).
-
-    Only meaningful when each process's local batch is known to be ``total // world_size``;
-    prefer :meth:`harness.api.StepContext.randn_like_global` which gathers the real sizes.
-    """
-    n = world_size()
-    per = total // n
-    r = rank()
-    return slice(r * per, (r + 1) * per)
