@@ -55,6 +55,9 @@ PROTOCOLS = (*IMAGE_PROTOCOLS, "codes")
 SAMPLER = "sklearn.mixture.GaussianMixture(full)"
 N_PREVIEW = 64
 
+#: error messages already printed during this process's evaluations (say a long one once)
+_WARNED: set[str] = set()
+
 #: ``on_images(protocol, images, nrow)``: preview images for the run directory's PNG grids
 ImageCallback = Callable[[str, torch.Tensor, int], None]
 
@@ -278,7 +281,12 @@ def _run_metrics(
             result = metric(data, splits.train, splits.info, device=device)
         except Exception as exc:  # one failing metric must not lose the others
             message = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
-            print(f"warning: metric '{name}' failed in {protocol}: {message}", file=sys.stderr)
+            if message in _WARNED:
+                print(f"warning: metric '{name}' failed in {protocol}: the same error as above",
+                      file=sys.stderr)
+            else:
+                _WARNED.add(message)
+                print(f"warning: metric '{name}' failed in {protocol}: {message}", file=sys.stderr)
             if not isinstance(exc, HarnessError):
                 traceback.print_exc(file=sys.stderr)
             records.append({"protocol": protocol, "metric": name, "value": None,
