@@ -42,6 +42,8 @@ from torch.utils.data import Dataset
 from harness.api import DatasetInfo
 from harness.errors import HarnessError
 
+from .extractor import FeatureExtractor
+
 RECIPE_VERSION = 1  # bump when the recipe changes: old caches are ignored
 SEED = 0
 INPUT_SIZE = 32
@@ -108,24 +110,15 @@ def fingerprint(dataset: Dataset, n: int) -> str:
     return h.hexdigest()[:16]
 
 
-class DomainExtractor:
+class DomainExtractor(FeatureExtractor):
     """Penultimate-layer features of a :class:`DomainClassifier` trained on the dataset."""
 
     name = "domain"
     dim = FEATURE_DIM
+    network: DomainClassifier
 
-    def __init__(self, network: DomainClassifier, description: dict[str, Any]) -> None:
-        self.network = network.eval()
-        self._description = description
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self._description)
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor, device: Any = None) -> torch.Tensor:
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        self.network.to(device)
-        return self.network.features(images.to(device)).double().cpu()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.features(x)
 
     @classmethod
     def for_dataset(

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 
 from harness.errors import HarnessError
 
+from .extractor import FeatureExtractor
+
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_FILE
@@ -132,15 +134,12 @@ def prepare_images(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class InceptionExtractor:
-    """Feature extractor ``"inception"`` (see the module docstring)."""
+class InceptionExtractor(FeatureExtractor):
+    """Feature extractor ``"inception"`` (see the module docstring): (N, C, H, W) images to
+    (N, 2048) float64 pool3 features."""
 
     name = "inception"
     dim = 2048
-
-    def __init__(self, network: nn.Module, description: dict[str, Any]) -> None:
-        self.network = network.eval()
-        self._description = description
 
     @classmethod
     def from_weights(cls, fid_weights: str | None = None) -> InceptionExtractor:
@@ -184,12 +183,3 @@ class InceptionExtractor:
                     nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
         return cls(InceptionPool3(net), {"feature_extractor": "inception-v3 RANDOM weights"})
 
-    def describe(self) -> dict[str, Any]:
-        return dict(self._description)
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor, device: Any = None) -> torch.Tensor:
-        """(N, C, H, W) -> (N, 2048) float64 features."""
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        self.network.to(device)
-        return self.network(images.to(device)).double().cpu()
