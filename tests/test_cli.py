@@ -256,3 +256,33 @@ def test_a_run_that_cannot_start_writes_nothing(tmp_path: Path,
                             "--set", f"data.root={tmp_path / 'empty'}"], capsys)
     assert code == 2 and "data.root" in err
     assert not out.exists()  # a corrected re-run can use the same --out
+
+
+@pytest.mark.distributed
+def test_harness_run_works_unchanged_under_accelerate_launch(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["run", "--model", "vrrae", "--seed", "1", "--set", "train.steps=5",
+            "--set", "train.batch_size=16", "--set", "data.n_train=32",
+            "--set", "model.latent_dim=16", "--set", "eval.protocols=[\"reconstruction\"]"]
+    two = tmp_path / "two"
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+         "2", "-m", "harness.cli", *args, "--out", str(two)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("run directory:") == 1  # only the main process reports
+    assert json.loads((two / "environment.json").read_text())["num_processes"] == 2
+    one = tmp_path / "one"
+    code, _, err = run_cli([*args, "--out", str(one)], capsys)
+    assert code == 0, err
+
+    def rec(run: Path) -> float:
+        doc = json.loads((run / "metrics.json").read_text())
+        return [r["value"] for r in doc["results"] if r["protocol"] == "reconstruction"][0]
+
+    # global batch 16 = 2 x 8: the SVD and the loss see the same batch, so the numbers agree
+    assert rec(two) == pytest.approx(rec(one), rel=1e-4)
+    losses = [json.loads(x)["loss"]["total"] for x in (two / "log.jsonl").read_text().splitlines()]
+    ref = [json.loads(x)["loss"]["total"] for x in (one / "log.jsonl").read_text().splitlines()]
+    assert losses == pytest.approx(ref, rel=1e-4)
