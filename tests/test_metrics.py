@@ -299,6 +299,7 @@ def test_domain_features_have_the_documented_shape() -> None:
 
 def test_gaussian_fit_on_the_real_bumps_dataset() -> None:
     from harness_plugins.datasets.bumps import load
+    from harness_plugins.metrics.fid import FID
     from harness_plugins.metrics.gaussian_fit import GaussianFit
 
     from harness.api import DataConfig
@@ -306,6 +307,9 @@ def test_gaussian_fit_on_the_real_bumps_dataset() -> None:
     splits = load(DataConfig())
     metric = GaussianFit()
     assert metric.applies(splits.info)
+    # the paper scores bumps with this error, not with FID
+    assert not FID().applies(splits.info)
+    assert FID().applies(DatasetInfo("mnist", (1, 28, 28), num_classes=10))
     test = torch.stack([splits.test[i][0] for i in range(len(splits.test))])
     assert metric(test, splits.train, splits.info)["gaussian_fit_error_percent"] < 0.01
     train = torch.stack([splits.train[i][0] for i in range(len(splits.train))])
