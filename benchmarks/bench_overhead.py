@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,9 @@ from torch.utils.data import DataLoader
 from harness.api import DataConfig, DatasetInfo, DataSplits, StepContext
 from harness.config import RunConfig, TrainConfig
 from harness.train import make_accelerator, seed_everything, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -161,25 +163,12 @@ def harness_loop(model: torch.nn.Module, splits: DataSplits, batch: int, warmup:
     }
 
 
-def machine() -> dict[str, str | int]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def machine_with_malloc() -> dict[str, str | int]:
     import accelerate
 
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count() or 0,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **machine(),
         "accelerate": accelerate.__version__,
-        "platform": platform.platform(),
         "malloc": " ".join(f"{k}={os.environ[k]}" for k in MALLOC_ENV if k in os.environ)
         or "glibc defaults",
     }
@@ -281,7 +270,7 @@ def main() -> None:
               f" | harness fixed cost per run {row['harness_fixed_s']:.2f} s (calibration "
               f"{row['harness_calibration_s']:.2f} s)", flush=True)
     doc = {"command": "python " + " ".join(["benchmarks/bench_overhead.py", *sys.argv[1:]]),
-           "machine": machine(), "results": rows}
+           "machine": machine_with_malloc(), "results": rows}
     print(json.dumps(doc, indent=1))
     if args.write:
         RESULTS.mkdir(parents=True, exist_ok=True)

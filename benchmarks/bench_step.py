@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,6 +35,9 @@ from harness_plugins.autoencoders.models import MODELS
 from harness_plugins.autoencoders.svd import truncated_svd
 
 from harness import DatasetInfo, StepContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
 
 PROBLEMS = {
     # name: (shape C,H,W, L, k, batch) from SPEC's configuration table
@@ -108,25 +110,6 @@ def step_fn(name: str, shape: tuple[int, int, int], l_dim: int, k: int, b: int) 
         state["step"] += 1
 
     return run
-
-
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
