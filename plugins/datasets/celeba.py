@@ -39,11 +39,10 @@ from ._common import (
     build_splits,
     cache_key,
     cached_arrays,
-    candidate_dirs,
     file_stamps,
-    not_found_message,
     split_shape,
 )
+from ._sources import Sources, load_from_sources
 from .folders import images_split
 
 NAME = "celeba"
@@ -180,6 +179,12 @@ def _splits(train: object, test: object, extra: dict, source: str, config: DataC
     return build_splits(info, train, test, config, extra=extra)  # type: ignore[arg-type]
 
 
+SOURCES = Sources(
+    name=NAME, aliases=ALIASES, subdirs=("", "celeba"), default_hub_id=HUB_ID,
+    what="CelebA files (img_align_celeba/ with list_eval_partition.txt, or parquet/arrow)",
+    fix=FIX)
+
+
 def load_from_folder(folder: Path, config: DataConfig, size: int) -> DataSplits | None:
     """Load from whichever supported layout ``folder`` holds, or None."""
     if not folder.is_dir():
@@ -200,21 +205,6 @@ def load(config: DataConfig) -> DataSplits:
     size = DEFAULT_SIZE if config.size is None else int(config.size)
     if size <= 0:
         raise HarnessError(f"data.size must be a positive number of pixels, got {size}")
-    if config.hub_id and Path(config.hub_id).expanduser().is_dir():
-        local = Path(config.hub_id).expanduser()
-        found = load_from_folder(local, config, size)
-        return found if found is not None else _load_hf(str(local), config, size)
-    searched = candidate_dirs(config.root, ALIASES, subdirs=("", "celeba"))
-    for folder in searched:
-        found = load_from_folder(folder, config, size)
-        if found is not None:
-            return found
-    hub_id = config.hub_id or HUB_ID
-    allowed, why = _hf.hf_allowed(hub_id)
-    what = "CelebA files (img_align_celeba/ with list_eval_partition.txt, or parquet/arrow)"
-    if not allowed:
-        raise DatasetNotFound(not_found_message(NAME, what, searched, FIX, why))
-    try:
-        return _load_hf(hub_id, config, size)
-    except DatasetNotFound as exc:
-        raise DatasetNotFound(not_found_message(NAME, what, searched, FIX, str(exc))) from exc
+    return load_from_sources(SOURCES, config,
+                             lambda folder, notes: load_from_folder(folder, config, size),
+                             lambda hub_id: _load_hf(hub_id, config, size))

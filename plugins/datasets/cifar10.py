@@ -36,12 +36,11 @@ from ._common import (
     build_splits,
     cache_key,
     cached_arrays,
-    candidate_dirs,
     file_stamps,
-    not_found_message,
     resize_batch,
     split_shape,
 )
+from ._sources import Sources, load_from_sources
 from .folders import class_folder, images_split
 
 NAME = "cifar10"
@@ -211,6 +210,12 @@ def _splits(train: Any, test: Any, source: str, config: DataConfig, layout: str,
     return build_splits(info, train, test, config)
 
 
+SOURCES = Sources(
+    name=NAME, aliases=ALIASES, subdirs=("", "cifar-10-batches-py"), default_hub_id=HUB_ID,
+    what="CIFAR-10 files (python batches, parquet/arrow files or train/ and test/ folders)",
+    fix=FIX)
+
+
 def load_from_folder(folder: Path, config: DataConfig) -> DataSplits | None:
     """Load from whichever supported layout ``folder`` holds, or None."""
     if not folder.is_dir():
@@ -229,23 +234,5 @@ def load_from_folder(folder: Path, config: DataConfig) -> DataSplits | None:
 
 def load(config: DataConfig) -> DataSplits:
     """CIFAR-10 from local files or Hugging Face (see the module docstring)."""
-    if config.hub_id and Path(config.hub_id).expanduser().is_dir():
-        local = Path(config.hub_id).expanduser()
-        found = load_from_folder(local, config)
-        if found is not None:
-            return found
-        return _load_hf(str(local), config)
-    searched = candidate_dirs(config.root, ALIASES, subdirs=("", "cifar-10-batches-py"))
-    for folder in searched:
-        found = load_from_folder(folder, config)
-        if found is not None:
-            return found
-    hub_id = config.hub_id or HUB_ID
-    allowed, why = _hf.hf_allowed(hub_id)
-    what = "CIFAR-10 files (python batches, parquet/arrow files or train/ and test/ folders)"
-    if not allowed:
-        raise DatasetNotFound(not_found_message(NAME, what, searched, FIX, why))
-    try:
-        return _load_hf(hub_id, config)
-    except DatasetNotFound as exc:
-        raise DatasetNotFound(not_found_message(NAME, what, searched, FIX, str(exc))) from exc
+    return load_from_sources(SOURCES, config, lambda folder, notes: load_from_folder(folder, config),
+                             lambda hub_id: _load_hf(hub_id, config))

@@ -29,11 +29,10 @@ from ._common import (
     build_splits,
     cache_key,
     cached_arrays,
-    candidate_dirs,
     file_stamps,
-    not_found_message,
     resize_batch,
 )
+from ._sources import Sources, load_from_sources
 from .idx import read_idx_pair
 
 SPLIT_FILES = {
@@ -90,54 +89,40 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def find_idx_files(family: Family, root: str | None
-                   ) -> tuple[dict[str, tuple[Path, Path]] | None, list[Path], list[str]]:
-    """``(files by split or None, folders searched, notes on incomplete folders)``."""
-    searched = candidate_dirs(root, family.aliases, subdirs=("", "raw"))
-    notes: list[str] = []
-    for folder in searched:
-        if not folder.is_dir():
-            continue
-        found: dict[str, tuple[Path, Path]] = {}
-        missing: list[str] = []
-        for split, (images_stem, labels_stem) in SPLIT_FILES.items():
-            images, labels = _find(folder, images_stem), _find(folder, labels_stem)
-            if images is None:
-                missing.append(images_stem)
-            if labels is None:
-                missing.append(labels_stem)
-            if images is not None and labels is not None:
-                found[split] = (images, labels)
-        if not missing:
-            return found, searched, notes
-        if len(missing) < 4:
-            notes.append(f"{folder} has some IDX files but lacks {', '.join(missing)}")
-    return None, searched, notes
+def idx_files_in(folder: Path, notes: list[str]) -> dict[str, tuple[Path, Path]] | None:
+    """The four IDX files of ``folder`` by split, or None (with a note when only some are
+    there, which usually means a download went wrong)."""
+    found: dict[str, tuple[Path, Path]] = {}
+    missing: list[str] = []
+    for split, (images_stem, labels_stem) in SPLIT_FILES.items():
+        images, labels = _find(folder, images_stem), _find(folder, labels_stem)
+        if images is None:
+            missing.append(images_stem)
+        if labels is None:
+            missing.append(labels_stem)
+        if images is not None and labels is not None:
+            found[split] = (images, labels)
+    if not missing:
+        return found
+    if len(missing) < 4:
+        notes.append(f"{folder} has some IDX files but lacks {', '.join(missing)}")
+    return None
 
 
 def load_family(family: Family, config: DataConfig) -> DataSplits:
     """Load one MNIST-format dataset (see the module docstring for where from)."""
-    files, searched, notes = find_idx_files(family, config.root)
-    if files is not None:
-        return _load_local(family, config, files)
-    hub_id = config.hub_id or family.hub_id
-    allowed, why = _hf.hf_allowed(hub_id)
-    note = "\n".join(notes)
-    what = "the IDX files (train-images-idx3-ubyte[.gz] and the three others)"
-    if not allowed:
-        raise DatasetNotFound(not_found_message(family.name, what, searched,
-                                                family.install_hint, _lines(note, why)))
-    try:
-        return _load_hf(family, config, hub_id)
-    except DatasetNotFound as exc:
-        raise DatasetNotFound(
-            not_found_message(family.name, what, searched, family.install_hint,
-                              _lines(note, str(exc)))
-        ) from exc
+    sources = Sources(
+        name=family.name, aliases=family.aliases, subdirs=("", "raw"),
+        default_hub_id=family.hub_id,
+        what="the IDX files (train-images-idx3-ubyte[.gz] and the three others)",
+        fix=family.install_hint)
 
+    def read_folder(folder: Path, notes: list[str]) -> DataSplits | None:
+        files = idx_files_in(folder, notes)
+        return _load_local(family, config, files) if files is not None else None
 
-def _lines(*parts: str) -> str:
-    return "\n".join(p for p in parts if p)
+    return load_from_sources(sources, config, read_folder,
+                             lambda hub_id: _load_hf(family, config, hub_id))
 
 
 def _info(family: Family, shape: tuple[int, int, int], source: str,
