@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from .atomic import atomic_write_text, fsync_dir
 from .errors import HarnessError
 
 LATEST = "latest"
@@ -174,23 +175,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        _fsync_file(path)
-    except OSError:  # pragma: no cover - some file systems refuse to fsync directories
-        pass
-
-
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    tmp.write_text(text)
-    _fsync_file(tmp)
-    os.replace(tmp, path)
 
 
 def _noop() -> None:
@@ -242,7 +228,7 @@ def save_checkpoint(
     if rank == 0:
         for f in tmp.iterdir():
             _fsync_file(f)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():  # the same step saved again (e.g. Ctrl-C right after a checkpoint)
             old = root / f"{TMP_PREFIX}old-{name}"
             if old.exists():
@@ -252,8 +238,8 @@ def save_checkpoint(
             shutil.rmtree(old)
         else:
             os.replace(tmp, final)
-        _fsync_dir(root)
-        write_text_atomic(root / LATEST, name + "\n")
+        fsync_dir(root)
+        atomic_write_text(root / LATEST, name + "\n")
         for stale in list_checkpoints(root)[:-keep] if keep > 0 else []:
             shutil.rmtree(stale, ignore_errors=True)
     barrier()

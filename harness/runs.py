@@ -9,6 +9,7 @@ Layout::
       checkpoints/       training state for --resume (written by the trainer)
       model.safetensors  final weights; model_config.json beside them
       metrics.json       every value stamped with the protocol that produced it
+      metrics.prev.json  the metrics.json a later `harness evaluate` replaced
       images/            PNG grids of reconstructions, random samples, interpolations
 
 Files are written to a temporary name in the same directory and renamed into place, so an
@@ -17,65 +18,26 @@ interrupted run never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .config import RunConfig
 from .errors import HarnessError
+from .modelfiles import MODEL_CONFIG_FILE, WEIGHTS_FILE, load_weights, save_model
 
 METRICS_SCHEMA = 1
 CONFIG_FILE = "config.toml"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.json"
-WEIGHTS_FILE = "model.safetensors"
-MODEL_CONFIG_FILE = "model_config.json"
-
-
-# ------------------------------------------------------------------------------ atomic writes
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+PREVIOUS_METRICS_FILE = "metrics.prev.json"  # the one an evaluation replaced
 
 
 # -------------------------------------------------------------------------------- environment
@@ -182,6 +144,14 @@ def metrics_document(config: RunConfig, records: list[dict[str, Any]],
     }
 
 
+def write_metrics(run_dir: Path, doc: dict[str, Any]) -> None:
+    """Write metrics.json atomically, keeping the one it replaces as metrics.prev.json."""
+    path = run_dir / METRICS_FILE
+    if path.is_file():
+        atomic_write_bytes(run_dir / PREVIOUS_METRICS_FILE, path.read_bytes())
+    atomic_write_json(path, doc)
+
+
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
@@ -192,34 +162,9 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
         raise HarnessError(f"'{path}' is not valid JSON: {exc}") from exc
 
 
-# ------------------------------------------------------------------------------ model files
-def save_model(run_dir: Path, model: Any, model_name: str, model_cfg: dict[str, Any],
-               info: Any = None) -> None:
-    """Final weights as safetensors (no pickle) plus the model's config and the data shape
-    it was built for, as JSON."""
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(run_dir / WEIGHTS_FILE, save(state))
-    doc: dict[str, Any] = {"model": model_name, "config": model_cfg}
-    if info is not None:
-        doc["info"] = {"name": info.name, "shape": list(info.shape),
-                       "num_classes": info.num_classes}
-    atomic_write_json(run_dir / MODEL_CONFIG_FILE, doc)
-
-
-def load_weights(run_dir: Path, model: Any) -> None:
-    from safetensors.torch import load_file
-
-    path = run_dir / WEIGHTS_FILE
-    if not path.is_file():
-        raise HarnessError(
-            f"'{run_dir}' has no {WEIGHTS_FILE}: the run did not finish training "
-            "(resume it with `harness run --resume --out DIR`)"
-        )
-    state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise HarnessError(
-            f"{path} does not fit the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
-        )
+__all__ = [
+    "CONFIG_FILE", "ENVIRONMENT_FILE", "METRICS_FILE", "MODEL_CONFIG_FILE", "WEIGHTS_FILE",
+    "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_run_dir",
+    "default_run_dir", "environment", "load_weights", "metrics_document", "prepare_run_dir",
+    "read_metrics", "save_model", "write_config", "write_metrics",
+]

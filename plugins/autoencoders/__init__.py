@@ -12,7 +12,8 @@ from typing import Any
 
 from harness import hookimpl
 
-_MODELS = (
+#: the plugin's one table of models: (name, class in .models, description)
+MODELS = (
     ("ae", "AE", "Diabolo autoencoder: k-dimensional latent, loss = relative rec error"),
     ("vae", "VAE", "VAE: mu, logvar = Linear(k->k) of a k-dim latent; rec + beta*KL"),
     ("rrae", "RRAE", "Rank reduction AE: truncated SVD (rank k) of the L×B latent matrix"),
@@ -25,5 +26,5 @@ _MODELS = (
 
 @hookimpl
 def register_models(register: Any) -> None:
-    for name, attr, description in _MODELS:
+    for name, attr, description in MODELS:
         register(name, f"harness_plugins.autoencoders.models:{attr}", description)

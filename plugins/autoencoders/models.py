@@ -9,7 +9,7 @@ Each is a ``torch.nn.Module`` following :class:`harness.api.GenerativeModel`. Tw
   :mod:`.svd`). After training, :meth:`RRAE.calibrate` stores one inference basis
   U (L×k) built from the whole training set; evaluation then uses ``c = U^T y`` and ``U c``.
 
-Distributed training (see :mod:`harness.distributed`): ``forward`` returns the loss of the
+Distributed training (see :class:`harness.api.StepContext`): ``forward`` returns the loss of the
 *global* batch, identical on every process. The rrae family gathers the latents of all
 processes (with gradients) before the SVD, because the SVD of a local batch is a different
 function; every global sum (squared error, KL of local codes) goes through
@@ -19,8 +19,6 @@ process all of these are identities.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +27,11 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from harness import ConfigError, DatasetInfo, StepContext, distributed
+from harness import ConfigError, DatasetInfo, StepContext, api
 
+from . import MODELS as _TABLE
 from .networks import build_networks, resolve_arch
 from .svd import METHODS, TruncatedSVD, basis_from_gram, truncated_svd
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "model_config.json"
-FORMAT_VERSION = 1
 
 
 class ModelConfigError(ConfigError, ValueError):
@@ -55,8 +50,13 @@ class AEConfig:
     enc_channels: list[int] = field(default_factory=lambda: [32, 64])
     dec_channels: list[int] = field(default_factory=lambda: [32, 256, 128, 32, 8])
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Refuse impossible values early, naming the key (called by the host and by models)."""
+        """Refuse impossible values, naming the key. Runs once, when the config is built
+        (``__post_init__``), whoever builds it: the host from a run's ``model`` section, or
+        Python code."""
         if self.k < 1:
             raise ModelConfigError(f"model.k must be >= 1, got {self.k}")
         try:
@@ -137,7 +137,7 @@ def relative_error(x_hat: torch.Tensor, x: torch.Tensor, ctx: StepContext) -> to
     The two squared norms are summed over processes; only the error needs gradients.
     """
     err = ctx.all_reduce_sum((x_hat - x).pow(2).sum())
-    ref = distributed.all_reduce_sum(x.detach().pow(2).sum())
+    ref = api.all_reduce_sum(x.detach().pow(2).sum())
     return 100.0 * torch.sqrt(err / ref)
 
 
@@ -156,10 +156,6 @@ def _losses(rec: torch.Tensor, kl: torch.Tensor | None, beta: float) -> dict[str
     return out
 
 
-def _info_to_json(info: DatasetInfo) -> dict[str, Any]:
-    return {"name": info.name, "shape": list(info.shape), "num_classes": info.num_classes}
-
-
 def _batch_tensor(batch: Any) -> torch.Tensor:
     """Calibration batches may be images or ``(images, labels)`` pairs."""
     if isinstance(batch, list | tuple):
@@ -176,7 +172,6 @@ class _Autoencoder(nn.Module):
 
     def __init__(self, config: Any, info: DatasetInfo) -> None:
         super().__init__()
-        config.validate()
         self.config = config
         self.info = info
         self.encoder, self.decoder = build_networks(
@@ -235,23 +230,12 @@ class _Autoencoder(nn.Module):
 
     # ----------------------------------------------------------------------- save / load
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``model.safetensors`` (parameters and buffers, e.g. the inference basis) and
-        ``model_config.json`` (model name, config, data shape) into directory ``path``. No
-        pickle: both files are safe to load from an untrusted source."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_FILE), metadata={"model": self.name})
-        doc = {
-            "format": FORMAT_VERSION,
-            "model": self.name,
-            "config": dataclasses.asdict(self.config),
-            "info": _info_to_json(self.info),
-        }
-        (path / CONFIG_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        return path
+        """Write the model into directory ``path`` in the host's model format
+        (:func:`harness.api.save_model`: ``model.safetensors`` with the parameters and
+        buffers, e.g. the inference basis, and ``model_config.json``). No pickle: both files
+        are safe to load from an untrusted source. A run directory holds the same files."""
+        return Path(api.save_model(path, self, name=self.name, config=self.config,
+                                   info=self.info))
 
     @classmethod
     def from_pretrained(
@@ -260,19 +244,17 @@ class _Autoencoder(nn.Module):
         map_location: str | torch.device = "cpu",
         info: DatasetInfo | None = None,
     ) -> Any:
-        """Rebuild a model written by :meth:`save_pretrained`. Called on the base class (or
-        through :func:`load_pretrained`) it picks the class from the saved model name; called
-        on a specific class, it refuses a directory holding another model. ``info`` is needed
-        only when ``model_config.json`` does not record the data shape (files written by
-        other tools with just ``model`` and ``config``)."""
-        from safetensors.torch import load_file
-
+        """Rebuild a model written by :meth:`save_pretrained` (or a run directory). Called on
+        the base class (or through :func:`load_pretrained`) it picks the class from the saved
+        model name; called on a specific class, it refuses a directory holding another model.
+        ``info`` is needed only when ``model_config.json`` does not record the data shape
+        (files written by other tools with just ``model`` and ``config``)."""
         path = Path(path)
-        doc = json.loads((path / CONFIG_FILE).read_text())
+        doc, state = api.read_model_files(path, device=str(map_location))
         name = doc.get("model")
-        target = MODELS.get(name)
+        target = MODELS.get(name) if isinstance(name, str) else None
         if target is None:
-            raise ValueError(f"{path / CONFIG_FILE}: unknown model {name!r}; known: {sorted(MODELS)}")
+            raise ValueError(f"{path}: unknown model {name!r}; known: {sorted(MODELS)}")
         if cls is not _Autoencoder and target is not cls:
             raise ValueError(f"{path} holds a '{name}' model, not a '{cls.name}' model")
         config = target.Config(**doc["config"])
@@ -280,14 +262,15 @@ class _Autoencoder(nn.Module):
             raw = doc.get("info")
             if raw is None:
                 raise ValueError(
-                    f"{path / CONFIG_FILE} does not record the data shape ('info'); pass "
-                    "info=DatasetInfo(name, (C, H, W)) of the dataset the model was trained on"
+                    f"{path} does not record the data shape ('info' in model_config.json); "
+                    "pass info=DatasetInfo(name, (C, H, W)) of the dataset the model was "
+                    "trained on"
                 )
             info = DatasetInfo(
                 name=raw["name"], shape=tuple(raw["shape"]), num_classes=raw.get("num_classes")
             )
         model = target.from_config(config, info)
-        model.load_state_dict(load_file(str(path / WEIGHTS_FILE), device=str(map_location)))
+        model.load_state_dict(state)
         return model.to(map_location)
 
 
@@ -399,6 +382,11 @@ class RRAE(_Autoencoder):
         return self.k
 
     @property
+    def min_batch_reason(self) -> str:
+        return (f"the truncated SVD of the latent batch needs at least model.k={self.k} "
+                "columns; lower model.k or raise the batch")
+
+    @property
     def svd_method(self) -> str:
         return "gram" if self.config.svd_method == "auto" else str(self.config.svd_method)
 
@@ -454,8 +442,8 @@ class RRAE(_Autoencoder):
             y = self.encoder(_batch_tensor(batch).to(device)).to(torch.float64)
             gram += y.mT @ y
             count += y.shape[0]
-        gram = distributed.all_reduce_sum(gram)
-        count = distributed.all_reduce_sum(count)
+        gram = api.all_reduce_sum(gram)
+        count = api.all_reduce_sum(count)
         if int(count.item()) < self.k:
             raise ValueError(
                 f"model '{self.name}': calibration saw {int(count.item())} samples, fewer than "
@@ -517,9 +505,8 @@ class VRRAENoKL(RRAE):
     variational = True
 
 
-MODELS: dict[str, type[_Autoencoder]] = {
-    cls.name: cls for cls in (AE, VAE, RRAE, VRRAE, RRAEVAE, VAEIdentity, VRRAENoKL)
-}
+#: name -> class, from the plugin's one table of models (``harness_plugins.autoencoders``)
+MODELS: dict[str, type[_Autoencoder]] = {name: globals()[attr] for name, attr, _ in _TABLE}
 
 __all__ = [
     "AE",

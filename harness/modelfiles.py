@@ -1,0 +1,98 @@
+"""The one format a trained model is saved in, by the host (a run's final weights) and by
+plugins (e.g. the autoencoders' ``save_pretrained``) alike::
+
+    DIR/model.safetensors   parameters and buffers (safetensors: data only, never unpickled)
+    DIR/model_config.json   {"format": 1, "model": name, "config": {...}, "info": {...}}
+
+``info`` records the data shape the model was built for, so the directory alone rebuilds
+it. Both files are written atomically (:mod:`harness.atomic`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_path, atomic_write_text
+from .errors import HarnessError
+
+WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "model_config.json"
+FORMAT_VERSION = 1
+
+__all__ = ["FORMAT_VERSION", "MODEL_CONFIG_FILE", "WEIGHTS_FILE", "load_weights",
+           "read_model_files", "save_model"]
+
+
+def save_model(directory: str | Path, model: Any, *, name: str, config: Any,
+               info: Any = None) -> Path:
+    """Write ``model``'s state dict and its description into ``directory``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"model": name})
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    doc: dict[str, Any] = {"format": FORMAT_VERSION, "model": name, "config": dict(config)}
+    if info is not None:
+        doc["info"] = {"name": info.name, "shape": list(info.shape),
+                       "num_classes": info.num_classes}
+    atomic_write_text(directory / MODEL_CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True)
+                      + "\n")
+    return directory
+
+
+def read_model_files(directory: str | Path, *, device: str = "cpu") -> tuple[dict[str, Any],
+                                                                             dict[str, Any]]:
+    """``(description, state_dict)`` of a saved model; errors name the file at fault."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    doc_path, weights = directory / MODEL_CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (doc_path, weights):
+        if not path.is_file():
+            raise HarnessError(f"'{directory}' holds no saved model: {path.name} is missing")
+    try:
+        doc = json.loads(doc_path.read_text())
+        if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
+            raise ValueError("not a model description")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"'{doc_path}' is corrupt ({exc}); re-save the model") from exc
+    try:
+        state = load_file(str(weights), device=device)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise HarnessError(f"'{weights}' is corrupt or truncated ({exc}); re-save the model, "
+                           "or re-train it") from exc
+    return doc, state
+
+
+def load_weights(directory: str | Path, model: Any) -> None:
+    """Load the weights saved in ``directory`` into ``model``; every tensor must fit."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        raise HarnessError(
+            f"'{directory}' has no {WEIGHTS_FILE}: the run did not finish training "
+            "(resume it with `harness run --resume --out DIR`)"
+        )
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise HarnessError(f"'{path}' is corrupt or truncated ({exc}); resume the run from "
+                           "its last checkpoint with `harness run --resume --out DIR`") from exc
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch: the config no longer fits the weights
+        raise HarnessError(f"{path} does not fit the model built from the run's config: "
+                           f"{' '.join(str(exc).split())[:400]}") from exc
+    if missing or unexpected:
+        raise HarnessError(
+            f"{path} does not fit the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+        )
