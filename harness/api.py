@@ -1,13 +1,17 @@
-"""The public API a plugin uses: the contracts for models, datasets and metrics.
+"""The public API a plugin uses: the contracts for models, datasets, protocols and metrics,
+and the host services they may call.
 
-Built-in plugins import only from here (and :mod:`harness.hookspecs` / :mod:`harness`), so a
-third-party plugin can do everything they do. This module does not import torch at import
-time: listing plugins stays fast.
+Plugins (the built-in ones included: a test enforces it) import only from here,
+:mod:`harness` (which re-exports the most used names), :mod:`harness.hookspecs` and
+:mod:`harness.errors`, so a third-party plugin can do everything a built-in one does. This
+module does not import torch at import time: listing plugins stays fast. The services
+(collectives, atomic writes, model files, FID statistics) are imported on first use, through
+the module ``__getattr__`` at the end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -152,7 +156,8 @@ class GenerativeModel(Protocol):
 
     @property
     def min_batch_size(self) -> int:
-        """The smallest global batch the training loss accepts (k for the rrae family)."""
+        """The smallest global batch the training loss accepts. A model may also have a
+        ``min_batch_reason`` string, shown when a batch is refused."""
         ...
 
     def forward(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
@@ -178,35 +183,210 @@ class GenerativeModel(Protocol):
         ...
 
 
+# --------------------------------------------------------------------------------- protocols
+@dataclass
+class ProtocolOutput:
+    """What a protocol's ``run`` returns.
+
+    ``data``: what metrics score, a CPU float tensor: images (N, C, H, W) in [0, 1] for the
+    kinds ``"samples"`` and ``"reconstructions"``, codes (N, k) for ``"codes"`` (None when no
+    selected metric scores this protocol: ``ctx.needs_data`` is False). ``values``: the
+    protocol's own numbers (e.g. ``{"rec_error_percent": 5.3}``), one metrics.json record
+    each. ``stamp``: everything that defines those numbers and the data (sample counts,
+    sampler, reference split...); the host adds the protocol version, seed, dataset and image
+    size. ``details``: provenance that does not define a number (timings, batch-dependent
+    side values). ``preview``: up to 64 images for the run's PNG grid, ``preview_nrow`` a row.
+    """
+
+    data: Any = None
+    values: dict[str, float] = field(default_factory=dict)
+    stamp: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    preview: Any = None
+    preview_nrow: int = 8
+    split: str = "train"  # the split the values were computed on / metrics compare against
+    higher_is_better: bool = False  # direction of ``values``
+
+
+@runtime_checkable
+class EvaluationProtocol(Protocol):
+    """The contract of a protocol factory's product. The registered factory is the class;
+    the host calls ``cls(cls.Config(**eval_section))`` (``cls()`` when it has no ``Config``)
+    and then ``run(ctx)`` once per evaluation, on the main process, model in eval mode.
+
+    Class attributes: ``kind`` (``"samples"``, ``"reconstructions"`` or ``"codes"``: what
+    ``data`` holds, which decides the metrics that score it) and ``version`` (an int stamped
+    on every number; bump it when the protocol's definition changes).
+    """
+
+    kind: ClassVar[str]
+    version: ClassVar[int]
+
+    def run(self, ctx: EvalContext) -> ProtocolOutput:
+        """Produce the protocol's data and values (see :class:`ProtocolOutput`)."""
+        ...
+
+
+class EvalContext:
+    """What a protocol may use: the trained model, the data, the seed, and helpers that
+    batch, move to the model's device and cache (the training codes are encoded once per
+    evaluation and shared by every protocol that asks for them).
+
+    ``needs_data`` says whether a selected metric will score the current protocol's data
+    (a protocol may skip producing it otherwise). ``log(message)`` prints a progress line.
+    """
+
+    def __init__(self, model: Any, splits: DataSplits, *, seed: int, batch_size: int = 256,
+                 device: Any = None, progress: bool = False) -> None:
+        self.model = model
+        self.splits = splits
+        self.info = splits.info
+        self.seed = seed
+        self.batch_size = batch_size
+        self.device = device if device is not None else _model_device(model)
+        self.progress = progress
+        self.needs_data = True
+        self._codes: dict[str, Any] = {}
+
+    def log(self, message: str) -> None:
+        if self.progress:
+            import sys
+
+            print(f"[eval] {message}", file=sys.stderr, flush=True)
+
+    def batches(self, dataset: Dataset, batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        """The image tensors of ``dataset`` in order, ``batch_size`` (default: eval's) at a
+        time, on the CPU."""
+        from torch.utils.data import DataLoader
+
+        for batch in DataLoader(dataset, batch_size=batch_size or self.batch_size,
+                                shuffle=False):
+            yield batch[0] if isinstance(batch, list | tuple) else batch
+
+    def images(self, dataset: Dataset, indices: Sequence[int]) -> torch.Tensor:
+        """The images at ``indices`` of ``dataset``, stacked (N, C, H, W) float32."""
+        import torch
+
+        return torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in indices]).float()
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Bottleneck codes (N, k) of ``images`` (batched, on the model's device), on the CPU."""
+        return self._map(self.model.encode, images)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Images decoded from ``codes`` (batched, on the model's device), on the CPU."""
+        return self._map(self.model.decode, codes)
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self._map(self.model.reconstruct, images)
+
+    def encode_split(self, split: str = "train") -> torch.Tensor:
+        """Codes of every image of a split (``"train"``, ``"test"`` or an extra split),
+        computed once per evaluation."""
+        if split not in self._codes:
+            import torch
+
+            dataset = self.split(split)
+            with torch.no_grad():
+                parts = [self.model.encode(x.to(self.device)).detach().float().cpu()
+                         for x in self.batches(dataset)]
+            if not parts:
+                from .errors import HarnessError
+
+                raise HarnessError(f"the {split} split of '{self.info.name}' is empty: "
+                                   "nothing to encode")
+            self._codes[split] = torch.cat(parts)
+        return self._codes[split]  # type: ignore[no-any-return]
+
+    def split(self, name: str) -> Dataset:
+        if name == "train":
+            return self.splits.train
+        if name == "test":
+            return self.splits.test
+        if name in self.splits.extra:
+            return self.splits.extra[name]
+        from .errors import HarnessError
+
+        raise HarnessError(f"dataset '{self.info.name}' has no split '{name}'; it has train, "
+                           f"test{''.join(', ' + k for k in self.splits.extra)}")
+
+    def _map(self, fn: Any, tensor: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        with torch.no_grad():
+            out = [fn(tensor[i : i + self.batch_size].to(self.device)).detach().float().cpu()
+                   for i in range(0, tensor.shape[0], self.batch_size)]
+        if not out:
+            return tensor.new_zeros((0,))
+        return torch.cat(out)
+
+
+def _model_device(model: Any) -> Any:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return "cpu"
+
+
 # ----------------------------------------------------------------------------------- metrics
 @runtime_checkable
 class Metric(Protocol):
-    """A score of a set of images produced by a protocol, against reference images.
+    """A score of the data a protocol produced, against reference images (the split the
+    protocol names, the training set for generated images).
 
-    The registered factory is called with the options of the ``eval`` section that the metric
-    declares it uses (``factory(**options)``) and returns an object with this interface.
+    The registered factory is a class with an optional ``Config`` dataclass (the
+    ``eval.<name>`` section): the host calls ``factory(config)`` (``factory()`` without a
+    ``Config``), adding ``progress=True/False`` when the factory accepts that keyword.
+
+    Which protocols it scores: every protocol whose ``kind`` is in ``inputs`` (e.g.
+    ``("samples",)`` scores random generation, interpolation and any third-party protocol
+    producing samples), and every protocol named in ``protocols``. Both are optional
+    tuples (default empty).
     """
 
     name: str
     higher_is_better: bool
-    #: the protocols whose images the metric scores, among "reconstruction",
-    #: "random_generation", "interpolation"; or "codes": the metric then receives the (N, k)
-    #: bottleneck codes of the training set instead of images (e.g. a collapse diagnostic)
-    protocols: tuple[str, ...]
 
     def applies(self, info: DatasetInfo) -> bool:
         """Whether the metric makes sense for this dataset (e.g. the Gaussian-fit error needs
-        bumps); the protocol runner skips it silently otherwise. Optional: a metric without
-        it applies everywhere.
+        bumps); the host skips it silently otherwise. Optional: a metric without it applies
+        everywhere.
 
-        A metric may also have ``stamp() -> dict``, called after scoring, whose entries (e.g.
-        the feature extractor and its weights hash) are added to the record's stamp.
+        Also optional: ``stamp() -> dict`` (called after scoring; everything that defines the
+        number, e.g. the feature extractor and its weights hash, merged into the record's
+        stamp) and ``details() -> dict`` (provenance, e.g. cache hits and paths, kept apart
+        from the stamp so the same protocol gets the same stamp on every machine).
         """
         ...
 
     def __call__(
         self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *, device: Any = None
     ) -> dict[str, Any]:
-        """Score ``images`` (N, C, H, W), e.g. ``{"fid": 12.3}``: one record per key; values
-        are numbers (or lists of numbers, e.g. per-dimension variances)."""
+        """Score ``images`` (N, C, H, W), or codes (N, k) for a ``"codes"`` protocol, e.g.
+        ``{"fid": 12.3}``: one record per key; values are numbers (or lists of numbers, e.g.
+        per-dimension variances)."""
         ...
+
+
+# ----------------------------------------------------------------------- host services
+#: name -> "module:attribute" of the services plugins may use, imported on first access
+_SERVICES = {
+    "all_reduce_sum": "harness.distributed:all_reduce_sum",
+    "atomic_write_bytes": "harness.atomic:atomic_write_bytes",
+    "atomic_write_text": "harness.atomic:atomic_write_text",
+    "atomic_write_json": "harness.atomic:atomic_write_json",
+    "save_model": "harness.modelfiles:save_model",
+    "read_model_files": "harness.modelfiles:read_model_files",
+}
+
+
+def __getattr__(name: str) -> Any:
+    target = _SERVICES.get(name)
+    if target is None:
+        raise AttributeError(f"module 'harness.api' has no attribute '{name}'")
+    import importlib
+
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

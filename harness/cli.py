@@ -57,7 +57,8 @@ def _component_listing(kind: str, as_json: bool) -> None:
         return
     width = max((len(r["name"]) for r in rows), default=0)
     for row in rows:
-        click.echo(f"{row['name']:<{width}}  {row['description']}  [{row['plugin']}]")
+        tag = " (default)" if row["default"] else ""
+        click.echo(f"{row['name']:<{width}}  {row['description']}  [{row['plugin']}]{tag}")
 
 
 @cli.command(name="models")
@@ -74,6 +75,13 @@ def datasets_cmd(as_json: bool) -> None:
     _component_listing("dataset", as_json)
 
 
+@cli.command(name="protocols")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def protocols_cmd(as_json: bool) -> None:
+    """List the registered evaluation protocols ("default": run when eval.protocols is empty)."""
+    _component_listing("protocol", as_json)
+
+
 @cli.command(name="metrics")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def metrics_cmd(as_json: bool) -> None:
@@ -84,7 +92,9 @@ def metrics_cmd(as_json: bool) -> None:
 # ----------------------------------------------------------------------------------- runs
 @cli.command(name="run")
 @click.option("--model", "-m", help="Model name (see `harness models`).")
-@click.option("--dataset", "-d", help="Dataset name (see `harness datasets`); default: bumps.")
+@click.option("--dataset", "-d",
+              help="Dataset name (see `harness datasets`); default: the one a plugin marks "
+                   "(default).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="A TOML config, e.g. the config.toml of an earlier run.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -119,7 +129,7 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
 @cli.command(name="evaluate")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="eval.KEY=VALUE",
-              help="Override an eval setting, e.g. --set eval.n_samples=500.")
+              help="Override an eval setting, e.g. --set eval.random_generation.n_samples=500.")
 def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Re-evaluate a saved run and rewrite its metrics.json."""
     from . import runner

@@ -31,9 +31,24 @@ def register_models(register: Any) -> None:
 
 @hookspec
 def register_datasets(register: Any) -> None:
-    """Register datasets: ``register(name, factory, description)``.
+    """Register datasets: ``register(name, factory, description, default=False)``.
 
     The factory, once loaded, is a callable ``factory(config: DataConfig) -> DataSplits``.
+    ``default=True`` makes it the dataset of ``harness run`` without ``--dataset`` (the host
+    has no default of its own; when no plugin, or more than one, claims it, ``--dataset`` is
+    required and the error lists the choices).
+    """
+
+
+@hookspec
+def register_protocols(register: Any) -> None:
+    """Register evaluation protocols: ``register(name, factory, description, default=False)``.
+
+    The factory, once loaded, is a class following :class:`harness.api.EvaluationProtocol`:
+    a ``Config`` dataclass (the ``eval.<name>`` section of a run), ``__init__(config)``, and
+    ``run(ctx: EvalContext) -> ProtocolOutput`` producing images or codes for the metrics and
+    the protocol's own stamped values. ``default=True`` runs it when ``eval.protocols`` is
+    empty (the default).
     """
 
 
@@ -41,8 +56,10 @@ def register_datasets(register: Any) -> None:
 def register_metrics(register: Any) -> None:
     """Register metrics: ``register(name, factory, description)``.
 
-    The factory, once loaded, is a callable ``factory(**options) -> Metric`` (see
-    :class:`harness.api.Metric`).
+    The factory, once loaded, is a class following :class:`harness.api.Metric`: an optional
+    ``Config`` dataclass (the ``eval.<name>`` section of a run), and
+    ``factory(config)`` (``factory()`` without a ``Config``; ``progress=`` is passed too when
+    the factory accepts it) returns the metric object.
     """
 
 

@@ -35,7 +35,12 @@ from .registry import Component, Registry
 
 ENTRY_POINT_GROUP = "harness"
 BUILTIN_DISTRIBUTION = "vrrae-harness"
-_COMPONENT_HOOKS = {"model": "register_models", "dataset": "register_datasets", "metric": "register_metrics"}
+_COMPONENT_HOOKS = {
+    "model": "register_models",
+    "dataset": "register_datasets",
+    "protocol": "register_protocols",
+    "metric": "register_metrics",
+}
 
 
 @dataclass
@@ -196,12 +201,13 @@ class Host:
                     continue
                 registry = self.registries[kind]
 
-                def register(comp_name: str, factory: Any, description: str = "",
-                             _plugin: str = name, _kind: str = kind,
+                def register(comp_name: str, factory: Any, description: str = "", *,
+                             default: bool = False, _plugin: str = name, _kind: str = kind,
                              _registry: Registry = registry,
                              _record: PluginRecord = record) -> None:
                     try:
-                        _registry.add(Component(_kind, comp_name, factory, description, _plugin))
+                        _registry.add(Component(_kind, comp_name, factory, description, _plugin,
+                                                default=bool(default)))
                     except ComponentConflict as exc:
                         # Both stay reachable as plugin:name, and the plugin goes on registering
                         # its other components; strict mode makes it fatal.

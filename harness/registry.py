@@ -1,4 +1,4 @@
-"""Name -> component tables for models, datasets and metrics.
+"""Name -> component tables for models, datasets, protocols and metrics.
 
 A component is registered with a factory that may be a lazy ``"module:attr"`` string, so that
 listing never imports heavy libraries. Two plugins may claim the same name: both stay
@@ -15,18 +15,24 @@ from typing import Any
 
 from .errors import ComponentConflict, HarnessError, UnknownComponent
 
-KINDS = ("model", "dataset", "metric")
+KINDS = ("model", "dataset", "protocol", "metric")
 
 
 @dataclass
 class Component:
-    """One registered model, dataset or metric."""
+    """One registered model, dataset, protocol or metric.
+
+    ``default`` is the plugin's own claim: a dataset that is the default when ``--dataset`` is
+    not given, a protocol that runs when ``eval.protocols`` is empty. The host keeps no list
+    of such names itself.
+    """
 
     kind: str
     name: str
     factory: Any
     description: str
     plugin: str
+    default: bool = False
     _loaded: Any = field(default=None, repr=False)
 
     @property
@@ -52,8 +58,9 @@ class Component:
             self._loaded = factory
         return self._loaded
 
-    def summary(self) -> dict[str, str]:
-        return {"name": self.name, "plugin": self.plugin, "description": self.description}
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "plugin": self.plugin, "description": self.description,
+                "default": self.default}
 
 
 class Registry:
@@ -107,6 +114,10 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    def defaults(self) -> list[Component]:
+        """The components whose plugin declared them default, in name order."""
+        return [c for c in self if c.default]
 
     def get(self, name: str) -> Component:
         """The component called ``name`` (or ``plugin:name``), or a helpful error."""

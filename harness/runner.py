@@ -18,9 +18,9 @@ from .plugins import Host, get_host
 
 
 def build_model(host: Host, config: RunConfig, info: Any) -> Any:
-    cls = host.get("model", config.model).load()
-    model_cfg = cfgmod.build_dataclass(cls.Config, config.model_cfg, "model")
-    return cls.from_config(model_cfg, info)
+    """The model of ``config`` for a dataset described by ``info`` (its config is validated
+    already: :func:`harness.config.resolve` built it)."""
+    return host.get("model", config.model).load().from_config(config.model_cfg, info)
 
 
 def load_data(host: Host, config: RunConfig) -> Any:
@@ -32,17 +32,13 @@ def resolve_config(
     *, model: str | None, dataset: str | None, config_file: str | None,
     sets: list[str], seed: int | None, host: Host | None = None,
 ) -> RunConfig:
+    """The run's configuration, every section validated against the installed components
+    (unknown names fail with "did you mean")."""
     host = host or get_host()
-    model_name = model
-    if model_name is None and config_file:
-        model_name = cfgmod.load_toml(config_file).get("run", {}).get("model")
-    if model_name is None:
-        raise ConfigError("no model given: pass --model NAME (`harness models` lists them)")
-    cls = host.get("model", model_name).load()
     if dataset is not None:
         host.get("dataset", dataset)  # fail early, with "did you mean"
     return cfgmod.resolve(model=model, dataset=dataset, config_file=config_file, sets=sets,
-                          seed=seed, model_config_cls=cls.Config)
+                          seed=seed, host=host)
 
 
 def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = False,
@@ -66,12 +62,7 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
     splits = load_data(host, config)
     trainer.seed_everything(config.seed)
     model = build_model(host, config, splits.info)
-    if config.train.batch_size < model.min_batch_size:
-        raise ConfigError(
-            f"train.batch_size={config.train.batch_size} is smaller than model "
-            f"'{config.model}' accepts ({model.min_batch_size}, its bottleneck k): the truncated "
-            f"SVD needs at least k columns. Raise train.batch_size or lower model.k"
-        )
+    trainer.check_batch_size(config.train.batch_size, model, config.model)
     if state.is_main_process:
         runs.prepare_run_dir(run_dir, resume=resume)
         if not resume:
@@ -94,7 +85,8 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
                            accelerator=accelerator, on_log=on_log)
     model = result.model
     if accelerator.is_main_process:
-        runs.save_model(run_dir, model, config.model, config.model_cfg, splits.info)
+        runs.save_model(run_dir, model, name=config.model, config=config.model_cfg,
+                        info=splits.info)
         training = {k: v for k, v in vars(result).items() if k != "model"}
         if evaluate:
             evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
@@ -108,31 +100,59 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
 
 
 def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,
-                   device: Any = None, training: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the protocols, write metrics.json and image grids; returns the metrics document."""
-    from . import protocols
+                   device: Any = None, training: dict[str, Any] | None = None,
+                   write_config: bool = False) -> dict[str, Any]:
+    """Run the protocols, then write metrics.json and the image grids; returns the metrics
+    document. An earlier metrics.json is kept as metrics.prev.json. With ``write_config`` the
+    run's config.toml is rewritten too, after the evaluation succeeded (``harness evaluate
+    --set``): a failed evaluation leaves config and metrics as they were."""
+    from . import evaluation
 
-    metrics = protocols.build_metrics(config.eval, host=host)
+    protocols = evaluation.build_protocols(config.eval, host=host)
+    metrics = evaluation.build_metrics(config.eval, host=host, progress=True)
     model.eval()
+    previews: dict[str, tuple[Any, int]] = {}
 
     def on_images(protocol: str, images: Any, nrow: int) -> None:
-        protocols.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow)
+        previews[protocol] = (images, nrow)
 
-    records = protocols.evaluate(
-        model, splits, config.eval, seed=config.seed, metrics=metrics, device=device,
-        on_images=on_images,
+    records = evaluation.evaluate(
+        model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
+        device=device, on_images=on_images,
     )
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
         extra["training"] = training
     doc = runs.metrics_document(config, records, extra)
-    runs.atomic_write_json(run_dir / runs.METRICS_FILE, doc)
+    for protocol, (images, nrow) in previews.items():
+        evaluation.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow)
+    runs.write_metrics(run_dir, doc)
+    if write_config:
+        runs.write_config(run_dir, config)
     host.pm.hook.run_finished(run_dir=str(run_dir), metrics=doc)
     return doc
 
 
+def _override_eval(saved: dict[str, Any], changes: dict[str, Any], host: Host) -> dict[str, Any]:
+    """The saved ``eval`` section with ``--set`` changes; when the list of protocols or
+    metrics changes, the saved options of components no longer selected are dropped."""
+    out = {**saved, **changes}
+    if "protocols" in changes or "metrics" in changes:
+        schema = cfgmod.Schema(host)
+        probe = cfgmod.build_dataclass(
+            cfgmod.EvalConfig, {k: v for k, v in out.items() if k in ("protocols", "metrics")},
+            "eval")
+        selected = set(probe.protocols or schema.default_protocols())
+        selected |= set(probe.metrics or schema.all_metrics())
+        out = {k: v for k, v in out.items()
+               if not isinstance(v, dict) or k in selected or "." in k}
+    return out
+
+
 def evaluate_run(run_dir: str | Path, sets: list[str] | None = None) -> dict[str, Any]:
-    """Re-evaluate a saved run (optionally with other eval settings)."""
+    """Re-evaluate a saved run, optionally with other ``eval`` settings. Everything is
+    checked before any work; config.toml and metrics.json change only once the evaluation
+    has succeeded."""
     run_dir = Path(run_dir)
     path = run_dir / runs.CONFIG_FILE
     if not path.is_file():
@@ -142,16 +162,15 @@ def evaluate_run(run_dir: str | Path, sets: list[str] | None = None) -> dict[str
     if set(overrides) - {"eval"}:
         raise ConfigError("`harness evaluate` only takes --set eval.KEY=VALUE; training settings "
                           "are fixed by the saved run")
-    data.setdefault("eval", {}).update(overrides.get("eval", {}))
-    config = cfgmod.from_dict(data)
     host = get_host()
+    eval_section = _override_eval(dict(data.get("eval", {})), overrides.get("eval", {}), host)
+    config = cfgmod.from_dict({**data, "eval": eval_section}, host=host)
     splits = load_data(host, config)
     model = build_model(host, config, splits.info)
     runs.load_weights(run_dir, model)
     previous: dict[str, Any] = {}
     if (run_dir / runs.METRICS_FILE).is_file():
         previous = runs.read_metrics(run_dir).get("training") or {}
-    if overrides:
-        runs.write_config(run_dir, config)
     print(f"evaluating {run_dir} ({config.model} on {config.dataset})", file=sys.stderr)
-    return evaluate_model(host, model, splits, config, run_dir, training=previous or None)
+    return evaluate_model(host, model, splits, config, run_dir, training=previous or None,
+                          write_config=bool(overrides))

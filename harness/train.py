@@ -55,6 +55,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from . import checkpoint as ckpt
 from .api import DataSplits, StepContext
+from .atomic import atomic_write_text
 from .config import RunConfig, TrainConfig
 from .errors import ConfigError, HarnessError, NonFiniteLoss
 
@@ -294,7 +295,27 @@ def _first_non_finite(values: dict[str, float]) -> str | None:
     return parts[0] if parts else bad[0]
 
 
-def _plan(cfg: TrainConfig, n_train: int, world: int, min_batch: int) -> tuple[int, int]:
+def check_batch_size(batch_size: int, model: Any, model_name: str = "") -> None:
+    """The one check of a global batch size against a model: positive, and at least the
+    model's ``min_batch_size`` (its ``min_batch_reason``, when it gives one, says why)."""
+    if batch_size < 1:
+        raise ConfigError(f"train.batch_size must be a positive integer, got {batch_size}")
+    _check_min_batch(batch_size, int(getattr(model, "min_batch_size", 1)),
+                     str(getattr(model, "min_batch_reason", "")), model_name)
+
+
+def _check_min_batch(b: int, min_batch: int, reason: str, model_name: str = "") -> None:
+    if b < min_batch:
+        who = f"model '{model_name}'" if model_name else "the model"
+        raise ConfigError(
+            f"train.batch_size={b} is smaller than the minimum batch {min_batch} of {who}"
+            + (f" ({reason})" if reason else "") + "; raise train.batch_size or change the "
+            "model's configuration"
+        )
+
+
+def _plan(cfg: TrainConfig, n_train: int, world: int, min_batch: int,
+          min_batch_reason: str = "") -> tuple[int, int]:
     """Validate the batch against the data, the processes and the model; (steps, per epoch)."""
     b = cfg.batch_size
     if b < 1:
@@ -305,12 +326,7 @@ def _plan(cfg: TrainConfig, n_train: int, world: int, min_batch: int) -> tuple[i
             f"processes; set train.batch_size to a multiple of {world} (or change the number "
             "of processes)"
         )
-    if b < min_batch:
-        raise ConfigError(
-            f"train.batch_size={b} is smaller than the model's minimum batch {min_batch} (for "
-            "the rrae family, k: the truncated SVD needs at least k columns); raise "
-            "train.batch_size or lower model.k"
-        )
+    _check_min_batch(b, min_batch, min_batch_reason)
     if n_train < b:
         raise ConfigError(
             f"the training set has {n_train} images, fewer than one batch "
@@ -422,7 +438,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, AttributeError):
             continue
-    ckpt.write_text_atomic(path, "".join(k + "\n" for k in kept))
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
 def _flat(record: dict[str, Any]) -> dict[str, float]:
@@ -473,7 +489,8 @@ def train(
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
     device = acc.device
     n_train = len(splits.train)  # type: ignore[arg-type]  # map-style datasets are sized
-    total, bpe = _plan(cfg, n_train, world, int(getattr(model, "min_batch_size", 1)))
+    total, bpe = _plan(cfg, n_train, world, int(getattr(model, "min_batch_size", 1)),
+                       str(getattr(model, "min_batch_reason", "")))
     ckpt_root = run_dir / CHECKPOINT_DIR
     log_path = run_dir / LOG_FILE
     if main:

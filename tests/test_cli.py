@@ -16,7 +16,7 @@ from harness.config import tomllib
 
 FAST = [
     "--set", "train.steps=4", "--set", "train.batch_size=16", "--set", "train.log_every=1",
-    "--set", "eval.n_samples=40", "--set", "eval.n_pairs=8", "--set", "eval.gmm_components=2",
+    "--set", "eval.random_generation.n_samples=40", "--set", "eval.interpolation.n_pairs=8", "--set", "eval.random_generation.gmm_components=2",
     "--set", "data.n_train=40", "--set", "data.n_test=16", "--set", "model.latent_dim=32",
 ]
 
@@ -135,8 +135,8 @@ def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
 
 
 SEVEN = ["ae", "vae", "rrae", "vrrae", "rrae-vae", "vae-identity", "vrrae-nokl"]
-TINY_EVAL = ["--set", "eval.n_samples=12", "--set", "eval.n_pairs=3", "--set",
-             "eval.gmm_components=1", "--set", "eval.metrics=[\"collapse\"]"]
+TINY_EVAL = ["--set", "eval.random_generation.n_samples=12", "--set", "eval.interpolation.n_pairs=3", "--set",
+             "eval.random_generation.gmm_components=1", "--set", "eval.metrics=[\"collapse\"]"]
 
 
 @pytest.mark.parametrize("model", SEVEN)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness import config as cfg
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 
 
 @dataclass
@@ -25,7 +25,7 @@ def test_set_values_are_typed_against_the_sections() -> None:
                            "train.grad_clip=none"])
     assert rc.train.lr == pytest.approx(1e-4)
     assert rc.train.steps == 12 and isinstance(rc.train.steps, int)
-    assert rc.model_cfg == {"k": 8, "latent_dim": 200, "beta": 0.0, "arch": "conv"}
+    assert rc.model_cfg == ToyModelConfig(k=8, latent_dim=200, beta=0.0, arch="conv")
     assert rc.eval.metrics == ["fid", "gaussian-fit"]
     assert rc.data.cache is False
     assert rc.train.grad_clip is None
@@ -51,12 +51,14 @@ def test_bad_keys_and_values_name_the_key(item: str, needle: str) -> None:
 
 def test_toml_round_trip_reproduces_the_config(tmp_path) -> None:
     rc = cfg.resolve(model="toy", dataset="digits", seed=3, model_config_cls=ToyModelConfig,
-                     sets=["train.steps=7", "model.k=4", "eval.n_samples=100"])
+                     sets=["train.steps=7", "model.k=4",
+                           "eval.random_generation.n_samples=100"])
     path = tmp_path / "config.toml"
     path.write_text(rc.to_toml())
     again = cfg.resolve(model=None, dataset=None, config_file=path, model_config_cls=ToyModelConfig)
     assert again == rc
-    assert cfg.from_dict(cfg.load_toml(path)) == rc
+    assert cfg.from_dict(cfg.load_toml(path), model_config_cls=ToyModelConfig) == rc
+    assert rc.eval.options("random_generation").n_samples == 100
 
 
 def test_a_config_for_another_model_is_refused(tmp_path) -> None:
@@ -77,3 +79,46 @@ def test_unknown_section_in_file_and_missing_file(tmp_path) -> None:
     path.write_text("[train\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         cfg.load_toml(path)
+
+
+def test_eval_options_belong_to_their_component() -> None:
+    rc = cfg.resolve(model="vrrae", dataset="bumps",
+                     sets=["eval.interpolation.n_pairs=7", "eval.protocols=[\"interpolation\"]"])
+    assert rc.eval.protocols == ["interpolation"]
+    assert rc.eval.options("interpolation").n_pairs == 7
+    # the resolved config lists every option of every selected component
+    saved = rc.as_dict()["eval"]
+    assert saved["interpolation"] == {"n_pairs": 7, "n_interp": 5}
+    assert "random_generation" not in saved
+
+
+@pytest.mark.parametrize(
+    ("item", "needle"),
+    [
+        ("eval.n_samples=5", "eval.n_samples is now eval.random_generation.n_samples"),
+        ("eval.n_pairs=5", "eval.n_pairs is now eval.interpolation.n_pairs"),
+        ("eval.interpolation.n_pair=5",
+         "unknown key 'eval.interpolation.n_pair'; valid keys in [eval.interpolation]: "
+         "n_pairs, n_interp"),
+        ("eval.interpolation.n_pairs=0", "eval.interpolation.n_pairs must be a positive integer"),
+        ("eval.random_generation.gmm_components=0",
+         "eval.random_generation.gmm_components must be a positive integer"),
+        ("eval.batch_size=0", "eval.batch_size must be a positive integer"),
+        ("eval.protocols=[\"interpolaton\"]", "did you mean 'interpolation'"),
+        ("eval.nosuch.x=1", "eval.nosuch: no selected protocol or metric is called 'nosuch'"),
+    ],
+)
+def test_bad_eval_options_name_the_new_spelling(item: str, needle: str) -> None:
+    with pytest.raises(HarnessError) as err:
+        cfg.resolve(model="vrrae", dataset="bumps", sets=[item])
+    assert needle in str(err.value)
+
+
+def test_the_default_dataset_comes_from_a_plugin() -> None:
+    from harness.plugins import Host
+
+    assert cfg.resolve(model="vrrae", dataset=None).dataset == "bumps"
+    empty = Host()  # no plugin declares a default dataset
+    with pytest.raises(ConfigError, match="no installed plugin declares a default dataset: "
+                                          "pass --dataset NAME"):
+        cfg.resolve(model="toy", dataset=None, model_config_cls=ToyModelConfig, host=empty)

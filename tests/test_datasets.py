@@ -183,7 +183,7 @@ def test_every_builtin_dataset_meets_the_contract(name: str, isolated) -> None:
 def test_listing_imports_nothing_heavy() -> None:
     code = (
         "import sys, harness_plugins.datasets as d; "
-        "names=[]; d.register_datasets(register=lambda n, f, desc: names.append((n, f))); "
+        "names=[]; d.register_datasets(register=lambda n, f, desc, **kw: names.append((n, f))); "
         "print(sorted(n for n, _ in names)); "
         "print(all(isinstance(f, str) for _, f in names)); "
         "print([m for m in ('torch', 'numpy', 'datasets', 'sklearn') if m in sys.modules])"

@@ -109,7 +109,7 @@ def test_metric_follows_the_metric_contract(example: ModuleType) -> None:
     metric = getattr(importlib.import_module(module), attr)()
     assert isinstance(metric, api.Metric)
     assert metric.name == "mean-intensity"
-    assert set(metric.protocols) == {"random_generation", "interpolation"}
+    assert set(metric.inputs) == {"samples"}
     info = api.DatasetInfo(name="toy", shape=(1, 2, 2))
     assert metric.applies(info)
     images = torch.tensor([[[[0.0, 1.0], [0.5, 0.5]]], [[[1.0, 1.0], [0.0, 0.0]]]])
@@ -117,6 +117,41 @@ def test_metric_follows_the_metric_contract(example: ModuleType) -> None:
     assert metric(images[:1, :, :1], None, info, device="cpu") == {
         "mean_intensity": pytest.approx(0.5)
     }
+
+
+def test_protocol_follows_the_protocol_contract(example: ModuleType) -> None:
+    import torch
+
+    ((name, factory, description),) = registered(example, "register_protocols")
+    assert (name, factory) == ("latent-traversal",
+                               "harness_example_plugin.protocol:LatentTraversal")
+    module, _, attr = factory.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    protocol = cls(cls.Config(n_dims=2, n_steps=3, span=1.0))
+    assert isinstance(protocol, api.EvaluationProtocol) and protocol.kind == "samples"
+
+    class Linear(torch.nn.Module):  # decode = identity on 4 pixels: images are the codes
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(x.shape[0], -1)
+
+        def decode(self, c: torch.Tensor) -> torch.Tensor:
+            return c.reshape(c.shape[0], 1, 2, 2)
+
+    x = torch.tensor([[0.0, 0, 0, 0], [2, 4, 0, 0]]).reshape(2, 1, 2, 2)
+    data = torch.utils.data.TensorDataset(x, torch.zeros(2))
+    splits = api.DataSplits(api.DatasetInfo("toy", (1, 2, 2)), data, data)
+    out = protocol.run(api.EvalContext(Linear(), splits, seed=0))
+    # mean code (1, 2, 0, 0), std (sqrt 2, 2 sqrt 2, 0, 0): dim 0 walks 1 -/+ sqrt 2
+    walked = out.data.reshape(2, 3, 4)
+    assert walked[0, :, 0].tolist() == pytest.approx([1 - 2**0.5, 1, 1 + 2**0.5])
+    assert walked[1, :, 1].tolist() == pytest.approx([2 - 8**0.5, 2, 2 + 8**0.5])
+    # mean |step| over 2 dims x 2 steps x 4 pixels: one pixel moves per step
+    expected = (2 * 2**0.5 + 2 * 8**0.5) / 16
+    assert out.values["mean_step_change"] == pytest.approx(expected)
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="n_steps >= 2"):
+        cls.Config(n_steps=1)
 
 
 # ----------------------------------------------------------------- installed, through the CLI
@@ -164,7 +199,7 @@ def test_plugins_lists_the_example_plugin() -> None:
         "version": metadata.version(DISTRIBUTION),
         "distribution": DISTRIBUTION,
         "builtin": False,
-        "hooks": ["register_metrics", "register_models"],
+        "hooks": ["register_metrics", "register_models", "register_protocols"],
         "error": None,
     }
     assert all(not row["builtin"] for row in rows.values())  # built-ins only with --all
@@ -187,7 +222,7 @@ def test_components_are_listed_with_their_plugin() -> None:
 def test_listing_with_the_plugin_installed_does_not_import_torch() -> None:
     code = (
         "import sys\nfrom harness.cli import main\n"
-        "for command in (['plugins', '--all'], ['models'], ['metrics']):\n"
+        "for command in (['plugins', '--all'], ['models'], ['protocols'], ['metrics']):\n"
         "    main(command)\n"
         "assert 'torch' not in sys.modules, 'listing imported torch'"
     )
@@ -204,8 +239,8 @@ def test_harness_run_uses_the_plugin_model_and_metric(tmp_path: Path) -> None:
         "--set", "train.steps=3", "--set", "train.batch_size=8", "--set", "model.k=2",
         "--set", "data.n_train=32", "--set", "data.n_test=8",
         "--set", 'eval.protocols=["reconstruction", "random_generation", "interpolation"]',
-        "--set", 'eval.metrics=["mean-intensity"]', "--set", "eval.n_samples=16",
-        "--set", "eval.gmm_components=2", "--set", "eval.n_pairs=4", "--set", "eval.n_interp=2",
+        "--set", 'eval.metrics=["mean-intensity"]', "--set", "eval.random_generation.n_samples=16",
+        "--set", "eval.random_generation.gmm_components=2", "--set", "eval.interpolation.n_pairs=4", "--set", "eval.interpolation.n_interp=2",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / "metrics.json").read_text())
@@ -218,6 +253,40 @@ def test_harness_run_uses_the_plugin_model_and_metric(tmp_path: Path) -> None:
     (rec,) = [r for r in results if r["metric"] == "rec_error_percent"]
     assert math.isfinite(rec["value"]) and rec["value"] > 0
     assert "mean_intensity" in proc.stdout  # the summary printed by `harness run`
+
+
+@pytest.mark.usefixtures("installed")
+def test_a_third_party_protocol_is_listed_run_stamped_and_reported(tmp_path: Path) -> None:
+    (row,) = [r for r in harness_json("protocols") if r["name"] == "latent-traversal"]
+    assert row["plugin"] == "example" and row["default"] is False
+    out = tmp_path / "run"
+    proc = harness(
+        "run", "--model", "tiny-ae", "--dataset", "bumps", "--out", str(out),
+        "--set", "train.steps=3", "--set", "train.batch_size=8", "--set", "model.k=3",
+        "--set", "data.n_train=32", "--set", "data.n_test=8",
+        "--set", 'eval.protocols=["reconstruction", "latent-traversal"]',
+        "--set", 'eval.metrics=["mean-intensity"]',
+        "--set", "eval.latent-traversal.n_steps=4", "--set", "eval.latent-traversal.n_dims=3",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "metrics.json").read_text())["results"]
+    by = {(r["protocol"], r["metric"]): r for r in results}
+    change = by["latent-traversal", "mean_step_change"]
+    assert change["source"] == "protocol" and change["value"] > 0
+    assert change["stamp"]["n_steps"] == 4 and change["stamp"]["n_dims"] == 3
+    assert change["stamp"]["protocol_version"] == 1
+    # the plugin's metric scores the plugin's protocol: it declares inputs = ("samples",)
+    assert 0.0 <= by["latent-traversal", "mean_intensity"]["value"] <= 1.0
+    assert (out / "images" / "latent-traversal.png").is_file()
+    config = (out / "config.toml").read_text()
+    assert "[eval.latent-traversal]" in config and "n_steps = 4" in config
+    report = harness("report", str(out))
+    assert report.returncode == 0, report.stderr
+    assert "latent-traversal/mean_step_change" in report.stdout
+    bad = harness("run", "--model", "tiny-ae", "--set", 'eval.protocols=["latent-traversal"]',
+                  "--set", "eval.latent-traversal.n_step=4", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "valid keys in [eval.latent-traversal]: n_dims, n_steps, span" in bad.stderr
 
 
 @pytest.mark.usefixtures("installed")

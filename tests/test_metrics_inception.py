@@ -123,12 +123,12 @@ def test_missing_weights_say_where_we_looked_and_how_to_fix(
 def test_fid_metric_records_the_missing_weights_error_in_evaluate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from harness.protocols import evaluate
     from harness_plugins.metrics.fid import FID
     from torch.utils.data import TensorDataset
 
     from harness.api import DatasetInfo, DataSplits
     from harness.config import EvalConfig
-    from harness.protocols import evaluate
 
     monkeypatch.delenv("HARNESS_FID_WEIGHTS", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))

@@ -1,4 +1,6 @@
-"""harness.protocols with tiny hand-checkable models (no dependency on the autoencoder plugin)."""
+"""The built-in protocols (harness_plugins.protocols) and the host's evaluation runner
+(harness.evaluation), with tiny hand-checkable models (no dependency on the autoencoder
+plugin)."""
 
 from __future__ import annotations
 
@@ -8,22 +10,23 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from harness_plugins.protocols.paper import (
+    Codes,
+    Interpolation,
+    InterpolationConfig,
+    RandomGeneration,
+    RandomGenerationConfig,
+    Reconstruction,
+    interpolate_codes,
+    interpolation_pairs,
+)
+from harness_plugins.protocols.paper import reconstruction_error as _rec
 from torch.utils.data import TensorDataset
 
-from harness.api import DatasetInfo, DataSplits
+from harness.api import DatasetInfo, DataSplits, EvalContext
 from harness.config import EvalConfig
-from harness.errors import ConfigError, HarnessError
-from harness.protocols import (
-    build_metrics,
-    encode_dataset,
-    evaluate,
-    interpolate_codes,
-    interpolation_images,
-    interpolation_pairs,
-    random_generation_images,
-    reconstruction_error,
-    save_image_grid,
-)
+from harness.errors import HarnessError
+from harness.evaluation import build_metrics, evaluate, save_image_grid
 from harness.registry import Component, Registry
 
 SHAPE = (1, 4, 4)
@@ -85,6 +88,21 @@ def _splits(n_train: int = 60, n_test: int = 4, seed: int = 0,
     return DataSplits(info=info, train=train, test=test)
 
 
+def _ctx(model: Any, splits: DataSplits, seed: int = 0, batch_size: int = 256) -> EvalContext:
+    return EvalContext(model, splits, seed=seed, batch_size=batch_size)
+
+
+def reconstruction_error(model: Any, test: Any, batch_size: int = 256) -> dict[str, float]:
+    info = DatasetInfo(name="toy", shape=SHAPE)
+    return _rec(_ctx(model, DataSplits(info, test, test), batch_size=batch_size), "test")
+
+
+def random_generation_images(model: Any, splits: DataSplits, *, seed: int, n_samples: int,
+                             gmm_components: int, batch_size: int) -> torch.Tensor:
+    protocol = RandomGeneration(RandomGenerationConfig(n_samples, gmm_components))
+    return protocol.run(_ctx(model, splits, seed, batch_size)).data
+
+
 # ------------------------------------------------------------------------ reconstruction
 def test_rec_of_identity_is_zero_and_of_zeros_is_hundred() -> None:
     splits = _splits()
@@ -111,12 +129,13 @@ def test_rec_is_the_whole_set_ratio_not_a_mean_of_batch_ratios() -> None:
 # ---------------------------------------------------------------------- random generation
 def test_gmm_sampling_is_deterministic_with_the_seed() -> None:
     splits, model = _splits(), LinearAE()
-    codes = encode_dataset(model, splits.train, batch_size=7)
+    codes = _ctx(model, splits, batch_size=7).encode_split("train")
     assert codes.shape == (60, 3)
-    kw = dict(n_samples=50, gmm_components=3, batch_size=16)
-    a = random_generation_images(model, codes, seed=1, **kw)
-    b = random_generation_images(model, codes, seed=1, **kw)
-    c = random_generation_images(model, codes, seed=2, **kw)
+    assert torch.allclose(codes, model.encode(splits.train.tensors[0]).detach())
+    kw: dict[str, Any] = dict(n_samples=50, gmm_components=3, batch_size=16)
+    a = random_generation_images(model, splits, seed=1, **kw)
+    b = random_generation_images(model, splits, seed=1, **kw)
+    c = random_generation_images(model, splits, seed=2, **kw)
     assert a.shape == (50, *SHAPE)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
@@ -130,7 +149,7 @@ def test_gmm_samples_follow_the_codes_distribution() -> None:
     # Codes from one Gaussian: the GMM samples have about the same mean and spread.
     g = torch.Generator().manual_seed(0)
     codes = torch.randn(2000, 2, generator=g) * torch.tensor([2.0, 0.5]) + torch.tensor([3.0, -1.0])
-    from harness.protocols import sample_codes
+    from harness_plugins.protocols.paper import sample_codes
 
     s = sample_codes(codes, 4000, n_components=1, seed=0)
     assert s.mean(0).tolist() == pytest.approx([3.0, -1.0], abs=0.1)
@@ -159,7 +178,8 @@ def test_interpolated_codes_are_interior_points_in_pair_major_order() -> None:
 
 def test_interpolation_images_count_and_values() -> None:
     splits, model = _splits(n_train=10), LinearAE(k=4)
-    imgs = interpolation_images(model, splits.train, n_pairs=7, n_interp=5, seed=0, batch_size=3)
+    imgs = Interpolation(InterpolationConfig(n_pairs=7, n_interp=5)).run(
+        _ctx(model, splits, seed=0, batch_size=3)).data
     assert imgs.shape == (7 * 5, *SHAPE)
     # with a linear model, the middle point (t = 1/2) of pair p decodes the mean of the pair
     a, b = interpolation_pairs(10, 7, seed=0)
@@ -196,9 +216,22 @@ class FakeMetric:
 
 
 def _cfg(**kw: Any) -> EvalConfig:
-    base = dict(n_samples=30, n_pairs=4, n_interp=5, gmm_components=2, batch_size=8)
-    base.update(kw)
-    return EvalConfig(**base)
+    return EvalConfig(batch_size=8, **kw)
+
+
+def _protocols(*names: str) -> list[tuple[str, Any]]:
+    built = {
+        "reconstruction": Reconstruction(),
+        "codes": Codes(),
+        "random_generation": RandomGeneration(RandomGenerationConfig(30, 2)),
+        "interpolation": Interpolation(InterpolationConfig(4, 5)),
+    }
+    return [(n, built[n]) for n in (names or ("reconstruction", "random_generation",
+                                              "interpolation"))]
+
+
+def _named(*metrics: FakeMetric) -> list[tuple[str, Any]]:
+    return [(m.name, m) for m in metrics]
 
 
 def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,8 +242,8 @@ def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[
                         fail=HarnessError("weights missing: see docs"))  # fmt: skip
     seen: dict[str, tuple[int, ...]] = {}
     model.train()
-    records = evaluate(model, splits, _cfg(), seed=5, metrics=[both, skipped, broken],
-                       progress=False,
+    records = evaluate(model, splits, _cfg(), seed=5, protocols=_protocols(),
+                       metrics=_named(both, skipped, broken), progress=False,
                        on_images=lambda p, im, nrow: seen.__setitem__(p, tuple(im.shape)))
     assert model.training  # mode restored
     by = {(r["protocol"], r["metric"]): r for r in records}
@@ -222,7 +255,7 @@ def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[
     assert skipped.calls == []
     err = by["interpolation", "broken"]
     assert err["value"] is None and err["error"] == "weights missing: see docs"
-    assert "metric 'broken' failed in interpolation" in capsys.readouterr().err
+    assert "metric 'broken' not computed: weights missing" in capsys.readouterr().err
     for r in records:
         st = r["stamp"]
         assert st["protocol_version"] == 1 and st["seed"] == 5 and st["dataset"] == "toy"
@@ -240,27 +273,47 @@ def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[
                     "interpolation": (20, *SHAPE)}  # fmt: skip
 
 
+def test_a_failing_metric_is_reported_once_however_many_protocols_it_fails_in(
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    broken = FakeMetric("broken2", ("random_generation", "interpolation"),
+                        fail=HarnessError("not computed: get the weights from X"))
+    recs = evaluate(LinearAE(), _splits(), _cfg(), seed=0, protocols=_protocols(),
+                    metrics=_named(broken), progress=False)
+    assert [r["value"] for r in recs if r["metric"] == "broken2"] == [None, None]
+    assert capsys.readouterr().err.count("get the weights from X") == 1
+
+
 def test_evaluate_is_reproducible_and_protocols_are_selectable() -> None:
     splits = _splits()
     m1 = FakeMetric("count", ("random_generation",))
-    cfg = _cfg(protocols=["reconstruction"])
-    recs = evaluate(LinearAE(), splits, cfg, seed=0, metrics=[m1], progress=False)
+    recs = evaluate(LinearAE(), splits, _cfg(), seed=0, protocols=_protocols("reconstruction"),
+                    metrics=_named(m1), progress=False)
     assert [r["protocol"] for r in recs] == ["reconstruction"] and m1.calls == []
     images: list[torch.Tensor] = []
     for _ in range(2):
-        evaluate(LinearAE(), splits, _cfg(protocols=["random_generation"]), seed=0,
+        evaluate(LinearAE(), splits, _cfg(), seed=0, protocols=_protocols("random_generation"),
                  metrics=[], progress=False,
                  on_images=lambda p, im, nrow: images.append(im))  # fmt: skip
     assert torch.equal(images[0], images[1])
-    with pytest.raises(ConfigError, match="unknown protocol"):
-        evaluate(LinearAE(), splits, _cfg(protocols=["reconstrction"]), seed=0, metrics=[])
+
+
+def test_metrics_score_protocols_by_kind_or_by_name() -> None:
+    by_kind = FakeMetric("by-kind", ())
+    by_kind.inputs = ("samples",)  # type: ignore[attr-defined]
+    by_name = FakeMetric("by-name", ("interpolation",))
+    recs = evaluate(LinearAE(), _splits(), _cfg(), seed=0, protocols=_protocols(),
+                    metrics=_named(by_kind, by_name), progress=False)
+    scored = sorted((r["protocol"], r["metric"]) for r in recs if r["source"] != "protocol")
+    assert scored == [("interpolation", "by-kind"), ("interpolation", "by-name"),
+                      ("random_generation", "by-kind")]
 
 
 def test_unexpected_metric_exception_is_recorded_with_its_type(
         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     bad = FakeMetric("bad", ("random_generation",), fail=ValueError("boom"))
-    recs = evaluate(LinearAE(), _splits(), _cfg(protocols=["random_generation"]), seed=0,
-                    metrics=[bad], progress=False)  # fmt: skip
+    recs = evaluate(LinearAE(), _splits(), _cfg(), seed=0,
+                    protocols=_protocols("random_generation"), metrics=_named(bad),
+                    progress=False)  # fmt: skip
     assert recs[0]["error"] == "ValueError: boom" and recs[0]["value"] is None
 
 
@@ -268,8 +321,9 @@ def test_codes_metrics_get_training_codes_and_detect_planted_collapse() -> None:
     from harness_plugins.metrics.collapse import Collapse
 
     splits = _splits()
-    recs = evaluate(LinearAE(k=5, zero_dims=2), splits, _cfg(protocols=["codes"]), seed=0,
-                    metrics=[Collapse()], progress=False)  # fmt: skip
+    recs = evaluate(LinearAE(k=5, zero_dims=2), splits, _cfg(), seed=0,
+                    protocols=_protocols("codes"), metrics=[("collapse", Collapse())],
+                    progress=False)  # fmt: skip
     by = {r["metric"]: r for r in recs}
     assert by["collapsed_dims"]["value"] == 2 and by["active_dims"]["value"] == 3
     assert by["collapsed_dims"]["protocol"] == "codes"
@@ -279,27 +333,42 @@ def test_codes_metrics_get_training_codes_and_detect_planted_collapse() -> None:
 
 
 def test_metric_selection_and_options_from_the_eval_section() -> None:
+    from dataclasses import dataclass
+
     registry = Registry("metric")
 
-    def fid_like(feature_extractor: str = "x", n_reference: int | None = None,
-                 progress: bool = False) -> Any:  # fmt: skip
-        m = FakeMetric("fid-like", ("random_generation",))
-        m.options = (feature_extractor, n_reference, progress)  # type: ignore[attr-defined]
-        return m
+    @dataclass
+    class FidLikeConfig:
+        feature_extractor: str = "x"
+        n_reference: int | None = None
 
-    registry.add(Component("metric", "fid-like", fid_like, "", "test"))
+    class FidLike(FakeMetric):
+        Config = FidLikeConfig
+
+        def __init__(self, config: FidLikeConfig, progress: bool = False) -> None:
+            super().__init__("fid-like", ("random_generation",))
+            self.options = (config.feature_extractor, config.n_reference, progress)
+
+    registry.add(Component("metric", "fid-like", FidLike, "", "test"))
     registry.add(Component("metric", "other", lambda: FakeMetric("other", ()), "", "test"))
 
     class Host:
         def registry(self, kind: str) -> Registry:
             return registry
 
-    cfg = EvalConfig(feature_extractor="domain", n_reference=123)
+        def get(self, kind: str, name: str) -> Component:
+            return registry.get(name)
+
+    from harness.config import Schema, build_eval
+
+    cfg = build_eval({"fid-like": {"feature_extractor": "domain", "n_reference": "123"}},
+                     Schema(Host()))
+    assert cfg.metrics == ["fid-like", "other"]
     built = build_metrics(cfg, host=Host(), progress=True)
-    assert [m.name for m in built] == ["fid-like", "other"]
-    assert built[0].options == ("domain", 123, True)
+    assert [name for name, _ in built] == ["fid-like", "other"]
+    assert built[0][1].options == ("domain", 123, True)
     only = build_metrics(EvalConfig(metrics=["other"]), host=Host())
-    assert [m.name for m in only] == ["other"]
+    assert [name for name, _ in only] == ["other"]
     from harness.errors import UnknownComponent
 
     with pytest.raises(UnknownComponent, match="did you mean 'other'"):

@@ -36,4 +36,5 @@ DATASETS = (
 def register_datasets(register: Any) -> None:
     """Register the built-in datasets (lazily: nothing heavy is imported here)."""
     for name, target, description in DATASETS:
-        register(name, f"{_PACKAGE}.{target}", description)
+        # bumps is the default: generated, so `harness run --model vrrae` works offline
+        register(name, f"{_PACKAGE}.{target}", description, default=name == "bumps")

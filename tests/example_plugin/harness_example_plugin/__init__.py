@@ -1,4 +1,4 @@
-"""An example harness plugin: one model and one metric.
+"""An example harness plugin: one model, one evaluation protocol and one metric.
 
 The factories are ``"module:attribute"`` strings, so importing this module (which the harness
 does for every command, ``harness models`` included) does not import torch; the harness
@@ -18,6 +18,15 @@ def register_models(register: Any) -> None:
         "tiny-ae",
         "harness_example_plugin.model:TinyAE",
         "Two-layer MLP autoencoder (example plugin)",
+    )
+
+
+@hookimpl
+def register_protocols(register: Any) -> None:
+    register(
+        "latent-traversal",
+        "harness_example_plugin.protocol:LatentTraversal",
+        "Decode walks along each bottleneck dimension (example plugin)",
     )
 
 

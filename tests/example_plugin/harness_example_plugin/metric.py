@@ -14,7 +14,7 @@ class MeanIntensity:
 
     name = "mean-intensity"
     higher_is_better = False
-    protocols = ("random_generation", "interpolation")
+    inputs = ("samples",)  # generated images, whichever protocol made them
 
     def applies(self, info: DatasetInfo) -> bool:
         return True

@@ -1,0 +1,192 @@
+"""Evaluation: run the selected protocols on a trained model and score their data with the
+selected metrics; return the records of ``metrics.json``.
+
+The host knows no protocol or metric by name: both are components registered by plugins
+(``register_protocols``, ``register_metrics``), each built from its own ``eval.<name>``
+options (see :class:`harness.config.EvalConfig`). For every protocol, in the order of
+``eval.protocols``:
+
+1. ``protocol.run(ctx)`` returns a :class:`harness.api.ProtocolOutput`: its own values
+   (one record each), the data for metrics, a stamp and a preview for the PNG grid;
+2. every metric that scores it (the protocol's ``kind`` is in ``metric.inputs``, or its name
+   in ``metric.protocols``) and applies to the dataset gets the data and the reference split.
+
+Every record carries a ``stamp``: the protocol's version, seed, dataset and image size, the
+protocol's own stamp and the metric's, i.e. everything that defines the number; two numbers
+are comparable exactly when their stamps agree. Provenance (cache hits, paths, timings)
+goes in ``details``. A metric that raises gets a record with ``"value": null`` and its
+``"error"``, printed once per process however many protocols it fails in, and the rest of the
+evaluation goes on. A protocol that raises stops the evaluation (its error is the run's).
+
+Evaluation runs on **one process** (the main one): nothing here all-reduces, so it cannot
+hang waiting for processes that are not evaluating.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .api import DataSplits, EvalContext
+from .atomic import atomic_path
+from .config import EvalConfig
+from .errors import HarnessError
+
+#: error messages already printed during this process's evaluations (say a long one once)
+_WARNED: set[str] = set()
+
+#: ``on_images(protocol, images, nrow)``: preview images for the run directory's PNG grids
+ImageCallback = Callable[[str, Any, int], None]
+
+__all__ = ["build_metrics", "build_protocols", "evaluate", "save_image_grid"]
+
+
+def _host(host: Any) -> Any:
+    if host is None:
+        from .plugins import get_host
+
+        host = get_host()
+    return host
+
+
+def _instantiate(factory: Any, options: Any, progress: bool) -> Any:
+    kwargs: dict[str, Any] = {}
+    try:
+        if "progress" in inspect.signature(factory).parameters:
+            kwargs["progress"] = progress
+    except (TypeError, ValueError):  # builtins without a signature
+        pass
+    return factory(options, **kwargs) if options is not None else factory(**kwargs)
+
+
+def build_protocols(eval_cfg: EvalConfig, *, host: Any = None) -> list[tuple[str, Any]]:
+    """``(name, protocol)`` for every protocol of ``eval.protocols``, built from its options."""
+    host = _host(host)
+    return [(name, _instantiate(host.get("protocol", name).load(), eval_cfg.options(name),
+                                False)) for name in eval_cfg.protocols]
+
+
+def build_metrics(eval_cfg: EvalConfig, *, host: Any = None,
+                  progress: bool = False) -> list[tuple[str, Any]]:
+    """``(name, metric)`` for every metric of ``eval.metrics``, built from its options.
+    Configuration errors raise here, before any work is done."""
+    host = _host(host)
+    return [(name, _instantiate(host.get("metric", name).load(), eval_cfg.options(name),
+                                progress)) for name in eval_cfg.metrics]
+
+
+def _scores(metric: Any, protocol_name: str, protocol: Any) -> bool:
+    return (getattr(protocol, "kind", None) in tuple(getattr(metric, "inputs", ()))
+            or protocol_name in tuple(getattr(metric, "protocols", ())))
+
+
+def _applies(metric: Any, info: Any) -> bool:
+    check = getattr(metric, "applies", None)
+    return bool(check(info)) if callable(check) else True
+
+
+def _optional(obj: Any, method: str) -> dict[str, Any]:
+    fn = getattr(obj, method, None)
+    return dict(fn()) if callable(fn) else {}
+
+
+def evaluate(
+    model: Any,
+    splits: DataSplits,
+    eval_cfg: EvalConfig,
+    *,
+    seed: int,
+    host: Any = None,
+    protocols: list[tuple[str, Any]] | None = None,
+    metrics: list[tuple[str, Any]] | None = None,
+    device: Any = None,
+    progress: bool = True,
+    on_images: ImageCallback | None = None,
+) -> list[dict[str, Any]]:
+    """Run the protocols of ``eval_cfg`` on a trained ``model``; return metrics.json records.
+
+    ``protocols`` / ``metrics``: already built ``(name, object)`` pairs (None: built from
+    ``eval_cfg``). ``on_images(protocol, images, nrow)`` receives each protocol's preview.
+    """
+    if protocols is None:
+        protocols = build_protocols(eval_cfg, host=host)
+    if metrics is None:
+        metrics = build_metrics(eval_cfg, host=host, progress=progress)
+    info = splits.info
+    ctx = EvalContext(model, splits, seed=seed, batch_size=eval_cfg.batch_size, device=device,
+                      progress=progress)
+    was_training = bool(getattr(model, "training", False))
+    if hasattr(model, "eval"):
+        model.eval()
+    records: list[dict[str, Any]] = []
+    try:
+        for name, protocol in protocols:
+            scorers = [(m_name, m) for m_name, m in metrics
+                       if _scores(m, name, protocol) and _applies(m, info)]
+            ctx.needs_data = bool(scorers)
+            start = time.perf_counter()
+            out = protocol.run(ctx)
+            elapsed = time.perf_counter() - start
+            stamp = {"protocol_version": int(getattr(protocol, "version", 1)), "seed": seed,
+                     "dataset": info.name, "image_size": list(info.shape), **out.stamp}
+            for key, value in out.values.items():
+                records.append({
+                    "protocol": name, "metric": key, "value": value, "split": out.split,
+                    "source": "protocol", "higher_is_better": out.higher_is_better,
+                    "stamp": dict(stamp), "details": {**out.details, "seconds": elapsed},
+                })  # fmt: skip
+            if on_images is not None and out.preview is not None:
+                on_images(name, out.preview, out.preview_nrow)
+            if out.data is not None:
+                reference = ctx.split("train" if out.split == "test" else out.split)
+                for m_name, metric in scorers:
+                    records += _score(name, out.data, m_name, metric, reference, splits, stamp,
+                                      device, progress)
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    return records
+
+
+def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, splits: DataSplits,
+           stamp: dict[str, Any], device: Any, progress: bool) -> list[dict[str, Any]]:
+    start = time.perf_counter()
+    try:
+        result = metric(data, reference, splits.info, device=device)
+    except Exception as exc:  # one failing metric must not lose the others
+        message = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
+        if message not in _WARNED:
+            _WARNED.add(message)
+            print(f"warning: metric '{name}' not computed: {message}", file=sys.stderr)
+            if not isinstance(exc, HarnessError):
+                traceback.print_exc(file=sys.stderr)
+        return [{"protocol": protocol, "metric": name, "value": None, "error": message,
+                 "split": "train", "source": name, "stamp": dict(stamp)}]
+    extra, details = _optional(metric, "stamp"), _optional(metric, "details")
+    elapsed = time.perf_counter() - start
+    if progress:
+        shown = {k: v for k, v in result.items() if not isinstance(v, list)}
+        print(f"[eval] {protocol}: {name} = {shown} ({elapsed:.1f} s)", file=sys.stderr,
+              flush=True)
+    return [{
+        "protocol": protocol, "metric": key, "value": value, "split": "train", "source": name,
+        "higher_is_better": bool(getattr(metric, "higher_is_better", False)),
+        "stamp": {**stamp, **extra}, "details": {**details, "seconds": elapsed},
+    } for key, value in result.items()]  # fmt: skip
+
+
+def save_image_grid(images: Any, path: str | os.PathLike[str], nrow: int = 8) -> Path:
+    """Write images (N, C, H, W) as one PNG grid, clamped to [0, 1], atomically."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_image(images.detach().float().cpu().clamp(0, 1), tmp, nrow=nrow, padding=2,
+                   format="png")
+    return path

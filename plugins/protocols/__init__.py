@@ -1,0 +1,31 @@
+"""Built-in protocols plugin: the evaluation protocols of the paper (section 3).
+
+Registered through the same ``register_protocols`` hook and entry-point group a third-party
+plugin uses, with lazy ``"module:attr"`` factories: importing this module does not import
+torch. ``default=True``: these run when ``eval.protocols`` is empty (the default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness import hookimpl
+
+PROTOCOLS = (
+    ("reconstruction", "Reconstruction",
+     "rec error 100*||X_hat-X||_F/||X||_F over the whole test split (stored basis, z = mu)"),
+    ("codes", "Codes",
+     "the training set's bottleneck codes, for diagnostics such as posterior collapse"),
+    ("random_generation", "RandomGeneration",
+     "decode samples of a Gaussian mixture fitted on the training codes (eval."
+     "random_generation.n_samples, .gmm_components)"),
+    ("interpolation", "Interpolation",
+     "decode linear interpolations between the codes of seeded random training pairs "
+     "(eval.interpolation.n_pairs, .n_interp interior points)"),
+)
+
+
+@hookimpl
+def register_protocols(register: Any) -> None:
+    for name, attr, description in PROTOCOLS:
+        register(name, f"harness_plugins.protocols.paper:{attr}", description, default=True)

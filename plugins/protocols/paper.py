@@ -1,0 +1,238 @@
+"""The paper's evaluation protocols (section 3) as components of the harness.
+
+* **reconstruction** — rec error of SPEC on the test split,
+  ``100 * ||X_hat - X||_F / ||X||_F`` over the *whole* split, accumulated as two float64
+  sums (not a mean of per-batch ratios; that one goes in ``details`` as
+  ``rec_error_percent_batch_mean``, for comparison only), with ``model.reconstruct`` (eval
+  mode: the stored basis for the rrae family, z = mu for variational models).
+* **codes** — the (N, k) bottleneck codes of the training set (``model.encode``), for
+  metrics taking codes (e.g. ``collapse``). Shared with random generation: the evaluation
+  context encodes the training set once.
+* **random_generation** — fit a scikit-learn ``GaussianMixture`` (full covariance,
+  ``random_state=seed``) on the training codes, sample ``n_samples`` codes, shuffle them
+  (sklearn returns them grouped by component) and decode.
+* **interpolation** — ``n_pairs`` seeded random pairs of distinct training images, linear
+  interpolation of their codes at ``t = i / (n_interp + 1)``, ``i = 1..n_interp`` (interior
+  points only, endpoints excluded), decode.
+
+Each protocol's ``Config`` is its ``eval.<name>`` section; its ``stamp`` holds everything
+that defines its numbers, so two numbers are comparable exactly when their stamps agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.api import EvalContext, ProtocolOutput
+from harness.errors import ConfigError, HarnessError
+
+SAMPLER = "sklearn.mixture.GaussianMixture(full)"
+N_PREVIEW = 64
+
+__all__ = [
+    "Codes", "Interpolation", "RandomGeneration", "Reconstruction", "fit_gmm",
+    "interpolate_codes", "interpolation_pairs", "reconstruction_error", "sample_codes",
+]
+
+
+def _positive(section: str, **values: int) -> None:
+    for key, value in values.items():
+        if value < 1:
+            raise ConfigError(f"eval.{section}.{key} must be a positive integer, got {value}")
+
+
+# ----------------------------------------------------------------------------- reconstruction
+@torch.no_grad()
+def reconstruction_error(ctx: EvalContext, split: str = "test") -> dict[str, float]:
+    """rec over a whole split: ``100 * sqrt(sum ||X_hat - X||^2 / sum ||X||^2)``.
+
+    Also returns the mean of per-batch rec (batches of ``ctx.batch_size``), which depends on
+    the batch size and is given only for comparison with code that reports it.
+    """
+    err_sq = ref_sq = 0.0
+    batch_ratios: list[float] = []
+    n = 0
+    for x in ctx.batches(ctx.split(split)):
+        x_hat = ctx.model.reconstruct(x.to(ctx.device)).detach().to("cpu", torch.float64)
+        x64 = x.to(torch.float64)
+        e, r = float(((x_hat - x64) ** 2).sum()), float((x64**2).sum())
+        err_sq, ref_sq = err_sq + e, ref_sq + r
+        batch_ratios.append(100.0 * (e / r) ** 0.5 if r > 0 else float("nan"))
+        n += int(x.shape[0])
+    if n == 0:
+        raise HarnessError(f"the {split} split is empty: nothing to reconstruct")
+    if ref_sq == 0.0:
+        raise HarnessError(f"the {split} images are all zero: the relative error is undefined")
+    return {"rec_error_percent": 100.0 * (err_sq / ref_sq) ** 0.5,
+            "rec_error_percent_batch_mean": float(np.mean(batch_ratios)), "n_images": float(n)}
+
+
+@dataclass
+class ReconstructionConfig:
+    """``eval.reconstruction``: no options; the split is the test split."""
+
+
+class Reconstruction:
+    kind = "reconstructions"
+    version = 1
+    Config = ReconstructionConfig
+
+    def __init__(self, config: ReconstructionConfig | None = None) -> None:
+        self.config = config or ReconstructionConfig()
+
+    def run(self, ctx: EvalContext) -> ProtocolOutput:
+        rec = reconstruction_error(ctx, "test")
+        test = ctx.split("test")
+        x = next(iter(ctx.batches(test, 32)))
+        x_hat = ctx.reconstruct(x)
+        # originals and reconstructions in alternating rows of 8
+        preview = torch.cat([t for i in range(0, x.shape[0], 8)
+                             for t in (x[i : i + 8], x_hat[i : i + 8])])
+        data = torch.cat([ctx.reconstruct(b) for b in ctx.batches(test)]) if ctx.needs_data \
+            else None
+        ctx.log(f"reconstruction: rec {rec['rec_error_percent']:.3f}%")
+        return ProtocolOutput(
+            data=data, split="test", preview=preview, preview_nrow=8,
+            values={"rec_error_percent": rec["rec_error_percent"]},
+            stamp={"split": "test", "n_images": int(rec["n_images"]),
+                   "method": "model.reconstruct",
+                   "formula": "100*||X_hat-X||_F/||X||_F over the whole split"},
+            # for comparison only: depends on the batch size (eval.batch_size)
+            details={"rec_error_percent_batch_mean": rec["rec_error_percent_batch_mean"],
+                     "batch_size": ctx.batch_size},
+        )
+
+
+# ------------------------------------------------------------------------------------ codes
+@dataclass
+class CodesConfig:
+    """``eval.codes``: no options; the codes of the whole training set."""
+
+
+class Codes:
+    kind = "codes"
+    version = 1
+    Config = CodesConfig
+
+    def __init__(self, config: CodesConfig | None = None) -> None:
+        self.config = config or CodesConfig()
+
+    def run(self, ctx: EvalContext) -> ProtocolOutput:
+        codes = ctx.encode_split("train")
+        ctx.log(f"encoded {codes.shape[0]} training images to k={codes.shape[1]}")
+        return ProtocolOutput(data=codes, split="train", stamp={
+            "codes": "model.encode(train)", "n_codes": int(codes.shape[0]),
+            "k": int(codes.shape[1])})
+
+
+# -------------------------------------------------------------------------- random generation
+def fit_gmm(codes: torch.Tensor, n_components: int, seed: int) -> Any:
+    """scikit-learn GaussianMixture (full covariance) fitted on the codes, seeded. Refuses
+    more components than codes (sklearn would fail with a less helpful message)."""
+    from sklearn.mixture import GaussianMixture
+
+    if n_components > codes.shape[0]:
+        raise ConfigError(f"eval.random_generation.gmm_components={n_components} is more than "
+                          f"the {codes.shape[0]} training codes; lower it")
+    gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed)
+    gmm.fit(codes.double().numpy())
+    return gmm
+
+
+def sample_codes(codes: torch.Tensor, n_samples: int, n_components: int, seed: int) -> torch.Tensor:
+    """Fit the GMM on ``codes`` and draw ``n_samples`` codes, shuffled with ``seed``."""
+    gmm = fit_gmm(codes, n_components, seed)
+    samples, _ = gmm.sample(n_samples)
+    order = np.random.default_rng(seed).permutation(n_samples)
+    return torch.from_numpy(samples[order]).float()
+
+
+@dataclass
+class RandomGenerationConfig:
+    """``eval.random_generation``: samples decoded (the paper: 1250) and mixture size."""
+
+    n_samples: int = 1250
+    gmm_components: int = 10
+
+    def __post_init__(self) -> None:
+        _positive("random_generation", n_samples=self.n_samples,
+                  gmm_components=self.gmm_components)
+
+
+class RandomGeneration:
+    kind = "samples"
+    version = 1
+    Config = RandomGenerationConfig
+
+    def __init__(self, config: RandomGenerationConfig | None = None) -> None:
+        self.config = config or RandomGenerationConfig()
+
+    def run(self, ctx: EvalContext) -> ProtocolOutput:
+        cfg = self.config
+        codes = ctx.encode_split("train")
+        images = ctx.decode(sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed))
+        ctx.log(f"random_generation: {images.shape[0]} images")
+        return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8, stamp={
+            "n_samples": cfg.n_samples, "gmm_components": cfg.gmm_components,
+            "sampler": SAMPLER, "codes": "model.encode(train)", "reference": "train"})
+
+
+# ------------------------------------------------------------------------------ interpolation
+def interpolation_pairs(n: int, n_pairs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_pairs`` seeded random pairs ``(a, b)`` of distinct indices in ``range(n)``."""
+    if n < 2:
+        raise HarnessError(f"interpolation needs at least 2 training images, got {n}")
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randint(0, n, (n_pairs,), generator=gen)
+    b = torch.randint(0, n - 1, (n_pairs,), generator=gen)
+    b = b + (b >= a).long()  # uniform over the other n - 1 indices
+    return a, b
+
+
+def interpolate_codes(za: torch.Tensor, zb: torch.Tensor, n_interp: int) -> torch.Tensor:
+    """Interior points ``(1 - t) za + t zb``, ``t = i / (n_interp + 1)``, pair-major order:
+    rows ``p * n_interp + (i - 1)``."""
+    t = torch.arange(1, n_interp + 1, dtype=za.dtype) / (n_interp + 1)
+    points = za[:, None, :] * (1 - t)[None, :, None] + zb[:, None, :] * t[None, :, None]
+    return points.reshape(-1, za.shape[1])
+
+
+@dataclass
+class InterpolationConfig:
+    """``eval.interpolation``: pairs of training images, interior points per pair."""
+
+    n_pairs: int = 250
+    n_interp: int = 5
+
+    def __post_init__(self) -> None:
+        _positive("interpolation", n_pairs=self.n_pairs, n_interp=self.n_interp)
+
+
+class Interpolation:
+    kind = "samples"
+    version = 1
+    Config = InterpolationConfig
+
+    def __init__(self, config: InterpolationConfig | None = None) -> None:
+        self.config = config or InterpolationConfig()
+
+    def run(self, ctx: EvalContext) -> ProtocolOutput:
+        cfg = self.config
+        train = ctx.split("train")
+        a, b = interpolation_pairs(len(train), cfg.n_pairs, ctx.seed)  # type: ignore[arg-type]
+        codes = ctx.encode(ctx.images(train, torch.cat([a, b]).tolist()))
+        za, zb = codes[: cfg.n_pairs], codes[cfg.n_pairs :]
+        images = ctx.decode(interpolate_codes(za, zb, cfg.n_interp))
+        ctx.log(f"interpolation: {images.shape[0]} images")
+        per_row = cfg.n_interp
+        return ProtocolOutput(
+            data=images, preview=images[: per_row * max(1, N_PREVIEW // per_row)],
+            preview_nrow=per_row, stamp={
+                "n_pairs": cfg.n_pairs, "n_interp": cfg.n_interp,
+                "t": "i/(n_interp+1), i=1..n_interp (interior points)",
+                "pairs": "seeded random pairs of distinct training images",
+                "reference": "train"})
