@@ -31,12 +31,15 @@ def stamp_key(record: dict[str, Any]) -> str:
 
 
 def config_key(run_dir: str | Path) -> str:
-    """A short hash of the run's saved configuration without its seed ("" if none saved)."""
+    """A short hash of the run's saved configuration without its seed and its ``eval``
+    section ("" if none saved): evaluation settings that differ show as different protocol
+    stamps (columns), not as different rows."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return ""
     data = load_toml(path)
     data.get("run", {}).pop("seed", None)
+    data.pop("eval", None)
     blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 

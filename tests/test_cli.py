@@ -125,6 +125,26 @@ def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
             if r["protocol"] == "reconstruction"]
     assert rec3[0]["value"] == pytest.approx(rec[0]["value"], rel=1e-5)
 
+    # `evaluate --set` with a bad value changes nothing; a good one keeps the old metrics.
+    before = {n: (out / n).read_bytes()
+              for n in ("config.toml", "metrics.json", "metrics.prev.json")}
+    for bad in ("eval.interpolation.n_pairs=0", 'eval.protocols=["bogus"]', "eval.batch_size=0",
+                "eval.n_pairs=5", "eval.random_generation.gmm_components=0"):
+        code, _, err = run_cli(["evaluate", str(out), "--set", bad], capsys)
+        assert code == 2 and err.startswith("Error: ") and "Traceback" not in err, (bad, err)
+        assert {n: (out / n).read_bytes() for n in before} == before, bad
+    code, _, err = run_cli(["evaluate", str(out), "--set", "eval.interpolation.n_pairs=3"],
+                           capsys)
+    assert code == 0, err
+    assert (out / "metrics.prev.json").read_bytes() == before["metrics.json"]
+    assert tomllib.loads((out / "config.toml").read_text())["eval"]["interpolation"][
+        "n_pairs"] == 3
+    code, _, err = run_cli(["evaluate", str(out)], capsys)  # and plain evaluate still works
+    assert code == 0, err
+    stamps = {r["stamp"]["n_pairs"] for r in json.loads((out / "metrics.json").read_text())[
+        "results"] if r["protocol"] == "interpolation"}
+    assert stamps == {3}
+
     # The run directory cannot be overwritten by accident.
     code, _, err = run_cli(["run", "--model", "vrrae", "--out", str(out)], capsys)
     assert code == 2 and "already holds a run" in err
