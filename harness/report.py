@@ -23,10 +23,13 @@ from .config import load_toml
 from .runs import CONFIG_FILE, read_metrics
 
 
+def _stamp(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (record.get("stamp") or {}).items() if k != "seed"}
+
+
 def stamp_key(record: dict[str, Any]) -> str:
     """A short hash of the record's protocol stamp, ignoring the seed."""
-    stamp = {k: v for k, v in (record.get("stamp") or {}).items() if k != "seed"}
-    blob = json.dumps(stamp, sort_keys=True, default=str)
+    blob = json.dumps(_stamp(record), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
@@ -47,6 +50,7 @@ def config_key(run_dir: str | Path) -> str:
 def collect(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
     """Rows: one per (model, dataset, config, protocol, metric, stamp): mean, std, n, seeds."""
     groups: dict[tuple[str, ...], list[tuple[int, float]]] = defaultdict(list)
+    stamps: dict[str, dict[str, Any]] = {}
     for run_dir in run_dirs:
         doc = read_metrics(run_dir)
         run = doc.get("run", {})
@@ -57,6 +61,7 @@ def collect(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
                 continue
             key = (run.get("model", "?"), run.get("dataset", "?"), cfg,
                    rec.get("protocol", "?"), rec.get("metric", "?"), stamp_key(rec))
+            stamps[key[-1]] = _stamp(rec)
             groups[key].append((int(run.get("seed", 0)), float(value)))
     rows = []
     for (model, dataset, cfg, protocol, metric, stamp), values in sorted(groups.items()):
@@ -67,7 +72,7 @@ def collect(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
             "model": model, "dataset": dataset, "config": cfg, "protocol": protocol,
             "metric": metric,
             "stamp": stamp, "mean": mean, "std": std, "n": len(xs),
-            "seeds": sorted(s for s, _ in values),
+            "seeds": sorted(s for s, _ in values), "stamp_values": stamps[stamp],
         })
     return rows
 
@@ -103,14 +108,38 @@ def to_markdown(rows: list[dict[str, Any]], digits: int = 2) -> str:
     for (model, dataset), cells in sorted(table.items()):
         lines.append(f"| {model} | {dataset} | "
                      + " | ".join(cells.get(c, "") for c in columns) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + legend(rows)) + "\n"
+
+
+def legend(rows: list[dict[str, Any]]) -> list[str]:
+    """For every metric split over several columns, what differs between their stamps:
+    ``[1a2b3c4d] n_samples=1250`` rather than a bare hash."""
+    by_metric: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        by_metric[(row["protocol"], row["metric"])][row["stamp"]] = row.get("stamp_values", {})
+    out: list[str] = []
+    for (protocol, metric), variants in sorted(by_metric.items()):
+        if len(variants) < 2:
+            continue
+        keys = sorted({k for v in variants.values() for k in v})
+        differing = [k for k in keys
+                     if len({json.dumps(v.get(k), sort_keys=True, default=str)
+                             for v in variants.values()}) > 1]
+        if not out:
+            out.append("")
+            out.append("Columns split by protocol stamp (what differs between them):")
+        out.append(f"- {protocol}/{metric}:")
+        for stamp, values in sorted(variants.items()):
+            shown = ", ".join(f"{k}={values.get(k, '(absent)')}" for k in differing)
+            out.append(f"  - [{stamp}] {shown}")
+    return out
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     fields = ["model", "dataset", "config", "protocol", "metric", "stamp", "mean", "std", "n",
               "seeds"]
-    writer = csv.DictWriter(out, fieldnames=fields)
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({**row, "seeds": " ".join(map(str, row["seeds"]))})

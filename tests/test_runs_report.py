@@ -84,7 +84,13 @@ def test_report_never_averages_different_protocols(tmp_path: Path) -> None:
     fids = [r for r in report.collect(dirs) if r["metric"] == "fid"]
     assert sorted(r["mean"] for r in fids) == [38.0, 50.0]
     assert all(r["n"] == 1 for r in fids)
-    assert "random_generation/fid [" in report.to_markdown(report.collect(dirs))
+    md = report.to_markdown(report.collect(dirs))
+    assert "random_generation/fid [" in md
+    # a legend says what differs between the two columns, not only their hashes
+    legend = md[md.index("Columns split by protocol stamp"):]
+    assert "- random_generation/fid:" in legend
+    assert "n_samples=1250" in legend and "n_samples=100" in legend
+    assert "rec_error_percent" not in legend  # one stamp, one column: no legend entry
 
 
 def test_report_never_averages_different_training_configs(tmp_path: Path) -> None:
