@@ -105,9 +105,12 @@ def metrics_cmd(as_json: bool) -> None:
 @click.option("--resume", is_flag=True,
               help="Continue the interrupted run in --out from its last checkpoint.")
 @click.option("--no-eval", is_flag=True, help="Train only; evaluate later with `harness evaluate`.")
+@click.option("--save-samples", is_flag=True,
+              help="Also export the scored images (.npz + PNG) and the metrics' reference "
+                   "statistics into RUN_DIR/samples/, to re-score them with other tools.")
 def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
             sets: tuple[str, ...], seed: int | None, out: str | None, resume: bool,
-            no_eval: bool) -> None:
+            no_eval: bool, save_samples: bool) -> None:
     """Train a model, evaluate it and write a run directory."""
     from . import runner
 
@@ -122,7 +125,8 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
             raise HarnessError(f"cannot resume: '{out}' holds no run (config.toml missing)")
     config = runner.resolve_config(model=model, dataset=dataset, config_file=config_file,
                                    sets=list(sets), seed=seed)
-    run_dir = runner.run_experiment(config, out, resume=resume, evaluate=not no_eval)
+    run_dir = runner.run_experiment(config, out, resume=resume, evaluate=not no_eval,
+                                    save_samples=save_samples)
     _print_summary(run_dir)
 
 
@@ -136,6 +140,19 @@ def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
 
     runner.evaluate_run(run_dir, list(sets))
     _print_summary(Path(run_dir))
+
+
+@cli.command(name="samples")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="eval.KEY=VALUE",
+              help="Override an eval setting for this export only.")
+def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
+    """Export what the protocols score (images as .npz + PNG, the metrics' reference
+    statistics) into RUN_DIR/samples/, without touching metrics.json."""
+    from . import runner, runs
+
+    runner.evaluate_run(run_dir, list(sets), save_samples=True, write_metrics=False)
+    click.echo(f"samples written to {Path(run_dir) / runs.SAMPLES_DIR}")
 
 
 @cli.command(name="report")

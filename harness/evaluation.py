@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import DataSplits, EvalContext
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_bytes
 from .config import EvalConfig
 from .errors import HarnessError
 
@@ -44,7 +44,7 @@ _WARNED: set[str] = set()
 #: ``on_images(protocol, images, nrow)``: preview images for the run directory's PNG grids
 ImageCallback = Callable[[str, Any, int], None]
 
-__all__ = ["build_metrics", "build_protocols", "evaluate", "save_image_grid"]
+__all__ = ["build_metrics", "build_protocols", "evaluate", "export_samples", "save_image_grid"]
 
 
 def _host(host: Any) -> Any:
@@ -108,11 +108,15 @@ def evaluate(
     device: Any = None,
     progress: bool = True,
     on_images: ImageCallback | None = None,
+    samples_dir: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the protocols of ``eval_cfg`` on a trained ``model``; return metrics.json records.
 
     ``protocols`` / ``metrics``: already built ``(name, object)`` pairs (None: built from
     ``eval_cfg``). ``on_images(protocol, images, nrow)`` receives each protocol's preview.
+    ``samples_dir``: also export what was scored there (:func:`export_samples`), and let every
+    metric with an ``export(directory)`` method write its reference data (e.g. FID's feature
+    statistics) into ``samples_dir/<metric>/``.
     """
     if protocols is None:
         protocols = build_protocols(eval_cfg, host=host)
@@ -129,7 +133,7 @@ def evaluate(
         for name, protocol in protocols:
             scorers = [(m_name, m) for m_name, m in metrics
                        if _scores(m, name, protocol) and _applies(m, info)]
-            ctx.needs_data = bool(scorers)
+            ctx.needs_data = bool(scorers) or samples_dir is not None
             start = time.perf_counter()
             out = protocol.run(ctx)
             elapsed = time.perf_counter() - start
@@ -143,15 +147,47 @@ def evaluate(
                 })  # fmt: skip
             if on_images is not None and out.preview is not None:
                 on_images(name, out.preview, out.preview_nrow)
+            if samples_dir is not None and out.data is not None and \
+                    getattr(protocol, "kind", "") != "codes":
+                export_samples(out.data, Path(samples_dir), name)
             if out.data is not None:
                 reference = ctx.split("train" if out.split == "test" else out.split)
                 for m_name, metric in scorers:
                     records += _score(name, out.data, m_name, metric, reference, splits, stamp,
                                       device, progress)
+        if samples_dir is not None:
+            for m_name, metric in metrics:
+                export = getattr(metric, "export", None)
+                if callable(export):
+                    export(Path(samples_dir) / m_name)
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
     return records
+
+
+def export_samples(images: Any, directory: Path, protocol: str) -> None:
+    """Write the images a protocol produced, as scored, for re-scoring with other tools:
+    ``<protocol>.npz`` (``images``: uint8 N×H×W×C, the layout pytorch-fid, torch-fidelity and
+    clean-fid read) and ``<protocol>/NNNNNN.png``. Images are clamped to [0, 1] and rounded to
+    8 bits, the quantisation every FID tool applies to image files."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    arr = arr.permute(0, 2, 3, 1).cpu().numpy()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=arr)
+    atomic_write_bytes(directory / f"{protocol}.npz", buffer.getvalue())
+    folder = directory / protocol
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(arr):
+        pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+        with atomic_path(folder / f"{i:06d}.png") as tmp:
+            pil.save(tmp, format="PNG")
 
 
 def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, splits: DataSplits,

@@ -42,7 +42,7 @@ def resolve_config(
 
 
 def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = False,
-                   evaluate: bool = True) -> Path:
+                   evaluate: bool = True, save_samples: bool = False) -> Path:
     """Train, evaluate and record one run; returns the run directory."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
@@ -90,7 +90,7 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
         training = {k: v for k, v in vars(result).items() if k != "model"}
         if evaluate:
             evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
-                           training=training)
+                           training=training, save_samples=save_samples)
         else:
             doc = runs.metrics_document(config, [], {"training": training})
             runs.atomic_write_json(run_dir / runs.METRICS_FILE, doc)
@@ -101,11 +101,14 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
 
 def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,
                    device: Any = None, training: dict[str, Any] | None = None,
-                   write_config: bool = False) -> dict[str, Any]:
+                   write_config: bool = False, save_samples: bool = False,
+                   write_metrics: bool = True) -> dict[str, Any]:
     """Run the protocols, then write metrics.json and the image grids; returns the metrics
     document. An earlier metrics.json is kept as metrics.prev.json. With ``write_config`` the
     run's config.toml is rewritten too, after the evaluation succeeded (``harness evaluate
-    --set``): a failed evaluation leaves config and metrics as they were."""
+    --set``): a failed evaluation leaves config and metrics as they were. ``save_samples``
+    exports what was scored into ``run_dir/samples/`` (see
+    :func:`harness.evaluation.export_samples`)."""
     from . import evaluation
 
     protocols = evaluation.build_protocols(config.eval, host=host)
@@ -119,6 +122,7 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     records = evaluation.evaluate(
         model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
         device=device, on_images=on_images,
+        samples_dir=run_dir / runs.SAMPLES_DIR if save_samples else None,
     )
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
@@ -126,6 +130,8 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     doc = runs.metrics_document(config, records, extra)
     for protocol, (images, nrow) in previews.items():
         evaluation.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow)
+    if not write_metrics:
+        return doc
     runs.write_metrics(run_dir, doc)
     if write_config:
         runs.write_config(run_dir, config)
@@ -149,10 +155,11 @@ def _override_eval(saved: dict[str, Any], changes: dict[str, Any], host: Host) -
     return out
 
 
-def evaluate_run(run_dir: str | Path, sets: list[str] | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
+                 save_samples: bool = False, write_metrics: bool = True) -> dict[str, Any]:
     """Re-evaluate a saved run, optionally with other ``eval`` settings. Everything is
     checked before any work; config.toml and metrics.json change only once the evaluation
-    has succeeded."""
+    has succeeded (never with ``write_metrics=False``: `harness samples`)."""
     run_dir = Path(run_dir)
     path = run_dir / runs.CONFIG_FILE
     if not path.is_file():
@@ -173,4 +180,5 @@ def evaluate_run(run_dir: str | Path, sets: list[str] | None = None) -> dict[str
         previous = runs.read_metrics(run_dir).get("training") or {}
     print(f"evaluating {run_dir} ({config.model} on {config.dataset})", file=sys.stderr)
     return evaluate_model(host, model, splits, config, run_dir, training=previous or None,
-                          write_config=bool(overrides))
+                          write_config=bool(overrides) and write_metrics,
+                          save_samples=save_samples, write_metrics=write_metrics)

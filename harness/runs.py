@@ -11,6 +11,7 @@ Layout::
       metrics.json       every value stamped with the protocol that produced it
       metrics.prev.json  the metrics.json a later `harness evaluate` replaced
       images/            PNG grids of reconstructions, random samples, interpolations
+      samples/           with --save-samples: the scored images (.npz + PNGs), reference stats
 
 Files are written to a temporary name in the same directory and renamed into place, so an
 interrupted run never leaves a half-written file behind.
@@ -38,6 +39,7 @@ CONFIG_FILE = "config.toml"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.json"
 PREVIOUS_METRICS_FILE = "metrics.prev.json"  # the one an evaluation replaced
+SAMPLES_DIR = "samples"  # what was scored, exported by --save-samples / `harness samples`
 
 
 # -------------------------------------------------------------------------------- environment

@@ -306,3 +306,29 @@ def test_harness_run_works_unchanged_under_accelerate_launch(
     losses = [json.loads(x)["loss"]["total"] for x in (two / "log.jsonl").read_text().splitlines()]
     ref = [json.loads(x)["loss"]["total"] for x in (one / "log.jsonl").read_text().splitlines()]
     assert losses == pytest.approx(ref, rel=1e-4)
+
+
+def test_save_samples_exports_what_was_scored(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    code, _, err = run_cli(["run", "--model", "rrae", "--out", str(out), "--save-samples", *FAST,
+                            "--set", 'eval.protocols=["random_generation", "interpolation"]',
+                            "--set", 'eval.metrics=["collapse"]'], capsys)
+    assert code == 0, err
+    samples = out / "samples"
+    rg = np.load(samples / "random_generation.npz")["images"]
+    assert rg.shape == (40, 64, 64, 1) and rg.dtype == np.uint8  # N×H×W×C, 8 bits
+    assert np.load(samples / "interpolation.npz")["images"].shape == (8 * 5, 64, 64, 1)
+    pngs = sorted((samples / "random_generation").glob("*.png"))
+    assert len(pngs) == 40 and pngs[0].name == "000000.png"
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(pngs[3])), rg[3, :, :, 0])
+    # `harness samples` re-exports the same images and leaves metrics.json alone
+    metrics = (out / "metrics.json").read_bytes()
+    (samples / "random_generation.npz").unlink()
+    code, stdout, err = run_cli(["samples", str(out)], capsys)
+    assert code == 0, err
+    assert "samples written to" in stdout
+    assert np.array_equal(np.load(samples / "random_generation.npz")["images"], rg)
+    assert (out / "metrics.json").read_bytes() == metrics
