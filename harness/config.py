@@ -76,7 +76,7 @@ class EvalConfig:
         out: dict[str, Any] = {"protocols": list(self.protocols), "metrics": list(self.metrics),
                                "batch_size": self.batch_size}
         for name, options in self.components.items():
-            if options is not None and dataclasses.is_dataclass(options):
+            if dataclasses.is_dataclass(options) and not isinstance(options, type):
                 out[name] = _strip_none(dataclasses.asdict(options))
         return out
 
