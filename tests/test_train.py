@@ -18,10 +18,9 @@ from dist_toys import ToyVAE, make_config, make_splits, weights
 from harness import checkpoint as ckpt
 from harness.config import TrainConfig
 from harness.errors import ConfigError, NonFiniteLoss
+from harness.sampling import CalibrationSampler, plan_steps
 from harness.train import (
     ShardedBatchSampler,
-    _CalibrationSampler,
-    _plan,
     build_optimizer,
     seed_everything,
     train,
@@ -96,15 +95,16 @@ def test_optimizer_choices_and_refusal():
 
 # ------------------------------------------------------------------------ batch planning
 def test_plan_steps_and_refusals():
-    assert _plan(TrainConfig(steps=7, batch_size=8), 50, 1, 1) == (7, 6)
-    assert _plan(TrainConfig(epochs=3, batch_size=8), 50, 1, 1) == (18, 6)
-    assert _plan(TrainConfig(batch_size=8), 50, 1, 1) == (TrainConfig.DEFAULT_STEPS, 6)
+    assert plan_steps(TrainConfig(steps=7, batch_size=8), 50, 1, 1) == (7, 6)
+    assert plan_steps(TrainConfig(epochs=3, batch_size=8), 50, 1, 1) == (18, 6)
+    assert plan_steps(TrainConfig(batch_size=8), 50, 1, 1) == (TrainConfig.DEFAULT_STEPS, 6)
     with pytest.raises(ConfigError, match=r"train.batch_size=9.*2 processes"):
-        _plan(TrainConfig(batch_size=9), 50, 2, 1)
-    with pytest.raises(ConfigError, match=r"train.batch_size=8.*minimum batch 16.*model.k"):
-        _plan(TrainConfig(batch_size=8), 50, 1, 16)
+        plan_steps(TrainConfig(batch_size=9), 50, 2, 1)
+    # the host says the model's own reason; it has no model vocabulary of its own
+    with pytest.raises(ConfigError, match=r"train.batch_size=8.*minimum batch 16.*lower model.k"):
+        plan_steps(TrainConfig(batch_size=8), 50, 1, 16, "the SVD needs k columns; lower model.k")
     with pytest.raises(ConfigError, match=r"has 5 images.*train.batch_size=8.*data.n_train"):
-        _plan(TrainConfig(batch_size=8), 5, 1, 1)
+        plan_steps(TrainConfig(batch_size=8), 5, 1, 1)
 
 
 def test_train_refuses_batch_below_model_minimum(tmp_path):
@@ -133,12 +133,12 @@ def test_sharded_batches_rebuild_the_one_process_batch():
 
 @pytest.mark.parametrize("n,world", [(10, 2), (11, 2), (7, 3), (12, 1)])
 def test_calibration_shares_cover_every_image_once(n, world):
-    per_rank = [list(_CalibrationSampler(n, 4, world, r)) for r in range(world)]
+    per_rank = [list(CalibrationSampler(n, 4, world, r)) for r in range(world)]
     assert len({len(p) for p in per_rank}) == 1  # same number of batches everywhere
     flat = sorted(i for p in per_rank for batch in p for i in batch)
     assert flat == list(range(n))
     # gathered in rank order, batch j is the one-process batch j
-    one = list(_CalibrationSampler(n, 4, 1, 0))
+    one = list(CalibrationSampler(n, 4, 1, 0))
     for j, batch in enumerate(one):
         assert sum((p[j] for p in per_rank), []) == batch
 

@@ -1,0 +1,212 @@
+"""Which images each process sees, and when: the data side of the training loop.
+
+Why a module of its own: the loop's first promise, *the same result whatever the number of
+processes*, and half of its second, *resumable bit for bit*, are kept here, by how batches are
+drawn, not by the loop.
+
+* ``train.batch_size`` is the *global* batch. Each epoch's order is one permutation drawn
+  from a generator seeded by ``(seed, epoch)`` (:func:`epoch_permutation`); global step ``s``
+  is batch ``s % batches_per_epoch`` of epoch ``s // batches_per_epoch``, and process ``r``
+  of ``N`` takes the contiguous slice ``[r*B/N, (r+1)*B/N)`` of it
+  (:class:`ShardedBatchSampler`). Gathering in rank order (``StepContext.gather``)
+  therefore rebuilds exactly the batch one process would see.
+* The data position follows from the step alone, so a sampler started at a checkpoint's step
+  yields exactly the rest of the uninterrupted run.
+* The last partial batch of an epoch is dropped (:func:`plan_steps`), so an SVD never sees
+  fewer than B columns; calibration (:class:`CalibrationSampler`) then sees every image once.
+
+:func:`make_train_loader` is the one place the training ``DataLoader`` is built, so that how
+batches are fetched can change without touching the loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data._utils.collate import default_collate
+
+from .config import TrainConfig
+from .errors import ConfigError, HarnessError
+
+
+def check_batch_size(batch_size: int, model: Any, model_name: str = "") -> None:
+    """The one check of a global batch size against a model: positive, and at least the
+    model's ``min_batch_size`` (its ``min_batch_reason``, when it gives one, says why)."""
+    _check_min_batch(batch_size, int(getattr(model, "min_batch_size", 1)),
+                     str(getattr(model, "min_batch_reason", "")), model_name)
+
+
+def _check_min_batch(b: int, min_batch: int, reason: str, model_name: str = "") -> None:
+    if b < 1:
+        raise ConfigError(f"train.batch_size must be a positive integer, got {b}")
+    if b < min_batch:
+        who = f"model '{model_name}'" if model_name else "the model"
+        raise ConfigError(
+            f"train.batch_size={b} is smaller than the minimum batch {min_batch} of {who}"
+            + (f" ({reason})" if reason else "") + "; raise train.batch_size or change the "
+            "model's configuration"
+        )
+
+
+def plan_steps(cfg: TrainConfig, n_train: int, world: int, min_batch: int,
+               min_batch_reason: str = "") -> tuple[int, int]:
+    """Validate the batch against the data, the processes and the model; returns
+    ``(total steps, batches per epoch)``."""
+    b = cfg.batch_size
+    _check_min_batch(b, min_batch, min_batch_reason)
+    if b % world:
+        raise ConfigError(
+            f"train.batch_size={b} is the global batch and must split evenly over the {world} "
+            f"processes; set train.batch_size to a multiple of {world} (or change the number "
+            "of processes)"
+        )
+    if n_train < b:
+        raise ConfigError(
+            f"the training set has {n_train} images, fewer than one batch "
+            f"(train.batch_size={b}); lower train.batch_size or raise data.n_train"
+        )
+    bpe = n_train // b
+    if cfg.steps is not None:
+        total = cfg.steps
+    elif cfg.epochs is not None:
+        total = cfg.epochs * bpe
+    else:
+        total = TrainConfig.DEFAULT_STEPS
+    if total < 0:
+        raise ConfigError(f"train.steps/train.epochs must not be negative (got {total} steps)")
+    return total, bpe
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of epoch ``epoch``: the same on every process and for every process count."""
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_033 + epoch * 7_919 + 12_345) % (2**63 - 1))
+    return torch.randperm(n, generator=g)
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Yields this process's share of global batches ``start_step .. total_steps - 1``.
+
+    Global step ``s`` is batch ``s % batches_per_epoch`` of epoch ``s // batches_per_epoch``;
+    process ``rank`` gets the contiguous slice ``[rank*B/N, (rank+1)*B/N)`` of it, so the
+    processes' slices in rank order are exactly the one-process batch.
+    """
+
+    def __init__(self, n: int, batch_size: int, world_size: int, rank: int, *, seed: int,
+                 start_step: int, total_steps: int) -> None:
+        self.n = n
+        self.batch_size = batch_size
+        self.per_process = batch_size // world_size
+        self.rank = rank
+        self.seed = seed
+        self.start_step = start_step
+        self.total_steps = total_steps
+        self.batches_per_epoch = n // batch_size
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self.start_step)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        bpe = self.batches_per_epoch
+        lo = self.rank * self.per_process
+        perm: list[int] = []
+        epoch = -1
+        for step in range(self.start_step, self.total_steps):
+            if step // bpe != epoch:
+                epoch = step // bpe
+                perm = epoch_permutation(self.n, self.seed, epoch).tolist()
+            start = (step % bpe) * self.batch_size + lo
+            yield perm[start : start + self.per_process]
+
+
+class CalibrationSampler(Sampler[list[int]]):
+    """The whole training set once, in order: global batches of ``batch_size`` consecutive
+    indices (the last one smaller), each split over the processes in rank order (sizes
+    differing by at most one). Every process yields the same number of batches, so collective
+    calls inside ``calibrate`` line up; a process may get an empty last batch."""
+
+    def __init__(self, n: int, batch_size: int, world_size: int, rank: int) -> None:
+        self.n, self.batch_size, self.world, self.rank = n, batch_size, world_size, rank
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for start in range(0, self.n, self.batch_size):
+            m = min(self.batch_size, self.n - start)
+            base, extra = divmod(m, self.world)
+            lo = start + self.rank * base + min(self.rank, extra)
+            size = base + (1 if self.rank < extra else 0)
+            yield list(range(lo, lo + size))
+
+
+def images(batch: Any) -> torch.Tensor:
+    """The image tensor of a collated ``(image, label)`` batch (or a bare tensor batch)."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, list | tuple):
+        return batch[0]
+    if isinstance(batch, dict):
+        return batch["image"]
+    raise HarnessError(f"a training batch must be (image, label) or a tensor, got {type(batch)}")
+
+
+def make_train_loader(dataset: Dataset, sampler: ShardedBatchSampler, *, num_workers: int,
+                      device: torch.device, seed: int) -> DataLoader:
+    """The training ``DataLoader``: ``sampler``'s batches of ``dataset``, collated."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        # a generator of our own, so making the iterator does not draw from the global RNG
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def timed_batches(loader: Iterable[Any],
+                  device: torch.device) -> Iterator[tuple[torch.Tensor, float]]:
+    """``(images on device, seconds waited for them)`` for each batch of ``loader``; the
+    wait (fetching, collating, copying to the device) is what the log's ``data_wait`` sums."""
+    clock = time.perf_counter
+    batches = iter(loader)
+    while True:
+        t0 = clock()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        x = images(batch).to(device, non_blocking=True)
+        yield x, clock() - t0
+
+
+def make_calibration_loader(dataset: Dataset, shape: tuple[int, ...], *, batch_size: int,
+                            world: int, rank: int, num_workers: int,
+                            device: torch.device) -> DataLoader:
+    """Every image of ``dataset`` exactly once over all processes (see
+    :class:`CalibrationSampler`), as image batches; a process's share may be empty."""
+    per = max(1, batch_size // world)
+    return DataLoader(
+        dataset,
+        batch_sampler=CalibrationSampler(len(dataset), per * world, world, rank),  # type: ignore[arg-type]
+        num_workers=num_workers,
+        collate_fn=collate_images(shape),
+        pin_memory=device.type == "cuda",
+    )
+
+
+def collate_images(shape: tuple[int, ...]) -> Callable[[list[Any]], torch.Tensor]:
+    """Collate ``(image, label)`` items to the image batch; an empty batch (a process's share
+    of the last calibration batch can be empty) becomes a (0, C, H, W) tensor."""
+
+    def collate(items: list[Any]) -> torch.Tensor:
+        if not items:
+            return torch.empty((0, *shape))
+        return images(default_collate(items))
+
+    return collate
