@@ -84,11 +84,11 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
                                mixed_precision=config.train.mixed_precision,
                                plugins=host.records.values())
         runs.atomic_write_json(run_dir / runs.ENVIRONMENT_FILE, env)
-        host.pm.hook.run_started(run_dir=str(run_dir), config=config.as_dict(), environment=env)
+        host.call_hook("run_started", run_dir=str(run_dir), config=config.as_dict(), environment=env)
 
     def on_log(record: dict[str, Any]) -> None:
         if accelerator.is_main_process:
-            host.pm.hook.step_logged(run_dir=str(run_dir), record=record)
+            host.call_hook("step_logged", run_dir=str(run_dir), record=record)
 
     result = trainer.train(model, splits, config, run_dir, resume=resume,
                            accelerator=accelerator, on_log=on_log)
@@ -127,7 +127,7 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
         extra["training"] = training
     doc = runs.metrics_document(config, records, extra)
     runs.atomic_write_json(run_dir / runs.METRICS_FILE, doc)
-    host.pm.hook.run_finished(run_dir=str(run_dir), metrics=doc)
+    host.call_hook("run_finished", run_dir=str(run_dir), metrics=doc)
     return doc
 
 
