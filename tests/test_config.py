@@ -77,3 +77,20 @@ def test_unknown_section_in_file_and_missing_file(tmp_path) -> None:
     path.write_text("[train\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         cfg.load_toml(path)
+
+
+def test_default_train_steps_is_written_to_the_run_config(tmp_path) -> None:
+    """Issue 9, item 8: config.toml holds every resolved value, the default step count too."""
+    from harness import runs
+    from harness.config import TrainConfig, from_dict, load_toml, resolve
+
+    rc = resolve(model="ae", dataset="bumps", sets=[])
+    assert rc.train.steps == TrainConfig.DEFAULT_STEPS
+    runs.write_config(tmp_path, rc)
+    saved = load_toml(tmp_path / runs.CONFIG_FILE)
+    assert saved["train"]["steps"] == TrainConfig.DEFAULT_STEPS
+    assert from_dict(saved).train == rc.train
+    # epochs resolve to steps only at training time (they depend on the data): kept as given
+    by_epochs = resolve(model="ae", dataset="bumps", sets=["train.epochs=3"])
+    assert (by_epochs.train.steps, by_epochs.train.epochs) == (None, 3)
+    assert by_epochs.as_dict()["train"]["epochs"] == 3 and "steps" not in by_epochs.as_dict()["train"]
