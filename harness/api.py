@@ -372,6 +372,7 @@ class Metric(Protocol):
 #: name -> "module:attribute" of the services plugins may use, imported on first access
 _SERVICES = {
     "all_reduce_sum": "harness.distributed:all_reduce_sum",
+    "atomic_path": "harness.atomic:atomic_path",
     "atomic_write_bytes": "harness.atomic:atomic_write_bytes",
     "atomic_write_text": "harness.atomic:atomic_write_text",
     "atomic_write_json": "harness.atomic:atomic_write_json",

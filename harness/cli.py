@@ -34,7 +34,8 @@ def cli() -> None:
 def plugins_cmd(show_all: bool, as_json: bool) -> None:
     """List installed plugins: name, version, hooks, built-in?, error."""
     host = get_host()
-    rows = [r.as_dict() for r in host.records.values() if show_all or not r.builtin or r.error]
+    rows = [r.as_dict() for r in host.records.values() if show_all or not r.builtin or r.error
+            or r.warnings]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -47,6 +48,8 @@ def plugins_cmd(show_all: bool, as_json: bool) -> None:
         click.echo(f"  hooks: {', '.join(row['hooks']) or '-'}")
         if row["error"]:
             click.echo(f"  error: {row['error']}")
+        for warning in row["warnings"]:
+            click.echo(f"  warning: {warning}")
 
 
 def _component_listing(kind: str, as_json: bool) -> None:

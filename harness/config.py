@@ -45,6 +45,12 @@ class TrainConfig:
 
     DEFAULT_STEPS: typing.ClassVar[int] = 1000
 
+    def __post_init__(self) -> None:
+        # Neither steps nor epochs given: the default step count is a resolved value, written
+        # to the run's config.toml like any other (epochs resolve to steps at training time).
+        if self.steps is None and self.epochs is None:
+            self.steps = self.DEFAULT_STEPS
+
 
 @dataclass
 class EvalConfig:

@@ -7,6 +7,17 @@ name claimed twice is recorded against that plugin (see :class:`PluginRecord`), 
 dropped, and everything else keeps working. ``HARNESS_STRICT_PLUGINS=1`` turns every such
 problem into a :class:`~harness.errors.PluginError`.
 
+Isolation rules:
+
+* An import that escapes with ``SystemExit``, ``KeyboardInterrupt`` or any other
+  ``BaseException`` is caught like an ``Exception``: reported, the plugin dropped.
+* Built-in components keep their bare names: a third-party plugin registering a built-in's
+  name keeps its component, reachable only as ``plugin:name``, with a warning on its record.
+  Two third-party plugins claiming one name are both reachable as ``plugin:name`` only.
+* Notification hooks (``run_started``, ``step_logged``, ``run_finished``) go through
+  :meth:`Host.call_hook`: an implementation that raises is reported once on stderr and
+  disabled until the next ``run_started``; strict mode makes it fatal.
+
 Escape hatches, as in llm and tox:
 
 * ``HARNESS_LOAD_PLUGINS=a,b`` loads only these third-party plugins (empty: none). Built-in
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -31,16 +43,11 @@ import pluggy
 
 from . import hookspecs
 from .errors import ComponentConflict, HarnessError, PluginError
-from .registry import Component, Registry
+from .registry import COMPONENT_HOOKS, Component, ComponentShadowed, Registry
 
 ENTRY_POINT_GROUP = "harness"
 BUILTIN_DISTRIBUTION = "vrrae-harness"
-_COMPONENT_HOOKS = {
-    "model": "register_models",
-    "dataset": "register_datasets",
-    "protocol": "register_protocols",
-    "metric": "register_metrics",
-}
+_COMPONENT_HOOKS = COMPONENT_HOOKS
 
 
 @dataclass
@@ -54,6 +61,8 @@ class PluginRecord:
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
     loaded: bool = False
+    #: Problems that leave the plugin loaded: a shadowed built-in name, a hook that raised.
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +72,7 @@ class PluginRecord:
             "builtin": self.builtin,
             "hooks": sorted(self.hooks),
             "error": self.error,
+            "warnings": list(self.warnings),
         }
 
 
@@ -91,6 +101,7 @@ class Host:
         self.records: dict[str, PluginRecord] = {}
         self.registries = {kind: Registry(kind) for kind in _COMPONENT_HOOKS}
         self.strict = strict_mode()
+        self._failed_hooks: set[tuple[str, str]] = set()  # (plugin, hook) disabled this run
 
     # -- failures -------------------------------------------------------------------------
     def _fail(self, record: PluginRecord, message: str) -> None:
@@ -147,7 +158,7 @@ class Host:
             self.records[ep.name] = record
             try:
                 module = ep.load()
-            except Exception as exc:  # a broken plugin must not break the host
+            except BaseException as exc:  # noqa: B036 - sys.exit() in a plugin must not exit us
                 self._fail(record, f"import failed: {_one_line(exc)}")
                 continue
             self.register(module, record)
@@ -191,15 +202,21 @@ class Host:
                     raise
 
     def collect_components(self) -> None:
-        """Call every plugin's register hooks, one plugin at a time, to attribute names."""
+        """Call every plugin's register hooks, one plugin at a time, to attribute names.
+
+        Built-in plugins go first, so that the order of the others never matters (the
+        registry gives a built-in its bare name whichever registers first anyway)."""
         for kind, hook_name in _COMPONENT_HOOKS.items():
             caller = getattr(self.pm.hook, hook_name)
+            registry = self.registries[kind]
+            impls = []
             for impl in caller.get_hookimpls():
                 name = self.pm.get_name(impl.plugin) or impl.plugin_name
                 record = self.records.setdefault(name, PluginRecord(name=name, loaded=True))
+                impls.append((not record.builtin, impl, name, record))
+            for _, impl, name, record in sorted(impls, key=lambda item: item[0]):
                 if not record.loaded:
                     continue
-                registry = self.registries[kind]
 
                 def register(comp_name: str, factory: Any, description: str = "", *,
                              default: bool = False, _plugin: str = name, _kind: str = kind,
@@ -207,7 +224,12 @@ class Host:
                              _record: PluginRecord = record) -> None:
                     try:
                         _registry.add(Component(_kind, comp_name, factory, description, _plugin,
-                                                default=bool(default)))
+                                                default=bool(default),
+                                                builtin=_record.builtin))
+                    except ComponentShadowed as exc:
+                        # The built-in keeps its name; the newcomer stays as plugin:name.
+                        for component in exc.shadowed:
+                            self._warn(component.plugin, str(exc))
                     except ComponentConflict as exc:
                         # Both stay reachable as plugin:name, and the plugin goes on registering
                         # its other components; strict mode makes it fatal.
@@ -224,8 +246,60 @@ class Host:
                     raise
                 except HarnessError as exc:
                     self._fail(record, _one_line(exc))
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
                     self._fail(record, f"{hook_name} failed: {_one_line(exc)}")
+
+    def _warn(self, plugin: str, message: str) -> None:
+        """Record a problem that leaves ``plugin`` loaded; fatal in strict mode."""
+        record = self.records.setdefault(plugin, PluginRecord(name=plugin, loaded=True))
+        if message not in record.warnings:
+            record.warnings.append(message)
+        if self.strict:
+            raise PluginError(
+                f"plugin '{plugin}': {message} "
+                "(HARNESS_STRICT_PLUGINS=1 makes this fatal; unset it to only warn)"
+            )
+
+    # -- notification hooks ---------------------------------------------------------------
+    def call_hook(self, name: str, **kwargs: Any) -> list[Any]:
+        """Call every plugin's implementation of the notification hook ``name``.
+
+        Each implementation runs on its own: one that raises (``SystemExit`` included; not
+        ``KeyboardInterrupt``, which is the user's Ctrl-C) is reported once on stderr, recorded
+        in its plugin's warnings and skipped until the next ``run_started``, and the others
+        still run. ``HARNESS_STRICT_PLUGINS=1`` makes the failure a :class:`PluginError`
+        (exit status 1: the run failed). Returns the implementations' results."""
+        caller = getattr(self.pm.hook, name, None)
+        if caller is None:
+            raise ValueError(f"no hook called {name!r}")
+        spec_args = set(caller.spec.argnames) if caller.spec is not None else set()
+        if spec_args != set(kwargs):
+            raise TypeError(f"hook {name} takes {sorted(spec_args)}, got {sorted(kwargs)}")
+        if name == "run_started":
+            self._failed_hooks.clear()  # a new run: every hook gets a fresh chance
+        results = []
+        # pluggy calls the last registered implementation first; so do we.
+        for impl in reversed(caller.get_hookimpls()):
+            plugin = self.pm.get_name(impl.plugin) or impl.plugin_name
+            if (plugin, name) in self._failed_hooks:
+                continue
+            try:
+                results.append(impl.function(**{arg: kwargs[arg] for arg in impl.argnames}))
+            except (Exception, SystemExit) as exc:
+                self._failed_hooks.add((plugin, name))
+                problem = f"hook {name} failed: {_one_line(exc)}"
+                record = self.records.setdefault(plugin, PluginRecord(name=plugin, loaded=True))
+                record.warnings.append(problem)
+                if self.strict:
+                    error = PluginError(
+                        f"plugin '{plugin}': {problem} "
+                        "(HARNESS_STRICT_PLUGINS=1 makes this fatal; unset it to only warn)"
+                    )
+                    error.exit_code = 1
+                    raise error from exc
+                print(f"warning: plugin '{plugin}': {problem}; it is disabled for the rest of "
+                      "this run", file=sys.stderr)
+        return results
 
     # -- queries --------------------------------------------------------------------------
     def registry(self, kind: str) -> Registry:

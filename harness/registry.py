@@ -1,8 +1,15 @@
 """Name -> component tables for models, datasets, protocols and metrics.
 
 A component is registered with a factory that may be a lazy ``"module:attr"`` string, so that
-listing never imports heavy libraries. Two plugins may claim the same name: both stay
-reachable as ``plugin:name``, and asking for the bare name is an error that says so.
+listing never imports heavy libraries. Name clashes:
+
+* a built-in component keeps its bare name: a third-party plugin registering the same name is
+  *shadowed* (reachable only as ``plugin:name``; :class:`ComponentShadowed` tells the host to
+  warn), whichever of the two registers first;
+* two third-party plugins claiming one name both stay reachable as ``plugin:name``, and asking
+  for the bare name is an error that says so (:class:`ComponentConflict`).
+
+Everything here is generic over the component kinds listed in :data:`KINDS`.
 """
 
 from __future__ import annotations
@@ -15,7 +22,24 @@ from typing import Any
 
 from .errors import ComponentConflict, HarnessError, UnknownComponent
 
-KINDS = ("model", "dataset", "protocol", "metric")
+#: Component kind -> the hook that registers components of that kind. Adding a kind is one
+#: line here (plus its hook spec in :mod:`harness.hookspecs`); the host and registries follow.
+COMPONENT_HOOKS = {
+    "model": "register_models",
+    "dataset": "register_datasets",
+    "protocol": "register_protocols",
+    "metric": "register_metrics",
+}
+KINDS = tuple(COMPONENT_HOOKS)
+
+
+class ComponentShadowed(ComponentConflict):
+    """A third-party component took a built-in's name: it is kept, reachable only as
+    ``plugin:name``. ``shadowed`` lists the components that lost the bare name."""
+
+    def __init__(self, message: str, shadowed: list[Component]) -> None:
+        super().__init__(message)
+        self.shadowed = shadowed
 
 
 @dataclass
@@ -33,6 +57,8 @@ class Component:
     description: str
     plugin: str
     default: bool = False
+    builtin: bool = False
+    shadowed: bool = False  # a built-in has this name: reachable only as plugin:name
     _loaded: Any = field(default=None, repr=False)
 
     @property
@@ -59,7 +85,9 @@ class Component:
         return self._loaded
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "plugin": self.plugin, "description": self.description,
+        """One listing row; ``name`` is what to type (``plugin:name`` when shadowed)."""
+        name = self.qualified_name if self.shadowed else self.name
+        return {"name": name, "plugin": self.plugin, "description": self.description,
                 "default": self.default}
 
 
@@ -90,6 +118,23 @@ class Registry:
                     f"plugin '{component.plugin}' registers {self.kind} '{component.name}' twice"
                 )
         existing.append(component)
+        builtins = [c for c in existing if c.builtin]
+        if len(builtins) == 1:
+            # The built-in keeps the bare name; every third-party namesake is shadowed.
+            newly = [c for c in existing if not c.builtin and not c.shadowed]
+            for other in newly:
+                other.shadowed = True
+            if newly:
+                raise ComponentShadowed(
+                    "; ".join(
+                        f"{self.kind} '{c.name}' is a built-in name (plugin "
+                        f"'{builtins[0].plugin}' keeps it); the one from plugin '{c.plugin}' "
+                        f"is reachable only as '{c.qualified_name}'"
+                        for c in newly
+                    ),
+                    newly,
+                )
+            return
         if len(existing) > 1:
             owners = ", ".join(f"'{c.qualified_name}'" for c in existing)
             raise ComponentConflict(
@@ -100,6 +145,9 @@ class Registry:
     def remove_plugin(self, plugin: str) -> None:
         for name in list(self._by_name):
             kept = [c for c in self._by_name[name] if c.plugin != plugin]
+            if kept and not any(c.builtin for c in kept):
+                for component in kept:  # the built-in went with its plugin: no more shadow
+                    component.shadowed = False
             if kept:
                 self._by_name[name] = kept
             else:
@@ -127,7 +175,7 @@ class Registry:
                 if component.plugin == plugin:
                     return component
             raise UnknownComponent(self._unknown_message(name))
-        candidates = self._by_name.get(name, [])
+        candidates = [c for c in self._by_name.get(name, []) if not c.shadowed]
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:

@@ -75,11 +75,11 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
                                mixed_precision=config.train.mixed_precision,
                                plugins=host.records.values())
         runs.atomic_write_json(run_dir / runs.ENVIRONMENT_FILE, env)
-        host.pm.hook.run_started(run_dir=str(run_dir), config=config.as_dict(), environment=env)
+        host.call_hook("run_started", run_dir=str(run_dir), config=config.as_dict(), environment=env)
 
     def on_log(record: dict[str, Any]) -> None:
         if accelerator.is_main_process:
-            host.pm.hook.step_logged(run_dir=str(run_dir), record=record)
+            host.call_hook("step_logged", run_dir=str(run_dir), record=record)
 
     result = trainer.train(model, splits, config, run_dir, resume=resume,
                            accelerator=accelerator, on_log=on_log)
@@ -135,7 +135,7 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     runs.write_metrics(run_dir, doc)
     if write_config:
         runs.write_config(run_dir, config)
-    host.pm.hook.run_finished(run_dir=str(run_dir), metrics=doc)
+    host.call_hook("run_finished", run_dir=str(run_dir), metrics=doc)
     return doc
 
 

@@ -122,3 +122,20 @@ def test_the_default_dataset_comes_from_a_plugin() -> None:
     with pytest.raises(ConfigError, match="no installed plugin declares a default dataset: "
                                           "pass --dataset NAME"):
         cfg.resolve(model="toy", dataset=None, model_config_cls=ToyModelConfig, host=empty)
+
+
+def test_default_train_steps_is_written_to_the_run_config(tmp_path) -> None:
+    """Issue 9, item 8: config.toml holds every resolved value, the default step count too."""
+    from harness import runs
+    from harness.config import TrainConfig, from_dict, load_toml, resolve
+
+    rc = resolve(model="ae", dataset="bumps", sets=[])
+    assert rc.train.steps == TrainConfig.DEFAULT_STEPS
+    runs.write_config(tmp_path, rc)
+    saved = load_toml(tmp_path / runs.CONFIG_FILE)
+    assert saved["train"]["steps"] == TrainConfig.DEFAULT_STEPS
+    assert from_dict(saved).train == rc.train
+    # epochs resolve to steps only at training time (they depend on the data): kept as given
+    by_epochs = resolve(model="ae", dataset="bumps", sets=["train.epochs=3"])
+    assert (by_epochs.train.steps, by_epochs.train.epochs) == (None, 3)
+    assert by_epochs.as_dict()["train"]["epochs"] == 3 and "steps" not in by_epochs.as_dict()["train"]

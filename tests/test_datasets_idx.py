@@ -287,6 +287,7 @@ def test_hub_fallback_is_used_only_when_nothing_is_local(isolated, monkeypatch) 
     from harness_plugins.datasets import _hf
 
     monkeypatch.setattr(_hf, "load_hf_splits", fake_hub)
+    monkeypatch.setattr(_hf, "hub_unreachable", lambda timeout=None: None)  # "online"
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
     splits = mnist.load_fashion_mnist(DataConfig())

@@ -287,7 +287,7 @@ def test_import_failures_are_reported_with_distribution_and_version(
     assert host.records["good"].loaded and host.records["good"].error is None
     assert host.get("model", "ep-model").plugin == "good"
     row = host.records["raising"].as_dict()
-    assert set(row) == {"name", "version", "distribution", "builtin", "hooks", "error"}
+    assert set(row) == {"name", "version", "distribution", "builtin", "hooks", "error", "warnings"}
 
 
 def test_two_entry_points_with_the_same_name(

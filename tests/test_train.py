@@ -82,7 +82,9 @@ def test_adabelief_is_the_paper_update():
         m = b1 * m + (1 - b1) * g
         s = b2 * s + (1 - b2) * (g - m) ** 2 + eps
         ref = ref - lr * (m / (1 - b1**t)) / ((s / (1 - b2**t)).sqrt() + eps)
-        torch.testing.assert_close(p.detach(), ref, rtol=1e-12, atol=1e-15)
+        # rtol 1e-11: pytorch-optimizer 3.6-3.11 orders the same operations differently (1.9e-12
+        # relative in float64); misplacing eps would show at 1e-3 with the tiny gradients
+        torch.testing.assert_close(p.detach(), ref, rtol=1e-11, atol=1e-15)
 
 
 def test_optimizer_choices_and_refusal():

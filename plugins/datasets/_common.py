@@ -1,5 +1,5 @@
 """What every built-in dataset loader shares: errors, the in-memory split, local search
-paths, the decoded-array cache and resizing.
+paths, the decoded-array cache, resource limits (gzip) and resizing.
 
 Why one module: the loaders differ only in how they *decode* files; storing, caching and
 finding files must behave identically everywhere (the same error wording, the same cache
@@ -13,12 +13,13 @@ would be 50 GB as float32, so nothing here converts a whole large split at once.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
-import tempfile
+import re
+import zlib
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harness import HarnessError
+from harness import HarnessError, api
 
-#: bump when the decoded layout changes, so older cache files are never reused
-CACHE_VERSION = 1
+#: bump when the decoded layout (or the cache key) changes, so older cache files are never
+#: reused
+CACHE_VERSION = 2
+
+#: files up to this size are hashed whole for the cache key; larger ones by a sample
+FINGERPRINT_WHOLE_BYTES = 4 << 20
+#: a sampled fingerprint reads the first and last block and this many blocks between
+FINGERPRINT_SAMPLES = 64
+FINGERPRINT_BLOCK = 16 << 10
+#: content fingerprints of more files than this: a deterministic, evenly spaced sample
+FINGERPRINT_MAX_FILES = 2000
+
+#: the most bytes a gzip'd input may inflate to, unless ``$HARNESS_MAX_GUNZIP_BYTES`` says
+DEFAULT_MAX_GUNZIP_BYTES = 1 << 30
 
 #: system-wide data folders (Debian's ``dataset-*`` packages install under the first);
 #: a module attribute so tests can point it elsewhere
@@ -45,6 +58,81 @@ class DatasetNotFound(HarnessError):
 class CorruptDataset(HarnessError):
     """A dataset file exists but cannot be trusted (truncated, wrong magic number, counts or
     shapes that do not match); the message names the file."""
+
+
+class DatasetTooLarge(HarnessError):
+    """A compressed input would inflate beyond the configured limit; the message names the
+    file, the limit and how to raise it."""
+
+
+# ------------------------------------------------------------------------------ gzip limits
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def max_gunzip_bytes() -> int:
+    """The decompressed-size cap: ``$HARNESS_MAX_GUNZIP_BYTES`` (bytes, or with a K/M/G/T
+    suffix, powers of 1024), default 1 GiB."""
+    text = os.environ.get("HARNESS_MAX_GUNZIP_BYTES", "").strip()
+    if not text:
+        return DEFAULT_MAX_GUNZIP_BYTES
+    match = _SIZE.match(text)
+    if not match:
+        raise HarnessError(
+            f"HARNESS_MAX_GUNZIP_BYTES={text!r} is not a size: give bytes, or a number with "
+            "K, M, G or T (e.g. 4G)"
+        )
+    scale = 1024 ** " kmgt".index(match.group(2).lower() or " ")
+    value = int(float(match.group(1)) * scale)
+    if value <= 0:
+        raise HarnessError(f"HARNESS_MAX_GUNZIP_BYTES must be positive, got {text!r}")
+    return value
+
+
+def _too_large(path: Path, limit: int, what: str) -> DatasetTooLarge:
+    return DatasetTooLarge(
+        f"{path}: {what} more than the {_human(limit)} a gzip'd input may inflate to; "
+        f"refused before inflating the rest. If the file is genuine, raise the limit, e.g. "
+        f"HARNESS_MAX_GUNZIP_BYTES={_env_size(max(2 * limit, 1 << 30))}"
+    )
+
+
+def _env_size(n: int) -> str:
+    for unit, scale in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n % scale == 0:
+            return f"{n // scale}{unit}"
+    return str(n)
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}iB"
+    return f"{n} bytes"
+
+
+def read_gzip(path: Path, limit: int | None = None, chunk: int = 1 << 20) -> bytes:
+    """The decompressed content of gzip file ``path``, inflated ``chunk`` bytes at a time and
+    refused (with :class:`DatasetTooLarge`) as soon as it passes ``limit`` bytes (default:
+    :func:`max_gunzip_bytes`): a bomb costs at most ``limit`` bytes of memory and the time
+    to inflate them. (The size in the gzip trailer is not trusted: it is the size mod 2**32,
+    a crafted file can lie, and a truncated file has garbage there.) A truncated or corrupt
+    stream is refused with :class:`CorruptDataset`."""
+    limit = max_gunzip_bytes() if limit is None else limit
+    try:
+        parts: list[bytes] = []
+        total = 0
+        with gzip.open(path, "rb") as fh:
+            while True:
+                block = fh.read(chunk)
+                if not block:
+                    break
+                total += len(block)
+                if total > limit:
+                    raise _too_large(path, limit, "it inflates to")
+                parts.append(block)
+        return b"".join(parts)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise CorruptDataset(f"{path}: truncated or corrupt gzip file ({exc})") from exc
 
 
 # ------------------------------------------------------------------------------------ splits
@@ -162,13 +250,38 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "vrrae-harness" / "datasets"
 
 
+def content_fingerprint(path: Path, size: int) -> str:
+    """A hash of the file's content: all of it up to :data:`FINGERPRINT_WHOLE_BYTES`, else
+    its first and last blocks and :data:`FINGERPRINT_SAMPLES` evenly spaced blocks between
+    (so that a same-size edit that keeps the modification time still changes the key, for
+    headers always, for the rest of a large file very likely)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        if size <= FINGERPRINT_WHOLE_BYTES:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        else:
+            last = size - FINGERPRINT_BLOCK
+            for i in range(FINGERPRINT_SAMPLES + 2):
+                fh.seek(last * i // (FINGERPRINT_SAMPLES + 1))
+                digest.update(fh.read(FINGERPRINT_BLOCK))
+    return digest.hexdigest()
+
+
 def cache_key(name: str, files: Iterable[Path], **params: Any) -> str:
-    """A key that changes whenever a source file (path, size, mtime) or a decoding parameter
-    changes, so a stale cache entry can never be used."""
+    """A key that changes whenever a source file (path, size, mtime, content fingerprint) or
+    a decoding parameter changes, so a stale cache entry can never be used. Of many files
+    (a folder of images), an evenly spaced sample of :data:`FINGERPRINT_MAX_FILES` is
+    fingerprinted; every file's path, size and mtime count."""
+    paths = sorted(Path(p) for p in files)
+    step = max(1, -(-len(paths) // FINGERPRINT_MAX_FILES))
     stamp = []
-    for path in sorted(Path(p) for p in files):
+    for i, path in enumerate(paths):
         st = path.stat()
-        stamp.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
+        entry: list[Any] = [str(path.resolve()), st.st_size, st.st_mtime_ns]
+        if i % step == 0:
+            entry.append(content_fingerprint(path, st.st_size))
+        stamp.append(entry)
     payload = json.dumps(
         {"v": CACHE_VERSION, "name": name, "files": stamp, "params": params},
         sort_keys=True, default=str,
@@ -181,18 +294,10 @@ def _cache_paths(key: str, split: str) -> tuple[Path, Path]:
     return base.with_name(f"{key}-{split}-images.npy"), base.with_name(f"{key}-{split}-labels.npy")
 
 
-@contextmanager
-def _atomic_target(path: Path):  # type: ignore[no-untyped-def]
-    """Yield a temporary path beside ``path``; on success move it into place atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _atomic_target(path: Path) -> Any:
+    """A temporary path beside ``path``, moved into place on success: the host's one atomic
+    writer (:func:`harness.api.atomic_path`)."""
+    return api.atomic_path(path)
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:

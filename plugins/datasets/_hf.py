@@ -2,15 +2,22 @@
 
 Why a separate module: ``datasets`` is slow to import and, when it cannot reach the hub,
 retries for tens of seconds. So it is imported only here, only when a loader has found no
-local files, and never while offline (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) unless
-the local Hugging Face cache already holds the dataset. Parquet and arrow files are read with
+local files, and never while offline unless the local Hugging Face cache already holds the
+dataset. Offline means ``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``, or that the hub (through
+the HTTPS proxy, if any) does not answer a ``HEAD`` request within ``HARNESS_HUB_TIMEOUT``
+seconds (default 3): a machine with no network fails in seconds with the list of local paths
+searched, instead of after half a minute of retries. Parquet and arrow files are read with
 pyarrow directly, without ``datasets``.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,16 +53,85 @@ def hf_cache_has(hub_id: str) -> bool:
     return (Path(base) / hub_id.replace("/", "___")).is_dir()
 
 
+DEFAULT_ENDPOINT = "https://huggingface.co"
+DEFAULT_HUB_TIMEOUT = 3.0
+
+
+def hub_timeout() -> float:
+    """Seconds the hub probe waits: ``$HARNESS_HUB_TIMEOUT`` (default 3)."""
+    text = os.environ.get("HARNESS_HUB_TIMEOUT", "").strip()
+    try:
+        value = float(text) if text else DEFAULT_HUB_TIMEOUT
+    except ValueError:
+        value = DEFAULT_HUB_TIMEOUT
+    return value if math.isfinite(value) and value > 0 else DEFAULT_HUB_TIMEOUT
+
+
+def hub_endpoint() -> str:
+    """The hub's base URL: ``$HF_ENDPOINT`` or https://huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT", "").strip() or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def hub_unreachable(timeout: float | None = None) -> str | None:
+    """None when the hub answers an HTTP ``HEAD`` (any status) within ``timeout`` seconds,
+    else why not. Goes through the proxies urllib honours (``HTTPS_PROXY``, ``NO_PROXY``);
+    name resolution is bounded too (the request runs in a thread we stop waiting for)."""
+    timeout = hub_timeout() if timeout is None else timeout
+    endpoint = hub_endpoint()
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        request = urllib.request.Request(f"{endpoint}/", method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout):
+                outcome.append(None)
+        except urllib.error.HTTPError:  # an answer, even 4xx/5xx: the hub is there
+            outcome.append(None)
+        except BaseException as exc:  # noqa: B036 - reported to the caller
+            outcome.append(exc)
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    exc = outcome[0] if outcome else TimeoutError()
+    if exc is None:
+        return None
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(reason, TimeoutError):  # socket.timeout is TimeoutError from Python 3.10
+        return f"the Hugging Face hub ({endpoint}) did not answer within {timeout:g} s"
+    detail = " ".join(str(reason).split()) or type(reason).__name__
+    return f"the Hugging Face hub ({endpoint}) cannot be reached ({detail})"
+
+
 def hf_allowed(hub_id: str) -> tuple[bool, str]:
-    """``(may we call datasets.load_dataset(hub_id), why not)``."""
+    """``(may we call datasets.load_dataset(hub_id), why not)``.
+
+    Not when offline mode is set, or the hub cannot be reached, and the local Hugging Face
+    cache does not hold ``hub_id``. With the hub unreachable and the cache holding it,
+    offline mode is switched on for this process so that ``datasets`` reads its cache at once.
+    """
     if Path(hub_id).expanduser().exists():
         return True, ""
-    if hf_offline() and not hf_cache_has(hub_id):
+    cached = hf_cache_has(hub_id)
+    if hf_offline():
+        if cached:
+            return True, ""
         return False, (
             f"Hugging Face '{hub_id}' not tried: offline mode (HF_HUB_OFFLINE / "
             "HF_DATASETS_OFFLINE) is set and the local Hugging Face cache does not hold it."
         )
-    return True, ""
+    unreachable = hub_unreachable()
+    if unreachable is None:
+        return True, ""
+    if cached:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        return True, ""
+    return False, (
+        f"Hugging Face '{hub_id}' not tried: {unreachable}, and the local Hugging Face cache "
+        "does not hold it. Provide the files locally (see above), or retry with network "
+        "(HARNESS_HUB_TIMEOUT=SECONDS waits longer for the hub)."
+    )
 
 
 def is_saved_dataset(folder: Path) -> bool:

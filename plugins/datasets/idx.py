@@ -3,32 +3,29 @@
 An IDX file is a 4-byte magic number — two zero bytes, a type code (0x08 = unsigned byte)
 and the number of dimensions — then one big-endian uint32 per dimension, then the data. We
 refuse (naming the file) anything that does not add up: a wrong magic number, an unexpected
-number of dimensions, a file shorter or longer than its header says, or a gzip stream that
-ends early. Silent acceptance of a truncated file would train on garbage.
+number of dimensions, a file shorter or longer than its header says, a gzip stream that
+ends early, or one that would inflate beyond ``$HARNESS_MAX_GUNZIP_BYTES`` (default 1 GiB). Silent acceptance of a truncated file would train on garbage.
 """
 
 from __future__ import annotations
 
 import gzip
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ._common import CorruptDataset
+from ._common import CorruptDataset, read_gzip
 
 UBYTE = 0x08
 
 
 def read_bytes(path: Path) -> bytes:
-    """The (decompressed, for ``.gz``) content of ``path``; corrupt gzip is refused."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise CorruptDataset(f"{path}: truncated or corrupt gzip file ({exc})") from exc
+    """The (decompressed, for ``.gz``) content of ``path``; corrupt gzip is refused, and so is
+    gzip that would inflate beyond ``$HARNESS_MAX_GUNZIP_BYTES`` (see
+    :func:`~._common.read_gzip`)."""
+    if path.suffix == ".gz":
+        return read_gzip(path)
+    return path.read_bytes()
 
 
 def parse_idx(data: bytes, ndim: int, where: str | Path) -> np.ndarray:
