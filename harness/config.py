@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -44,6 +45,31 @@ class TrainConfig:
     trackers: list[str] = field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"]
 
     DEFAULT_STEPS: typing.ClassVar[int] = 1000
+
+    def validate(self) -> None:
+        """Refuse values no run could use, before anything is built or written. (Names that
+        need the trainer, optimizers and trackers, are checked by
+        :func:`harness.preflight.validate_train_config`.)"""
+        if self.batch_size < 1:
+            raise ConfigError(
+                f"train.batch_size must be at least 1 (it is the global number of images per "
+                f"step), got {self.batch_size}"
+            )
+        for key in ("steps", "epochs"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ConfigError(f"train.{key} must not be negative, got {value}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be a positive learning rate (e.g. 1e-3), got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(
+                f"train.grad_clip must be positive, or unset to turn clipping off; got {self.grad_clip}"
+            )
+        for key in ("checkpoint_every", "log_every", "num_workers"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass
@@ -136,27 +162,60 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return False
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        try:
-            as_float = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} must be an integer, got {value!r}") from None
-        if as_float != int(as_float):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return int(as_float)
+        return _coerce_int(value, key)
     if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+        return _coerce_float(value, key)
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return value
     return value
+
+
+#: the largest integer a config value may hold (beyond it, sizes and counts are nonsense and
+#: some would overflow torch's 64-bit sizes)
+MAX_INT = 2**53
+
+
+def _coerce_int(value: Any, key: str) -> int:
+    """An integer from an int, an integral float or a string; NaN, inf, fractions, booleans
+    and values beyond :data:`MAX_INT` are refused naming the key."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if isinstance(value, int):
+        number = value
+    else:
+        text = value.strip() if isinstance(value, str) else value
+        try:
+            number = int(text, 10) if isinstance(text, str) else None
+        except ValueError:
+            number = None
+        if number is None:
+            try:
+                as_float = float(text)  # "1e3", 4.0
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+            if not math.isfinite(as_float):
+                raise ConfigError(f"{key} must be a finite integer, got {value!r}")
+            if as_float != int(as_float):
+                raise ConfigError(f"{key} must be an integer, got {value!r}")
+            number = int(as_float)
+    if abs(number) > MAX_INT:
+        raise ConfigError(f"{key}={value!r} is out of range (at most {MAX_INT} in size)")
+    return number
+
+
+def _coerce_float(value: Any, key: str) -> float:
+    """A finite float; NaN and infinities are refused wherever a number is expected."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return number
 
 
 def build_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
@@ -177,7 +236,22 @@ def build_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
     check = getattr(obj, "validate", None)
     if callable(check):
         check()
+    if isinstance(obj, DataConfig):
+        _validate_data(obj)
     return obj
+
+
+def _validate_data(cfg: DataConfig) -> None:
+    """The ``data`` section's sizes: an empty split or a 0-pixel image is refused up front."""
+    for key in ("size", "n_train", "n_test"):
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            what = "pixels per side" if key == "size" else "images"
+            raise ConfigError(f"data.{key} must be at least 1 ({what}), or unset; got {value}")
+    for key in ("root", "hub_id"):
+        value = getattr(cfg, key)
+        if value is not None and ("\x00" in value or not value.strip()):
+            raise ConfigError(f"data.{key} must be a non-empty path or id without NUL bytes, got {value!r}")
 
 
 def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -214,9 +288,19 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file '{path}' is not UTF-8 text (byte {exc.start}): is it the right file?"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from exc
+    bad = [s for s in SECTIONS + ("run",) if s in data and not isinstance(data[s], dict)]
+    if bad:
+        raise ConfigError(f"config file '{path}': [{bad[0]}] must be a table (section), "
+                          f"not a single value")
     unknown = set(data) - set(SECTIONS) - {"run"}
     if unknown:
         raise ConfigError(
@@ -241,6 +325,22 @@ def resolve(
     section is validated against it.
     """
     data: dict[str, Any] = load_toml(config_file) if config_file else {}
+    return resolve_data(data, model=model, dataset=dataset, sets=sets, seed=seed,
+                        model_config_cls=model_config_cls, source=config_file)
+
+
+def resolve_data(
+    data: dict[str, Any],
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+    sets: list[str] | None = None,
+    seed: int | None = None,
+    model_config_cls: Any = None,
+    source: str | Path | None = None,
+) -> RunConfig:
+    """:func:`resolve` on an already-loaded config document (``source`` names it in errors)."""
+    config_file = source
     run = dict(data.get("run", {}))
     unknown_run = set(run) - set(RUN_KEYS)
     if unknown_run:
@@ -258,7 +358,10 @@ def resolve(
     sections: dict[str, dict[str, Any]] = {s: dict(data.get(s, {})) for s in SECTIONS}
     for section, values in parse_set(sets or []).items():
         sections[section].update(values)
-    run_seed = seed if seed is not None else int(run.get("seed", 0))
+    run_seed = _coerce_int(seed if seed is not None else run.get("seed", 0), "run.seed")
+    for key, value in (("run.model", model_name), ("run.dataset", dataset_name)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{key} must be a name (a string), got {value!r}")
     model_cfg = sections["model"]
     if model_config_cls is not None:
         model_cfg = dataclasses.asdict(build_dataclass(model_config_cls, model_cfg, "model"))
@@ -276,10 +379,13 @@ def resolve(
 def from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from :meth:`RunConfig.as_dict` output (a saved run)."""
     run = data.get("run", {})
+    for key in ("model", "dataset"):
+        if not isinstance(run.get(key), str):
+            raise ConfigError(f"the saved config has no valid run.{key} (got {run.get(key)!r})")
     return RunConfig(
         model=run["model"],
         dataset=run["dataset"],
-        seed=int(run.get("seed", 0)),
+        seed=_coerce_int(run.get("seed", 0), "run.seed"),
         model_cfg=dict(data.get("model", {})),
         data=build_dataclass(DataConfig, data.get("data", {}), "data"),
         train=build_dataclass(TrainConfig, data.get("train", {}), "train"),

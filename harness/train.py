@@ -533,6 +533,7 @@ def train(
 
     if resumed is not None:
         ckpt.load_optimizer_state(resumed, inner_opt)
+        ckpt.apply_resume_settings(inner_opt, cfg)  # e.g. a lowered train.lr after a NaN
         scaler_state = ckpt.load_extra(resumed).get("scaler")
         if scaler_state and getattr(acc, "scaler", None) is not None:
             acc.scaler.load_state_dict(scaler_state)
