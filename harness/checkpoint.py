@@ -265,45 +265,56 @@ def save_checkpoint(
     name = checkpoint_name(state.step)
     final = root / name
     tmp = root / f"{TMP_PREFIX}{name}"
-    if rank == 0:
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a run killed while saving
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
-        tmp.mkdir()
-    barrier()
-    rng_tensors, rng_rest = capture_rng_state()
-    save_file(rng_tensors, str(tmp / f"rng-rank{rank}.safetensors"))
-    _write_json(tmp / f"rng-rank{rank}.json", rng_rest)
-    if rank == 0:
-        save_model(model, str(tmp / "model.safetensors"))
-        opt_tensors, opt_doc = optimizer_to_files(optimizer.state_dict())
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        _write_json(tmp / "optimizer.json", opt_doc)
-        _write_json(tmp / "extra.json", extra or {})
-        # trainer.json last: its presence marks a complete checkpoint
-        _write_json(tmp / "trainer.json", asdict(state))
-    barrier()
-    if rank == 0:
-        _write_json(tmp / CHECKSUMS, {f.name: _sha256(f) for f in sorted(tmp.iterdir())})
-        for f in tmp.iterdir():
-            _fsync_file(f)
-        _fsync_dir(tmp)
-        if final.exists():  # the same step saved again (e.g. Ctrl-C right after a checkpoint)
-            old = root / f"{TMP_PREFIX}old-{name}"
-            if old.exists():
+    try:
+        if rank == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a run killed while saving
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+            tmp.mkdir()
+        barrier()
+        rng_tensors, rng_rest = capture_rng_state()
+        save_file(rng_tensors, str(tmp / f"rng-rank{rank}.safetensors"))
+        _write_json(tmp / f"rng-rank{rank}.json", rng_rest)
+        if rank == 0:
+            save_model(model, str(tmp / "model.safetensors"))
+            opt_tensors, opt_doc = optimizer_to_files(optimizer.state_dict())
+            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+            _write_json(tmp / "optimizer.json", opt_doc)
+            _write_json(tmp / "extra.json", extra or {})
+            # trainer.json last: its presence marks a complete checkpoint
+            _write_json(tmp / "trainer.json", asdict(state))
+        barrier()
+        if rank == 0:
+            _write_json(tmp / CHECKSUMS, {f.name: _sha256(f) for f in sorted(tmp.iterdir())})
+            for f in tmp.iterdir():
+                _fsync_file(f)
+            _fsync_dir(tmp)
+            if final.exists():  # the same step saved again (e.g. Ctrl-C right after a checkpoint)
+                old = root / f"{TMP_PREFIX}old-{name}"
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(final, old)
+                os.replace(tmp, final)
                 shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(root)
-        write_text_atomic(root / LATEST, name + "\n")
-        for stale in list_checkpoints(root)[:-keep] if keep > 0 else []:
-            shutil.rmtree(stale, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            _fsync_dir(root)
+            write_text_atomic(root / LATEST, name + "\n")
+            for stale in list_checkpoints(root)[:-keep] if keep > 0 else []:
+                shutil.rmtree(stale, ignore_errors=True)
+    except BaseException:
+        # a full disk or an error mid-write: leave no half-written directory behind (the
+        # previous checkpoint is untouched; the next save would remove it anyway)
+        if rank == 0:
+            old = root / f"{TMP_PREFIX}old-{name}"
+            if old.is_dir() and not final.exists():  # stopped between the two renames
+                os.replace(old, final)
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        raise
     barrier()
     return final
 

@@ -216,6 +216,7 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
     from . import train as trainer
 
     state.wait_for_everyone()
+    _forget_other_precision(config.train.mixed_precision)
     accelerator = trainer.make_accelerator(config.train, run_dir)
     if accelerator.is_main_process:
         env = runs.environment(device=str(accelerator.device),
@@ -246,6 +247,17 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
+
+
+def _forget_other_precision(mixed_precision: str) -> None:
+    """A second run in the same Python process (the API, tests) may ask for another mixed
+    precision; Accelerate keeps one per process and would refuse. Forget the old one (the
+    process state, devices and process group, is kept)."""
+    from accelerate.state import AcceleratorState
+
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and current != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,
