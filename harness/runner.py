@@ -197,6 +197,9 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
             refusal = [str(exc)]
             if state.num_processes == 1:
                 raise
+        except BaseException:  # e.g. a full disk while writing config.toml
+            lock.release()
+            raise
     if state.num_processes > 1:
         broadcast_object_list(refusal, from_process=0)
         if refusal[0]:

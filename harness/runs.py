@@ -231,9 +231,9 @@ def prepare_run_dir(path: Path, *, resume: bool) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         if state.is_run:  # restartable: nothing trained, nothing to lose
             clear_restartable(path)
-    else:  # temporary files of a run killed mid-write (we hold the lock: nobody else writes)
-        for tmp in path.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+    # temporary files of a run killed mid-write (we hold the lock: nobody else writes)
+    for tmp in path.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
     return path
 
 

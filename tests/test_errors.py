@@ -6,8 +6,6 @@ Each test reproduces a failure that used to print a traceback, leave a folder th
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import pickle
@@ -15,62 +13,22 @@ import platform
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import TINY, assert_error_line, builtin_plugins_only, cli
 
 from harness import checkpoint as ckpt
 from harness import preflight, runs
-from harness.cli import main
 from harness.config import tomllib
 from harness.errors import ConfigError
-
-TINY = ["--set", "train.steps=4", "--set", "train.batch_size=8", "--set", "data.n_train=16",
-        "--set", "data.n_test=8", "--set", "train.checkpoint_every=2", "--set", "train.log_every=1",
-        "--set", 'eval.protocols=["reconstruction"]']
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _builtin_plugins_only() -> object:
-    """These tests are about the host's error paths: whatever third-party plugins happen to
-    be installed on the machine stay out of them."""
-    from harness import plugins
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HARNESS_LOAD_PLUGINS", "")
-        plugins.reset_host()
+    with builtin_plugins_only():
         yield
-    plugins.reset_host()
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def cli(*args: str) -> Result:
-    """``harness ARGS`` in this process; stdout and stderr captured."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-def assert_error_line(res: Result, code: int, *needles: str) -> None:
-    assert res.code == code, res.err
-    assert "Traceback" not in res.err and "internal error" not in res.err, res.err
-    line = [ln for ln in res.err.splitlines() if ln.startswith("Error: ")]
-    assert len(line) == 1, res.err
-    for needle in needles:
-        assert needle in line[0], line[0]
 
 
 def metrics(run: Path) -> dict:
@@ -146,7 +104,7 @@ def test_a_corrected_rerun_takes_the_same_folder(tmp_path: Path) -> None:
 def test_a_run_stopped_before_its_first_checkpoint_starts_over(tmp_path: Path) -> None:
     out = tmp_path / "nan"
     base = ["run", "--model", "vae", "--out", str(out), "--set", "train.optimizer=adam",
-            "--set", "train.steps=40", "--set", "train.batch_size=8", "--set", "data.n_train=16",
+            "--set", "train.steps=6", "--set", "train.batch_size=8", "--set", "data.n_train=16",
             "--set", "data.n_test=8", "--set", "train.checkpoint_every=0",
             "--set", 'eval.protocols=["reconstruction"]']
     res = cli(*base, "--set", "train.lr=1e30")
@@ -280,8 +238,11 @@ def _both_checkpoints(run: Path) -> list[Path]:
     return found
 
 
-@pytest.mark.parametrize("name", ["optimizer.json", "optimizer.safetensors", "model.safetensors",
-                                  "trainer.json", "rng-rank0.json", "extra.json"])
+@pytest.mark.parametrize("name", [
+    "optimizer.json", "model.safetensors", "trainer.json",
+    *(pytest.param(n, marks=pytest.mark.slow)
+      for n in ("optimizer.safetensors", "rng-rank0.json", "rng-rank0.safetensors", "extra.json")),
+])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(name: str, finished: Path,
                                                                   tmp_path: Path) -> None:
     run = copy_of(finished, tmp_path)
@@ -295,8 +256,10 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(name: str, fin
 
 
 @pytest.mark.parametrize(("field", "value", "needle"), [
-    ("step", -5, "negative"), ("step", 99, "past the end"), ("batch_size", 0, "at least 1"),
-    ("step", True, "must be an integer"), ("epoch", 7, "do not follow from step"),
+    ("step", -5, "negative"), ("step", 99, "past the end"),
+    pytest.param("batch_size", 0, "at least 1", marks=pytest.mark.slow),
+    pytest.param("step", True, "must be an integer", marks=pytest.mark.slow),
+    pytest.param("epoch", 7, "do not follow from step", marks=pytest.mark.slow),
 ])
 def test_checkpoint_metadata_out_of_range_is_refused_naming_the_file(
         field: str, value: object, needle: str, finished: Path, tmp_path: Path) -> None:
