@@ -293,11 +293,15 @@ def check_run_dir(path: Path, *, resume: bool) -> RunDirState:
             f"{_names(state.foreign)}); nothing was written. Choose a new or empty folder"
         )
     if not state.restartable:
-        what = (f"a checkpoint ({state.checkpoint.name})" if state.checkpoint is not None
-                else _names(state.results))
+        if state.checkpoint is None:  # finished, and nothing to resume from
+            raise HarnessError(
+                f"run directory '{path}' already holds a finished run ({_names(state.results)}); "
+                f"re-evaluate it with `harness evaluate {path}`, or choose another --out"
+            )
         raise HarnessError(
-            f"run directory '{path}' already holds a run with {what}; continue it with "
-            "--resume (same command, --resume appended), or choose another --out"
+            f"run directory '{path}' already holds a run with a checkpoint "
+            f"({state.checkpoint.name}); continue it with --resume (same command, --resume "
+            "appended), or choose another --out"
         )
     return state
 

@@ -142,6 +142,18 @@ def test_out_into_a_folder_of_other_files_is_refused_and_untouched(tmp_path: Pat
     assert {p.name for p in folder.iterdir()} == {"chapters", "thesis.tex"}
 
 
+def test_an_unwritable_out_is_an_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # (as root every folder is writable: ask os.access, as the check does, to say no)
+    real = os.access
+    monkeypatch.setattr(runs.os, "access", lambda path, mode: real(path, mode) and not (
+        mode & os.W_OK and Path(path) == tmp_path))
+    res = cli("run", "--model", "ae", "--out", str(tmp_path / "a" / "run"), *TINY)
+    assert_error_line(res, 2, f"cannot be created in '{tmp_path}' (not writable)")
+    res = cli("run", "--model", "ae", "--out", str(tmp_path), *TINY)
+    assert_error_line(res, 2, "is not writable")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_out_under_a_file_is_an_error_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     res = cli("run", "--model", "ae", "--out", str(tmp_path / "file" / "run"), *TINY)

@@ -33,7 +33,7 @@ def test_prepare_run_dir_refuses_to_overwrite_and_to_resume_nothing(tmp_path: Pa
         runs.prepare_run_dir(run, resume=True)
     assert runs.prepare_run_dir(run, resume=False) == run
     (run / runs.METRICS_FILE).write_text("{}")
-    with pytest.raises(HarnessError, match="already holds a run.*--resume"):
+    with pytest.raises(HarnessError, match="already holds a finished run.*harness evaluate"):
         runs.prepare_run_dir(run, resume=False)
     with pytest.raises(HarnessError, match="holds no run"):
         runs.prepare_run_dir(tmp_path / "other", resume=True)
