@@ -138,7 +138,7 @@ def _set_fuzz(model: str, pairs: list[tuple[str, str]], seed: int | None, follow
 seeds = st.one_of(st.none(), st.integers(-(2**70), 2**70), st.integers(-3, 3))
 
 
-@FAST
+@settings(FAST, max_examples=6)
 @given(model=st.sampled_from(MODELS), pairs=sets, seed=seeds)
 def test_random_set_options(model: str, pairs: list[tuple[str, str]], seed: int | None) -> None:
     _set_fuzz(model, pairs, seed, follow_up=False)
@@ -269,8 +269,7 @@ def _damage_fuzz(finished: Path, data: st.DataObject) -> None:
         shutil.rmtree(out.parent, ignore_errors=True)
 
 
-@settings(max_examples=5, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(FAST, max_examples=4)
 @given(data=st.data())
 def test_damaged_run_folders(finished: Path, data: st.DataObject) -> None:
     _damage_fuzz(finished, data)
