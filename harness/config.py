@@ -248,6 +248,8 @@ def _validate_data(cfg: DataConfig) -> None:
         if value is not None and value < 1:
             what = "pixels per side" if key == "size" else "images"
             raise ConfigError(f"data.{key} must be at least 1 ({what}), or unset; got {value}")
+    if cfg.seed < 0:
+        raise ConfigError(f"data.seed must be >= 0 (it seeds NumPy's generator), got {cfg.seed}")
     for key in ("root", "hub_id"):
         value = getattr(cfg, key)
         if value is not None and ("\x00" in value or not value.strip()):

@@ -82,6 +82,7 @@ UNINSTALLED = next(t for t in ("wandb", "aim", "clearml", "comet_ml", "mlflow")
     ("ae", ["data.n_train=0"], "data.n_train must be at least 1"),
     ("ae", ["data.n_test=0"], "data.n_test must be at least 1"),
     ("ae", ["data.size=0"], "data.size must be at least 1"),
+    ("ae", ["data.seed=-1"], "data.seed must be >= 0"),  # found by the fuzz test
 ])
 def test_bad_values_are_refused_before_anything_is_written(model: str, sets: list[str],
                                                            needle: str, tmp_path: Path) -> None:
