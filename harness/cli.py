@@ -3,7 +3,9 @@
 Listing commands only read plugin metadata: they never import torch, so they answer fast.
 Errors the user can fix (unknown names, bad config keys, missing files) are printed as one
 ``Error: ...`` line without a traceback and exit with status 2; a run that fails while
-training (e.g. a non-finite loss) exits with status 1; Ctrl-C exits with 130.
+training (e.g. a non-finite loss, a full disk) exits with status 1; Ctrl-C exits with 130.
+Anything else that escapes is reported as ``Error: internal error: ...`` (status 1), never as
+a traceback; ``HARNESS_DEBUG=1`` prints the traceback too.
 """
 
 from __future__ import annotations
@@ -95,7 +97,9 @@ def metrics_cmd(as_json: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/MODEL-DATASET-seedN-TIMESTAMP).")
 @click.option("--resume", is_flag=True,
-              help="Continue the interrupted run in --out from its last checkpoint.")
+              help="Continue the interrupted run in --out from its last checkpoint. The run's "
+                   "original options may be repeated; train.lr, train.grad_clip and "
+                   "train.steps/epochs may change.")
 @click.option("--no-eval", is_flag=True, help="Train only; evaluate later with `harness evaluate`.")
 def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
             sets: tuple[str, ...], seed: int | None, out: str | None, resume: bool,
