@@ -28,10 +28,12 @@ assumes the processes share the run directory's file system (they must anyway, t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -45,6 +47,7 @@ from .atomic import atomic_write_text, fsync_dir
 from .errors import HarnessError
 
 LATEST = "latest"
+CHECKSUMS = "checksums.json"
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
 
@@ -75,8 +78,40 @@ class TrainerState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainerState:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """Build and check a state: every field an integer, and consistent (0 <= step <=
+        total_steps, epoch and position following from step). Raises ValueError naming the
+        first bad field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        for name in names:
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        state = cls(**{n: data[n] for n in names})
+        state.check()
+        return state
+
+    def check(self) -> None:
+        for name in ("step", "total_steps", "epoch", "batch_in_epoch", "n_train"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} is negative")
+        for name in ("batches_per_epoch", "batch_size", "world_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.step > self.total_steps:
+            raise ValueError(f"step={self.step} is past the end of the run "
+                             f"(total_steps={self.total_steps})")
+        if (self.epoch, self.batch_in_epoch) != divmod(self.step, self.batches_per_epoch):
+            raise ValueError(f"epoch={self.epoch}, batch_in_epoch={self.batch_in_epoch} do not "
+                             f"follow from step={self.step} and batches_per_epoch="
+                             f"{self.batches_per_epoch}")
+        if self.n_train // self.batch_size != self.batches_per_epoch:
+            raise ValueError(f"batches_per_epoch={self.batches_per_epoch} does not follow from "
+                             f"n_train={self.n_train} and batch_size={self.batch_size}")
 
 
 def checkpoint_name(step: int) -> str:
@@ -179,6 +214,14 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _noop() -> None:
     return None
 
@@ -204,44 +247,56 @@ def save_checkpoint(
     name = checkpoint_name(state.step)
     final = root / name
     tmp = root / f"{TMP_PREFIX}{name}"
-    if rank == 0:
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a run killed while saving
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
-        tmp.mkdir()
-    barrier()
-    rng_tensors, rng_rest = capture_rng_state()
-    save_file(rng_tensors, str(tmp / f"rng-rank{rank}.safetensors"))
-    _write_json(tmp / f"rng-rank{rank}.json", rng_rest)
-    if rank == 0:
-        save_model(model, str(tmp / "model.safetensors"))
-        opt_tensors, opt_doc = optimizer_to_files(optimizer.state_dict())
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        _write_json(tmp / "optimizer.json", opt_doc)
-        _write_json(tmp / "extra.json", extra or {})
-        # trainer.json last: its presence marks a complete checkpoint
-        _write_json(tmp / "trainer.json", asdict(state))
-    barrier()
-    if rank == 0:
-        for f in tmp.iterdir():
-            _fsync_file(f)
-        fsync_dir(tmp)
-        if final.exists():  # the same step saved again (e.g. Ctrl-C right after a checkpoint)
-            old = root / f"{TMP_PREFIX}old-{name}"
-            if old.exists():
+    try:
+        if rank == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a run killed while saving
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+            tmp.mkdir()
+        barrier()
+        rng_tensors, rng_rest = capture_rng_state()
+        save_file(rng_tensors, str(tmp / f"rng-rank{rank}.safetensors"))
+        _write_json(tmp / f"rng-rank{rank}.json", rng_rest)
+        if rank == 0:
+            save_model(model, str(tmp / "model.safetensors"))
+            opt_tensors, opt_doc = optimizer_to_files(optimizer.state_dict())
+            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+            _write_json(tmp / "optimizer.json", opt_doc)
+            _write_json(tmp / "extra.json", extra or {})
+            # trainer.json last: its presence marks a complete checkpoint
+            _write_json(tmp / "trainer.json", asdict(state))
+        barrier()
+        if rank == 0:
+            _write_json(tmp / CHECKSUMS, {f.name: _sha256(f) for f in sorted(tmp.iterdir())})
+            for f in tmp.iterdir():
+                _fsync_file(f)
+            fsync_dir(tmp)
+            if final.exists():  # the same step saved again (e.g. Ctrl-C right after a checkpoint)
+                old = root / f"{TMP_PREFIX}old-{name}"
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(final, old)
+                os.replace(tmp, final)
                 shutil.rmtree(old)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        fsync_dir(root)
-        atomic_write_text(root / LATEST, name + "\n")
-        for stale in list_checkpoints(root)[:-keep] if keep > 0 else []:
-            shutil.rmtree(stale, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            fsync_dir(root)
+            atomic_write_text(root / LATEST, name + "\n")
+            for stale in list_checkpoints(root)[:-keep] if keep > 0 else []:
+                shutil.rmtree(stale, ignore_errors=True)
+    except BaseException:
+        # a full disk or an error mid-write: leave no half-written directory behind (the
+        # previous checkpoint is untouched; the next save would remove it anyway)
+        if rank == 0:
+            old = root / f"{TMP_PREFIX}old-{name}"
+            if old.is_dir() and not final.exists():  # stopped between the two renames
+                os.replace(old, final)
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        raise
     barrier()
     return final
 
@@ -268,21 +323,130 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=_step_of)
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint (a ``step-*`` directory only ever appears complete,
-    by rename). The ``latest`` pointer names the same one, for people and tools; it is not
-    trusted here because a run killed between the rename and the pointer update leaves it
-    one checkpoint behind."""
-    found = list_checkpoints(Path(root))
-    return found[-1] if found else None
+def latest_checkpoint(root: Path, *, quiet: bool = False) -> Path | None:
+    """The newest *usable* checkpoint: complete (a ``step-*`` directory only ever appears
+    complete, by rename) and passing :func:`verify_checkpoint`. A newer one that is corrupt
+    (bad metadata, a file whose checksum no longer matches, a truncated file) is skipped with
+    a warning on stderr (unless ``quiet``), so a resume falls back to the one before it. The
+    ``latest`` pointer names the same one, for people and tools; it is not trusted here
+    because a run killed between the rename and the pointer update leaves it one behind."""
+    for path in reversed(list_checkpoints(Path(root))):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as exc:
+            if not quiet:
+                print(f"harness: warning: skipping checkpoint {path.name}: {exc}", file=sys.stderr)
+            continue
+        return path
+    return None
+
+
+def _json_file(file: Path) -> Any:
+    try:
+        return json.loads(file.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"'{file}' is missing") from None
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(f"'{file}' is corrupt ({_one_line(exc)})") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+def verify_checkpoint(path: Path) -> TrainerState:
+    """Check a checkpoint without loading its tensors: ``trainer.json`` in range and matching
+    the directory's step, every file's SHA-256 as recorded at save time (``checksums.json``;
+    checkpoints written before it existed are checked by parsing instead), the JSON files
+    parse and the safetensors headers cover their files. Raises :class:`CheckpointError`
+    naming the file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    state = read_trainer_state(path)
+    if _step_of(path) != state.step:
+        raise CheckpointError(f"'{path / 'trainer.json'}' says step {state.step}, but the "
+                              f"directory is {path.name}")
+    sums = path / CHECKSUMS
+    if sums.is_file():
+        recorded = _json_file(sums)
+        if not isinstance(recorded, dict):
+            raise CheckpointError(f"'{sums}' is corrupt (not a JSON object)")
+        for name, digest in recorded.items():
+            file = path / str(name)
+            if not file.is_file():
+                raise CheckpointError(f"'{file}' is missing")
+            if _sha256(file) != digest:
+                raise CheckpointError(f"'{file}' is corrupt (its checksum changed since it "
+                                      "was written)")
+    for file in sorted(path.glob("*.json")):
+        _json_file(file)
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        if not (path / name).is_file():
+            raise CheckpointError(f"'{path / name}' is missing")
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors' own error type, OSError
+            raise CheckpointError(f"'{file}' is corrupt or truncated ({_one_line(exc)})") from exc
+    return state
 
 
 def read_trainer_state(path: Path) -> TrainerState:
-    path = Path(path)
+    """``trainer.json`` of checkpoint ``path``, checked (see :meth:`TrainerState.from_dict`)."""
+    file = Path(path) / "trainer.json"
+    data = _json_file(file)
     try:
-        return TrainerState.from_dict(json.loads((path / "trainer.json").read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint '{path}' is unreadable: {exc}") from exc
+        return TrainerState.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"'{file}' is invalid: {exc}") from exc
+
+
+def check_resume_fits(path: Path, *, seed: int, batch_size: int, n_train: int,
+                      model: torch.nn.Module | None = None) -> TrainerState:
+    """Refuse, before anything is written, a resume whose data order would differ from the
+    checkpoint's (seed, batch size, training-set size) or whose model does not fit its
+    weights (names and shapes, read from the safetensors header)."""
+    from safetensors import safe_open
+
+    state = verify_checkpoint(path)
+    for name, saved, current in (("run.seed", state.seed, seed),
+                                 ("train.batch_size", state.batch_size, batch_size),
+                                 ("the training set size (data.n_train)", state.n_train, n_train)):
+        if saved != current:
+            raise CheckpointError(
+                f"cannot resume from '{path}': it was written with {name}={saved}, this run "
+                f"has {current}; the data order would differ. Resume with the run's own "
+                "settings, or start a new run with another --out"
+            )
+    if model is not None:
+        file = Path(path) / "model.safetensors"
+        with safe_open(str(file), framework="pt") as handle:
+            shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+        own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if shapes != own:
+            diff = sorted(set(shapes) ^ set(own)) or sorted(
+                k for k in own if shapes.get(k) != own[k])
+            raise CheckpointError(
+                f"'{file}' does not fit the model built from this configuration (differs at "
+                f"{', '.join(diff[:3])}); the [model] section must be the one the run was "
+                "trained with"
+            )
+    return state
+
+
+def apply_resume_settings(optimizer: torch.optim.Optimizer, cfg: Any) -> None:
+    """After the optimizer's state is loaded from a checkpoint, apply the settings a resumed
+    run may change: ``train.lr`` (the loaded param groups hold the old one). Call it right
+    after :func:`load_optimizer_state`. (``grad_clip`` and ``steps``/``epochs`` are read
+    from the config by the loop itself.)"""
+    for group in optimizer.param_groups:
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"].fill_(float(cfg.lr))
+        else:
+            group["lr"] = float(cfg.lr)
 
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> None:
@@ -295,18 +459,40 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> None:
             f"checkpoint '{file}' does not fit this model ({exc}); was the run's [model] "
             "section changed since the checkpoint was written?"
         ) from exc
+    except Exception as exc:  # safetensors' own error type: a corrupt file
+        raise CheckpointError(f"'{file}' is corrupt or truncated ({_one_line(exc)})") from exc
+
+
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except FileNotFoundError:
+        raise CheckpointError(f"'{file}' is missing") from None
+    except Exception as exc:  # safetensors' own error type, OSError
+        raise CheckpointError(f"'{file}' is corrupt or truncated ({_one_line(exc)})") from exc
 
 
 def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
     path = Path(path)
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    doc = json.loads((path / "optimizer.json").read_text())
-    optimizer.load_state_dict(optimizer_from_files(tensors, doc))
+    tensors = _load_tensors(path / "optimizer.safetensors")
+    doc = _json_file(path / "optimizer.json")
+    try:
+        optimizer.load_state_dict(optimizer_from_files(tensors, doc))
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"'{path / 'optimizer.json'}' does not fit this optimizer ({_one_line(exc)}); was "
+            "train.optimizer changed, or is the file damaged?"
+        ) from exc
 
 
 def load_extra(path: Path) -> dict[str, Any]:
     file = Path(path) / "extra.json"
-    return json.loads(file.read_text()) if file.is_file() else {}
+    if not file.is_file():
+        return {}
+    doc = _json_file(file)
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"'{file}' is corrupt (not a JSON object)")
+    return doc
 
 
 def load_rng_state(path: Path, rank: int) -> bool:
@@ -316,6 +502,12 @@ def load_rng_state(path: Path, rank: int) -> bool:
     tensors_file = path / f"rng-rank{rank}.safetensors"
     if not tensors_file.is_file():
         return False
-    rest = json.loads((path / f"rng-rank{rank}.json").read_text())
-    restore_rng_state(load_file(str(tensors_file)), rest)
+    json_file = path / f"rng-rank{rank}.json"
+    rest = _json_file(json_file)
+    tensors = _load_tensors(tensors_file)
+    try:
+        restore_rng_state(tensors, rest)
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
+        raise CheckpointError(f"'{json_file}' / '{tensors_file.name}' hold no valid RNG state "
+                              f"({_one_line(exc)})") from exc
     return True

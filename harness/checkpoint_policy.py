@@ -105,6 +105,9 @@ class CheckpointPolicy:
         resumed = self.resumed
         assert resumed is not None and self._optimizer is not None, "load_weights, attach first"
         ckpt.load_optimizer_state(resumed, self._optimizer)
+        # what a resumed run may change (e.g. a lowered train.lr after a NaN) wins over the
+        # values stored with the optimizer state
+        ckpt.apply_resume_settings(self._optimizer, self.config.train)
         scaler_state = ckpt.load_extra(resumed).get("scaler")
         if scaler_state and getattr(self.acc, "scaler", None) is not None:
             self.acc.scaler.load_state_dict(scaler_state)

@@ -3,14 +3,18 @@
 Listing commands only read plugin metadata: they never import torch, so they answer fast.
 Errors the user can fix (unknown names, bad config keys, missing files) are printed as one
 ``Error: ...`` line without a traceback and exit with status 2; a run that fails while
-training (e.g. a non-finite loss) exits with status 1; Ctrl-C exits with 130.
+training (e.g. a non-finite loss, a full disk) exits with status 1; Ctrl-C exits with 130.
+Anything else that escapes is reported as ``Error: internal error: ...`` (status 1), never as
+a traceback; ``HARNESS_DEBUG=1`` prints the traceback too.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +110,9 @@ def metrics_cmd(as_json: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/MODEL-DATASET-seedN-TIMESTAMP).")
 @click.option("--resume", is_flag=True,
-              help="Continue the interrupted run in --out from its last checkpoint.")
+              help="Continue the interrupted run in --out from its last checkpoint. The run's "
+                   "original options may be repeated; train.lr, train.grad_clip and "
+                   "train.steps/epochs may change.")
 @click.option("--no-eval", is_flag=True, help="Train only; evaluate later with `harness evaluate`.")
 @click.option("--save-samples", is_flag=True,
               help="Also export the scored images (.npz + PNG) and the metrics' reference "
@@ -120,16 +126,15 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
     if resume:
         if not out:
             raise HarnessError("--resume needs --out DIR: the directory of the run to continue")
-        if model or dataset or config_file or sets or seed is not None:
-            raise HarnessError("--resume takes its configuration from DIR/config.toml; drop "
-                               "--model/--dataset/--config/--set/--seed")
-        config_file = str(Path(out) / "config.toml")
-        if not Path(config_file).is_file():
-            raise HarnessError(f"cannot resume: '{out}' holds no run (config.toml missing)")
-    config = runner.resolve_config(model=model, dataset=dataset, config_file=config_file,
-                                   sets=list(sets), seed=seed)
-    run_dir = runner.run_experiment(config, out, resume=resume, evaluate=not no_eval,
-                                    save_samples=save_samples)
+        plan = runner.resume_config(out, model=model, dataset=dataset, config_file=config_file,
+                                    sets=list(sets), seed=seed)
+        run_dir = runner.run_experiment(plan, out, resume=True, evaluate=not no_eval,
+                                        save_samples=save_samples)
+    else:
+        config = runner.resolve_config(model=model, dataset=dataset, config_file=config_file,
+                                       sets=list(sets), seed=seed)
+        run_dir = runner.run_experiment(config, out, resume=False, evaluate=not no_eval,
+                                        save_samples=save_samples)
     _print_summary(run_dir)
 
 
@@ -139,9 +144,10 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
               help="Override an eval setting, e.g. --set eval.random_generation.n_samples=500.")
 def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Re-evaluate a saved run and rewrite its metrics.json."""
-    from . import runner
+    from . import runner, runs
 
-    runner.evaluate_run(run_dir, list(sets))
+    with runs.RunLock(Path(run_dir)):
+        runner.evaluate_run(run_dir, list(sets))
     _print_summary(Path(run_dir))
 
 
@@ -212,23 +218,55 @@ def _add_plugin_commands() -> None:
             print(f"warning: plugin '{name}' could not add commands: {exc}", file=sys.stderr)
 
 
+def _debug() -> bool:
+    return os.environ.get("HARNESS_DEBUG", "").strip().lower() not in {"", "0", "false", "no", "off"}
+
+
+def _fail(message: str, code: int) -> None:
+    if _debug():
+        traceback.print_exc()
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if exc.errno == errno.ENOSPC:
+        return (f"the disk is full{where}: nothing half-written was kept; free some space and "
+                "continue with --resume (or re-run the same command if no checkpoint was written)")
+    if exc.errno == errno.EDQUOT:
+        return f"disk quota exceeded{where}; free some space and continue with --resume"
+    return f"{exc.strerror or exc}{where}"
+
+
 def main(argv: list[str] | None = None) -> Any:
+    """Run the command line. Every failure ends as one ``Error:`` line: status 2 for bad
+    input, 1 for a run that failed (or an unexpected error), 130 for Ctrl-C.
+    ``HARNESS_DEBUG=1`` prints the traceback too."""
     try:
         _add_plugin_commands()
         return cli.main(args=argv, prog_name="harness", standalone_mode=False)
     except HarnessError as exc:
-        code = getattr(exc, "exit_code", 2)
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(code)
+        _fail(str(exc), getattr(exc, "exit_code", 2))
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
+        if _debug():
+            traceback.print_exc()
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted: the last checkpoint is kept; continue with --resume.", err=True)
         sys.exit(130)
+    except OSError as exc:
+        _fail(_os_error(exc), 1)
+    except MemoryError:
+        _fail("out of memory: lower train.batch_size / eval.batch_size or the model's size", 1)
+    except Exception as exc:  # the last net: no traceback for the user, but say it is a bug
+        text = " ".join(str(exc).split())[:500]
+        _fail(f"internal error: {type(exc).__name__}: {text} (this is a bug in harness or a "
+              "plugin; HARNESS_DEBUG=1 shows the traceback)", 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -50,6 +51,31 @@ class TrainConfig:
         # to the run's config.toml like any other (epochs resolve to steps at training time).
         if self.steps is None and self.epochs is None:
             self.steps = self.DEFAULT_STEPS
+
+    def validate(self) -> None:
+        """Refuse values no run could use, before anything is built or written. (Names that
+        need the trainer, optimizers and trackers, are checked by
+        :func:`harness.preflight.validate_train_config`.)"""
+        if self.batch_size < 1:
+            raise ConfigError(
+                f"train.batch_size must be at least 1 (it is the global number of images per "
+                f"step), got {self.batch_size}"
+            )
+        for key in ("steps", "epochs"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ConfigError(f"train.{key} must not be negative, got {value}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be a positive learning rate (e.g. 1e-3), got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(
+                f"train.grad_clip must be positive, or unset to turn clipping off; got {self.grad_clip}"
+            )
+        for key in ("checkpoint_every", "log_every", "num_workers"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass
@@ -163,27 +189,60 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return False
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        try:
-            as_float = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} must be an integer, got {value!r}") from None
-        if as_float != int(as_float):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return int(as_float)
+        return _coerce_int(value, key)
     if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+        return _coerce_float(value, key)
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return value
     return value
+
+
+#: the largest integer a config value may hold (beyond it, sizes and counts are nonsense and
+#: some would overflow torch's 64-bit sizes)
+MAX_INT = 2**53
+
+
+def _coerce_int(value: Any, key: str) -> int:
+    """An integer from an int, an integral float or a string; NaN, inf, fractions, booleans
+    and values beyond :data:`MAX_INT` are refused naming the key."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    number: int | None = value if isinstance(value, int) else None
+    if number is None:
+        text = value.strip() if isinstance(value, str) else value
+        try:
+            number = int(text, 10) if isinstance(text, str) else None
+        except ValueError:
+            number = None
+        if number is None:
+            try:
+                as_float = float(text)  # "1e3", 4.0
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+            if not math.isfinite(as_float):
+                raise ConfigError(f"{key} must be a finite integer, got {value!r}")
+            if as_float != int(as_float):
+                raise ConfigError(f"{key} must be an integer, got {value!r}")
+            number = int(as_float)
+    assert number is not None
+    if abs(number) > MAX_INT:
+        raise ConfigError(f"{key}={value!r} is out of range (at most {MAX_INT} in size)")
+    return number
+
+
+def _coerce_float(value: Any, key: str) -> float:
+    """A finite float; NaN and infinities are refused wherever a number is expected."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return number
 
 
 def build_dataclass(cls: type, values: dict[str, Any], section: str,
@@ -208,7 +267,24 @@ def build_dataclass(cls: type, values: dict[str, Any], section: str,
     check = getattr(obj, "validate", None)
     if callable(check):
         check()
+    if isinstance(obj, DataConfig):
+        _validate_data(obj)
     return obj
+
+
+def _validate_data(cfg: DataConfig) -> None:
+    """The ``data`` section's sizes: an empty split or a 0-pixel image is refused up front."""
+    for key in ("size", "n_train", "n_test"):
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            what = "pixels per side" if key == "size" else "images"
+            raise ConfigError(f"data.{key} must be at least 1 ({what}), or unset; got {value}")
+    if cfg.seed < 0:
+        raise ConfigError(f"data.seed must be >= 0 (it seeds NumPy's generator), got {cfg.seed}")
+    for key in ("root", "hub_id"):
+        value = getattr(cfg, key)
+        if value is not None and ("\x00" in value or not value.strip()):
+            raise ConfigError(f"data.{key} must be a non-empty path or id without NUL bytes, got {value!r}")
 
 
 def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -245,9 +321,19 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file '{path}' is not UTF-8 text (byte {exc.start}): is it the right file?"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from exc
+    bad = [s for s in SECTIONS + ("run",) if s in data and not isinstance(data[s], dict)]
+    if bad:
+        raise ConfigError(f"config file '{path}': [{bad[0]}] must be a table (section), "
+                          f"not a single value")
     unknown = set(data) - set(SECTIONS) - {"run"}
     if unknown:
         raise ConfigError(
@@ -379,6 +465,23 @@ def resolve(
     every section validated once (the model's against its ``Config``, eval options against
     each protocol's and metric's ``Config``)."""
     data: dict[str, Any] = load_toml(config_file) if config_file else {}
+    return resolve_data(data, model=model, dataset=dataset, sets=sets, seed=seed,
+                        model_config_cls=model_config_cls, source=config_file, host=host)
+
+
+def resolve_data(
+    data: dict[str, Any],
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+    sets: list[str] | None = None,
+    seed: int | None = None,
+    model_config_cls: Any = None,
+    source: str | Path | None = None,
+    host: Any = None,
+) -> RunConfig:
+    """:func:`resolve` on an already-loaded config document (``source`` names it in errors)."""
+    config_file = source
     run = dict(data.get("run", {}))
     unknown_run = set(run) - set(RUN_KEYS)
     if unknown_run:
@@ -397,6 +500,9 @@ def resolve(
         sections[section].update(values)
     if seed is not None:
         run["seed"] = seed
+    for key, value in (("run.model", model_name), ("run.dataset", dataset or run.get("dataset"))):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{key} must be a name (a string), got {value!r}")
     return _build(str(model_name), dataset or run.get("dataset"), run.get("seed", 0), sections,
                   Schema(host, model_config_cls))
 
@@ -404,8 +510,9 @@ def resolve(
 def from_dict(data: dict[str, Any], *, host: Any = None, model_config_cls: Any = None) -> RunConfig:
     """Rebuild a RunConfig from :meth:`RunConfig.as_dict` output (a saved run)."""
     run = data.get("run", {})
-    if not run.get("model") or not run.get("dataset"):
-        raise ConfigError("the [run] section must name the model and the dataset")
+    for key in ("model", "dataset"):
+        if not isinstance(run.get(key), str) or not run.get(key):
+            raise ConfigError(f"the saved config has no valid run.{key} (got {run.get(key)!r})")
     sections = {s: dict(data.get(s, {})) for s in SECTIONS}
     return _build(run["model"], run["dataset"], run.get("seed", 0), sections,
                   Schema(host, model_config_cls))

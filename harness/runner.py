@@ -6,12 +6,14 @@ and builds the model; the main process owns the run directory, evaluation and me
 
 from __future__ import annotations
 
+import copy
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import config as cfgmod
-from . import runs
+from . import preflight, runs
 from .config import RunConfig
 from .errors import ConfigError, HarnessError
 from .plugins import Host, get_host
@@ -20,7 +22,17 @@ from .plugins import Host, get_host
 def build_model(host: Host, config: RunConfig, info: Any) -> Any:
     """The model of ``config`` for a dataset described by ``info`` (its config is validated
     already: :func:`harness.config.resolve` built it)."""
-    return host.get("model", config.model).load().from_config(config.model_cfg, info)
+    cls = host.get("model", config.model).load()
+    try:
+        return cls.from_config(config.model_cfg, info)
+    except HarnessError:
+        raise
+    except (ValueError, TypeError, RuntimeError, MemoryError, OverflowError) as exc:
+        # e.g. a layer size torch cannot allocate, or an image size the architecture refuses
+        raise ConfigError(
+            f"model '{config.model}' cannot be built with this [model] section for dataset "
+            f"'{config.dataset}': {' '.join(str(exc).split())[:300]}"
+        ) from exc
 
 
 def load_data(host: Host, config: RunConfig) -> Any:
@@ -41,14 +53,110 @@ def resolve_config(
                           seed=seed, host=host)
 
 
-def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = False,
-                   evaluate: bool = True, save_samples: bool = False) -> Path:
-    """Train, evaluate and record one run; returns the run directory."""
+@dataclass
+class ResumePlan:
+    """The configuration a ``--resume`` continues with, and why ``config.toml`` is rewritten."""
+
+    config: RunConfig
+    changes: list[preflight.Change] = field(default_factory=list)
+    rebuilt: bool = False  # config.toml was missing or unreadable; rebuilt from the command line
+
+    @property
+    def notes(self) -> list[str]:
+        if self.rebuilt:
+            return ["rebuilt on --resume from the command line (the old config.toml was "
+                    "missing or unreadable)"]
+        return [f"changed on --resume: {c}" for c in self.changes]
+
+
+def resume_config(
+    out: str | Path, *, model: str | None = None, dataset: str | None = None,
+    config_file: str | None = None, sets: list[str] | None = None, seed: int | None = None,
+    host: Host | None = None,
+) -> ResumePlan:
+    """The configuration for ``harness run --resume --out DIR [original options]``.
+
+    Options repeated from the original command line are accepted when their values equal the
+    stored ones; the settings in :data:`harness.preflight.RESUME_MAY_CHANGE` (and ``eval.*``)
+    may differ and are applied; any other difference is refused, naming it. When
+    ``config.toml`` is missing or unreadable, the command line's configuration is used
+    (checked against the checkpoint before anything is written)."""
+    host = host or get_host()
+    run_dir = Path(out)
+    path = run_dir / runs.CONFIG_FILE
+    sets = list(sets or [])
+    given = bool(model or dataset or config_file or sets or seed is not None)
+    try:
+        stored_doc = cfgmod.load_toml(path)
+        stored_model = stored_doc.get("run", {}).get("model")
+        if not isinstance(stored_model, str):
+            raise ConfigError(f"'{path}' has no valid run.model")
+        cls = host.get("model", stored_model).load()
+        stored = cfgmod.resolve_data(stored_doc, model_config_cls=cls.Config, source=path,
+                                     host=host)
+    except ConfigError as exc:
+        if not given:
+            if not path.exists():
+                runs.check_run_dir(run_dir, resume=True)  # the clearer "holds no run" errors
+            raise ConfigError(
+                f"cannot resume: {exc}. Repeat the run's original options (--model, --set, "
+                "...) with --resume to rebuild it, or restore the file"
+            ) from exc
+        print(f"harness: warning: {exc}; resuming with the command line's configuration "
+              "(checked against the checkpoint)", file=sys.stderr)
+        config = resolve_config(model=model, dataset=dataset, config_file=config_file,
+                                sets=sets, seed=seed, host=host)
+        return ResumePlan(config, rebuilt=True)
+    if not given:
+        return ResumePlan(stored)
+    if model is not None and model != stored.model:
+        raise ConfigError(
+            f"cannot resume '{run_dir}' as model '{model}': the run trains '{stored.model}'. "
+            "Drop --model, or start a new run with another --out"
+        )
+    doc = copy.deepcopy(stored_doc)
+    if config_file:
+        for section, values in cfgmod.load_toml(config_file).items():
+            doc.setdefault(section, {}).update(values)
+    run = doc.setdefault("run", {})
+    if model is not None:
+        run["model"] = model
+    if dataset is not None:
+        host.get("dataset", dataset)
+        run["dataset"] = dataset
+    if seed is not None:
+        run["seed"] = seed
+    new_model = run.get("model")
+    if new_model != stored.model:
+        raise ConfigError(
+            f"cannot resume '{run_dir}' with config file '{config_file}': it is for model "
+            f"{new_model!r}, the run trains '{stored.model}'"
+        )
+    config = cfgmod.resolve_data(doc, sets=sets, model_config_cls=cls.Config,
+                                 source=config_file or path, host=host)
+    changes = preflight.config_changes(stored, config)
+    preflight.refuse_resume_changes(changes, run_dir)
+    return ResumePlan(config, changes)
+
+
+def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
+                   resume: bool = False, evaluate: bool = True,
+                   save_samples: bool = False) -> Path:
+    """Train, evaluate and record one run; returns the run directory.
+
+    Everything that can be checked is checked before the first write (the folder, the data,
+    the model, every ``train`` option, a resume's checkpoint): a refused run leaves the
+    folder as it was. A folder with a config but no usable checkpoint and no results (a run
+    stopped before its first checkpoint) is started over. The folder is locked
+    (``.harness.lock``) while the run works in it."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
+    from . import checkpoint as ckpt
     from . import train as trainer
 
+    plan = config if isinstance(config, ResumePlan) else ResumePlan(config)
+    config = plan.config
     host = get_host()
     state = PartialState(cpu=trainer.cpu_launch())
     # Every process must agree on the directory (a default name contains a timestamp).
@@ -58,16 +166,56 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
     run_dir = Path(chosen[0])
     # Read-only checks on every process (they all see the same files), so a refusal stops
     # them all; nothing is written before the data and the model are known to be fine.
-    runs.check_run_dir(run_dir, resume=resume)
+    runs.check_out_path(run_dir)
+    dir_state = runs.check_run_dir(run_dir, resume=resume)
     splits = load_data(host, config)
+    n_train = preflight.check_splits(splits, config.dataset)
     trainer.seed_everything(config.seed)
     model = build_model(host, config, splits.info)
-    trainer.check_batch_size(config.train.batch_size, model, config.model)
+    preflight.validate_train_config(config.train, n_train, state.num_processes, model)
+    preflight.check_optimizer(model, config.train)
+    if resume and dir_state.checkpoint is not None:
+        ckpt.check_resume_fits(dir_state.checkpoint, seed=config.seed,
+                               batch_size=config.train.batch_size, n_train=n_train, model=model)
+    # The first write: take the folder's lock, re-check under it, then write.
+    lock = runs.RunLock(run_dir)
+    refusal = [""]
     if state.is_main_process:
-        runs.prepare_run_dir(run_dir, resume=resume)
-        if not resume:
-            runs.write_config(run_dir, config)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+            runs.prepare_run_dir(run_dir, resume=resume)
+            if not resume or plan.changes or plan.rebuilt:
+                runs.write_config(run_dir, config, plan.notes)
+        except HarnessError as exc:
+            lock.release()
+            refusal = [str(exc)]
+            if state.num_processes == 1:
+                raise
+        except BaseException:  # e.g. a full disk while writing config.toml
+            lock.release()
+            raise
+    if state.num_processes > 1:
+        broadcast_object_list(refusal, from_process=0)
+        if refusal[0]:
+            raise HarnessError(refusal[0])
+    if plan.changes and state.is_main_process:
+        print("harness: resuming with changed settings: "
+              + "; ".join(str(c) for c in plan.changes), file=sys.stderr)
+    try:
+        return _train_and_record(host, model, splits, config, run_dir, resume=resume,
+                                 evaluate=evaluate, state=state, save_samples=save_samples)
+    finally:
+        lock.release()
+
+
+def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,
+                      resume: bool, evaluate: bool, state: Any,
+                      save_samples: bool = False) -> Path:
+    from . import train as trainer
+
     state.wait_for_everyone()
+    _forget_other_precision(config.train.mixed_precision)
     accelerator = trainer.make_accelerator(config.train, run_dir)
     if accelerator.is_main_process:
         env = runs.environment(device=str(accelerator.device),
@@ -81,6 +229,8 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
         if accelerator.is_main_process:
             host.call_hook("step_logged", run_dir=str(run_dir), record=record)
 
+    if resume and accelerator.is_main_process:
+        runs.repair_log(run_dir / runs.LOG_FILE)
     result = trainer.train(model, splits, config, run_dir, resume=resume,
                            accelerator=accelerator, on_log=on_log)
     model = result.model
@@ -97,6 +247,17 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
+
+
+def _forget_other_precision(mixed_precision: str) -> None:
+    """A second run in the same Python process (the API, tests) may ask for another mixed
+    precision; Accelerate keeps one per process and would refuse. Forget the old one (the
+    process state, devices and process group, is kept)."""
+    from accelerate.state import AcceleratorState
+
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and current != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,

@@ -224,7 +224,7 @@ def test_resume_through_the_cli_reaches_the_uninterrupted_weights(
     (part / "config.toml").write_text(config)
     (part / "model.safetensors").unlink()
     code, _, err = run_cli(["run", "--resume", "--out", str(part), "--model", "ae"], capsys)
-    assert code == 2 and "--resume takes its configuration from DIR/config.toml" in err
+    assert code == 2 and "as model 'ae': the run trains 'vrrae'" in err
     code, _, err = run_cli(["run", "--resume", "--out", str(part)], capsys)
     assert code == 0, err
     a, b = load_file(str(full / "model.safetensors")), load_file(str(part / "model.safetensors"))

@@ -28,11 +28,15 @@ def test_prepare_run_dir_refuses_to_overwrite_and_to_resume_nothing(tmp_path: Pa
     run = tmp_path / "run"
     runs.prepare_run_dir(run, resume=False)
     (run / runs.CONFIG_FILE).write_text("[run]\n")
-    with pytest.raises(HarnessError, match="already holds a run; pass --resume"):
+    # no checkpoint and no results: nothing to resume, and a fresh run starts it over
+    with pytest.raises(HarnessError, match="nothing to resume.*without --resume"):
+        runs.prepare_run_dir(run, resume=True)
+    assert runs.prepare_run_dir(run, resume=False) == run
+    (run / runs.METRICS_FILE).write_text("{}")
+    with pytest.raises(HarnessError, match="already holds a finished run.*harness evaluate"):
         runs.prepare_run_dir(run, resume=False)
     with pytest.raises(HarnessError, match="holds no run"):
         runs.prepare_run_dir(tmp_path / "other", resume=True)
-    assert runs.prepare_run_dir(run, resume=True) == run
 
 
 def _fake_run(root: Path, name: str, model: str, seed: int, rec: float, fid: float,

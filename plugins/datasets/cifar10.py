@@ -99,7 +99,15 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: images must be uint8 rows of 3072 values (3×32×32), got {data.dtype} "
             f"{data.shape}"
         )
-    labels_array = np.asarray(labels, dtype=np.int64)
+    if not isinstance(labels, list | tuple | np.ndarray):
+        raise CorruptDataset(f"{path}: 'labels' must be a list of integers, got {type(labels).__name__}")
+    try:
+        raw = np.asarray(labels)
+    except (ValueError, TypeError) as exc:
+        raise CorruptDataset(f"{path}: 'labels' must be a list of integers ({exc})") from exc
+    if raw.size and (raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.integer)):
+        raise CorruptDataset(f"{path}: 'labels' must be integers 0..9, got {raw.dtype} values")
+    labels_array = raw.astype(np.int64).reshape(-1) if raw.ndim == 1 or not raw.size else raw
     if labels_array.shape != (data.shape[0],):
         raise CorruptDataset(f"{path}: {data.shape[0]} images but {labels_array.size} labels")
     if labels_array.size and (labels_array.min() < 0 or labels_array.max() > 9):
