@@ -72,11 +72,13 @@ def read_model_files(directory: str | Path, *, device: str = "cpu") -> tuple[dic
 
 
 def load_weights(directory: str | Path, model: Any) -> None:
-    """Load the weights saved in ``directory`` into ``model``; every tensor must fit."""
+    """Load the weights saved in ``directory`` into ``model``; every tensor must be there,
+    with the model's shape, and finite. Errors name the file and say how to repair it."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(directory) / WEIGHTS_FILE
+    directory = Path(directory)
+    path = directory / WEIGHTS_FILE
     if not path.is_file():
         raise HarnessError(
             f"'{directory}' has no {WEIGHTS_FILE}: the run did not finish training "
@@ -85,14 +87,34 @@ def load_weights(directory: str | Path, model: Any) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise HarnessError(f"'{path}' is corrupt or truncated ({exc}); resume the run from "
-                           "its last checkpoint with `harness run --resume --out DIR`") from exc
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatch: the config no longer fits the weights
-        raise HarnessError(f"{path} does not fit the model built from the run's config: "
-                           f"{' '.join(str(exc).split())[:400]}") from exc
-    if missing or unexpected:
+        raise HarnessError(f"'{path}' is corrupt or truncated ({_one_line(exc)}); rewrite it "
+                           f"from the last checkpoint with `harness run --resume --out "
+                           f"{directory}`") from exc
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        detail = "; ".join(part for part in (
+            f"missing {missing[:3]}" if missing else "",
+            f"unexpected {unexpected[:3]}" if unexpected else "",
+            f"shapes differ: {', '.join(wrong[:3])}" if wrong else "",
+        ) if part)
         raise HarnessError(
-            f"{path} does not fit the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+            f"'{path}' does not fit the model built from the run's config ({detail}); was the "
+            "[model] section edited after training? Restore the values the run was trained with"
         )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise HarnessError(
+            f"'{path}' holds non-finite weights (NaN/inf in {', '.join(bad[:3])}): it is "
+            f"damaged; rewrite it from the last checkpoint with `harness run --resume --out "
+            f"{directory}`"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -242,7 +242,7 @@ def test_a_config_that_no_longer_fits_the_weights_is_named(finished: Path, tmp_p
     path = run / "config.toml"
     path.write_text(path.read_text().replace("latent_dim = 8", "latent_dim = 12"))
     res = cli("evaluate", str(run))
-    assert_error_line(res, 2, "model.safetensors' does not fit the model", "latent_dim")
+    assert_error_line(res, 2, "model.safetensors' does not fit the model", "[model] section")
 
 
 def _both_checkpoints(run: Path) -> list[Path]:

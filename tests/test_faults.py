@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from cli_helpers import TINY, assert_error_line, builtin_plugins_only, cli
 
+from harness import atomic, runs
 from harness import checkpoint as ckpt
-from harness import runs
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(),
                                 reason="finds the file behind a descriptor through /proc")
@@ -80,7 +80,7 @@ def test_disk_full_writing_the_config_leaves_a_restartable_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
     fake = _OsWithFullDisk(runs.CONFIG_FILE)
-    monkeypatch.setattr(runs, "os", fake)
+    monkeypatch.setattr(atomic, "os", fake)
     res = cli(*AE, "--out", str(out))
     assert_error_line(res, 1, "the disk is full")
     assert fake.hits == 1
@@ -121,7 +121,7 @@ def test_disk_full_writing_metrics_loses_nothing(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
     fake = _OsWithFullDisk(runs.METRICS_FILE)
-    monkeypatch.setattr(runs, "os", fake)
+    monkeypatch.setattr(atomic, "os", fake)
     res = cli(*AE, "--out", str(out))
     assert_error_line(res, 1, "the disk is full")
     assert (out / runs.WEIGHTS_FILE).is_file() and not (out / runs.METRICS_FILE).exists()
@@ -131,7 +131,7 @@ def test_disk_full_writing_metrics_loses_nothing(tmp_path: Path,
     before = (out / runs.METRICS_FILE).read_bytes()
     assert json.loads(before)["results"]
     # a re-evaluation that hits a full disk keeps the old metrics.json as it was
-    monkeypatch.setattr(runs, "os", _OsWithFullDisk(runs.METRICS_FILE))
+    monkeypatch.setattr(atomic, "os", _OsWithFullDisk(runs.METRICS_FILE))
     assert_error_line(cli("evaluate", str(out)), 1, "the disk is full")
     assert (out / runs.METRICS_FILE).read_bytes() == before
     _no_temp_files(out)
@@ -140,7 +140,7 @@ def test_disk_full_writing_metrics_loses_nothing(tmp_path: Path,
 KILLER = textwrap.dedent('''
     import os, signal, sys
     from pathlib import Path
-    from harness import runs
+    from harness import atomic
 
     target = sys.argv[1]
 
@@ -167,7 +167,7 @@ KILLER = textwrap.dedent('''
             name = Path(os.readlink(f"/proc/self/fd/{fd}")).name
             return Killing(handle) if name.startswith("." + target + ".") else handle
 
-    runs.os = KillingOs()
+    atomic.os = KillingOs()
     from harness.cli import main
     main(sys.argv[2:])
 ''')
