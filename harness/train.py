@@ -50,12 +50,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from . import checkpoint as ckpt
 from .api import DataSplits, StepContext
 from .config import RunConfig, TrainConfig
+from .data import make_loader
 from .errors import ConfigError, HarnessError, NonFiniteLoss
 
 OPTIMIZERS = ("adabelief", "adam", "adamw")
@@ -549,14 +550,10 @@ def train(
 
     sampler = ShardedBatchSampler(n_train, cfg.batch_size, world, rank, seed=config.seed,
                                   start_step=start, total_steps=total)
-    loader = DataLoader(
-        splits.train,
-        batch_sampler=sampler,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        # a generator of our own, so making the iterator does not draw from the global RNG
-        generator=torch.Generator().manual_seed(config.seed),
-    )
+    # a generator of our own, so making the iterator does not draw from the global RNG
+    loader = make_loader(splits.train, sampler, num_workers=cfg.num_workers,
+                         pin_memory=device.type == "cuda",
+                         generator=torch.Generator().manual_seed(config.seed))
 
     def state_at(step: int) -> ckpt.TrainerState:
         return ckpt.TrainerState(
@@ -706,13 +703,10 @@ def train(
     calibrate = getattr(unwrapped, "calibrate", None)
     if callable(calibrate):
         per = max(1, cfg.batch_size // world)
-        cal_loader = DataLoader(
-            splits.train,
-            batch_sampler=_CalibrationSampler(n_train, per * world, world, rank),
-            num_workers=cfg.num_workers,
-            collate_fn=_collate_images(splits.info.shape),
-            pin_memory=device.type == "cuda",
-        )
+        cal_loader = make_loader(splits.train,
+                                 _CalibrationSampler(n_train, per * world, world, rank),
+                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                                 image_shape=splits.info.shape)
         ctx = StepContext(step=step, seed=config.seed, device=device)
         with torch.no_grad():
             calibrate((b.to(device, non_blocking=True) for b in cal_loader), ctx)
