@@ -55,6 +55,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from . import checkpoint as ckpt
 from .api import DataSplits, StepContext
+from .compile import maybe_compile
 from .config import RunConfig, TrainConfig
 from .data import make_loader
 from .errors import ConfigError, HarnessError, NonFiniteLoss
@@ -528,6 +529,7 @@ def train(
         else:
             acc.backward(loss)
     unwrapped = acc.unwrap_model(model)
+    maybe_compile(unwrapped, cfg, device)  # train.compile: networks compiled in place
 
     def barrier() -> None:
         acc.wait_for_everyone()
