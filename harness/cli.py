@@ -19,6 +19,7 @@ import click
 from . import __version__
 from .errors import HarnessError
 from .plugins import get_host
+from .resources import tune_malloc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,6 +100,7 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
             sets: tuple[str, ...], seed: int | None, out: str | None, resume: bool,
             no_eval: bool) -> None:
     """Train a model, evaluate it and write a run directory."""
+    tune_malloc()  # glibc malloc thresholds, before torch allocates (harness.resources)
     from . import runner
 
     if resume:
@@ -122,6 +124,7 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
               help="Override an eval setting, e.g. --set eval.n_samples=500.")
 def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Re-evaluate a saved run and rewrite its metrics.json."""
+    tune_malloc()
     from . import runner
 
     runner.evaluate_run(run_dir, list(sets))
@@ -164,6 +167,9 @@ def _print_summary(run_dir: Path) -> None:
         else:
             shown = f"{value:.4g}"
         click.echo(f"  {rec.get('protocol')}/{rec.get('metric')}: {shown}")
+    peaks = {k: v for k, v in (doc.get("training") or {}).items() if k.startswith("peak_")}
+    if peaks:
+        click.echo("  " + ", ".join(f"{k}: {v:g}" for k, v in peaks.items()))
 
 
 # ----------------------------------------------------------------------------------- main

@@ -15,6 +15,7 @@ from . import runs
 from .config import RunConfig
 from .errors import ConfigError, HarnessError
 from .plugins import Host, get_host
+from .resources import peak_memory
 
 
 def build_model(host: Host, config: RunConfig, info: Any) -> Any:
@@ -96,6 +97,7 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
     if accelerator.is_main_process:
         runs.save_model(run_dir, model, config.model, config.model_cfg, splits.info)
         training = {k: v for k, v in vars(result).items() if k != "model"}
+        training.update(peak_memory(accelerator.device))  # the run's peak GPU memory / RSS
         if evaluate:
             evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
                            training=training)

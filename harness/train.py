@@ -59,6 +59,7 @@ from .compile import maybe_compile
 from .config import RunConfig, TrainConfig
 from .data import make_loader
 from .errors import ConfigError, HarnessError, NonFiniteLoss
+from .resources import peak_memory
 
 OPTIMIZERS = ("adabelief", "adam", "adamw")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -641,6 +642,7 @@ def train(
                     "data_wait": window.wait / span,
                     "time": now - loop_t0,
                 }
+                record.update(peak_memory(device))  # peak_gpu_memory_mb (CUDA) / peak_rss_mb
                 window.reset()
                 if main:
                     log_file.write(json.dumps(record) + "\n")  # type: ignore[union-attr]
