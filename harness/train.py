@@ -354,11 +354,13 @@ def cpu_launch() -> bool:
     without it, Accelerate 1.x initialises the process group but reports a *single*
     process and never wraps the model in DDP, so the processes would silently diverge.
     Pass it to the first ``PartialState``/``Accelerator`` of the process:
-    ``PartialState(cpu=cpu_launch())``."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
+    ``PartialState(cpu=cpu_launch())``. Also True whenever ``ACCELERATE_USE_CPU`` asks for
+    the CPU (``accelerate launch --cpu``), one process included: Accelerator honours it, so
+    the first PartialState must agree or Accelerate refuses the mismatch on a GPU machine."""
     if os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true", "yes"}:
         return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
     has_xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
     return not (torch.cuda.is_available() or has_xpu)
 

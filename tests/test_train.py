@@ -390,3 +390,10 @@ def test_cpu_launch_detection(monkeypatch):
     assert cpu_launch() is True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert cpu_launch() is False  # GPUs: Accelerate picks MULTI_GPU itself
+    # asked for the CPU (accelerate launch --cpu), with GPUs, one process or several
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    assert cpu_launch() is True
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cpu_launch() is True
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")  # what accelerate launch sets otherwise
+    assert cpu_launch() is False
