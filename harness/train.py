@@ -557,7 +557,7 @@ def train(
                                   start_step=start, total_steps=total)
     # a generator of our own, so making the iterator does not draw from the global RNG
     loader = make_loader(splits.train, sampler, num_workers=cfg.num_workers,
-                         pin_memory=device.type == "cuda",
+                         pin_memory=device.type == "cuda", device=device,
                          generator=torch.Generator().manual_seed(config.seed))
 
     def state_at(step: int) -> ckpt.TrainerState:
@@ -712,7 +712,7 @@ def train(
         cal_loader = make_loader(splits.train,
                                  _CalibrationSampler(n_train, per * world, world, rank),
                                  num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                                 image_shape=splits.info.shape)
+                                 image_shape=splits.info.shape, device=device)
         ctx = StepContext(step=step, seed=config.seed, device=device)
         with torch.no_grad():
             calibrate((b.to(device, non_blocking=True) for b in cal_loader), ctx)

@@ -79,6 +79,26 @@ def test_batches_are_pinned_for_the_gpu(tmp_path, monkeypatch) -> None:  # type:
     assert next(result.model.parameters()).device.type == "cuda"
 
 
+def test_small_splits_are_indexed_on_the_gpu_bit_for_bit() -> None:
+    from torch.utils.data._utils.collate import default_collate
+
+    from harness import data as hdata
+
+    split = _splits().train  # digits: float32 images
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (40, 1, 6, 6), dtype=np.uint8)
+    from harness_plugins.datasets._common import ArrayDataset
+
+    for s in (split, ArrayDataset(raw, rng.integers(0, 10, 40))):
+        assert hdata.fits_on_device(s, "cuda")
+        loader = hdata.make_loader(s, [[3, 1, 4, 1, 5], [9, 2, 6]], device=torch.device("cuda"))
+        assert isinstance(loader, hdata.DeviceBatches)
+        for (x, y), idx in zip(loader, [[3, 1, 4, 1, 5], [9, 2, 6]], strict=True):
+            assert x.device.type == "cuda" and y.device.type == "cuda"
+            want = default_collate([s[i] for i in idx])
+            assert torch.equal(x.cpu(), want[0]) and torch.equal(y.cpu(), want[1])
+
+
 def test_fp16_uses_the_grad_scaler_and_checkpoints_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from harness import checkpoint as ckpt
 

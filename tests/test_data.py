@@ -184,3 +184,32 @@ def test_default_workers_in_memory_none_streaming_from_the_cores(isolated,
 def test_bad_num_workers_is_a_config_error(bad) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match="train.num_workers must be an integer >= 0"):
         hdata.make_loader(_PerItem(), [[0]], num_workers=bad)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_device_batches_equal_the_host_path_bit_for_bit(dtype) -> None:  # type: ignore[no-untyped-def]
+    """The device path (used on CUDA when the split fits), run here on the CPU: the same
+    values as per-item fetching, including the division by 255 done on a tensor."""
+    rng = np.random.default_rng(2)
+    raw = rng.integers(0, 256, (30, 1, 5, 5), dtype=np.uint8)
+    images = raw if dtype == np.uint8 else (raw / 255.0).astype(np.float32)
+    split = ArrayDataset(images, rng.integers(0, 10, 30))
+    plan = [[4, 29, 0, -1], [7, 7, 12], []]
+    got = list(hdata.DeviceBatches(split.images, split.labels, plan, "cpu"))
+    for (x, y), indices in zip(got, plan, strict=True):
+        if not indices:
+            assert x.shape == (0, 1, 5, 5) and y.shape == (0,)
+            continue
+        want = default_collate([split[i] for i in indices])
+        assert torch.equal(x, want[0]) and torch.equal(y, want[1])
+    only = list(hdata.DeviceBatches(split.images, split.labels, [[3]], "cpu", images_only=True))
+    assert torch.equal(only[0], split[3][0][None])
+    with pytest.raises(IndexError, match="index 30 out of range"):
+        list(hdata.DeviceBatches(split.images, split.labels, [[30]], "cpu"))
+
+
+def test_the_device_copy_is_only_for_cuda_and_in_memory_splits() -> None:
+    split = bumps.load(DataConfig()).train
+    assert not hdata.fits_on_device(split, "cpu") and not hdata.fits_on_device(split, None)
+    assert not hdata.fits_on_device(_PerItem(), "cpu")
+    assert not isinstance(hdata.make_loader(split, [[0]], device="cpu"), hdata.DeviceBatches)
