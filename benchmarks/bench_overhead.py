@@ -1,6 +1,10 @@
 """Harness training-loop overhead against a bare PyTorch loop on the same model, data, batch.
 
-    python benchmarks/bench_overhead.py [--quick] [--write]
+    python benchmarks/bench_overhead.py [--quick] [--malloc harness|glibc|env] [--write]
+    python benchmarks/bench_overhead.py --quickstart [--baseline SRC] [--set K=V] [--write]
+
+(The second form times the CPU quick start, `harness run --model vrrae` with defaults, as a
+subprocess: wall, CPU, minor page faults, peak RSS; see :func:`quickstart`.)
 
 For each case the same model (same seed, same initial weights), the same dataset object and
 the same global batch are trained twice, alternating, ``--repeats`` times:
@@ -163,38 +167,133 @@ def harness_loop(model: torch.nn.Module, splits: DataSplits, batch: int, warmup:
     }
 
 
-def machine_with_malloc() -> dict[str, str | int]:
+def machine_with_malloc(malloc: str) -> dict[str, str | int]:
     import accelerate
 
-    return {
-        **machine(),
-        "accelerate": accelerate.__version__,
-        "malloc": " ".join(f"{k}={os.environ[k]}" for k in MALLOC_ENV if k in os.environ)
-        or "glibc defaults",
-    }
+    return {**machine(), "accelerate": accelerate.__version__, "malloc": malloc}
 
 
-#: glibc malloc settings the benchmark runs under (see ``pinned_malloc``)
+#: the glibc malloc settings of ``--malloc env`` (what harness.resources.tune_malloc sets
+#: in-process, given as environment variables)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+MALLOC_MODES = ("harness", "glibc", "env")
 
 
-def pinned_malloc(argv: list[str]) -> None:
-    """Re-execute under fixed glibc malloc thresholds unless ``--default-malloc``.
+def prepare_malloc(mode: str, argv: list[str]) -> str:
+    """Put the process under the malloc settings of ``mode``; returns them in words.
 
-    With glibc's adaptive defaults, multi-megabyte activations are returned to the OS and
-    page-faulted back in on some steps and not others depending on what else the process
-    happened to allocate: we measured ~2 000 extra minor faults per step (about +4 ms on the
-    conv case) in whichever loop was unlucky, which swamps the few microseconds the loop
-    itself costs. Pinning the thresholds makes both loops fault-free, so the comparison is
-    about the loops. (The same settings, or jemalloc, also speed up CPU training in general.)
+    * ``harness`` (default): what a user gets: no environment variables, and
+      :func:`harness.resources.tune_malloc` in-process, as `harness run` calls it at start-up.
+    * ``glibc``: glibc's adaptive defaults, untouched.
+    * ``env``: re-execute under ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``.
+
+    Why it matters: with glibc's adaptive defaults, multi-megabyte activations are returned to
+    the OS and page-faulted back in on some steps and not others depending on what else the
+    process happened to allocate: we measured ~2 000 extra minor faults per step (about +4 ms
+    on the conv case) in whichever loop was unlucky, which swamps the few microseconds the
+    loop itself costs.
     """
-    if "--default-malloc" in argv or all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
-        return
-    os.execve(sys.executable, [sys.executable, *argv], {**os.environ, **MALLOC_ENV})
+    if mode == "env":
+        if not all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
+            os.execve(sys.executable, [sys.executable, *argv], {**os.environ, **MALLOC_ENV})
+        return "env " + " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
+    if mode == "glibc":
+        return "glibc defaults (untouched)"
+    from harness.resources import tune_malloc
+
+    return "harness in-process: " + tune_malloc()
+
+
+# ------------------------------------------------------------------------------ quick start
+def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Wall, CPU (user, system) seconds, minor page faults and peak RSS of ``cmd`` and its
+    children: from ``/usr/bin/time -v`` when present, else ``getrusage(RUSAGE_CHILDREN)``."""
+    import resource
+    import shutil
+    import subprocess
+
+    gnu_time = shutil.which("time", path="/usr/bin")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([gnu_time, "-v", *cmd] if gnu_time else cmd, env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = {"wall_s": wall, "user_s": after.ru_utime - before.ru_utime,
+           "system_s": after.ru_stime - before.ru_stime,
+           "minor_faults": after.ru_minflt - before.ru_minflt,
+           "max_rss_mb": after.ru_maxrss / 1024, "source": "getrusage"}
+    if gnu_time:
+        fields = {"Elapsed (wall clock) time": "wall_clock",
+                  "User time (seconds)": "user_s", "System time (seconds)": "system_s",
+                  "Minor (reclaiming a frame) page faults": "minor_faults",
+                  "Maximum resident set size (kbytes)": "max_rss_kb"}
+        for line in proc.stderr.splitlines():
+            key, _, value = line.strip().rpartition(": ")
+            if key in fields and fields[key] != "wall_clock":
+                out[fields[key]] = float(value)
+        out["max_rss_mb"] = out.pop("max_rss_kb", out["max_rss_mb"] * 1024) / 1024
+        out["source"] = "/usr/bin/time -v"
+    return out
+
+
+def quickstart(args: argparse.Namespace) -> None:
+    """Time the CPU quick start (`harness run --model vrrae`, defaults) from this tree and,
+    with ``--baseline SRC``, from another source tree, alternating, in one run."""
+    sets = [x for item in args.set for x in ("--set", item)]
+    trees = [("this tree", None)] + ([("baseline", args.baseline)] if args.baseline else [])
+    rows: list[dict] = []
+    for repeat in range(args.repeats or 1):
+        for label, src in (trees if repeat % 2 == 0 else trees[::-1]):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+            if src:
+                env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = [sys.executable, "-m", "harness.cli", "run", "--model", "vrrae",
+                       "--out", str(Path(tmp) / "qs"), *sets]
+                res = run_measured(cmd, env)
+            res.update(tree=label, src=src or ".", repeat=repeat)
+            rows.append(res)
+            print(f"{label}: wall {res['wall_s']:.1f} s, CPU {res['user_s']:.1f} s user + "
+                  f"{res['system_s']:.1f} s system, {res['minor_faults'] / 1e6:.2f} M minor "
+                  f"faults, peak RSS {res['max_rss_mb']:.0f} MB", flush=True)
+    doc = {"command": "python " + " ".join(["benchmarks/bench_overhead.py", *sys.argv[1:]]),
+           "machine": machine_with_malloc("default (no MALLOC_* variables)"),
+           "load_average_at_start": os.getloadavg()[0], "runs": rows}
+    print(json.dumps(doc, indent=1))
+    if args.write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "quickstart.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (RESULTS / "quickstart.md").write_text(quickstart_markdown(doc))
+
+
+def quickstart_markdown(doc: dict) -> str:
+    m = doc["machine"]
+    lines = [
+        "# CPU quick start: `harness run --model vrrae`, wall, CPU and page faults",
+        "",
+        f"Command: `{doc['command']}`",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}; "
+        f"{m['platform']}. Load average at the start: {doc['load_average_at_start']:.1f} (a "
+        "shared machine: wall time is inflated by other jobs, CPU time and faults much less).",
+        "",
+        "No `MALLOC_*` variables: `this tree` sets glibc's thresholds in-process "
+        "(`harness.resources.tune_malloc`); `baseline` is the code before that change.",
+        "",
+        "| tree | repeat | wall s | user CPU s | system CPU s | minor page faults | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["runs"]:
+        lines.append(f"| {r['tree']} ({r['src']}) | {r['repeat']} | {r['wall_s']:.1f} | "
+                     f"{r['user_s']:.1f} | {r['system_s']:.1f} | {r['minor_faults']:,.0f} | "
+                     f"{r['max_rss_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    pinned_malloc(sys.argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--repeats", type=int, default=None)
@@ -202,11 +301,21 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write benchmarks/results/")
     parser.add_argument("--markdown-only", action="store_true",
                         help="rewrite results/overhead.md from results/overhead.json")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="keep glibc's adaptive malloc thresholds (see pinned_malloc)")
+    parser.add_argument("--malloc", choices=MALLOC_MODES, default="harness",
+                        help="malloc settings (see prepare_malloc); default: as `harness run`")
+    parser.add_argument("--quickstart", action="store_true",
+                        help="time the CPU quick start instead (see quickstart)")
+    parser.add_argument("--baseline", metavar="SRC", default=None,
+                        help="--quickstart: also run from this source tree")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="--quickstart: passed to harness run")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: CPU time then measures work, see _Clock)")
     args = parser.parse_args()
+    if args.quickstart:
+        quickstart(args)
+        return
+    malloc = prepare_malloc(args.malloc, sys.argv)
     torch.set_num_threads(args.threads)
     if args.markdown_only:
         doc = json.loads((RESULTS / "overhead.json").read_text())
@@ -270,7 +379,7 @@ def main() -> None:
               f" | harness fixed cost per run {row['harness_fixed_s']:.2f} s (calibration "
               f"{row['harness_calibration_s']:.2f} s)", flush=True)
     doc = {"command": "python " + " ".join(["benchmarks/bench_overhead.py", *sys.argv[1:]]),
-           "machine": machine_with_malloc(), "results": rows}
+           "machine": machine_with_malloc(malloc), "results": rows}
     print(json.dumps(doc, indent=1))
     if args.write:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -294,10 +403,10 @@ def markdown(doc: dict) -> str:
         "median over alternating repeats of the steady-state window (warm-up steps excluded). "
         "CPU time (process time, one torch thread) is the headline because the machine is "
         "shared with other jobs; wall time is shown too. Data wait: share of the loop's wall "
-        "time spent getting the next batch (num_workers=0). The script re-executes itself "
-        "under pinned glibc malloc thresholds (`pinned_malloc`): with the adaptive defaults, "
-        "page faults on multi-megabyte activations came and went between runs (about +4 ms "
-        "a step on the conv case, in whichever loop was unlucky) and hid the loop's cost.",
+        "time spent getting the next batch (num_workers=0). malloc: by default as `harness "
+        "run` sets it in-process (`--malloc harness`); with glibc's adaptive defaults "
+        "(`--malloc glibc`) page faults on multi-megabyte activations came and went between "
+        "runs (about +4 ms a step on the conv case, in whichever loop was unlucky).",
         "",
         "| case | batch | steps × repeats | bare CPU ms/step | harness CPU ms/step | "
         "overhead (CPU; best-of) | bare wall ms/step | harness wall ms/step | overhead (wall) | "

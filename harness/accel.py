@@ -46,10 +46,10 @@ def cpu_launch() -> bool:
     process and never wraps the model in DDP, so the processes would silently diverge.
     Pass it to the first ``PartialState``/``Accelerator`` of the process:
     ``PartialState(cpu=cpu_launch())``."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true", "yes"}:
+        return True  # also one process: Accelerator honours it, the first PartialState must agree
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true", "yes"}:
-        return True
     has_xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
     return not (torch.cuda.is_available() or has_xpu)
 

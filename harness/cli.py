@@ -23,6 +23,7 @@ import click
 from . import __version__
 from .errors import HarnessError
 from .plugins import get_host
+from .resources import tune_malloc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,6 +122,7 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
             sets: tuple[str, ...], seed: int | None, out: str | None, resume: bool,
             no_eval: bool, save_samples: bool) -> None:
     """Train a model, evaluate it and write a run directory."""
+    tune_malloc()  # glibc malloc thresholds, before torch allocates (harness.resources)
     from . import runner
 
     if resume:
@@ -144,6 +146,7 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
               help="Override an eval setting, e.g. --set eval.random_generation.n_samples=500.")
 def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Re-evaluate a saved run and rewrite its metrics.json."""
+    tune_malloc()
     from . import runner, runs
 
     with runs.RunLock(Path(run_dir)):
@@ -200,6 +203,9 @@ def _print_summary(run_dir: Path) -> None:
         else:
             shown = f"{value:.4g}"
         click.echo(f"  {rec.get('protocol')}/{rec.get('metric')}: {shown}")
+    peaks = {k: v for k, v in (doc.get("training") or {}).items() if k.startswith("peak_")}
+    if peaks:
+        click.echo("  " + ", ".join(f"{k}: {v:g}" for k, v in peaks.items()))
 
 
 # ----------------------------------------------------------------------------------- main

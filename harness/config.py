@@ -41,7 +41,8 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end)
     log_every: int = 10  # steps between log records
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int | None = None  # DataLoader workers; None: 0 in memory, cores for files
+    compile: bool = False  # torch.compile the training forward (see harness.compile)
     trackers: list[str] = field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"]
 
     DEFAULT_STEPS: typing.ClassVar[int] = 1000

@@ -17,6 +17,7 @@ from . import preflight, runs
 from .config import RunConfig
 from .errors import ConfigError, HarnessError
 from .plugins import Host, get_host
+from .resources import peak_memory
 
 
 def build_model(host: Host, config: RunConfig, info: Any) -> Any:
@@ -238,6 +239,7 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
         runs.save_model(run_dir, model, name=config.model, config=config.model_cfg,
                         info=splits.info)
         training = {k: v for k, v in vars(result).items() if k != "model"}
+        training.update(peak_memory(accelerator.device))  # the run's peak GPU memory / RSS
         if evaluate:
             evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
                            training=training, save_samples=save_samples)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from .config import TrainConfig
@@ -156,17 +156,16 @@ def images(batch: Any) -> torch.Tensor:
     raise HarnessError(f"a training batch must be (image, label) or a tensor, got {type(batch)}")
 
 
-def make_train_loader(dataset: Dataset, sampler: ShardedBatchSampler, *, num_workers: int,
-                      device: torch.device, seed: int) -> DataLoader:
-    """The training ``DataLoader``: ``sampler``'s batches of ``dataset``, collated."""
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        # a generator of our own, so making the iterator does not draw from the global RNG
-        generator=torch.Generator().manual_seed(seed),
-    )
+def make_train_loader(dataset: Dataset, sampler: ShardedBatchSampler, *,
+                      num_workers: int | None, device: torch.device, seed: int) -> Any:
+    """The training loader: ``sampler``'s batches of ``dataset``, fetched a whole batch at a
+    time where the dataset can (:func:`harness.data.make_loader`)."""
+    from .data import make_loader
+
+    # a generator of our own, so making the iterator does not draw from the global RNG
+    return make_loader(dataset, sampler, num_workers=num_workers,
+                       pin_memory=device.type == "cuda", device=device,
+                       generator=torch.Generator().manual_seed(seed))
 
 
 def timed_batches(loader: Iterable[Any],
@@ -186,18 +185,16 @@ def timed_batches(loader: Iterable[Any],
 
 
 def make_calibration_loader(dataset: Dataset, shape: tuple[int, ...], *, batch_size: int,
-                            world: int, rank: int, num_workers: int,
-                            device: torch.device) -> DataLoader:
+                            world: int, rank: int, num_workers: int | None,
+                            device: torch.device) -> Any:
     """Every image of ``dataset`` exactly once over all processes (see
     :class:`CalibrationSampler`), as image batches; a process's share may be empty."""
+    from .data import make_loader
+
     per = max(1, batch_size // world)
-    return DataLoader(
-        dataset,
-        batch_sampler=CalibrationSampler(len(dataset), per * world, world, rank),  # type: ignore[arg-type]
-        num_workers=num_workers,
-        collate_fn=collate_images(shape),
-        pin_memory=device.type == "cuda",
-    )
+    return make_loader(dataset, CalibrationSampler(len(dataset), per * world, world, rank),  # type: ignore[arg-type]
+                       num_workers=num_workers, pin_memory=device.type == "cuda",
+                       image_shape=shape, device=device)
 
 
 def collate_images(shape: tuple[int, ...]) -> Callable[[list[Any]], torch.Tensor]:

@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 from .atomic import atomic_write_text
 from .config import RunConfig
+from .resources import peak_memory
 
 LOG_FILE = "log.jsonl"
 #: seconds between plain progress lines on stderr when it is not a terminal
@@ -225,6 +226,7 @@ class StepLogger:
             "data_wait": window.wait / span,
             "time": now - self.t0,
         }
+        record.update(peak_memory(getattr(self.acc, "device", None)))  # GPU peak, or peak RSS
         window.reset()
         if not self.main:
             return

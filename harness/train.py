@@ -60,6 +60,7 @@ from .accel import (
 )
 from .api import DataSplits, StepContext
 from .checkpoint_policy import CHECKPOINT_DIR, CheckpointPolicy
+from .compile import maybe_compile
 from .config import RunConfig, TrainConfig
 from .errors import ConfigError
 from .lossguard import LossGuard
@@ -153,6 +154,7 @@ def train(
                                    batches_per_epoch=bpe)
     start = checkpoints.load_weights(model) if resume else 0  # before prepare, see its doc
     model, optimizer = acc.prepare(model, build_optimizer(model.parameters(), cfg))
+    maybe_compile(acc.unwrap_model(model), cfg, device)  # train.compile: compiled in place
     update = OptimizerStep(acc, model, optimizer, cfg.grad_clip)
     logger = StepLogger(run_dir, config, accelerator=acc, start=start, total=total,
                         batches_per_epoch=bpe, lr=update.lr, on_log=on_log)

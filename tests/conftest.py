@@ -30,3 +30,25 @@ def fresh_host():
     plugins.reset_host()
     yield plugins
     plugins.reset_host()
+
+
+@pytest.fixture
+def cpu_only(monkeypatch: pytest.MonkeyPatch):
+    """Train on the CPU even on a machine with a GPU, for tests about CPU behaviour (bit-level
+    resume equality, CPU process groups): ``ACCELERATE_USE_CPU=1``, which
+    ``harness.train.cpu_launch`` and Accelerate both honour, with Accelerate's process-wide
+    state reset before and after (a GPU state left by an earlier test would clash)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def cpu_subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess meant to run CPU processes (gloo), whatever GPUs the
+    machine has: no GPU visible to it."""
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", **extra}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import cpu_subprocess_env
 
 from harness.cli import main
 from harness.config import tomllib
@@ -96,7 +98,9 @@ def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
     assert config["train"]["steps"] == 4 and config["model"]["latent_dim"] == 32
     env = json.loads((out / "environment.json").read_text())
     assert env["num_processes"] == 1 and env["packages"]["torch"]
-    assert "git_revision" in env and env["device"] == "cpu"
+    # the device Accelerate picks on this machine: "cuda"/"cuda:0" where there is a GPU
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert "git_revision" in env and env["device"].split(":")[0] == want
     model_config = json.loads((out / "model_config.json").read_text())
     assert model_config["model"] == "vrrae" and model_config["info"]["shape"] == [1, 64, 64]
     assert model_config["config"]["latent_dim"] == 32
@@ -207,7 +211,9 @@ def test_every_model_trains_on_mnist_shaped_idx_files(model: str, tmp_path: Path
 
 
 def test_resume_through_the_cli_reaches_the_uninterrupted_weights(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], cpu_only: None) -> None:
+    # on the CPU: GPU kernels (cuDNN convolutions) need not be bit-reproducible between two
+    # runs; resuming on CUDA is checked to a tolerance in test_cuda.py
     from safetensors.torch import load_file
 
     common = ["--model", "vrrae", "--seed", "5", "--set", "train.batch_size=8",
@@ -280,15 +286,17 @@ def test_a_run_that_cannot_start_writes_nothing(tmp_path: Path,
 
 @pytest.mark.distributed
 def test_harness_run_works_unchanged_under_accelerate_launch(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], cpu_only: None) -> None:
+    # two CPU processes (gloo) whatever GPUs the machine has (none visible to the launch:
+    # `accelerate launch --cpu` would start a single process), compared with one CPU process
     args = ["run", "--model", "vrrae", "--seed", "1", "--set", "train.steps=5",
             "--set", "train.batch_size=16", "--set", "data.n_train=32",
             "--set", "model.latent_dim=16", "--set", "eval.protocols=[\"reconstruction\"]"]
     two = tmp_path / "two"
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-         "2", "-m", "harness.cli", *args, "--out", str(two)],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+         "--num_processes", "2", "-m", "harness.cli", *args, "--out", str(two)],
+        capture_output=True, text=True, timeout=300, env=cpu_subprocess_env(),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("run directory:") == 1  # only the main process reports

@@ -155,7 +155,10 @@ def test_training_learns_logs_and_calibrates(tmp_path):
     log = read_log(tmp_path)
     assert log == records and [r["step"] for r in log] == [10, 20, 30]
     first = log[0]
-    assert set(first) == {"step", "epoch", "loss", "lr", "samples_per_s", "data_wait", "time"}
+    peak = "peak_gpu_memory_mb" if torch.cuda.is_available() else "peak_rss_mb"
+    assert set(first) == {"step", "epoch", "loss", "lr", "samples_per_s", "data_wait", "time",
+                          peak}
+    assert first[peak] > 0
     assert set(first["loss"]) == {"total", "rec", "kl"} and first["lr"] == 1e-2
     assert log[-1]["loss"]["rec"] < 0.8 * log[0]["loss"]["rec"]  # it learns
     assert 0 <= first["data_wait"] < 1 and first["samples_per_s"] > 0
@@ -392,3 +395,10 @@ def test_cpu_launch_detection(monkeypatch):
     assert cpu_launch() is True
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert cpu_launch() is False  # GPUs: Accelerate picks MULTI_GPU itself
+    # asked for the CPU (accelerate launch --cpu), with GPUs, one process or several
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    assert cpu_launch() is True
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cpu_launch() is True
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")  # what accelerate launch sets otherwise
+    assert cpu_launch() is False

@@ -25,7 +25,9 @@ MODELS = ("ae", "vae", "rrae", "vrrae")
 
 
 def _run(cmd: list[str], timeout: int = 240) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # CPU processes (gloo) even where there is a GPU: two processes on one GPU cannot use
+    # NCCL, and the comparison is with a one-process CPU run
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 

@@ -6,8 +6,9 @@ finding files must behave identically everywhere (the same error wording, the sa
 invalidation), so it lives here once.
 
 Storage: a split keeps its images as one ``uint8`` array (N, C, H, W) — or ``float32`` for
-generated data — possibly memory-mapped from the cache, and converts a single item to a
-float32 tensor in [0, 1] only when it is asked for. CelebA at 160×160 is 12 GB as uint8 and
+generated data — possibly memory-mapped from the cache, and converts an item — or a whole batch,
+with one indexing operation (``ArrayDataset.fetch_batch``) — to float32 in [0, 1] only when
+it is asked for. CelebA at 160×160 is 12 GB as uint8 and
 would be 50 GB as float32, so nothing here converts a whole large split at once.
 """
 
@@ -170,6 +171,31 @@ class ArrayDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a split of {len(self)} images")
         return self._to_tensor(self.images[index]), int(self.labels[index])
+
+    def fetch_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch with one indexing operation: ``(float32 (n, C, H, W) images in
+        [0, 1], int64 (n,) labels)``, equal bit for bit to ``default_collate([self[i] for i
+        in indices])`` (an empty ``indices`` gives (0, C, H, W) and (0,)).
+
+        This is what :func:`harness.data.make_loader` calls once per batch instead of
+        ``__getitem__`` per item plus ``default_collate``."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
+            bad = int(idx.min()) if int(idx.min()) < -n else int(idx.max())
+            raise IndexError(f"index {bad} out of range for a split of {n} images")
+        images = torch.from_numpy(np.asarray(self.images[idx]))  # a fresh copy: fancy indexing
+        if images.dtype == torch.uint8:
+            images = images.to(torch.float32).div_(255.0)
+        labels = torch.from_numpy(np.asarray(self.labels[idx], dtype=np.int64))
+        return images, labels
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """Several items from one batched fetch, as the list of ``(image, label)`` items
+        PyTorch's ``DataLoader`` expects from ``__getitems__`` (so a plain
+        ``DataLoader(split, batch_size=...)`` with its default collate still works)."""
+        images, labels = self.fetch_batch(indices)
+        return list(zip(images.unbind(0), labels.tolist(), strict=True))
 
     def tensor(self, indices: Sequence[int] | slice | None = None) -> torch.Tensor:
         """Several images at once as one float32 (n, C, H, W) tensor — fast for small sets

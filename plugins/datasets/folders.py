@@ -35,6 +35,9 @@ def decode_file(path: Path, size: int | None, center_crop: bool, mode: str) -> n
 class ImageFileDataset(Dataset):
     """A split decoded lazily from image files (used when the cache is disabled)."""
 
+    #: decodes a file per item: the training loader gives it worker processes by default
+    streams_from_disk = True
+
     def __init__(self, paths: Sequence[Path], labels: Sequence[int], size: int | None,
                  center_crop: bool, mode: str, shape: tuple[int, int, int]) -> None:
         self.paths = list(paths)
