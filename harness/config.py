@@ -75,7 +75,7 @@ class TrainConfig:
                 f"train.grad_clip must be positive, or unset to turn clipping off; got {self.grad_clip}"
             )
         for key in ("checkpoint_every", "log_every", "num_workers"):
-            if getattr(self, key) < 0:
+            if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
 
 

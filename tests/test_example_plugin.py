@@ -201,6 +201,7 @@ def test_plugins_lists_the_example_plugin() -> None:
         "builtin": False,
         "hooks": ["register_metrics", "register_models", "register_protocols"],
         "error": None,
+        "warnings": [],
     }
     assert all(not row["builtin"] for row in rows.values())  # built-ins only with --all
     every = {row["name"]: row for row in harness_json("plugins", "--all")}
