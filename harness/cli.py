@@ -172,6 +172,16 @@ def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
+def _run_preset(run_dir: Path) -> str | None:
+    from . import config as cfgmod
+    from .runs import CONFIG_FILE
+
+    try:
+        return cfgmod.load_toml(run_dir / CONFIG_FILE).get("run", {}).get("preset")
+    except HarnessError:
+        return None
+
+
 def _print_summary(run_dir: Path) -> None:
     from .runs import METRICS_FILE
 
@@ -180,6 +190,10 @@ def _print_summary(run_dir: Path) -> None:
         return  # under `accelerate launch`, only the main process reports
     doc = json.loads(path.read_text())
     click.echo(f"run directory: {run_dir}")
+    preset = _run_preset(run_dir)
+    if preset:
+        click.echo(f"  preset: {preset} (the plugin's configuration for the dataset; "
+                   "--set overrides it)" if preset != "none" else "  preset: none")
     for rec in doc.get("results", []):
         value = rec.get("value")
         if isinstance(value, bool) or not isinstance(value, int | float | type(None)):

@@ -92,7 +92,8 @@ def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
                  "model_config.json", "log.jsonl"):
         assert (out / name).is_file(), name
     config = tomllib.loads((out / "config.toml").read_text())
-    assert config["run"] == {"model": "vrrae", "dataset": "bumps", "seed": 3}
+    assert config["run"] == {"model": "vrrae", "dataset": "bumps", "seed": 3,
+                             "preset": "autoencoders:synthetic"}
     assert config["train"]["steps"] == 4 and config["model"]["latent_dim"] == 32
     env = json.loads((out / "environment.json").read_text())
     assert env["num_processes"] == 1 and env["packages"]["torch"]
