@@ -3,10 +3,10 @@ lowest configuration layer and recorded in config.toml."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from harness import config as cfgmod
 from harness.cli import main
