@@ -24,8 +24,10 @@ def build_model(host: Host, config: RunConfig, info: Any) -> Any:
 
 
 def load_data(host: Host, config: RunConfig) -> Any:
+    from .validation import carve_validation
+
     loader = host.get("dataset", config.dataset).load()
-    return loader(config.data)
+    return carve_validation(loader(config.data), config.data.validation)
 
 
 def resolve_config(

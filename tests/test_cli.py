@@ -259,6 +259,7 @@ def test_ae_runs_offline_on_the_real_fashion_mnist(tmp_path: Path,
     out = tmp_path / "fmnist"
     code, _, err = run_cli(["run", "--model", "ae", "--dataset", "fashion-mnist", "--out", str(out),
                             "--set", "train.steps=5", "--set", "data.n_train=512",
+                            "--set", "train.batch_size=64",  # the preset's 576 > 512 images
                             "--set", "data.n_test=128", "--set", "model.k=8", *TINY_EVAL], capsys)
     assert code == 0, err
     env = json.loads((out / "environment.json").read_text())
