@@ -225,12 +225,25 @@ def figures(state: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
             made.append((f"{dataset}: interpolation strips; the outer images are the two inputs, "
                          "t=0 and t=1 their decoded endpoints (paper figure 4)",
                          _save(fig, folder / f"interpolation-{dataset}.png")))
-        # sample grids (figures 3, 5, 6): the run's random-generation preview
-        for model, run_dir in models:
-            grid = run_dir / "images" / "random_generation.png"
-            if grid.is_file():
-                made.append((f"{dataset}: random samples of {model} (seed "
-                             f"{_seed_of(run_dir)})", grid))
+        # sample grids (figures 3, 5, 6): decoded samples of a Gaussian mixture fitted on the
+        # training codes (as the random-generation protocol), on the raw scale
+        if loaded:
+            from sklearn.mixture import GaussianMixture
+
+            fig, axes = plt.subplots(len(loaded), 8, figsize=(8, 1.1 * len(loaded) + 0.3),
+                                     squeeze=False)
+            for row, (model, (_, splits, net)) in enumerate(loaded.items()):
+                n = min(len(splits.train), 2000)
+                with torch.no_grad():
+                    codes = net.encode(_stack(splits.train, list(range(n)))).double().numpy()
+                    gmm = GaussianMixture(min(10, max(1, n // 10)), random_state=0).fit(codes)
+                    drawn = net.decode(torch.from_numpy(gmm.sample(8)[0]).float())
+                for col in range(8):
+                    _show(axes[row][col], _raw(drawn[col], splits.info))
+                axes[row][0].set_ylabel(model, fontsize=8)
+            made.append((f"{dataset}: random samples (Gaussian mixture on the training codes, "
+                         "first seed; paper figures 3, 5, 6)",
+                         _save(fig, folder / f"samples-{dataset}.png")))
         # loss curves
         fig, ax = plt.subplots(figsize=(5, 3))
         for model, run_dir in models:
@@ -262,10 +275,6 @@ def figures(state: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
         made.append((f"{choice['dataset']}/{choice['model']}: {choice.get('metric')} vs beta",
                      _save(fig, folder / f"beta-{choice['dataset']}-{choice['model']}.png")))
     return made
-
-
-def _seed_of(run_dir: Path) -> str:
-    return run_dir.name.rsplit("seed", 1)[-1]
 
 
 def _show(ax: Any, img: Any) -> None:

@@ -91,14 +91,27 @@ def run_experiment(config: RunConfig, out: str | Path | None, *, resume: bool = 
                         info=splits.info)
         training = {k: v for k, v in vars(result).items() if k != "model"}
         if evaluate:
-            evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
-                           training=training, save_samples=save_samples)
+            doc = evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
+                                 training=training, save_samples=save_samples)
+            if config.train.trackers:
+                log_final_metrics(accelerator, doc, step=int(training.get("steps", 0)))
         else:
             doc = runs.metrics_document(config, [], {"training": training})
             runs.atomic_write_json(run_dir / runs.METRICS_FILE, doc)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
+
+
+def log_final_metrics(accelerator: Any, doc: dict[str, Any], step: int) -> dict[str, float]:
+    """Send the run's scalar metrics to the configured trackers (``train.trackers``) as
+    ``final/<protocol>/<metric>``, beside the training loss; returns what was logged."""
+    values = {f"final/{rec.get('protocol')}/{rec.get('metric')}": float(rec["value"])
+              for rec in doc.get("results", [])
+              if isinstance(rec.get("value"), int | float) and not isinstance(rec["value"], bool)}
+    if values:
+        accelerator.log(values, step=step)
+    return values
 
 
 def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,

@@ -160,7 +160,8 @@ def test_benchmark_runs_isolates_failures_and_reports(tiny_benchmark: Path) -> N
     csv = (out / "report.csv").read_text().splitlines()
     assert csv[0].endswith(",budget") and all(line.endswith(",smoke") for line in csv[1:])
     assert {p.name for p in (out / "figures").iterdir()} >= {
-        "latent-bumps.png", "interpolation-bumps.png", "loss-bumps.png", "beta-bumps-vrrae.png"}
+        "latent-bumps.png", "interpolation-bumps.png", "loss-bumps.png", "beta-bumps-vrrae.png",
+        "samples-bumps.png"}
 
 
 @pytest.mark.slow  # six `harness run` subprocesses: ~30 s alone, minutes when loaded
@@ -228,3 +229,20 @@ def test_benchmark_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     main(["benchmark", "--list"])
     assert "paper-synthetic" in capsys.readouterr().out
     assert sys.executable
+
+
+def test_final_metrics_go_to_the_trackers() -> None:
+    from harness.runner import log_final_metrics
+
+    calls = []
+
+    class FakeAccelerator:
+        def log(self, values: dict, step: int) -> None:
+            calls.append((values, step))
+
+    doc = {"results": [{"protocol": "reconstruction", "metric": "rec_error_percent",
+                        "value": 12.5},
+                       {"protocol": "codes", "metric": "code_variances", "value": [1.0, 2.0]},
+                       {"protocol": "random_generation", "metric": "fid", "value": None}]}
+    logged = log_final_metrics(FakeAccelerator(), doc, step=40)
+    assert calls == [({"final/reconstruction/rec_error_percent": 12.5}, 40)] and logged
