@@ -41,11 +41,11 @@ BUDGET_NOTE = {"smoke": "SMOKE budget: a few steps, tiny sample counts; checks t
 
 
 # ------------------------------------------------------------------------------- numbers
-def _stats(state: dict[str, Any], out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _stats(state: dict[str, Any], out: Path) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
     done = [out / r["dir"] for r in state["runs"].values()
             if r.get("phase") == "final" and r.get("status") == "done"]
     rows = tables.collect(done) if done else []
-    by: dict[str, Any] = {}
+    by: dict[tuple[str, str, str], Any] = {}
     for row in rows:
         key = (row["dataset"], row["model"], f"{row['protocol']}/{row['metric']}")
         # several stamps of one metric: keep the one with most seeds
@@ -383,8 +383,8 @@ def write_report(out: str | Path) -> dict[str, Path]:
             f"{state.get('jobs')}; threads per run: {state.get('threads_per_run')}\n"
             f"- machine: {machine}\n- extra --set: {state.get('sets') or 'none'}\n")
     md = [head]
-    for title, note, header, body in secs:
-        md.append(f"\n## {title}\n\n_{note}_\n\n" + _md_table(header, body))
+    for title, note, header, table in secs:
+        md.append(f"\n## {title}\n\n_{note}_\n\n" + _md_table(header, table))
     md.append("\n## Claims of the paper\n\n")
     for c in found_claims:
         md.append(f"- **{c['verdict']}** ({c['dataset']}): {c['claim']}. {c['evidence']}\n")
@@ -407,22 +407,22 @@ def write_report(out: str | Path) -> dict[str, Path]:
          "machine": state.get("machine"), "rows": rows, "claims": found_claims,
          "beta_selection": state.get("beta_selection", []),
          "runs": state["runs"]}, indent=2, default=str) + "\n")
-    body = [f"<h1>Benchmark <code>{html.escape(suite['name'])}</code> — budget "
+    parts = [f"<h1>Benchmark <code>{html.escape(suite['name'])}</code> — budget "
             f"<code>{html.escape(state['budget'])}</code></h1>",
             f"<p>{html.escape(suite.get('description', ''))}</p>",
             f"<p><b>{html.escape(BUDGET_NOTE.get(state['budget'], ''))}</b></p>",
             f"<p>seeds: {html.escape(str(state['seeds']))}; machine: {html.escape(machine)}</p>"]
     for title, note, header, rows_ in secs:
-        body.append(f"<h2>{html.escape(title)}</h2><p><i>{html.escape(note)}</i></p>"
+        parts.append(f"<h2>{html.escape(title)}</h2><p><i>{html.escape(note)}</i></p>"
                     + _html_table(header, rows_))
-    body.append("<h2>Claims of the paper</h2><ul>" + "".join(
+    parts.append("<h2>Claims of the paper</h2><ul>" + "".join(
         f"<li><b class='{c['verdict'].replace(' ', '-')}'>{html.escape(c['verdict'])}</b> "
         f"({html.escape(c['dataset'])}): {html.escape(c['claim'])}. "
         f"{html.escape(c['evidence'])}</li>" for c in found_claims) + "</ul>")
-    body.append("<h2>Figures</h2>")
+    parts.append("<h2>Figures</h2>")
     for cap, p in figs:
         data = base64.b64encode(p.read_bytes()).decode()
-        body.append(f"<figure><img alt='{html.escape(cap, quote=True)}' "
+        parts.append(f"<figure><img alt='{html.escape(cap, quote=True)}' "
                     f"src='data:image/png;base64,{data}'><figcaption>{html.escape(cap)}"
                     "</figcaption></figure>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
@@ -430,6 +430,6 @@ def write_report(out: str | Path) -> dict[str, Path]:
             "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
             "collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}"
             ".supported{color:green}.not-supported{color:#b00}.not-measured{color:#888}"
-            "img{max-width:100%}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+            "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
     atomic_write_text(paths["html"], page)
     return paths
