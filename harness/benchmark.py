@@ -371,7 +371,11 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
         "suite": asdict(suite), "budget": budget, "seeds": seed_list, "jobs": jobs,
         "sets": run_sets, "machine": machine(), "runs": previous.get("runs", {}),
         "beta_selection": [], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # every run's model, dataset, seed and --set list (a swept model's final runs get
+        # their model.beta once it is chosen): what `accelerate launch` needs per run
+        "plan": [asdict(s) for s in specs],
     }
+    _save_state(out, state)
     # sweeps and the models without a sweep first; the swept models' finals once β is chosen
     first = [s for s in specs
              if not (s.phase == "final" and len(suite.sweep_values(s.model, s.dataset)) > 1)]
