@@ -39,6 +39,9 @@ BUDGET_NOTE = {"smoke": "SMOKE budget: a few steps, tiny sample counts; checks t
                "cpu": "CPU budget: reduced steps and sample counts; not the paper's protocol",
                "paper": "PAPER budget: the paper's configuration (SPEC.md)"}
 
+SMOKE_CLAIMS = ("At the smoke budget (a few training steps) these verdicts are computed the "
+                "same way but are not evidence for or against the paper: the models are barely "
+                "trained.")
 
 # ------------------------------------------------------------------------------- numbers
 def _stats(state: dict[str, Any], out: Path) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
@@ -386,6 +389,8 @@ def write_report(out: str | Path) -> dict[str, Path]:
     for title, note, header, table in secs:
         md.append(f"\n## {title}\n\n_{note}_\n\n" + _md_table(header, table))
     md.append("\n## Claims of the paper\n\n")
+    if state["budget"] == "smoke":
+        md.append(f"_{SMOKE_CLAIMS}_\n\n")
     for c in found_claims:
         md.append(f"- **{c['verdict']}** ({c['dataset']}): {c['claim']}. {c['evidence']}\n")
     figs = []
@@ -415,7 +420,11 @@ def write_report(out: str | Path) -> dict[str, Path]:
     for title, note, header, rows_ in secs:
         parts.append(f"<h2>{html.escape(title)}</h2><p><i>{html.escape(note)}</i></p>"
                     + _html_table(header, rows_))
-    parts.append("<h2>Claims of the paper</h2><ul>" + "".join(
+    if state["budget"] == "smoke":
+        parts.append(f"<h2>Claims of the paper</h2><p><i>{html.escape(SMOKE_CLAIMS)}</i></p>")
+    else:
+        parts.append("<h2>Claims of the paper</h2>")
+    parts.append("<ul>" + "".join(
         f"<li><b class='{c['verdict'].replace(' ', '-')}'>{html.escape(c['verdict'])}</b> "
         f"({html.escape(c['dataset'])}): {html.escape(c['claim'])}. "
         f"{html.escape(c['evidence'])}</li>" for c in found_claims) + "</ul>")
