@@ -56,6 +56,9 @@ class DataConfig:
     hub_id: str | None = None  # Hugging Face dataset id or local path for HF-backed datasets
     cache: bool = True  # cache decoded arrays so a second run starts fast
     seed: int = 0  # for datasets that are generated (bumps' test centres)
+    # fraction of the training split held out as a validation split that REPLACES the test
+    # split for the whole run (harness.validation); the test set is then never touched
+    validation: float | None = None
 
 
 # ------------------------------------------------------------------------------------ models

@@ -184,6 +184,62 @@ def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
+@cli.command(name="benchmark")
+@click.argument("args", nargs=-1, metavar="SUITE | report DIR")
+@click.option("--list", "list_suites", is_flag=True, help="List the suites and exit.")
+@click.option("--budget", type=click.Choice(["smoke", "cpu", "paper"]), default="smoke",
+              show_default=True, help="Scale of steps and sample counts (written in every table).")
+@click.option("--seeds", type=int, default=None, help="Number of seeds (default: the suite's).")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Runs at once; each gets cores // jobs CPU threads.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="A run override (section.key=value) for every run, or models+=NAME / "
+                   "datasets+=NAME to extend the suite (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Benchmark directory (default: benchmarks/out/SUITE-BUDGET).")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue interrupted runs from their last checkpoint (finished runs are "
+                   "always skipped).")
+def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: int | None,
+                  jobs: int, sets: tuple[str, ...], out: str | None, resume: bool) -> None:
+    """Run a benchmark suite (`harness benchmark paper-synthetic`), list the suites
+    (`--list`), or rewrite the report of a benchmark directory (`report DIR`)."""
+    from . import benchmark
+
+    if list_suites:
+        for row in benchmark.list_suites():
+            click.echo(f"{row['name']:<18} {row['description']}  [{row['source']}]")
+        return
+    if args[:1] == ("report",):
+        if len(args) != 2:
+            raise HarnessError("usage: harness benchmark report DIR")
+        from .benchmark_report import write_report
+
+        paths = write_report(args[1])
+        click.echo(f"report written: {paths['md']} (and .csv, .json, .html)")
+        return
+    if len(args) != 1:
+        raise HarnessError("usage: harness benchmark SUITE [options] (see --list), or "
+                           "harness benchmark report DIR")
+    if jobs < 1:
+        raise HarnessError(f"--jobs must be >= 1, got {jobs}")
+    suite = benchmark.load_suite(args[0])
+    target = Path(out) if out else Path("benchmarks") / "out" / f"{suite.name}-{budget}"
+    done = benchmark.run_suite(suite, target, budget=budget, seeds=seeds, jobs=jobs,
+                               sets=list(sets), resume=resume)
+    click.echo(f"benchmark written to {done} (report.md, report.html)")
+
+
+def _run_preset(run_dir: Path) -> str | None:
+    from . import config as cfgmod
+    from .runs import CONFIG_FILE
+
+    try:
+        return cfgmod.load_toml(run_dir / CONFIG_FILE).get("run", {}).get("preset")
+    except HarnessError:
+        return None
+
+
 def _print_summary(run_dir: Path) -> None:
     from .runs import METRICS_FILE
 
@@ -192,6 +248,10 @@ def _print_summary(run_dir: Path) -> None:
         return  # under `accelerate launch`, only the main process reports
     doc = json.loads(path.read_text())
     click.echo(f"run directory: {run_dir}")
+    preset = _run_preset(run_dir)
+    if preset:
+        click.echo(f"  preset: {preset} (the plugin's configuration for the dataset; "
+                   "--set overrides it)" if preset != "none" else "  preset: none")
     for rec in doc.get("results", []):
         value = rec.get("value")
         if isinstance(value, bool) or not isinstance(value, int | float | type(None)):

@@ -115,7 +115,8 @@ class EvalConfig:
 
 
 SECTIONS = ("model", "data", "train", "eval")
-RUN_KEYS = ("model", "dataset", "seed")
+RUN_KEYS = ("model", "dataset", "seed", "preset")
+NO_PRESET = "none"  # run.preset = "none" in a config file: no preset layer
 EVAL_KEYS = ("protocols", "metrics", "batch_size")
 
 
@@ -128,13 +129,17 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    preset: str | None = None  # the preset applied below --config/--set (plugin:name)
 
     def as_dict(self) -> dict[str, Any]:
         model = self.model_cfg
         if dataclasses.is_dataclass(model) and not isinstance(model, type):
             model = dataclasses.asdict(model)
+        run: dict[str, Any] = {"model": self.model, "dataset": self.dataset, "seed": self.seed}
+        if self.preset:
+            run["preset"] = self.preset
         return {
-            "run": {"model": self.model, "dataset": self.dataset, "seed": self.seed},
+            "run": run,
             "model": _strip_none(dict(model or {})),
             "data": _strip_none(dataclasses.asdict(self.data)),
             "train": _strip_none(dataclasses.asdict(self.train)),
@@ -380,6 +385,25 @@ class Schema:
     def all_metrics(self) -> list[str]:
         return self.host.registry("metric").names()  # type: ignore[no-any-return]
 
+    def preset(self, model: str, dataset: str) -> tuple[str, dict[str, dict[str, Any]]] | None:
+        """The preset the model's plugin declares for ``dataset``: ``(name, sections)``.
+
+        A model class may define ``preset(dataset) -> (name, {"model": ..., "train": ...,
+        "data": ...}) | None`` (the built-in autoencoders give the paper's configuration
+        per dataset); without it, or for an unknown dataset, there is none."""
+        if self.model_config_cls is not None:
+            return None
+        find = getattr(self.host.get("model", model).load(), "preset", None)
+        found = find(dataset) if callable(find) else None
+        if found is None:
+            return None
+        name, sections = found
+        unknown = set(sections) - {"model", "data", "train", "eval"}
+        if unknown:
+            raise ConfigError(f"preset '{name}' of model '{model}' has unknown section(s) "
+                              f"{sorted(unknown)}; valid: {', '.join(SECTIONS)}")
+        return str(name), {s: dict(v) for s, v in sections.items()}
+
     def eval_config(self, kind: str, name: str) -> type | None:
         """The ``Config`` of protocol or metric ``name`` (None: it takes no options)."""
         return getattr(self.host.get(kind, name).load(), "Config", None)
@@ -496,16 +520,35 @@ def resolve_data(
     model_name = model or run.get("model")
     if not model_name:
         raise ConfigError("no model given: pass --model NAME (see `harness models`)")
-    sections: dict[str, dict[str, Any]] = {s: dict(data.get(s, {})) for s in SECTIONS}
-    for section, values in parse_set(sets or []).items():
-        sections[section].update(values)
-    if seed is not None:
-        run["seed"] = seed
     for key, value in (("run.model", model_name), ("run.dataset", dataset or run.get("dataset"))):
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{key} must be a name (a string), got {value!r}")
-    return _build(str(model_name), dataset or run.get("dataset"), run.get("seed", 0), sections,
-                  Schema(host, model_config_cls))
+    schema = Schema(host, model_config_cls)
+    dataset_name = dataset or run.get("dataset") or schema.default_dataset()
+    # Layers, lowest first: the plugin's preset for (model, dataset), the config file, --set.
+    sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    preset_name: str | None = None
+    if run.get("preset") != NO_PRESET:
+        found = schema.preset(str(model_name), str(dataset_name))
+        if found is not None:
+            preset_name, layer = found
+            for section, values in layer.items():
+                sections[section].update(values)
+    above: dict[str, dict[str, Any]] = {s: dict(data.get(s, {})) for s in SECTIONS}
+    for section, values in parse_set(sets or []).items():
+        above[section].update(values)
+    # The length of training is one choice: steps given above the preset drop the preset's
+    # epochs and vice versa (steps would otherwise win over a user's epochs).
+    for mine, other in (("steps", "epochs"), ("epochs", "steps")):
+        if mine in above["train"] and other not in above["train"]:
+            sections["train"].pop(other, None)
+    for section in SECTIONS:
+        sections[section].update(above[section])
+    if seed is not None:
+        run["seed"] = seed
+    config = _build(str(model_name), str(dataset_name), run.get("seed", 0), sections, schema)
+    config.preset = preset_name if run.get("preset") != NO_PRESET else NO_PRESET
+    return config
 
 
 def from_dict(data: dict[str, Any], *, host: Any = None, model_config_cls: Any = None) -> RunConfig:
@@ -515,8 +558,10 @@ def from_dict(data: dict[str, Any], *, host: Any = None, model_config_cls: Any =
         if not isinstance(run.get(key), str) or not run.get(key):
             raise ConfigError(f"the saved config has no valid run.{key} (got {run.get(key)!r})")
     sections = {s: dict(data.get(s, {})) for s in SECTIONS}
-    return _build(run["model"], run["dataset"], run.get("seed", 0), sections,
-                  Schema(host, model_config_cls))
+    config = _build(run["model"], run["dataset"], run.get("seed", 0), sections,
+                    Schema(host, model_config_cls))
+    config.preset = run.get("preset")  # a saved config holds the preset's values already
+    return config
 
 
 def _build(model: str, dataset: str | None, seed: Any, sections: dict[str, dict[str, Any]],

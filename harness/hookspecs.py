@@ -64,6 +64,16 @@ def register_metrics(register: Any) -> None:
 
 
 @hookspec
+def register_suites(register: Any) -> None:
+    """Register benchmark suites: ``register(name, suite, description)``.
+
+    ``suite`` is the path of a suite TOML file or the same content as a dict (see
+    :mod:`harness.benchmark` for the keys); ``harness benchmark NAME`` runs it and
+    ``harness benchmark --list`` lists it beside the built-in ones.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``harness`` command line; ``cli`` is the root ``click.Group``."""
 

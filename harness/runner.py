@@ -37,8 +37,10 @@ def build_model(host: Host, config: RunConfig, info: Any) -> Any:
 
 
 def load_data(host: Host, config: RunConfig) -> Any:
+    from .validation import carve_validation
+
     loader = host.get("dataset", config.dataset).load()
-    return loader(config.data)
+    return carve_validation(loader(config.data), config.data.validation)
 
 
 def resolve_config(
@@ -241,8 +243,10 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
         training = {k: v for k, v in vars(result).items() if k != "model"}
         training.update(peak_memory(accelerator.device))  # the run's peak GPU memory / RSS
         if evaluate:
-            evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
-                           training=training, save_samples=save_samples)
+            doc = evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
+                                 training=training, save_samples=save_samples)
+            if config.train.trackers:
+                log_final_metrics(accelerator, doc, step=int(training.get("steps", 0)))
         else:
             doc = runs.metrics_document(config, [], {"training": training})
             runs.atomic_write_json(run_dir / runs.METRICS_FILE, doc)
@@ -260,6 +264,17 @@ def _forget_other_precision(mixed_precision: str) -> None:
     current = AcceleratorState._shared_state.get("_mixed_precision")
     if current is not None and current != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def log_final_metrics(accelerator: Any, doc: dict[str, Any], step: int) -> dict[str, float]:
+    """Send the run's scalar metrics to the configured trackers (``train.trackers``) as
+    ``final/<protocol>/<metric>``, beside the training loss; returns what was logged."""
+    values = {f"final/{rec.get('protocol')}/{rec.get('metric')}": float(rec["value"])
+              for rec in doc.get("results", [])
+              if isinstance(rec.get("value"), int | float) and not isinstance(rec["value"], bool)}
+    if values:
+        accelerator.log(values, step=step)
+    return values
 
 
 def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,

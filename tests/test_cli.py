@@ -94,7 +94,8 @@ def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
                  "model_config.json", "log.jsonl"):
         assert (out / name).is_file(), name
     config = tomllib.loads((out / "config.toml").read_text())
-    assert config["run"] == {"model": "vrrae", "dataset": "bumps", "seed": 3}
+    assert config["run"] == {"model": "vrrae", "dataset": "bumps", "seed": 3,
+                             "preset": "autoencoders:synthetic"}
     assert config["train"]["steps"] == 4 and config["model"]["latent_dim"] == 32
     env = json.loads((out / "environment.json").read_text())
     assert env["num_processes"] == 1 and env["packages"]["torch"]
@@ -264,6 +265,7 @@ def test_ae_runs_offline_on_the_real_fashion_mnist(tmp_path: Path,
     out = tmp_path / "fmnist"
     code, _, err = run_cli(["run", "--model", "ae", "--dataset", "fashion-mnist", "--out", str(out),
                             "--set", "train.steps=5", "--set", "data.n_train=512",
+                            "--set", "train.batch_size=64",  # the preset's 576 > 512 images
                             "--set", "data.n_test=128", "--set", "model.k=8", *TINY_EVAL], capsys)
     assert code == 0, err
     env = json.loads((out / "environment.json").read_text())

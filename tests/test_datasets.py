@@ -38,6 +38,12 @@ def hand_bump(x0: float, y0: float, row: int, col: int, size: int = 64) -> float
     return math.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * 0.2**2))
 
 
+def raw(splits: DataSplits, value: float) -> float:
+    """Undo the bumps' standardisation (recorded in the metadata) for one pixel value."""
+    std = splits.info.metadata["standardization"]
+    return value * std["std"] + std["mean"]
+
+
 def test_bumps_sizes_and_training_mesh() -> None:
     splits = bumps.load(DataConfig())
     assert splits.info.shape == (1, 64, 64) and splits.info.source == "generated"
@@ -59,8 +65,8 @@ def test_bumps_match_the_formula_by_hand(index: int, pixel: tuple[int, int]) -> 
     splits = bumps.load(DataConfig())
     x0, y0 = splits.info.metadata["train_centres"][index]
     row, col = pixel
-    assert splits.train[index][0][0, row, col].item() == pytest.approx(
-        hand_bump(x0, y0, row, col), rel=1e-6, abs=1e-7
+    assert raw(splits, splits.train[index][0][0, row, col].item()) == pytest.approx(
+        hand_bump(x0, y0, row, col), rel=1e-5, abs=1e-6
     )
 
 
@@ -71,7 +77,7 @@ def test_bumps_rows_follow_y_and_columns_follow_x() -> None:
     image = splits.train[index][0][0].numpy()
     row, col = np.unravel_index(image.argmax(), image.shape)
     assert (row, col) in {(47, 16), (47, 15), (48, 16), (48, 15)}
-    assert image.max() == pytest.approx(hand_bump(-0.5, 0.5, 47, 16), rel=1e-6)
+    assert raw(splits, image.max()) == pytest.approx(hand_bump(-0.5, 0.5, 47, 16), rel=1e-6)
 
 
 def test_bumps_test_set_is_seeded_uniform_and_rendered_from_its_centres() -> None:
@@ -85,7 +91,8 @@ def test_bumps_test_set_is_seeded_uniform_and_rendered_from_its_centres() -> Non
     assert centres.shape == (100, 2) and centres.min() >= -0.5 and centres.max() <= 0.5
     assert centres.std() > 0.2  # spread over the square, not clustered
     x0, y0 = centres[7]
-    assert a.test[7][0][0, 20, 45].item() == pytest.approx(hand_bump(x0, y0, 20, 45), rel=1e-6)
+    assert raw(a, a.test[7][0][0, 20, 45].item()) == pytest.approx(hand_bump(x0, y0, 20, 45),
+                                                                   rel=1e-5, abs=1e-6)
 
 
 def test_bumps_diagonal_and_training_statistics() -> None:
@@ -95,11 +102,27 @@ def test_bumps_diagonal_and_training_statistics() -> None:
     assert diag[0, 0] == -0.5 and diag[-1, 0] == 0.5
     images = splits.extra["diagonal"].tensor()
     assert torch.allclose(images, images.transpose(-1, -2))  # x0 = y0: symmetric images
+    # one scalar mean/std from the TRAINING split, applied to every split (SPEC)
+    raw_train = torch.from_numpy(bumps.render(bumps.train_centres())).double()
+    meta = splits.info.metadata
+    assert meta["standardization"]["mean"] == pytest.approx(raw_train.mean().item(), rel=1e-12)
+    assert meta["standardization"]["std"] == pytest.approx(raw_train.std(unbiased=False).item(),
+                                                           rel=1e-12)
+    assert meta["standardization"]["mean"] == pytest.approx(0.0607405, rel=1e-5)
+    assert meta["standardization"]["std"] == pytest.approx(0.1635568, rel=1e-5)
     train = splits.train.tensor().double()
-    assert splits.info.metadata["train_mean"] == pytest.approx(train.mean().item(), rel=1e-9)
-    assert splits.info.metadata["train_std"] == pytest.approx(train.std(unbiased=False).item(),
-                                                              rel=1e-9)
-    assert 0.0 <= train.min().item() and train.max().item() <= 1.0
+    assert train.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert train.std(unbiased=False).item() == pytest.approx(1.0, rel=1e-5)
+    # the test split uses the training statistics, not its own: its mean is not exactly 0
+    other = bumps.load(DataConfig(seed=5))
+    assert other.info.metadata["standardization"] == meta["standardization"]
+    test = other.test.tensor().double()
+    raw_test = torch.from_numpy(bumps.render(np.array(meta["test_centres"]))).double()
+    assert torch.allclose(splits.test.tensor().double(), (raw_test - meta["standardization"][
+        "mean"]) / meta["standardization"]["std"], atol=1e-5)
+    assert abs(test.mean().item()) > 1e-4
+    assert raw(splits, train.min().item()) == pytest.approx(0.0, abs=1e-6)
+    assert raw(splits, train.max().item()) <= 1.0 + 1e-6
 
 
 def test_bumps_size_option_and_head_and_speed() -> None:
@@ -110,8 +133,8 @@ def test_bumps_size_option_and_head_and_speed() -> None:
     assert small.info.shape == (1, 32, 32) and small.train[0][0].shape == (1, 32, 32)
     assert (len(small.train), len(small.test)) == (10, 7)
     x0, y0 = small.info.metadata["train_centres"][3]
-    assert small.train[3][0][0, 5, 20].item() == pytest.approx(
-        hand_bump(x0, y0, 5, 20, size=32), rel=1e-6)
+    assert raw(small, small.train[3][0][0, 5, 20].item()) == pytest.approx(
+        hand_bump(x0, y0, 5, 20, size=32), rel=1e-5, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------- digits
@@ -145,7 +168,8 @@ def _fixture_config(name: str, root) -> DataConfig:  # type: ignore[no-untyped-d
 
 
 def check_contract(splits: DataSplits) -> None:
-    """What every dataset must give: float32 C×H×W in [0, 1] matching info.shape, int labels."""
+    """What every dataset must give: float32 C×H×W in [0, 1] (after undoing a recorded
+    ``standardization``) matching info.shape, int labels."""
     assert isinstance(splits.info, DatasetInfo)
     for split in [splits.train, splits.test, *splits.extra.values()]:
         assert len(split) > 0
@@ -153,7 +177,10 @@ def check_contract(splits: DataSplits) -> None:
             image, label = split[index]
             assert isinstance(image, torch.Tensor) and image.dtype == torch.float32
             assert tuple(image.shape) == splits.info.shape
-            assert image.min().item() >= 0.0 and image.max().item() <= 1.0
+            std = splits.info.metadata.get("standardization")
+            if std:  # stored as (raw - mean) / std: the raw values are in [0, 1]
+                image = image * std["std"] + std["mean"]
+            assert image.min().item() >= -1e-6 and image.max().item() <= 1.0 + 1e-6
             assert isinstance(label, int)
             if splits.info.num_classes is not None:
                 assert 0 <= label < splits.info.num_classes

@@ -199,7 +199,7 @@ def test_plugins_lists_the_example_plugin() -> None:
         "version": metadata.version(DISTRIBUTION),
         "distribution": DISTRIBUTION,
         "builtin": False,
-        "hooks": ["register_metrics", "register_models", "register_protocols"],
+        "hooks": ["register_metrics", "register_models", "register_protocols", "register_suites"],
         "error": None,
         "warnings": [],
     }

@@ -313,5 +313,7 @@ def test_gaussian_fit_on_the_real_bumps_dataset() -> None:
     test = torch.stack([splits.test[i][0] for i in range(len(splits.test))])
     assert metric(test, splits.train, splits.info)["gaussian_fit_error_percent"] < 0.01
     train = torch.stack([splits.train[i][0] for i in range(len(splits.train))])
-    out = metric(train * 0.8, splits.train, splits.info)  # right place, 80 % of the height
+    m, s = (splits.info.metadata["standardization"][key] for key in ("mean", "std"))
+    scaled = ((train * s + m) * 0.8 - m) / s  # right place, 80 % of the height (raw scale)
+    out = metric(scaled, splits.train, splits.info)
     assert out["gaussian_fit_error_percent"] == pytest.approx(20.0, abs=1e-3)

@@ -187,6 +187,18 @@ class _Autoencoder(nn.Module):
         return int(self.config.k)
 
     @classmethod
+    def preset(cls, dataset: str) -> tuple[str, dict[str, dict[str, Any]]] | None:
+        """The paper's configuration for ``dataset`` (:mod:`.presets`): ``(name, sections)``,
+        or None for a dataset the paper does not train on. The host applies it below
+        ``--config`` and ``--set``."""
+        from .presets import PRESETS
+
+        found = PRESETS.get(dataset)
+        if found is None:
+            return None
+        return found.qualified_name, found.sections(issubclass(cls.Config, RRAEConfig))
+
+    @classmethod
     def from_config(cls, config: Any, info: DatasetInfo) -> _Autoencoder:
         """Build the model for a dataset described by ``info`` (only ``info.shape`` is used)."""
         if not isinstance(config, cls.Config):

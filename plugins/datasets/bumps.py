@@ -15,10 +15,13 @@ so the column index follows x and the row index follows y (numpy ``meshgrid``'s 
 * ``extra["diagonal"]``: :data:`N_DIAGONAL` = 20 centres with x0 = y0 on
   ``linspace(-0.5, 0.5, 20)``, for the latent-path figure.
 
-Images are returned raw, in [0, 1] with peak 1. The reference standardised the bumps with
-statistics computed per split, which leaks test statistics; instead ``info.metadata`` records
-the *training* split's scalar ``train_mean`` / ``train_std`` so a consumer can standardise both
-splits the same way (and must undo it before the Gaussian-fit metric). The centres, the spread
+Images are **standardised** (SPEC): rendered in [0, 1] with peak 1, then ``(raw - m) / s``
+with ONE scalar mean ``m`` and std ``s`` computed on the *training* split (float64, population
+std) and applied to every split (train, test, diagonal). The reference computed them on each
+split separately, which leaks test statistics. ``info.metadata["standardization"] = {"mean":
+m, "std": s}`` records the transform so that any consumer can undo it generically
+(``raw = x * s + m``): the Gaussian-fit metric does, before fitting, and so do the benchmark
+report's figures. ``train_mean`` / ``train_std`` repeat the two numbers. The centres, the spread
 and the grid are in the metadata too, for that metric. Labels are -1 (no classes).
 ``data.size`` changes the grid resolution (the bump is evaluated on size×size points of the
 same [-1, 1]^2 square, not resampled).
@@ -86,7 +89,13 @@ def load(config: DataConfig) -> DataSplits:
 
         raise HarnessError(f"data.size must be a positive number of pixels, got {size}")
     tr, te, dg = train_centres(), test_centres(config.seed), diagonal_centres()
-    train_images = render(tr, size)
+    raw_train = render(tr, size)
+    mean = float(raw_train.astype(np.float64).mean())
+    std = float(raw_train.astype(np.float64).std())
+
+    def standardise(images: np.ndarray) -> np.ndarray:
+        return ((images.astype(np.float64) - mean) / std).astype(np.float32)
+
     info = DatasetInfo(
         name="bumps",
         shape=(1, size, size),
@@ -102,15 +111,16 @@ def load(config: DataConfig) -> DataSplits:
             "grid": {"extent": list(EXTENT), "size": size, "indexing": "xy"},
             "centre_range": list(CENTRE_RANGE),
             "seed": int(config.seed),
-            # float64 statistics of the training split, for standardisation without leakage
-            "train_mean": float(train_images.astype(np.float64).mean()),
-            "train_std": float(train_images.astype(np.float64).std()),
+            # float64 statistics of the training split, applied to every split
+            "standardization": {"mean": mean, "std": std},
+            "train_mean": mean,
+            "train_std": std,
         },
     )
     return build_splits(
         info,
-        ArrayDataset(train_images),
-        ArrayDataset(render(te, size)),
+        ArrayDataset(standardise(raw_train)),
+        ArrayDataset(standardise(render(te, size))),
         config,
-        extra={"diagonal": ArrayDataset(render(dg, size))},
+        extra={"diagonal": ArrayDataset(standardise(render(dg, size)))},
     )

@@ -37,3 +37,25 @@ def register_metrics(register: Any) -> None:
         "harness_example_plugin.metric:MeanIntensity",
         "Mean pixel value of the generated images (example plugin)",
     )
+
+
+@hookimpl
+def register_suites(register: Any) -> None:
+    # a suite is data (the keys of a benchmarks/suites/*.toml file): `harness benchmark tiny`
+    register(
+        "tiny",
+        {
+            "name": "tiny",
+            "description": "tiny-ae against ae on 16 bumps, 2 seeds (example plugin)",
+            "datasets": ["bumps"],
+            "models": ["tiny-ae", "ae"],
+            "seeds": 2,
+            "protocols": ["reconstruction", "random_generation"],
+            "set": ["data.n_train=16", "data.n_test=8", "train.batch_size=8",
+                    "eval.random_generation.n_samples=16", "eval.random_generation.gmm_components=2"],
+            "budgets": {"smoke": {"set": ["train.steps=3"]}, "cpu": {"set": ["train.steps=200"]},
+                        "paper": {"set": ["train.steps=2000"]}},
+        },
+        "tiny-ae against ae on 16 bumps (example plugin)",
+    )
+
