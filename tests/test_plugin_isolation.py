@@ -97,6 +97,7 @@ def test_harness_plugins_shows_the_shadowing_warning(capsys: pytest.CaptureFixtu
 
 def test_shadowing_is_fatal_in_strict_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HARNESS_STRICT_PLUGINS", "1")
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "")  # built-ins only, whatever else is installed
     with pytest.raises(PluginError, match=r"plugin 'impostor': model 'vrrae' is a built-in"):
         load_host({"impostor": Impostor()})
 
