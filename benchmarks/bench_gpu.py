@@ -181,7 +181,9 @@ def harness_run(name: str, sets: list[str], device: torch.device, warmup: int, s
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.perf_counter()
-    proc = subprocess.run(args, capture_output=True, text=True, env=env)
+    # `python -m` puts the working directory first on sys.path: run from the tree timed
+    cwd = pythonpath or str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]}

@@ -205,7 +205,8 @@ def prepare_malloc(mode: str, argv: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------ quick start
-def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+def run_measured(cmd: list[str], env: dict[str, str], cwd: str | None = None
+                 ) -> dict[str, float]:
     """Wall, CPU (user, system) seconds, minor page faults and peak RSS of ``cmd`` and its
     children: from ``/usr/bin/time -v`` when present, else ``getrusage(RUSAGE_CHILDREN)``."""
     import resource
@@ -215,7 +216,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     gnu_time = shutil.which("time", path="/usr/bin")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([gnu_time, "-v", *cmd] if gnu_time else cmd, env=env,
+    proc = subprocess.run([gnu_time, "-v", *cmd] if gnu_time else cmd, env=env, cwd=cwd,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -253,7 +254,8 @@ def quickstart(args: argparse.Namespace) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 cmd = [sys.executable, "-m", "harness.cli", "run", "--model", "vrrae",
                        "--out", str(Path(tmp) / "qs"), *sets]
-                res = run_measured(cmd, env)
+                # `python -m` puts the working directory first on sys.path: run from the tree
+                res = run_measured(cmd, env, cwd=src or str(Path(__file__).resolve().parents[1]))
             res.update(tree=label, src=src or ".", repeat=repeat)
             rows.append(res)
             print(f"{label}: wall {res['wall_s']:.1f} s, CPU {res['user_s']:.1f} s user + "
