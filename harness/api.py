@@ -210,3 +210,33 @@ class Metric(Protocol):
         """Score ``images`` (N, C, H, W), e.g. ``{"fid": 12.3}``: one record per key; values
         are numbers (or lists of numbers, e.g. per-dimension variances)."""
         ...
+
+
+# ------------------------------------------------------------- FID statistics (lazy exports)
+#: Names served lazily by :func:`__getattr__` (they import torch/numpy, this module must not):
+#: streaming feature statistics and the Frechet distance for metric plugins (harness/fid.py).
+_LAZY_EXPORTS = {
+    "FeatureStats": "harness.fid",
+    "fid_from_stats": "harness.fid",
+    "fid_from_features": "harness.fid",
+    "frechet_distance": "harness.fid",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fid import (  # noqa: F401 - re-exported for type checkers
+        FeatureStats,
+        fid_from_features,
+        fid_from_stats,
+        frechet_distance,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness.api' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

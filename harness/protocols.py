@@ -31,6 +31,7 @@ all-reduces, so it cannot hang waiting for processes that are not evaluating.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import sys
@@ -250,6 +251,7 @@ def build_metrics(
     registry = host.registry("metric")
     names = list(eval_cfg.metrics) or registry.names()
     options = {**asdict(eval_cfg), "progress": progress}
+    defaults = asdict(EvalConfig())
     metrics = []
     for name in names:
         factory = registry.get(name).load()
@@ -257,6 +259,17 @@ def build_metrics(
             params = inspect.signature(factory).parameters
         except (TypeError, ValueError):  # builtins without a signature
             params = {}  # type: ignore[assignment]
+        config_cls = getattr(factory, "Config", None)
+        if config_cls is not None and dataclasses.is_dataclass(config_cls):
+            # metric contract: factory(Config(...), progress=...); until eval.<metric>.<key>
+            # exists, Config gets the flat eval options of the same names that were changed
+            # from their defaults (the metric's own defaults apply otherwise)
+            fields = {f.name for f in dataclasses.fields(config_cls)}
+            config = config_cls(**{k: options[k] for k in fields
+                                   if k in defaults and options[k] != defaults[k]})
+            extra = {"progress": progress} if "progress" in params else {}
+            metrics.append(factory(config, **extra))
+            continue
         kwargs = {k: options[k] for k in params if k in options and k != "metrics"}
         metrics.append(factory(**kwargs))
     return metrics
@@ -295,12 +308,15 @@ def _run_metrics(
             continue
         get_stamp = getattr(metric, "stamp", None)
         extra = get_stamp() if callable(get_stamp) else {}
+        get_details = getattr(metric, "details", None)
+        details = get_details() if callable(get_details) else {}
         for key, value in result.items():
             records.append({
                 "protocol": protocol, "metric": key, "value": value, "split": "train",
                 "source": name,
                 "higher_is_better": bool(getattr(metric, "higher_is_better", False)),
                 "stamp": {**stamp, **extra},
+                **({"details": details} if details else {}),
             })  # fmt: skip
         _log(progress, f"{protocol}: {name} = "
              f"{ {k: v for k, v in result.items() if not isinstance(v, list)} } "

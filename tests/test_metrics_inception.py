@@ -80,9 +80,10 @@ def test_weights_load_from_an_explicit_path_and_are_hashed(
     with pytest.warns(UserWarning, match="not be comparable"):
         ex = InceptionExtractor.from_weights(str(path))
     desc = ex.describe()
-    assert desc["feature_weights"] == str(path)
+    assert ex.provenance()["feature_weights"] == str(path)  # the path: provenance only
+    assert str(tmp_path) not in str(desc)
     assert len(desc["feature_weights_sha256"]) == 64
-    assert desc["feature_extractor"].startswith("inception-v3 pytorch-fid pool3 2048 (sha256 ")
+    assert desc["feature_extractor"].startswith("inception-v3 pytorch-fid pool3 2048")
     assert "NOT the pytorch-fid release file" in desc["feature_extractor"]
     assert ex(torch.rand(1, 1, 16, 16)).shape == (1, 2048)
     bad = tmp_path / "bad.pth"
@@ -103,8 +104,8 @@ def test_missing_weights_say_where_we_looked_and_how_to_fix(
     msg = str(exc.value)
     assert str(tmp_path / "hub" / "checkpoints" / inception.FID_WEIGHTS_FILE) in msg
     assert inception.FID_WEIGHTS_URL in msg
-    assert "--set eval.fid_weights=PATH" in msg
-    assert "--set eval.feature_extractor=domain" in msg
+    assert "--set eval.fid_inception.fid_weights=PATH" in msg
+    assert "metric fid" in msg
     assert "HARNESS_FID_WEIGHTS" in msg
     # an explicit path that does not exist is an error even if another file exists
     hub_file = tmp_path / "hub" / "checkpoints" / inception.FID_WEIGHTS_FILE
@@ -123,7 +124,7 @@ def test_missing_weights_say_where_we_looked_and_how_to_fix(
 def test_fid_metric_records_the_missing_weights_error_in_evaluate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from harness_plugins.metrics.fid import FID
+    from harness_plugins.metrics.fid import FIDInception
     from torch.utils.data import TensorDataset
 
     from harness.api import DatasetInfo, DataSplits
@@ -150,9 +151,11 @@ def test_fid_metric_records_the_missing_weights_error_in_evaluate(
     data = TensorDataset(torch.rand(20, 1, 4, 4), torch.zeros(20, dtype=torch.long))
     splits = DataSplits(DatasetInfo("toy", (1, 4, 4)), data, data)
     cfg = EvalConfig(n_samples=10, n_pairs=2, gmm_components=1)
-    records = evaluate(Tiny(), splits, cfg, seed=0, metrics=[FID()], progress=False)
-    fids = [r for r in records if r["metric"] == "fid"]
+    records = evaluate(Tiny(), splits, cfg, seed=0, metrics=[FIDInception()], progress=False)
+    fids = [r for r in records if r["metric"] == "fid_inception"]
     assert [r["protocol"] for r in fids] == ["random_generation", "interpolation"]
-    assert all(r["value"] is None and "weights were not found" in r["error"] for r in fids)
-    assert "warning: metric 'fid' failed" in capsys.readouterr().err
+    for r in fids:  # one clear "not computed: <how to get the weights>" error
+        assert r["value"] is None and r["error"].startswith("not computed: ")
+        assert "pt_inception-2015-12-05-6726825d.pth" in r["error"]
+    assert "warning: metric 'fid_inception' failed" in capsys.readouterr().err
     assert records[0]["metric"] == "rec_error_percent" and records[0]["value"] is not None
