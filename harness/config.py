@@ -59,7 +59,7 @@ class EvalConfig:
     n_interp: int = 5  # interior points per pair
     gmm_components: int = 10  # Gaussian mixture fitted on the training codes
     batch_size: int = 256
-    feature_extractor: str = "inception"  # FID features: inception | domain
+    feature_extractor: str = "domain"  # FID features: domain | inception-finetuned | inception
     fid_weights: str | None = None  # path to pt_inception-2015-12-05-6726825d.pth
     n_reference: int | None = None  # training images used as FID reference (None: all)
 

@@ -294,9 +294,7 @@ def test_domain_extractor_trains_caches_and_separates_distributions(
 
 
 def test_domain_extractor_refuses_unlabelled_data() -> None:
-    from harness_plugins.metrics.fid import FID
-
-    from harness_plugins.metrics.fid import FIDInception
+    from harness_plugins.metrics.fid import FID, FIDInception
 
     unlabelled = _labelled(torch.rand(100, 1, 8, 8))
     info = DatasetInfo("bumps", (1, 8, 8), metadata={"spread": 0.2})

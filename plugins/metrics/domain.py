@@ -27,7 +27,8 @@ The classifier is trained once per dataset and cached as safetensors
 file then renamed), keyed by the dataset's name, shape, size, a fingerprint of a few of its
 images and this recipe's version. Its seed is fixed (0), **not** the run seed, so every model
 and seed on a dataset is scored by the same extractor. The stamp records the weights' sha256
-and the held-out accuracy (a property of those weights); the file path and whether it was
+(:func:`.extractor.tensors_sha256`: of the tensors, not of the file) and the held-out
+accuracy (a property of those weights); the file path and whether it was
 trained or loaded go to the metric's ``details()``.
 
 Datasets without labels (``num_classes`` None or label -1, e.g. the synthetic bumps) are
@@ -55,7 +56,7 @@ from harness.api import DatasetInfo
 from harness.errors import HarnessError
 
 from ._progress import Progress
-from .extractor import FeatureExtractor, sha256_of, write_safetensors_atomic
+from .extractor import FeatureExtractor, tensors_sha256, write_safetensors_atomic
 
 RECIPE_VERSION = 2  # bump when the recipe changes: old caches are ignored
 SEED = 0
@@ -300,7 +301,7 @@ class DomainExtractor(FeatureExtractor):
         state = load_file(str(path))
         net = DomainClassifier(info.shape[0], int(meta["num_classes"]))
         net.load_state_dict(state)
-        digest = sha256_of(path)
+        digest = tensors_sha256(state)
         accuracy = float(meta["accuracy"])
         n_fit = int(meta["n_fit"])
         warning = accuracy_warning(info.name, accuracy, n_fit)

@@ -20,6 +20,21 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a set of weights: every tensor's name, dtype, shape and bytes, in name order.
+
+    Used instead of a file hash for weights this plugin trains and saves as safetensors: the
+    safetensors header stores its metadata in an unordered map, so the same weights can be
+    written as files with different bytes; this hash depends on the weights only.
+    """
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def write_safetensors_atomic(path: Path, tensors: dict[str, torch.Tensor],
                              metadata: dict[str, str] | None = None) -> None:  # fmt: skip
     """Save tensors as safetensors: to a temp file in the same folder, then ``os.replace``, so

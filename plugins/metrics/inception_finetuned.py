@@ -45,7 +45,7 @@ from .domain import (
     dataset_identity,
     split_indices,
 )
-from .extractor import FeatureExtractor, sha256_of, write_safetensors_atomic
+from .extractor import FeatureExtractor, tensors_sha256, write_safetensors_atomic
 
 RECIPE_VERSION = 1
 SEED = 0
@@ -108,7 +108,8 @@ class FinetunedInceptionExtractor(FeatureExtractor):
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         net = FinetunedInception(base.network, int(meta["num_classes"]))
-        net.load_state_dict(load_file(str(path)))
+        state = load_file(str(path))
+        net.load_state_dict(state)
         accuracy = float(meta["accuracy"])
         n_fit = int(meta["n_fit"])
         warning = accuracy_warning(info.name, accuracy, n_fit)
@@ -118,7 +119,7 @@ class FinetunedInceptionExtractor(FeatureExtractor):
         description = {
             "feature_extractor": f"inception-v3 fine-tuned on the dataset v{RECIPE_VERSION} "
                                  "pool3 2048",
-            "feature_weights_sha256": sha256_of(path),
+            "feature_weights_sha256": tensors_sha256(state),
             "base_weights_sha256": base_sha,
             "extractor_accuracy": round(accuracy, 6),
             "extractor_n_fit": n_fit,
