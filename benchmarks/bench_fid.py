@@ -40,7 +40,7 @@ from _machine import machine  # noqa: E402
 
 def features(n_ref: int, n_gen: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    mix = rng.normal(size=(d, d)) * (np.arange(1, d + 1) ** -0.7)[:, None]
+    mix = rng.normal(size=(d, d)) * (np.arange(1, d + 1) ** -0.3)[:, None]
     ref = rng.normal(size=(n_ref, d)) @ mix + 0.3
     gen = 1.1 * rng.normal(size=(n_gen, d)) @ mix + 0.35
     return ref, gen
