@@ -159,3 +159,64 @@ def test_fid_metric_records_the_missing_weights_error_in_evaluate(
         assert "pt_inception-2015-12-05-6726825d.pth" in r["error"]
     assert "warning: metric 'fid_inception' failed" in capsys.readouterr().err
     assert records[0]["metric"] == "rec_error_percent" and records[0]["value"] is not None
+
+
+def _labelled_shapes(n: int = 40, size: int = 16) -> Any:
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2
+    images = 0.1 * torch.rand(n, 1, size, size, generator=g)
+    images[labels == 0, :, 4:12, :] += 0.8
+    images[labels == 1, :, :, 4:12] += 0.8
+    return TensorDataset(images, labels)
+
+
+def test_inception_finetuned_without_base_weights_says_how_to_get_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness_plugins.metrics.fid import FID
+
+    from harness.api import DatasetInfo
+
+    monkeypatch.delenv("HARNESS_FID_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    metric = FID(FID.Config(feature_extractor="inception-finetuned"))
+    info = DatasetInfo("shapes", (1, 16, 16), num_classes=2)
+    assert metric.applies(info)
+    with pytest.raises(HarnessError, match="starts from the pytorch-fid Inception-v3") as exc:
+        metric(torch.rand(4, 1, 16, 16), _labelled_shapes(), info)
+    assert "pt_inception-2015-12-05-6726825d.pth" in str(exc.value)
+
+
+@pytest.mark.slow
+def test_inception_finetuned_trains_caches_and_stamps_its_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline with random base weights (no real ones here), two tiny steps on a CPU."""
+    from harness_plugins.metrics import inception_finetuned as ift
+    from harness_plugins.metrics.fid import FID
+    from harness_plugins.metrics.inception import build_fid_inception
+
+    from harness.api import DatasetInfo
+
+    base = tmp_path / "base.pth"
+    torch.save(build_fid_inception().state_dict(), base)
+    monkeypatch.setattr(ift, "N_FIT", 8)
+    monkeypatch.setattr(ift, "BATCH", 4)
+    monkeypatch.setattr(ift, "N_EVAL", 4)
+    info = DatasetInfo("shapes", (1, 16, 16), num_classes=2)
+    data = _labelled_shapes()
+    with pytest.warns(UserWarning):  # not the release file; CPU fine-tuning; weak accuracy
+        metric = FID(FID.Config(feature_extractor="inception-finetuned", fid_weights=str(base)))
+        value = metric(torch.rand(6, 1, 16, 16), data, info)["fid"]
+    stamp = metric.stamp()
+    assert value > 0 and stamp["extractor_n_fit"] == 8 and stamp["extractor_n_holdout"] == 4
+    assert stamp["feature_extractor"].startswith("inception-v3 fine-tuned on the dataset")
+    assert len(stamp["base_weights_sha256"]) == 64
+    assert stamp["feature_weights_sha256"] != stamp["base_weights_sha256"]
+    assert metric.details()["extractor"] == "trained"
+    again = FID(FID.Config(feature_extractor="inception-finetuned", fid_weights=str(base)))
+    with pytest.warns(UserWarning):
+        again(torch.rand(6, 1, 16, 16), data, info)
+    assert again.details()["extractor"] == "loaded from cache" and again.stamp() == stamp
