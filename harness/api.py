@@ -372,7 +372,9 @@ class Metric(Protocol):
 
 
 # ----------------------------------------------------------------------- host services
-#: name -> "module:attribute" of the services plugins may use, imported on first access
+#: name -> "module:attribute" of the services plugins may use, imported on first access (they
+#: import torch/numpy, this module must not): collectives, atomic writes, the model format,
+#: and the streaming feature statistics and Frechet distance for metric plugins.
 _SERVICES = {
     "all_reduce_sum": "harness.distributed:all_reduce_sum",
     "atomic_path": "harness.atomic:atomic_path",
@@ -381,7 +383,19 @@ _SERVICES = {
     "atomic_write_json": "harness.atomic:atomic_write_json",
     "save_model": "harness.modelfiles:save_model",
     "read_model_files": "harness.modelfiles:read_model_files",
+    "FeatureStats": "harness.fid:FeatureStats",
+    "fid_from_stats": "harness.fid:fid_from_stats",
+    "fid_from_features": "harness.fid:fid_from_features",
+    "frechet_distance": "harness.fid:frechet_distance",
 }
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fid import (  # noqa: F401 - re-exported for type checkers
+        FeatureStats,
+        fid_from_features,
+        fid_from_stats,
+        frechet_distance,
+    )
 
 
 def __getattr__(name: str) -> Any:

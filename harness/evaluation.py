@@ -199,7 +199,8 @@ def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, spl
         message = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
         if message not in _WARNED:
             _WARNED.add(message)
-            print(f"warning: metric '{name}' not computed: {message}", file=sys.stderr)
+            said = message if message.startswith("not computed") else f"not computed: {message}"
+            print(f"warning: metric '{name}' {said}", file=sys.stderr)
             if not isinstance(exc, HarnessError):
                 traceback.print_exc(file=sys.stderr)
         return [{"protocol": protocol, "metric": name, "value": None, "error": message,

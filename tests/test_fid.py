@@ -159,3 +159,42 @@ def test_all_reduce_over_two_processes_equals_one_process(tmp_path) -> None:
     assert got["count"] == 300
     np.testing.assert_allclose(got["mean"], x.mean(axis=0), atol=1e-12)
     np.testing.assert_allclose(got["cov"], np.cov(x, rowvar=False), rtol=1e-10, atol=1e-12)
+
+
+def test_small_generated_set_route_equals_the_d_by_d_route() -> None:
+    from harness.fid import fid_from_features
+
+    rng = np.random.default_rng(9)
+    d = 400
+    mix = rng.normal(size=(d, d)) * (np.arange(1, d + 1) ** -0.7)[:, None]
+    ref = FeatureStats().update(rng.normal(size=(1000, d)) @ mix + 0.2)
+    for n in (2, 50, 399, 401, 600):  # N - 1 < d takes the N x N route, otherwise d x d
+        gen = 1.2 * rng.normal(size=(n, d)) @ mix
+        fast = fid_from_features(gen, ref)
+        full = fid_from_stats(FeatureStats().update(gen), ref)
+        assert fast == pytest.approx(full, rel=1e-9), n
+        assert fast > 0.1
+    # identical sets: 0 (a rank-deficient reference, d > N_ref, too)
+    x = rng.normal(size=(60, 80))
+    assert fid_from_features(x, FeatureStats().update(x)) < 1e-9
+
+
+def test_reference_factor_is_cached_saved_and_invalidated() -> None:
+    from harness.fid import fid_from_features
+
+    rng = np.random.default_rng(10)
+    ref = FeatureStats().update(rng.normal(size=(200, 30)))
+    factor = ref.factor()
+    assert ref.factor() is factor  # computed once
+    np.testing.assert_allclose(factor @ factor.T, ref.cov, atol=1e-12)
+    state = ref.state_dict()
+    assert "factor" in state
+    again = FeatureStats.from_state_dict(state)
+    assert again._factor is not None
+    gen = rng.normal(size=(20, 30)) + 0.5
+    assert fid_from_features(gen, again) == pytest.approx(fid_from_features(gen, ref), rel=1e-12)
+    ref.update(rng.normal(size=(5, 30)))  # new data: the factor is recomputed
+    assert ref._factor is None
+    np.testing.assert_allclose(ref.factor() @ ref.factor().T, ref.cov, atol=1e-12)
+    with pytest.raises(ValueError, match="dimension 31"):
+        fid_from_features(rng.normal(size=(4, 31)), ref)

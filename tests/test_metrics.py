@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,10 +41,13 @@ def test_factories_load_and_follow_the_metric_protocol() -> None:
 
     found: dict[str, Any] = {}
     plugin.register_metrics(register=lambda n, f, d: found.__setitem__(n, f))
+    assert set(found) == {"fid", "fid_inception", "kid", "gaussian-fit", "collapse"}
     for name, factory in found.items():
-        metric = Component("metric", name, factory, "", "metrics").load()()
+        cls = Component("metric", name, factory, "", "metrics").load()
+        metric = cls(cls.Config(), progress=False)  # the contract: factory(config, progress=)
         assert isinstance(metric, Metric), name
         assert metric.name == name
+        assert metric.stamp() == {} and isinstance(metric.details(), dict)
 
 
 # ---------------------------------------------------------------------------- gaussian-fit
@@ -134,7 +138,7 @@ def test_collapse_counts_planted_dimensions_relative_to_the_largest() -> None:
     assert Collapse()(codes * 1000, None, BUMPS)["collapsed_dims"] == 3  # type: ignore[arg-type]
     assert Collapse()(torch.ones(5, 3), None, BUMPS)["collapsed_dims"] == 3  # type: ignore
     # threshold 0.01 * 25 = 0.25: the 0.09 dimension is collapsed too
-    assert Collapse(threshold=0.01)(codes, None, BUMPS)["collapsed_dims"] == 4  # type: ignore
+    assert Collapse(Collapse.Config(threshold=0.01))(codes, None, BUMPS)["collapsed_dims"] == 4  # type: ignore
 
 
 # ---------------------------------------------------------------------- FID, fake extractor
@@ -167,7 +171,7 @@ def test_fid_metric_uses_harness_fid_and_caches_the_reference() -> None:
     g = torch.Generator().manual_seed(0)
     reference = _labelled(torch.rand(100, 1, 8, 8, generator=g))
     extractor = MeanPixelExtractor()
-    metric = FID(extractor=extractor, batch_size=16, n_reference=60)
+    metric = FID(FID.Config(batch_size=16, n_reference=60), extractor=extractor)
     generated = torch.rand(30, 1, 8, 8, generator=g) * 0.5
     info = DatasetInfo("toy", (1, 8, 8))
     value = metric(generated, reference, info)["fid"]
@@ -182,6 +186,9 @@ def test_fid_metric_uses_harness_fid_and_caches_the_reference() -> None:
     stamp = metric.stamp()
     assert stamp["n_reference"] == 60 and stamp["n_images"] == 30
     assert stamp["feature_extractor"] == "mean-std test features"
+    assert stamp["metric"] == "fid" and stamp["metric_version"] == 2
+    assert stamp["reference_dataset"]["n"] == 100
+    assert metric.details()["reference_stats"] == "reused in memory"
     # images out of [0, 1] are clamped before the features
     assert metric(generated * 3 - 1, reference, info)["fid"] == pytest.approx(
         metric((generated * 3 - 1).clamp(0, 1), reference, info)["fid"])
@@ -205,24 +212,29 @@ def test_reference_statistics_are_cached_on_disk_per_dataset_content() -> None:
     info = DatasetInfo("toy-disk", (1, 8, 8))
     first = FID(extractor=HashedExtractor())
     value = first(generated, reference, info)["fid"]
-    assert first.stamp()["reference_stats"] == "computed"
+    assert first.details()["reference_stats"] == "computed"
+    path = first.details()["reference_stats_path"]
+    assert path.endswith(".safetensors") and Path(path).is_file()
     ex = HashedExtractor()
     second = FID(extractor=ex)  # a new run: nothing in memory
     assert second(generated, reference, info)["fid"] == pytest.approx(value, rel=1e-12)
     assert ex.images_seen == 20  # only the generated images went through the extractor
-    assert second.stamp()["reference_stats"].startswith("cached (")
+    assert second.details()["reference_stats"] == "loaded from cache"
+    assert second.stamp() == first.stamp()  # provenance is not part of the stamp
     # same name and size, other content: not served from the cache
     other = _labelled(torch.rand(50, 1, 8, 8, generator=g))
     third = FID(extractor=HashedExtractor())
     third(generated, other, info)
-    assert third.stamp()["reference_stats"] == "computed"
+    assert third.details()["reference_stats"] == "computed"
+    assert third.stamp()["reference_dataset"] != first.stamp()["reference_dataset"]
 
 
 def test_unknown_extractor_is_a_clear_error() -> None:
     from harness_plugins.metrics.fid import FID
 
     with pytest.raises(HarnessError, match="did you mean 'inception'"):
-        FID(feature_extractor="incepton")
+        FID.Config(feature_extractor="incepton")
+    assert FID.Config().feature_extractor == "domain"  # the paper's protocol by default
 
 
 # ------------------------------------------------------------------------- domain extractor
@@ -250,17 +262,21 @@ def test_domain_extractor_trains_caches_and_separates_distributions(
     from harness_plugins.metrics.fid import FID
 
     monkeypatch.setattr(domain, "BATCH", 32)  # more, cheaper steps on a tiny training set
+    monkeypatch.setattr(domain, "MIN_STEPS", 60)
     train = _shapes_dataset(600, seed=0)
     info = DatasetInfo("shapes", (1, 16, 16), num_classes=3)
-    metric = FID(feature_extractor="domain", batch_size=128)
+    metric = FID(FID.Config(batch_size=128))
     same = _shapes_dataset(300, seed=1).tensors[0]
     noise = torch.rand(300, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     fid_same = metric(same, train, info)["fid"]
     fid_noise = metric(noise, train, info)["fid"]
     stamp = metric.stamp()
-    assert stamp["domain_classifier_accuracy"] > 0.9
-    assert stamp["feature_extractor"].startswith("domain-cnn v1 penultimate 128 (sha256 ")
+    assert stamp["extractor_accuracy"] > 0.9
+    assert stamp["extractor_n_fit"] == 540 and stamp["extractor_n_holdout"] == 60
+    assert stamp["feature_extractor"] == "domain-cnn v2 penultimate 128"
     assert len(stamp["feature_weights_sha256"]) == 64
+    assert metric.details()["extractor"] == "trained"
+    assert not any("/" in str(v) for v in stamp.values())  # no paths in the stamp
     assert fid_noise > 10 * fid_same
 
     # Trained once: a second metric object loads the cached classifier, same features.
@@ -268,29 +284,37 @@ def test_domain_extractor_trains_caches_and_separates_distributions(
         raise AssertionError("trained again instead of using the cache")
 
     monkeypatch.setattr(domain.DomainExtractor, "_train_and_save", staticmethod(no_training))
-    again = FID(feature_extractor="domain", batch_size=128)
+    again = FID(FID.Config(batch_size=128))
     assert again(same, train, info)["fid"] == pytest.approx(fid_same, rel=1e-9)
-    assert again.stamp()["feature_weights_sha256"] == stamp["feature_weights_sha256"]
+    assert again.stamp() == metric.stamp()
+    assert again.details()["extractor"] == "loaded from cache"
     # A different dataset (other content, same name and size) is not served from the cache.
     with pytest.raises(AssertionError, match="trained again"):
-        FID(feature_extractor="domain")(same, _shapes_dataset(600, seed=5), info)
+        FID()(same, _shapes_dataset(600, seed=5), info)
 
 
 def test_domain_extractor_refuses_unlabelled_data() -> None:
-    from harness_plugins.metrics.fid import FID
+    from harness_plugins.metrics.fid import FID, FIDInception
 
     unlabelled = _labelled(torch.rand(100, 1, 8, 8))
     info = DatasetInfo("bumps", (1, 8, 8), metadata={"spread": 0.2})
+    assert not FID().applies(info)  # num_classes None: the protocol runner skips it
     with pytest.raises(HarnessError, match="no labels") as exc:
-        FID(feature_extractor="domain")(torch.rand(4, 1, 8, 8), unlabelled, info)
-    assert "eval.feature_extractor=inception" in str(exc.value)
+        FID()(torch.rand(4, 1, 8, 8), unlabelled, info)
+    assert "fid_inception" in str(exc.value)
     assert "gaussian-fit" in str(exc.value)
+    # labels -1 although num_classes is set: refused too
+    with pytest.raises(HarnessError, match="no labels"):
+        FID()(torch.rand(4, 1, 8, 8), unlabelled, DatasetInfo("odd", (1, 8, 8), num_classes=3))
+    # an unlabelled natural-image dataset: the ImageNet FID applies, the paper's does not
+    faces = DatasetInfo("faces", (3, 64, 64))
+    assert FIDInception().applies(faces) and not FID().applies(faces)
 
 
 def test_domain_features_have_the_documented_shape() -> None:
     from harness_plugins.metrics.domain import FEATURE_DIM, DomainClassifier
 
-    net = DomainClassifier(3, 10).eval()
+    net = DomainClassifier(3, 10).eval()  # CIFAR- and CelebA-sized inputs both go to 32x32
     with torch.no_grad():
         f = net.features(torch.rand(5, 3, 160, 160))
     assert f.shape == (5, FEATURE_DIM)
@@ -309,6 +333,10 @@ def test_gaussian_fit_on_the_real_bumps_dataset() -> None:
     assert metric.applies(splits.info)
     # the paper scores bumps with this error, not with FID
     assert not FID().applies(splits.info)
+    from harness_plugins.metrics.fid import FIDInception
+    from harness_plugins.metrics.kid import KID
+
+    assert not FIDInception().applies(splits.info) and not KID().applies(splits.info)
     assert FID().applies(DatasetInfo("mnist", (1, 28, 28), num_classes=10))
     test = torch.stack([splits.test[i][0] for i in range(len(splits.test))])
     assert metric(test, splits.train, splits.info)["gaussian_fit_error_percent"] < 0.01

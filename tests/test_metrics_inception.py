@@ -80,9 +80,10 @@ def test_weights_load_from_an_explicit_path_and_are_hashed(
     with pytest.warns(UserWarning, match="not be comparable"):
         ex = InceptionExtractor.from_weights(str(path))
     desc = ex.describe()
-    assert desc["feature_weights"] == str(path)
+    assert ex.provenance()["feature_weights"] == str(path)  # the path: provenance only
+    assert str(tmp_path) not in str(desc)
     assert len(desc["feature_weights_sha256"]) == 64
-    assert desc["feature_extractor"].startswith("inception-v3 pytorch-fid pool3 2048 (sha256 ")
+    assert desc["feature_extractor"].startswith("inception-v3 pytorch-fid pool3 2048")
     assert "NOT the pytorch-fid release file" in desc["feature_extractor"]
     assert ex(torch.rand(1, 1, 16, 16)).shape == (1, 2048)
     bad = tmp_path / "bad.pth"
@@ -103,8 +104,8 @@ def test_missing_weights_say_where_we_looked_and_how_to_fix(
     msg = str(exc.value)
     assert str(tmp_path / "hub" / "checkpoints" / inception.FID_WEIGHTS_FILE) in msg
     assert inception.FID_WEIGHTS_URL in msg
-    assert "--set eval.fid_weights=PATH" in msg
-    assert "--set eval.feature_extractor=domain" in msg
+    assert "--set eval.fid_inception.fid_weights=PATH" in msg
+    assert "metric fid" in msg
     assert "HARNESS_FID_WEIGHTS" in msg
     # an explicit path that does not exist is an error even if another file exists
     hub_file = tmp_path / "hub" / "checkpoints" / inception.FID_WEIGHTS_FILE
@@ -123,12 +124,19 @@ def test_missing_weights_say_where_we_looked_and_how_to_fix(
 def test_fid_metric_records_the_missing_weights_error_in_evaluate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from harness.protocols import evaluate
-    from harness_plugins.metrics.fid import FID
+    from harness_plugins.metrics.fid import FIDInception
+    from harness_plugins.protocols.paper import (
+        Interpolation,
+        InterpolationConfig,
+        RandomGeneration,
+        RandomGenerationConfig,
+        Reconstruction,
+    )
     from torch.utils.data import TensorDataset
 
     from harness.api import DatasetInfo, DataSplits
     from harness.config import EvalConfig
+    from harness.evaluation import evaluate
 
     monkeypatch.delenv("HARNESS_FID_WEIGHTS", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
@@ -149,10 +157,77 @@ def test_fid_metric_records_the_missing_weights_error_in_evaluate(
 
     data = TensorDataset(torch.rand(20, 1, 4, 4), torch.zeros(20, dtype=torch.long))
     splits = DataSplits(DatasetInfo("toy", (1, 4, 4)), data, data)
-    cfg = EvalConfig(n_samples=10, n_pairs=2, gmm_components=1)
-    records = evaluate(Tiny(), splits, cfg, seed=0, metrics=[FID()], progress=False)
-    fids = [r for r in records if r["metric"] == "fid"]
+    protocols = [("reconstruction", Reconstruction()),
+                 ("random_generation", RandomGeneration(RandomGenerationConfig(10, 1))),
+                 ("interpolation", Interpolation(InterpolationConfig(2, 5)))]
+    records = evaluate(Tiny(), splits, EvalConfig(), seed=0, protocols=protocols,
+                       metrics=[("fid_inception", FIDInception())], progress=False)
+    fids = [r for r in records if r["metric"] == "fid_inception"]
     assert [r["protocol"] for r in fids] == ["random_generation", "interpolation"]
-    assert all(r["value"] is None and "weights were not found" in r["error"] for r in fids)
-    assert "warning: metric 'fid' failed" in capsys.readouterr().err
+    for r in fids:  # one clear "not computed: <how to get the weights>" error
+        assert r["value"] is None and r["error"].startswith("not computed: ")
+        assert "pt_inception-2015-12-05-6726825d.pth" in r["error"]
+    # said once, not once per protocol
+    assert capsys.readouterr().err.count("warning: metric 'fid_inception' not computed") == 1
     assert records[0]["metric"] == "rec_error_percent" and records[0]["value"] is not None
+
+
+def _labelled_shapes(n: int = 40, size: int = 16) -> Any:
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2
+    images = 0.1 * torch.rand(n, 1, size, size, generator=g)
+    images[labels == 0, :, 4:12, :] += 0.8
+    images[labels == 1, :, :, 4:12] += 0.8
+    return TensorDataset(images, labels)
+
+
+def test_inception_finetuned_without_base_weights_says_how_to_get_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness_plugins.metrics.fid import FID
+
+    from harness.api import DatasetInfo
+
+    monkeypatch.delenv("HARNESS_FID_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    metric = FID(FID.Config(feature_extractor="inception-finetuned"))
+    info = DatasetInfo("shapes", (1, 16, 16), num_classes=2)
+    assert metric.applies(info)
+    with pytest.raises(HarnessError, match="starts from the pytorch-fid Inception-v3") as exc:
+        metric(torch.rand(4, 1, 16, 16), _labelled_shapes(), info)
+    assert "pt_inception-2015-12-05-6726825d.pth" in str(exc.value)
+
+
+@pytest.mark.slow
+def test_inception_finetuned_trains_caches_and_stamps_its_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline with random base weights (no real ones here), two tiny steps on a CPU."""
+    from harness_plugins.metrics import inception_finetuned as ift
+    from harness_plugins.metrics.fid import FID
+    from harness_plugins.metrics.inception import build_fid_inception
+
+    from harness.api import DatasetInfo
+
+    base = tmp_path / "base.pth"
+    torch.save(build_fid_inception().state_dict(), base)
+    monkeypatch.setattr(ift, "N_FIT", 8)
+    monkeypatch.setattr(ift, "BATCH", 4)
+    monkeypatch.setattr(ift, "N_EVAL", 4)
+    info = DatasetInfo("shapes", (1, 16, 16), num_classes=2)
+    data = _labelled_shapes()
+    with pytest.warns(UserWarning):  # not the release file; CPU fine-tuning; weak accuracy
+        metric = FID(FID.Config(feature_extractor="inception-finetuned", fid_weights=str(base)))
+        value = metric(torch.rand(6, 1, 16, 16), data, info)["fid"]
+    stamp = metric.stamp()
+    assert value > 0 and stamp["extractor_n_fit"] == 8 and stamp["extractor_n_holdout"] == 4
+    assert stamp["feature_extractor"].startswith("inception-v3 fine-tuned on the dataset")
+    assert len(stamp["base_weights_sha256"]) == 64
+    assert stamp["feature_weights_sha256"] != stamp["base_weights_sha256"]
+    assert metric.details()["extractor"] == "trained"
+    again = FID(FID.Config(feature_extractor="inception-finetuned", fid_weights=str(base)))
+    with pytest.warns(UserWarning):
+        again(torch.rand(6, 1, 16, 16), data, info)
+    assert again.details()["extractor"] == "loaded from cache" and again.stamp() == stamp

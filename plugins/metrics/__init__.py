@@ -1,8 +1,11 @@
-"""Built-in metrics plugin: FID (Inception or dataset-trained features), the Gaussian-fit
-error of the synthetic bumps, and the posterior-collapse diagnostic.
+"""Built-in metrics plugin: FID by the paper's protocol (dataset-trained features) and by the
+literature's (ImageNet Inception), KID, the Gaussian-fit error of the synthetic bumps, and the
+posterior-collapse diagnostic.
 
 Registered through the same ``register_metrics`` hook a third-party plugin uses, with lazy
-``"module:attr"`` factories: importing this module does not import torch.
+``"module:attr"`` factories: importing this module does not import torch. Every factory is a
+class with a ``Config`` dataclass of its options (``eval.<metric-name>.<key>``), called as
+``factory(config, progress=bool)``; see :mod:`harness_plugins.metrics.fid` for the contract.
 """
 
 from __future__ import annotations
@@ -17,9 +20,21 @@ def register_metrics(register: Any) -> None:
     register(
         "fid",
         "harness_plugins.metrics.fid:FID",
-        "Frechet distance of random-generation / interpolation images to the training set "
-        "(eval.feature_extractor: inception = pytorch-fid Inception-v3, domain = classifier "
-        "trained on the dataset)",
+        "the paper's FID (A.4): Frechet distance of generated / interpolated images to the "
+        "training set in the features of a classifier trained on the dataset's labels "
+        "(eval.fid.feature_extractor: domain | inception-finetuned | inception); labelled data",
+    )
+    register(
+        "fid_inception",
+        "harness_plugins.metrics.fid:FIDInception",
+        "the literature's FID: pytorch-fid's ImageNet Inception-v3 pool3 features (weights "
+        "from eval.fid_inception.fid_weights, $HARNESS_FID_WEIGHTS or the torch hub cache)",
+    )
+    register(
+        "kid",
+        "harness_plugins.metrics.kid:KID",
+        "Kernel Inception Distance (torchmetrics semantics; unbiased at small N), same "
+        "features as fid",
     )
     register(
         "gaussian-fit",

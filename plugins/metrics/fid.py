@@ -1,195 +1,356 @@
-"""Metric ``fid``: Frechet distance between generated images and the training images.
+"""Metrics ``fid`` (the paper's protocol) and ``fid_inception`` (the literature's FID).
 
-The statistics come from :class:`harness.fid.FeatureStats` (float64 sums) and the distance
-from :func:`harness.fid.frechet_distance` (symmetric eigendecomposition): this module only
-chooses the feature extractor and feeds it images. The reference statistics (training set,
-or a fixed random subset of ``eval.n_reference`` images drawn with seed 0) are computed once
-per metric object and reused across protocols (random generation and interpolation score
-against the same reference), and cached on disk (``$HARNESS_CACHE_DIR/fid-stats/``) keyed by
-the dataset (name, shape, size, a fingerprint of a few images), ``n_reference`` and the
-extractor's weights sha256: Inception features of 60 000 training images take long on a CPU,
-and every model and seed on a dataset shares them.
+**The metric contract** (every module of this plugin follows it): the registered factory is a
+class with a ``Config`` dataclass holding the metric's own options (defaults = the paper's
+protocol). The host builds ``Config`` from the ``eval.<metric-name>`` section and calls
+``factory(config, progress=bool)``. The object has ``name``, ``higher_is_better``,
+``protocols``, ``applies(info)``, ``__call__(images, reference, info, *, device=None) ->
+dict``, ``stamp() -> dict`` (everything that defines the number: metric version, extractor
+name, weights sha256, extractor accuracy, reference size and dataset identity; identical on
+any machine, cold or warm cache) and ``details() -> dict`` (provenance: cache hit or miss,
+file paths, timings).
+
+* ``fid`` — ``Config.feature_extractor`` picks the features:
+
+  - ``"domain"`` (default): the penultimate layer of a small CNN trained once on the dataset's
+    labels (:mod:`.domain`), offline, minutes on a CPU. The paper's idea (A.4: a classifier of
+    the dataset, last layer removed) with a cheaper network. Applies to labelled data only.
+  - ``"inception-finetuned"``: the paper's exact extractor, Inception-v3 from the pytorch-fid
+    weights fine-tuned on the dataset's labels (:mod:`.inception_finetuned`; GPU recommended).
+  - ``"inception"``: pytorch-fid's ImageNet Inception-v3 (then prefer ``fid_inception``).
+
+* ``fid_inception`` — the standard FID of the literature: pytorch-fid's ImageNet Inception-v3
+  pool3 features (:mod:`.inception`), weights from ``Config.fid_weights``,
+  ``$HARNESS_FID_WEIGHTS`` or the torch hub cache; nothing is downloaded. Without the weights
+  it raises one :class:`HarnessError` starting ``"not computed: "`` that says how to get them.
+
+Neither applies to synthetic data (``info.metadata["synthetic"]``, the bumps: the paper scores
+those with the closed-form ``gaussian-fit`` error); ``fid`` with a dataset-trained extractor
+does not apply to unlabelled data (``info.num_classes`` None).
+
+The statistics come from :class:`harness.api.FeatureStats` (float64 sums) and the distance
+from :func:`harness.api.fid_from_features` (an N x N route when the generated set is smaller
+than the feature dimension). The reference statistics (training set, or a fixed random subset
+of ``n_reference`` images drawn with seed 0) are computed once per metric object, shared by
+the protocols, and cached on disk (``$HARNESS_CACHE_DIR/fid-stats/``) keyed by the dataset's
+identity, ``n_reference`` and the extractor's weights sha256, with the reference covariance
+factor the N x N route needs.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import io
 import json
-import os
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from harness.api import DatasetInfo
+from harness.api import DatasetInfo, FeatureStats, fid_from_features
 from harness.errors import HarnessError
-from harness.fid import FeatureStats, fid_from_stats
 
-Extractor = Callable[..., torch.Tensor]
-STATS_VERSION = 1  # bump when the way reference statistics are computed changes
+from ._progress import Progress
+
+METRIC_VERSION = 2  # bump when what defines an FID number changes
+STATS_VERSION = 2  # bump when the way reference statistics are computed changes
+SUBSET_SEED = 0
+LABELLED_EXTRACTORS = ("domain", "inception-finetuned")
 
 
-def _inception(info: DatasetInfo, reference: Dataset, fid_weights: str | None,
-               progress: bool) -> Any:  # fmt: skip
+def _inception(info: DatasetInfo, reference: Dataset, config: Any, progress: bool,
+               device: Any) -> Any:  # fmt: skip
     from .inception import InceptionExtractor
 
-    return InceptionExtractor.from_weights(fid_weights)
+    return InceptionExtractor.from_weights(config.fid_weights)
 
 
-def _domain(info: DatasetInfo, reference: Dataset, fid_weights: str | None,
-            progress: bool) -> Any:  # fmt: skip
+def _domain(info: DatasetInfo, reference: Dataset, config: Any, progress: bool,
+            device: Any) -> Any:  # fmt: skip
     from .domain import DomainExtractor
 
-    return DomainExtractor.for_dataset(reference, info, progress=progress)
+    return DomainExtractor.for_dataset(reference, info, progress=progress, device=device)
 
 
-#: name -> builder(info, reference, fid_weights, progress) returning an extractor with
-#: ``__call__(images, device) -> (N, d) float64`` and ``describe() -> dict``
-EXTRACTORS: dict[str, Callable[..., Any]] = {"inception": _inception, "domain": _domain}
+def _inception_finetuned(info: DatasetInfo, reference: Dataset, config: Any, progress: bool,
+                         device: Any) -> Any:  # fmt: skip
+    from .inception_finetuned import FinetunedInceptionExtractor
+
+    return FinetunedInceptionExtractor.for_dataset(
+        reference, info, fid_weights=config.fid_weights, progress=progress, device=device)
 
 
-def image_batches(dataset: Dataset, batch_size: int) -> Any:
+#: name -> builder(info, reference, config, progress, device) returning an extractor with
+#: ``__call__(images, device) -> (N, d) float64``, ``describe()`` and ``provenance()``
+EXTRACTORS: dict[str, Callable[..., Any]] = {
+    "domain": _domain,
+    "inception": _inception,
+    "inception-finetuned": _inception_finetuned,
+}
+
+
+def check_extractor(name: str, key: str = "eval.fid.feature_extractor") -> None:
+    if name not in EXTRACTORS:
+        close = difflib.get_close_matches(name, list(EXTRACTORS), n=2)
+        hint = f" did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise HarnessError(
+            f"{key} '{name}' is not known;{hint} Known: {', '.join(EXTRACTORS)}"
+        )
+
+
+def image_batches(dataset: Dataset, batch_size: int) -> Iterator[torch.Tensor]:
     """Yield image tensors (B, C, H, W) from a dataset of ``(image, label)`` items."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in loader:
         yield batch[0] if isinstance(batch, list | tuple) else batch
 
 
-class FID:
-    """``fid``: lower is better; scores random-generation and interpolation images."""
+def reference_subset(reference: Dataset, n_reference: int | None) -> Dataset:
+    """The whole reference, or a fixed random subset of ``n_reference`` images (seed 0)."""
+    n_total = len(reference)  # type: ignore[arg-type]
+    if n_reference is None or n_reference >= n_total:
+        return reference
+    if n_reference < 2:
+        raise HarnessError(f"n_reference must be at least 2, got {n_reference}")
+    gen = torch.Generator().manual_seed(SUBSET_SEED)
+    idx = torch.randperm(n_total, generator=gen)[:n_reference]
+    return Subset(reference, sorted(idx.tolist()))
 
-    name = "fid"
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+class FeatureMetric:
+    """What ``fid``, ``fid_inception`` and ``kid`` share: the extractor (built lazily, once),
+    the reference (identity, subset, disk cache) and the stamp/details bookkeeping."""
+
+    name = ""
     higher_is_better = False
-    protocols = ("random_generation", "interpolation")
+    protocols: tuple[str, ...] = ("random_generation", "interpolation")
+    version = METRIC_VERSION
+    config: Any
 
-    def __init__(
-        self,
-        feature_extractor: str = "inception",
-        fid_weights: str | None = None,
-        n_reference: int | None = None,
-        batch_size: int = 256,
-        progress: bool = False,
-        extractor: Any = None,
-    ) -> None:
-        if extractor is None and feature_extractor not in EXTRACTORS:
-            close = difflib.get_close_matches(feature_extractor, list(EXTRACTORS), n=2)
-            hint = f" did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise HarnessError(
-                f"eval.feature_extractor '{feature_extractor}' is not known;{hint} "
-                f"Known: {', '.join(EXTRACTORS)}"
-            )
-        self.feature_extractor = feature_extractor
-        self.fid_weights = fid_weights
-        self.n_reference = n_reference
-        self.batch_size = batch_size
+    def __init__(self, config: Any, progress: bool = False, extractor: Any = None) -> None:
+        self.config = config
         self.progress = progress
-        self._extractor = extractor  # injected in tests (random-weight Inception)
-        self._reference_cache: dict[tuple[Any, ...], tuple[FeatureStats, int]] = {}
+        self._extractor = extractor  # injected in tests
         self._stamp: dict[str, Any] = {}
-        self._reference_source = ""
+        self._details: dict[str, Any] = {}
+        self._identity: dict[tuple[int, int], dict[str, Any]] = {}
 
+    # -------------------------------------------------------------------- the contract
     def applies(self, info: DatasetInfo) -> bool:
-        """Every dataset but synthetic ones (``info.metadata["synthetic"]``, e.g. bumps): the
-        paper scores those with a closed-form error (``gaussian-fit``), and FID of natural-image
-        features on them means little and costs minutes of Inception time on a CPU."""
-        return not info.metadata.get("synthetic", False)
+        """Not on synthetic data (bumps: the paper's closed-form ``gaussian-fit`` instead);
+        with a dataset-trained extractor, not on unlabelled data (``num_classes`` None)."""
+        if info.metadata.get("synthetic", False):
+            return False
+        if self.extractor_name in LABELLED_EXTRACTORS and self._extractor is None:
+            return info.num_classes is not None
+        return True
 
     def stamp(self) -> dict[str, Any]:
-        """What produced the last value: extractor (with weights hash), reference size."""
+        """What defines the last value (the same on every machine, cold or warm cache)."""
         return dict(self._stamp)
 
-    def _get_extractor(self, info: DatasetInfo, reference: Dataset) -> Any:
+    def details(self) -> dict[str, Any]:
+        """Provenance of the last value: cache hits, file paths, timings."""
+        return dict(self._details)
+
+    # ---------------------------------------------------------------------- internals
+    @property
+    def extractor_name(self) -> str:
+        return str(getattr(self.config, "feature_extractor", "inception"))
+
+    def _get_extractor(self, info: DatasetInfo, reference: Dataset, device: Any) -> Any:
         if self._extractor is None:
-            build = EXTRACTORS[self.feature_extractor]
-            self._extractor = build(info, reference, self.fid_weights, self.progress)
+            build = EXTRACTORS[self.extractor_name]
+            self._extractor = build(info, reference, self.config, self.progress, device)
         return self._extractor
 
-    def _features(self, extractor: Any, batches: Any, device: Any, what: str = "",
-                  total: int = 0) -> FeatureStats:  # fmt: skip
-        stats = FeatureStats()
-        start = last = time.perf_counter()
-        for images in batches:
-            stats.update(extractor(images, device=device))
-            now = time.perf_counter()
-            if self.progress and what and (now - last > 30 or stats.count == total):
-                last = now
-                name = getattr(extractor, "name", "")
-                print(f"[eval] fid {name} features of {what}: {stats.count}/{total} "
-                      f"images ({now - start:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
-        return stats
+    def _dataset_identity(self, reference: Dataset, info: DatasetInfo) -> dict[str, Any]:
+        from .domain import dataset_identity
 
-    def _disk_path(self, reference: Dataset, info: DatasetInfo, extractor: Any) -> Path | None:
-        """Where the reference statistics are cached on disk, or None when the extractor has
-        no weights hash (an injected test extractor): then only the in-memory cache is used."""
-        from .domain import cache_dir, fingerprint
+        key = (id(reference), len(reference))  # type: ignore[arg-type]
+        if key not in self._identity:
+            self._identity[key] = dataset_identity(reference, info)
+        return self._identity[key]
+
+    def _features(self, extractor: Any, batches: Any, device: Any, what: str = "",
+                  total: int = 0) -> Iterator[torch.Tensor]:  # fmt: skip
+        with Progress(f"{self.name} features of {what}", total,
+                      enabled=self.progress and bool(what)) as bar:  # fmt: skip
+            for images in batches:
+                feats = extractor(images, device=device)
+                bar.update(int(feats.shape[0]))
+                yield feats
+
+    def _cache_path(self, kind: str, reference: Dataset, info: DatasetInfo,
+                    extractor: Any) -> Path | None:  # fmt: skip
+        """Where a reference product (``kind``: stats, features) is cached, or None when the
+        extractor has no weights hash (an injected test extractor): memory only then."""
+        from .domain import cache_dir
 
         digest = extractor.describe().get("feature_weights_sha256")
         if not digest:
             return None
-        n = len(reference)  # type: ignore[arg-type]
-        fields = {"dataset": info.name, "shape": list(info.shape), "n": n,
-                  "fingerprint": fingerprint(reference, n), "n_reference": self.n_reference,
-                  "subset_seed": 0, "extractor": digest, "version": STATS_VERSION}  # fmt: skip
+        fields = {**self._dataset_identity(reference, info), "kind": kind,
+                  "n_reference": self.config.n_reference, "subset_seed": SUBSET_SEED,
+                  "extractor": digest, "version": STATS_VERSION}  # fmt: skip
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in info.name)
-        return cache_dir() / "fid-stats" / f"{safe}-{extractor.name}-{key}.pt"
+        name = _safe(getattr(extractor, "name", "features"))
+        return cache_dir() / f"fid-{kind}" / f"{_safe(info.name)}-{name}-{key}.safetensors"
+
+    def _base_stamp(self, extractor: Any, reference: Dataset, info: DatasetInfo,
+                    n_reference: int, n_images: int) -> dict[str, Any]:  # fmt: skip
+        ident = self._dataset_identity(reference, info)
+        return {
+            "metric": self.name,
+            "metric_version": self.version,
+            **extractor.describe(),
+            "reference": "train",
+            "reference_dataset": {k: ident[k] for k in ("dataset", "n", "fingerprint")},
+            "n_reference": n_reference,
+            "n_images": n_images,
+            "clamp": "[0, 1] before feature extraction",
+        }
+
+
+@dataclass
+class FIDConfig:
+    """Options of ``fid`` (``eval.fid.<key>``); the defaults are the paper's protocol."""
+
+    #: domain (default: CNN trained on the dataset's labels) | inception-finetuned | inception
+    feature_extractor: str = "domain"
+    #: pytorch-fid weights file (inception, inception-finetuned); else $HARNESS_FID_WEIGHTS or
+    #: the torch hub cache
+    fid_weights: str | None = None
+    #: training images used as the reference (None: all of them)
+    n_reference: int | None = None
+    #: images per feature-extraction batch (does not change the value)
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        check_extractor(self.feature_extractor)
+        if self.batch_size < 1:
+            raise HarnessError(f"eval.fid.batch_size must be >= 1, got {self.batch_size}")
+
+
+class FID(FeatureMetric):
+    """``fid``: lower is better; scores random-generation and interpolation images."""
+
+    name = "fid"
+    result_key = "fid"
+    Config: type = FIDConfig
+
+    def __init__(self, config: Any = None, *, progress: bool = False,
+                 extractor: Any = None) -> None:  # fmt: skip
+        super().__init__(config if config is not None else self.Config(), progress, extractor)
+        self._reference_cache: dict[tuple[Any, ...], tuple[FeatureStats, str, str]] = {}
 
     def reference_stats(self, reference: Dataset, info: DatasetInfo,
-                        device: Any = None) -> tuple[FeatureStats, int]:  # fmt: skip
+                        device: Any = None) -> FeatureStats:  # fmt: skip
         """Feature statistics of the reference images: cached on this object (shared by the
         protocols of one evaluation) and on disk (shared by runs on the same dataset)."""
-        extractor = self._get_extractor(info, reference)
-        n_total = len(reference)  # type: ignore[arg-type]
-        key = (id(reference), n_total, info.name, self.n_reference)
+        from safetensors.torch import load_file
+
+        from .extractor import write_safetensors_atomic
+
+        extractor = self._get_extractor(info, reference, device)
+        key = (id(reference), len(reference), info.name,  # type: ignore[arg-type]
+               self.config.n_reference)  # fmt: skip
         if key in self._reference_cache:
-            return self._reference_cache[key]
-        path = self._disk_path(reference, info, extractor)
+            stats, source, path_text = self._reference_cache[key]
+            self._details.update(reference_stats=source, reference_stats_path=path_text)
+            return stats
+        path = self._cache_path("stats", reference, info, extractor)
+        start = time.perf_counter()
         if path is not None and path.is_file():
-            stats = FeatureStats.from_state_dict(
-                torch.load(path, map_location="cpu", weights_only=True))
-            self._reference_source = f"cached ({path})"
+            state = load_file(str(path))
+            state["count"] = int(state["count"].item())
+            stats = FeatureStats.from_state_dict(state)
+            source = "loaded from cache"
         else:
-            subset: Dataset = reference
-            if self.n_reference is not None and self.n_reference < n_total:
-                gen = torch.Generator().manual_seed(0)
-                idx = torch.randperm(n_total, generator=gen)[: self.n_reference]
-                subset = Subset(reference, sorted(idx.tolist()))
-            batches = image_batches(subset, self.batch_size)
-            stats = self._features(extractor, batches, device, "the reference",
-                                   len(subset))  # type: ignore[arg-type]
-            self._reference_source = "computed"
+            subset = reference_subset(reference, self.config.n_reference)
+            stats = FeatureStats()
+            for feats in self._features(extractor, image_batches(subset, self.config.batch_size),
+                                        device, "the reference", len(subset)):  # type: ignore
+                stats.update(feats)
+            stats.factor()  # the reference side of the N x N route, cached with the stats
+            source = "computed"
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                buf = io.BytesIO()
-                torch.save(stats.state_dict(), buf)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                tmp.write_bytes(buf.getvalue())
-                os.replace(tmp, path)
-        self._reference_cache[key] = (stats, stats.count)
-        return self._reference_cache[key]
+                state = stats.state_dict()
+                state["count"] = torch.tensor(stats.count, dtype=torch.int64)
+                write_safetensors_atomic(path, state)
+        path_text = str(path) if path is not None else "(memory only)"
+        self._details.update(reference_stats=source, reference_stats_path=path_text,
+                             reference_seconds=round(time.perf_counter() - start, 3))
+        self._reference_cache[key] = (stats, "reused in memory", path_text)
+        return stats
 
     def __call__(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *,
                  device: Any = None) -> dict[str, float]:  # fmt: skip
         if images.shape[0] < 2:
-            raise HarnessError(f"FID needs at least 2 images, got {images.shape[0]}")
-        ref_stats, n_ref = self.reference_stats(reference, info, device)
-        extractor = self._get_extractor(info, reference)
-        chunks = (images[i : i + self.batch_size] for i in range(0, images.shape[0],
-                                                                  self.batch_size))  # fmt: skip
-        gen_stats = self._features(extractor, chunks, device)
-        value = fid_from_stats(gen_stats, ref_stats)
-        self._stamp = {
-            **extractor.describe(),
-            "reference": "train",
-            "n_reference": n_ref,
-            "reference_stats": self._reference_source,
-            "n_images": int(images.shape[0]),
-            "clamp": "[0, 1] before feature extraction",
-        }
-        return {"fid": value}
+            raise HarnessError(f"{self.name} needs at least 2 images, got {images.shape[0]}")
+        self._details = {}
+        extractor = self._get_extractor(info, reference, device)
+        ref_stats = self.reference_stats(reference, info, device)
+        start = time.perf_counter()
+        bs = self.config.batch_size
+        chunks = (images[i : i + bs] for i in range(0, images.shape[0], bs))
+        gen = torch.cat(list(self._features(extractor, chunks, device)))
+        extracted = time.perf_counter()
+        value = fid_from_features(gen, ref_stats)
+        n, d = gen.shape
+        self._stamp = self._base_stamp(extractor, reference, info, ref_stats.count, n)
+        provenance = getattr(extractor, "provenance", None)
+        self._details.update({
+            **(provenance() if callable(provenance) else {}),
+            "route": "N x N (N - 1 < d)" if n - 1 < d else "d x d",
+            "features_seconds": round(extracted - start, 3),
+            "distance_seconds": round(time.perf_counter() - extracted, 3),
+        })  # fmt: skip
+        return {self.result_key: value}
+
+
+@dataclass
+class FIDInceptionConfig:
+    """Options of ``fid_inception`` (``eval.fid_inception.<key>``)."""
+
+    #: pytorch-fid weights pt_inception-2015-12-05-6726825d.pth; else $HARNESS_FID_WEIGHTS or
+    #: the torch hub cache (nothing is downloaded)
+    fid_weights: str | None = None
+    #: training images used as the reference (None: all of them)
+    n_reference: int | None = None
+    batch_size: int = 64
+
+    feature_extractor = "inception"  # fixed: this metric is the ImageNet-Inception FID
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise HarnessError(f"eval.fid_inception.batch_size must be >= 1, got "
+                               f"{self.batch_size}")  # fmt: skip
+
+
+class FIDInception(FID):
+    """``fid_inception``: the literature's FID (pytorch-fid's ImageNet Inception-v3)."""
+
+    name = "fid_inception"
+    result_key = "fid_inception"
+    Config = FIDInceptionConfig
+
+    def _get_extractor(self, info: DatasetInfo, reference: Dataset, device: Any) -> Any:
+        if self._extractor is None:
+            from .inception import InceptionExtractor, missing_weights_message
+
+            try:
+                self._extractor = InceptionExtractor.from_weights(self.config.fid_weights)
+            except HarnessError as exc:
+                if "were not found" in str(exc):
+                    raise HarnessError(f"not computed: {missing_weights_message()}") from exc
+                raise
+        return self._extractor

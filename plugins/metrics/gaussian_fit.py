@@ -19,10 +19,15 @@ the square grid (default ``[-1, 1]``, pixel centres at ``linspace(lo, hi, n)``, 
 dataset plugin records it) and optional
 ``standardization`` ``{"mean": m, "std": s}`` when images were stored as ``(raw - m) / s``
 (it is undone before fitting).
+
+Metric contract (see :mod:`.fid`): ``GaussianFit(config, progress=...)`` with an empty
+``GaussianFit.Config`` (no options); ``stamp()`` holds what defines the numbers,
+``details()`` is empty (nothing is cached).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +35,7 @@ from torch.utils.data import Dataset
 
 from harness.api import DatasetInfo
 
+GAUSSIAN_FIT_VERSION = 1
 COARSE = 65
 ZOOM = 11
 LEVELS = 10
@@ -105,15 +111,26 @@ def bump_errors(
     return 100.0 * diff / torch.linalg.vector_norm(g, dim=(1, 2))
 
 
+@dataclass
+class GaussianFitConfig:
+    """``gaussian-fit`` has no options: the spread and the grid come from the dataset."""
+
+
 class GaussianFit:
     """``gaussian-fit``: mean and std of the per-image bump-fit error (lower is better)."""
 
     name = "gaussian-fit"
     higher_is_better = False
     protocols = ("random_generation",)
+    Config = GaussianFitConfig
 
-    def __init__(self) -> None:
+    def __init__(self, config: GaussianFitConfig | None = None, *,
+                 progress: bool = False) -> None:  # fmt: skip
+        self.config = config if config is not None else GaussianFitConfig()
         self._stamp: dict[str, Any] = {}
+
+    def details(self) -> dict[str, Any]:
+        return {}
 
     def applies(self, info: DatasetInfo) -> bool:
         return _spread(info) is not None and info.shape[0] == 1
@@ -133,7 +150,8 @@ class GaussianFit:
             x = x * float(std["std"]) + float(std["mean"])
         errors = torch.cat([bump_errors(x[i : i + 256], sigma, extent)  # type: ignore[arg-type]
                             for i in range(0, x.shape[0], 256)])  # fmt: skip
-        self._stamp = {"spread": sigma, "extent": list(extent), "n_images": int(x.shape[0]),
+        self._stamp = {"metric": self.name, "metric_version": GAUSSIAN_FIT_VERSION,
+                       "spread": sigma, "extent": list(extent), "n_images": int(x.shape[0]),
                        "error": "100*||I - g||/||g||, g the fitted bump with peak 1"}  # fmt: skip
         return {
             "gaussian_fit_error_percent": float(errors.mean()),

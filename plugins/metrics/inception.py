@@ -13,7 +13,6 @@ activation, so generated images may leave [0, 1]; real images are in [0, 1] alre
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,9 @@ import torch.nn.functional as F
 
 from harness.errors import HarnessError
 
-from .extractor import FeatureExtractor
+from .extractor import FeatureExtractor, sha256_of
+
+__all__ = ["InceptionExtractor", "find_weights", "missing_weights_message", "sha256_of"]
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = (
@@ -39,7 +40,7 @@ def candidate_paths(explicit: str | os.PathLike[str] | None = None) -> list[tupl
     """Where the weights are looked for, in order: ``(what, path)`` pairs."""
     out: list[tuple[str, Path]] = []
     if explicit:
-        out.append(("eval.fid_weights", Path(explicit).expanduser()))
+        out.append(("fid_weights", Path(explicit).expanduser()))
     env = os.environ.get(ENV_VAR)
     if env:
         out.append((f"${ENV_VAR}", Path(env).expanduser()))
@@ -56,29 +57,28 @@ def find_weights(explicit: str | os.PathLike[str] | None = None) -> Path:
     candidates = candidate_paths(explicit)
     if explicit and not candidates[0][1].is_file():
         raise HarnessError(
-            f"eval.fid_weights = '{explicit}' does not exist. Point it at the pytorch-fid "
+            f"fid_weights = '{explicit}' does not exist. Point it at the pytorch-fid "
             f"weights file {FID_WEIGHTS_FILE} (download: {FID_WEIGHTS_URL})."
         )
     for _, path in candidates:
         if path.is_file():
             return path
     searched = "; ".join(f"{what}: {path}" for what, path in candidates)
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
     raise HarnessError(
         "the Inception-v3 FID weights were not found (nothing is downloaded at run time). "
-        f"Searched: {searched}. To fix: download {FID_WEIGHTS_URL} on a machine with internet "
-        f"and put it in {hub}/ (or anywhere, then pass --set eval.fid_weights=PATH or set "
-        f"${ENV_VAR}=PATH); or use the dataset-trained extractor instead with "
-        "--set eval.feature_extractor=domain."
+        f"Searched: {searched}. To fix: {missing_weights_message()}"
     )
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def missing_weights_message() -> str:
+    """How to get the pytorch-fid weights (one sentence, for "not computed: ..." records)."""
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    return (
+        f"the pytorch-fid Inception weights are not on this machine. Download {FID_WEIGHTS_URL} "
+        f"on a machine with internet and put it in {hub}/ (or anywhere, then set "
+        f"${ENV_VAR}=PATH or --set eval.fid_inception.fid_weights=PATH). The paper's FID "
+        "(metric fid, dataset-trained features) does not need them."
+    )
 
 
 def build_fid_inception() -> nn.Module:
@@ -129,7 +129,7 @@ def prepare_images(x: torch.Tensor) -> torch.Tensor:
     elif x.shape[1] != 3:
         raise HarnessError(
             f"the Inception FID extractor needs 1- or 3-channel images, got {x.shape[1]} "
-            "channels; use --set eval.feature_extractor=domain"
+            "channels; use the dataset-trained extractor (--set eval.fid.feature_extractor=domain)"
         )
     return x
 
@@ -154,7 +154,7 @@ class InceptionExtractor(FeatureExtractor):
                 f"could not load the FID Inception weights from {path}: {exc}. Re-download "
                 f"{FID_WEIGHTS_URL}"
             ) from exc
-        label = f"inception-v3 pytorch-fid pool3 2048 (sha256 {digest[:16]})"
+        label = "inception-v3 pytorch-fid pool3 2048"
         if not digest.startswith(FID_WEIGHTS_SHA256_PREFIX):
             import warnings
 
@@ -167,8 +167,8 @@ class InceptionExtractor(FeatureExtractor):
             )
         return cls(
             InceptionPool3(inception),
-            {"feature_extractor": label, "feature_weights": str(path),
-             "feature_weights_sha256": digest},
+            {"feature_extractor": label, "feature_weights_sha256": digest},
+            {"feature_weights": str(path)},
         )  # fmt: skip
 
     @classmethod

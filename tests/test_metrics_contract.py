@@ -1,0 +1,195 @@
+"""The metric contract of the built-in metrics plugin: Config dataclasses, stamps that
+describe the protocol only (identical cold or warm, in any cache directory), details for
+provenance, the host's adapter, the public API the plugin imports, progress output."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from harness.api import DatasetInfo, DataSplits
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLIC = {"harness", "harness.api", "harness.hookspecs", "harness.errors"}
+
+
+def test_metrics_plugin_imports_only_the_public_api() -> None:
+    offenders = []
+    for path in sorted((ROOT / "plugins" / "metrics").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names
+                          if n.split(".")[0] == "harness" and n not in PUBLIC]  # fmt: skip
+    assert offenders == []
+
+
+def test_api_exports_the_fid_statistics_lazily() -> None:
+    code = ("import sys, harness.api as api\n"
+            "assert 'torch' not in sys.modules, 'harness.api imported torch'\n"
+            "from harness.api import FeatureStats, fid_from_features, frechet_distance\n"
+            "import harness.fid as f\n"
+            "assert FeatureStats is f.FeatureStats and fid_from_features is f.fid_from_features\n"
+            "try:\n    api.nope\nexcept AttributeError as e:\n    print(e)\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "has no attribute 'nope'" in out.stdout
+
+
+def test_every_metric_has_a_config_dataclass_with_the_papers_defaults() -> None:
+    from harness_plugins.metrics.collapse import Collapse
+    from harness_plugins.metrics.fid import FID, FIDInception
+    from harness_plugins.metrics.gaussian_fit import GaussianFit
+    from harness_plugins.metrics.kid import KID
+
+    for cls in (FID, FIDInception, KID, GaussianFit, Collapse):
+        assert dataclasses.is_dataclass(cls.Config), cls
+        assert "Metric contract" in sys.modules[cls.__module__].__doc__ or \
+            "metric contract" in sys.modules[cls.__module__].__doc__  # fmt: skip
+    fid = FID.Config()
+    assert (fid.feature_extractor, fid.n_reference, fid.fid_weights) == ("domain", None, None)
+    assert {f.name for f in dataclasses.fields(FIDInception.Config)} == {
+        "fid_weights", "n_reference", "batch_size"}
+    kid = KID.Config()
+    assert (kid.subsets, kid.subset_size, kid.degree, kid.gamma, kid.coef) == (
+        100, 1000, 3, None, 1.0)  # torchmetrics' defaults
+
+
+def test_build_metrics_passes_config_and_progress() -> None:
+    from harness import config as cfgmod
+    from harness.evaluation import build_metrics
+
+    rc = cfgmod.resolve(model="ae", dataset="fashion-mnist",
+                        sets=['eval.metrics=["fid", "collapse"]', "eval.fid.n_reference=500"])
+    built = dict(build_metrics(rc.eval, progress=True))
+    fid, collapse = built["fid"], built["collapse"]
+    assert fid.config == fid.Config(n_reference=500) and fid.progress is True
+    assert fid.config.feature_extractor == "domain"  # the paper's protocol by default
+    assert collapse.config == collapse.Config()
+    rc = cfgmod.resolve(model="ae", dataset="fashion-mnist",
+                        sets=['eval.metrics=["fid"]', "eval.fid.feature_extractor=inception"])
+    ((_, fid),) = build_metrics(rc.eval)
+    assert fid.config.feature_extractor == "inception" and fid.progress is False
+
+
+
+class Tiny(torch.nn.Module):
+    """Codes = two pixels; decode = an image of their mean (enough to exercise evaluate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2]
+
+    def decode(self, c: torch.Tensor) -> torch.Tensor:
+        return c.mean(1).reshape(-1, 1, 1, 1).expand(-1, 1, 16, 16)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+def _labelled_toy(n: int = 300) -> DataSplits:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2
+    images = 0.1 * torch.rand(n, 1, 16, 16, generator=g)
+    images[labels == 0, :, 4:12, :] += 0.8
+    images[labels == 1, :, :, 4:12] += 0.8
+    data = TensorDataset(images, labels)
+    return DataSplits(DatasetInfo("toy-labelled", (1, 16, 16), num_classes=2), data, data)
+
+
+def test_same_protocol_same_stamp_cold_or_warm_in_any_cache_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two cache directories, each cold then warm: four evaluations, one stamp per record
+    kind, hence one `harness report` column per metric; provenance only in details."""
+    from harness_plugins.metrics import domain
+    from harness_plugins.metrics.fid import FID
+    from harness_plugins.metrics.kid import KID
+    from harness_plugins.protocols.paper import (
+        Interpolation,
+        InterpolationConfig,
+        RandomGeneration,
+        RandomGenerationConfig,
+    )
+
+    from harness import report
+    from harness.config import EvalConfig
+    from harness.evaluation import evaluate
+
+    monkeypatch.setattr(domain, "MIN_STEPS", 12)
+    monkeypatch.setattr(domain, "BATCH", 32)
+    splits = _labelled_toy()
+    cfg = EvalConfig()
+    protocols = [("random_generation", RandomGeneration(RandomGenerationConfig(24, 1))),
+                 ("interpolation", Interpolation(InterpolationConfig(4, 5)))]
+    runs: list[list[dict[str, Any]]] = []
+    for cache in ("a", "a", "b", "b"):
+        monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / cache))
+        metrics = [("fid", FID()), ("kid", KID(KID.Config(subsets=3)))]
+        runs.append([r for r in evaluate(Tiny(), splits, cfg, seed=0, protocols=protocols,
+                                         metrics=metrics, progress=False)
+                     if r["source"] in ("fid", "kid")])
+    for records in runs:
+        assert len(records) == 6 and all(r["value"] is not None for r in records)
+    keys = [[(r["protocol"], r["metric"], report.stamp_key(r)) for r in records]
+            for records in runs]  # fmt: skip
+    assert keys[0] == keys[1] == keys[2] == keys[3]
+    cold, warm = runs[2][0], runs[3][0]
+    assert cold["stamp"] == warm["stamp"]
+    assert cold["details"]["extractor"] == "trained"
+    assert warm["details"]["extractor"] == "loaded from cache"
+    assert cold["details"]["reference_stats"] == "computed"
+    assert warm["details"]["reference_stats"] == "loaded from cache"
+    assert str(tmp_path / "b") in cold["details"]["feature_weights"]
+    assert str(tmp_path) not in str([r["stamp"] for rs in runs for r in rs])
+    stamp = cold["stamp"]
+    assert stamp["metric"] == "fid" and 0 <= stamp["extractor_accuracy"] <= 1
+    assert len(stamp["feature_weights_sha256"]) == 64
+    assert stamp["reference_dataset"]["dataset"] == "toy-labelled"
+
+
+def test_accuracy_warning_for_a_weak_extractor() -> None:
+    from harness_plugins.metrics.domain import accuracy_warning
+
+    msg = accuracy_warning("fashion-mnist", 0.83, 54000)
+    assert msg is not None and "0.830" in msg and "0.91" in msg and "noise" in msg
+    assert accuracy_warning("fashion-mnist", 0.915, 54000) is None
+    assert accuracy_warning("mnist", 0.94, 54000) is not None  # the old recipe's number
+    assert accuracy_warning("my-data", 0.6, 300) is not None
+    assert accuracy_warning("my-data", 0.85, 300) is None
+
+
+def test_progress_plain_lines_at_a_steady_cadence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness_plugins.metrics import _progress
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)  # not a terminal
+    clock = iter(float(t) for t in range(100))
+    monkeypatch.setattr(_progress.time, "perf_counter", lambda: next(clock))
+    with _progress.Progress("features", 10, interval=3.0) as bar:
+        for _ in range(10):
+            bar.update(1)
+    lines = err.getvalue().splitlines()
+    # clock: start 0, updates at 1..10: lines at t=3, 6, 9 and the final one
+    assert lines[:3] == ["[eval] features: 3/10 img (3 s)", "[eval] features: 6/10 img (6 s)",
+                         "[eval] features: 9/10 img (9 s)"]  # fmt: skip
+    assert lines[3].startswith("[eval] features: 10/10 img") and len(lines) == 4
+    err.truncate(0)
+    with _progress.Progress("quiet", 5, enabled=False) as bar:
+        bar.update(5)
+    assert err.getvalue() == ""
