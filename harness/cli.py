@@ -257,11 +257,15 @@ def _print_summary(run_dir: Path) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float | type(None)):
             continue  # lists and tables stay in metrics.json
         if value is None:
-            error = str(rec.get("error") or "no value")
+            error = str(rec.get("error") or "no value").removeprefix("not computed: ")
             shown = "not computed: " + (error[:100] + "... (see metrics.json)"
                                         if len(error) > 100 else error)
         else:
             shown = f"{value:.4g}"
+            # say what a number is: a domain-feature FID is not an ImageNet one
+            features = (rec.get("stamp") or {}).get("feature_extractor")
+            if features:
+                shown += f"  (features: {features})"
         click.echo(f"  {rec.get('protocol')}/{rec.get('metric')}: {shown}")
     peaks = {k: v for k, v in (doc.get("training") or {}).items() if k.startswith("peak_")}
     if peaks:

@@ -193,3 +193,33 @@ def test_progress_plain_lines_at_a_steady_cadence(monkeypatch: pytest.MonkeyPatc
     with _progress.Progress("quiet", 5, enabled=False) as bar:
         bar.update(5)
     assert err.getvalue() == ""
+
+
+def test_save_samples_exports_reference_stats_in_pytorch_fid_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import numpy as np
+    from harness_plugins.metrics import domain
+    from harness_plugins.metrics.fid import FID
+    from harness_plugins.protocols.paper import RandomGeneration, RandomGenerationConfig
+
+    from harness.config import EvalConfig
+    from harness.evaluation import evaluate
+
+    monkeypatch.setattr(domain, "MIN_STEPS", 12)
+    monkeypatch.setattr(domain, "BATCH", 32)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    fid = FID()
+    evaluate(Tiny(), _labelled_toy(), EvalConfig(), seed=0,
+             protocols=[("random_generation", RandomGeneration(RandomGenerationConfig(24, 1)))],
+             metrics=[("fid", fid)], progress=False, samples_dir=tmp_path / "samples")
+    saved = np.load(tmp_path / "samples" / "fid" / "reference_stats.npz")
+    ((stats, _, _),) = fid._reference_cache.values()
+    assert saved["mu"].shape == (stats.mean.shape[0],)
+    assert np.array_equal(saved["mu"], stats.mean) and np.array_equal(saved["sigma"], stats.cov)
+    stamp = json.loads((tmp_path / "samples" / "fid" / "stamp.json").read_text())
+    assert stamp["feature_extractor"].startswith("domain-cnn")
+    images = np.load(tmp_path / "samples" / "random_generation.npz")["images"]
+    assert images.shape == (24, 16, 16, 1) and images.dtype == np.uint8

@@ -292,6 +292,23 @@ class FID(FeatureMetric):
         self._reference_cache[key] = (stats, "reused in memory", path_text)
         return stats
 
+    def export(self, directory: Path) -> None:
+        """For `harness run --save-samples` / `harness samples`: the reference statistics
+        this evaluation used, as ``reference_stats.npz`` with ``mu`` and ``sigma`` (pytorch-fid's
+        ``.npz`` layout; its ``fid_score`` reads such files), and ``stamp.json`` saying which
+        extractor made them: features of another extractor are not comparable."""
+        import io
+
+        import numpy as np
+
+        from harness import api
+
+        for stats, _, _ in list(self._reference_cache.values())[:1]:
+            buffer = io.BytesIO()
+            np.savez(buffer, mu=stats.mean, sigma=stats.cov)
+            api.atomic_write_bytes(Path(directory) / "reference_stats.npz", buffer.getvalue())
+            api.atomic_write_json(Path(directory) / "stamp.json", self.stamp())
+
     def __call__(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *,
                  device: Any = None) -> dict[str, float]:  # fmt: skip
         if images.shape[0] < 2:
