@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
-from torch.utils.data._utils.collate import default_collate
 
 from .config import TrainConfig
-from .errors import ConfigError, HarnessError
+from .data import images_of
+from .errors import ConfigError
 
 
 def check_batch_size(batch_size: int, model: Any, model_name: str = "") -> None:
@@ -145,17 +145,6 @@ class CalibrationSampler(Sampler[list[int]]):
             yield list(range(lo, lo + size))
 
 
-def images(batch: Any) -> torch.Tensor:
-    """The image tensor of a collated ``(image, label)`` batch (or a bare tensor batch)."""
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, list | tuple):
-        return batch[0]
-    if isinstance(batch, dict):
-        return batch["image"]
-    raise HarnessError(f"a training batch must be (image, label) or a tensor, got {type(batch)}")
-
-
 def make_train_loader(dataset: Dataset, sampler: ShardedBatchSampler, *,
                       num_workers: int | None, device: torch.device, seed: int) -> Any:
     """The training loader: ``sampler``'s batches of ``dataset``, fetched a whole batch at a
@@ -180,7 +169,7 @@ def timed_batches(loader: Iterable[Any],
             batch = next(batches)
         except StopIteration:
             return
-        x = images(batch).to(device, non_blocking=True)
+        x = images_of(batch).to(device, non_blocking=True)
         yield x, clock() - t0
 
 
@@ -195,15 +184,3 @@ def make_calibration_loader(dataset: Dataset, shape: tuple[int, ...], *, batch_s
     return make_loader(dataset, CalibrationSampler(len(dataset), per * world, world, rank),  # type: ignore[arg-type]
                        num_workers=num_workers, pin_memory=device.type == "cuda",
                        image_shape=shape, device=device)
-
-
-def collate_images(shape: tuple[int, ...]) -> Callable[[list[Any]], torch.Tensor]:
-    """Collate ``(image, label)`` items to the image batch; an empty batch (a process's share
-    of the last calibration batch can be empty) becomes a (0, C, H, W) tensor."""
-
-    def collate(items: list[Any]) -> torch.Tensor:
-        if not items:
-            return torch.empty((0, *shape))
-        return images(default_collate(items))
-
-    return collate
