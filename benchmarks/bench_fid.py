@@ -1,6 +1,6 @@
 """The Frechet distance at Inception size: our routes against pytorch-fid's and torchmetrics'.
 
-    .venv/bin/python benchmarks/bench_fid.py [--n-ref 10000] [--n-gen 1250] [--dim 2048]
+    python benchmarks/bench_fid.py [--n-ref 10000] [--n-gen 1250] [--dim 2048]
                                              [--out benchmarks/results/fid_speed]
 
 One run, the same features for every route (correlated, non-centred Gaussian features with a
@@ -156,7 +156,7 @@ def main() -> None:
         args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
         cmd = " ".join(["benchmarks/bench_fid.py", *sys.argv[1:]])
         args.out.with_suffix(".md").write_text(
-            f"# FID speed\n\nCommand: `.venv/bin/python {cmd}`\n\nMachine: {doc['machine']}\n\n"
+            f"# FID speed\n\nCommand: `python {cmd}`\n\nMachine: {doc['machine']}\n\n"
             f"{text}\n")
 
 
