@@ -1,29 +1,16 @@
-"""The machine description every benchmark writes at the top of its results."""
+"""The machine description every benchmark writes at the top of its results: the harness's
+own (:func:`harness.benchmark.machine`, also in every benchmark report), plus the torch thread
+count the timings ran with."""
 
 from __future__ import annotations
 
-import os
-import platform
-from pathlib import Path
+from typing import Any
 
 
-def machine() -> dict[str, str | int]:
-    """CPU model, cores, torch threads and versions: what a reader needs to compare figures."""
+def machine() -> dict[str, Any]:
+    """CPU model, cores, torch threads, GPU and versions: what a reader needs to compare figures."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count() or 0,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+    from harness.benchmark import machine as harness_machine
+
+    return {**harness_machine(), "torch_threads": torch.get_num_threads()}
