@@ -4,7 +4,6 @@ for the stamp (what defines the numbers) and provenance for the details (paths, 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +36,16 @@ def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
 
 def write_safetensors_atomic(path: Path, tensors: dict[str, torch.Tensor],
                              metadata: dict[str, str] | None = None) -> None:  # fmt: skip
-    """Save tensors as safetensors: to a temp file in the same folder, then ``os.replace``, so
-    a crash or a concurrent reader never sees a half-written cache file."""
+    """Save tensors as safetensors through the host's one atomic writer
+    (:func:`harness.api.atomic_path`): a crash or a concurrent reader never sees a
+    half-written cache file."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from harness import api
+
+    with api.atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
                   metadata=metadata)  # fmt: skip
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class FeatureExtractor:
