@@ -22,6 +22,17 @@ A **suite** is a TOML file (built-ins under ``benchmarks/suites/``; plugins add 
     fallback = "reconstruction/rec_error_percent"
     [budgets.smoke]           # --set overrides per budget (steps, sample counts)
     set = ["train.steps=20", "eval.random_generation.n_samples=64"]
+    [published]               # the paper's numbers, printed beside ours
+    source = "paper Table 2"
+    columns = ["interpolation/fid", "random_generation/fid", "reconstruction/rec_error_percent"]
+    [published.values.mnist]
+    vrrae = [5.89, 38.77, 26.00]
+    [[claims]]                # the paper's claims, judged from our numbers
+    text = "VRRAE has a lower test reconstruction error than VAE and RRAE"
+    metric = "reconstruction/rec_error_percent"
+    model = "vrrae"
+    than = ["vae", "rrae"]
+    test = "lower"            # model's mean below each of `than`'s; "wider": its std above
 
 Every run takes its model's **preset** for the dataset (the paper's L, k, batch, lr, epochs)
 as its lowest configuration layer, then the suite's ``set``, ``model_set``, the budget's
@@ -65,8 +76,11 @@ else:  # pragma: no cover
 BUDGETS = ("smoke", "cpu", "paper")
 STATE_FILE = "benchmark.json"
 SUITE_KEYS = {"name", "description", "paper", "datasets", "models", "seeds", "protocols",
-              "metrics", "set", "model_set", "beta", "budgets"}
+              "metrics", "set", "model_set", "beta", "budgets", "published", "claims"}
 BETA_KEYS = {"models", "values", "validation", "select", "fallback"}
+PUBLISHED_KEYS = {"source", "columns", "values"}
+CLAIM_KEYS = {"text", "metric", "model", "than", "test", "datasets", "skip", "evidence", "note"}
+CLAIM_TESTS = ("lower", "wider")
 
 
 def builtin_suite_dir() -> Path:
@@ -88,6 +102,8 @@ class Suite:
     model_set: dict[str, list[str]] = field(default_factory=dict)
     beta: dict[str, Any] = field(default_factory=dict)
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published: dict[str, Any] = field(default_factory=dict)
+    claims: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
 
     @classmethod
@@ -107,6 +123,9 @@ class Suite:
             if name not in BUDGETS or set(budget) - {"set", "note"}:
                 raise ConfigError(f"suite '{source}': [budgets.{name}] must be one of "
                                   f"{', '.join(BUDGETS)} with keys set, note")
+        _check_published(dict(data.get("published", {})), source)
+        for i, claim in enumerate(data.get("claims", [])):
+            _check_claim(claim, f"suite '{source}': [[claims]] #{i + 1}")
         return cls(**{k: v for k, v in data.items() if k in SUITE_KEYS}, source=source)
 
     def seeds_list(self, n: int | None = None) -> list[int]:
@@ -121,6 +140,43 @@ class Suite:
         if isinstance(values, dict):
             values = values.get(dataset, values.get("*", []))
         return [float(v) for v in values]
+
+
+def _check_published(published: dict[str, Any], source: str) -> None:
+    """``[published]``: ``columns`` (protocol/metric keys) and ``values.<dataset>.<model>``, a
+    list with one number per column."""
+    if not published:
+        return
+    where = f"suite '{source}': [published]"
+    if set(published) - PUBLISHED_KEYS:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(set(published) - PUBLISHED_KEYS)}; "
+                          f"valid: {sorted(PUBLISHED_KEYS)}")
+    columns = published.get("columns")
+    if not isinstance(columns, list) or not all(isinstance(c, str) and "/" in c
+                                                for c in columns) or not columns:
+        raise ConfigError(f"{where}: columns must be a list of 'protocol/metric' keys")
+    for dataset, models in dict(published.get("values", {})).items():
+        for model, numbers in dict(models).items():
+            if not isinstance(numbers, list) or len(numbers) != len(columns) or not all(
+                    isinstance(x, int | float) for x in numbers):
+                raise ConfigError(f"{where}: values.{dataset}.{model} must be {len(columns)} "
+                                  f"numbers, one per column ({', '.join(columns)})")
+
+
+def _check_claim(claim: Any, where: str) -> None:
+    if not isinstance(claim, dict):
+        raise ConfigError(f"{where} must be a table")
+    if set(claim) - CLAIM_KEYS:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(set(claim) - CLAIM_KEYS)}; valid: "
+                          f"{sorted(CLAIM_KEYS)}")
+    for key in ("text", "metric", "model", "than"):
+        if not claim.get(key):
+            raise ConfigError(f"{where} must set '{key}'")
+    if claim.get("test", "lower") not in CLAIM_TESTS:
+        raise ConfigError(f"{where}: test must be one of {', '.join(CLAIM_TESTS)}, got "
+                          f"'{claim['test']}'")
+    if "/" not in str(claim["metric"]):
+        raise ConfigError(f"{where}: metric must be 'protocol/metric', got '{claim['metric']}'")
 
 
 def _registered_suites() -> dict[str, tuple[Any, str]]:
@@ -361,6 +417,17 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
         host.get("dataset", dataset)
     seed_list = suite.seeds_list(seeds)
     specs = plan(suite, budget, seed_list, run_sets)
+    unavailable = probe_datasets(host, specs)
+    for dataset, why in unavailable.items():
+        print(f"warning: dataset '{dataset}' is not available here; its runs are skipped "
+              f"and the report says so. {why}", file=sys.stderr, flush=True)
+    if len(unavailable) == len(suite.datasets):
+        raise HarnessError("none of the suite's datasets is available here ("
+                           + "; ".join(f"{d}: {w.splitlines()[0]}" for d, w in
+                                       unavailable.items())
+                           + "); put one in place or pick others with --set datasets=NAME")
+    suite.datasets = [d for d in suite.datasets if d not in unavailable]
+    specs = [s for s in specs if s.dataset not in unavailable]
     out.mkdir(parents=True, exist_ok=True)
     previous = json.loads((out / STATE_FILE).read_text()) if (out / STATE_FILE).is_file() else {}
     if previous and (previous.get("suite", {}).get("name") != suite.name
@@ -370,7 +437,8 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
     state: dict[str, Any] = {
         "suite": asdict(suite), "budget": budget, "seeds": seed_list, "jobs": jobs,
         "sets": run_sets, "machine": machine(), "runs": previous.get("runs", {}),
-        "beta_selection": [], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "beta_selection": [], "unavailable": unavailable,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         # every run's model, dataset, seed and --set list (a swept model's final runs get
         # their model.beta once it is chosen): what `accelerate launch` needs per run
         "plan": [asdict(s) for s in specs],
@@ -403,6 +471,30 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
 
     write_report(out)
     return out
+
+
+def probe_datasets(host: Any, specs: list[RunSpec]) -> dict[str, str]:
+    """The datasets of ``specs`` that cannot be loaded here, each with its loader's message
+    (what is missing and where it was looked for). Each is loaded once with the
+    configuration of its first run (presets, ``data.*`` settings); this also fills the
+    dataset's decode cache for the runs. A run whose configuration is wrong is not a missing
+    dataset: its runs fail with that error, listed in the report."""
+    from . import runner
+
+    missing: dict[str, str] = {}
+    for dataset in dict.fromkeys(s.dataset for s in specs):
+        spec = next(s for s in specs if s.dataset == dataset)
+        try:
+            config = runner.resolve_config(model=spec.model, dataset=dataset, config_file=None,
+                                           sets=spec.sets, seed=spec.seed, host=host)
+        except HarnessError:
+            continue
+        try:
+            runner.load_data(host, config)
+        except Exception as exc:  # a dataset that cannot load is reported, never fatal alone
+            missing[dataset] = (str(exc) if isinstance(exc, HarnessError)
+                                else f"{type(exc).__name__}: {exc}")
+    return missing
 
 
 def machine() -> dict[str, Any]:

@@ -17,23 +17,6 @@ from typing import Any
 
 from . import report as tables
 
-#: paper Table 2 (FID lower is better; Rec. = rec error in %): dataset -> model -> column
-PAPER_TABLE2: dict[str, dict[str, dict[str, float]]] = {
-    "mnist": {"ae": {"inter": 7.31, "rand": 40.12, "rec": 27.31},
-              "vae": {"inter": 11.95, "rand": 30.63, "rec": 32.60},
-              "rrae": {"inter": 6.68, "rand": 45.46, "rec": 27.90},
-              "vrrae": {"inter": 5.89, "rand": 38.77, "rec": 26.00}},
-    "cifar10": {"ae": {"inter": 143.31, "rand": 140.35, "rec": 18.39},
-                "vae": {"inter": 137.74, "rand": 135.77, "rec": 17.86},
-                "rrae": {"inter": 140.91, "rand": 136.94, "rec": 17.99},
-                "vrrae": {"inter": 129.68, "rand": 129.89, "rec": 17.04}},
-    "celeba": {"ae": {"inter": 15.24, "rand": 15.88, "rec": 18.82},
-               "vae": {"inter": 8.94, "rand": 9.66, "rec": 16.55},
-               "rrae": {"inter": 13.27, "rand": 13.70, "rec": 17.52},
-               "vrrae": {"inter": 7.06, "rand": 7.60, "rec": 15.03}},
-}
-COLUMNS = {"inter": "interpolation/fid", "rand": "random_generation/fid",
-           "rec": "reconstruction/rec_error_percent"}
 BUDGET_NOTE = {"smoke": "SMOKE budget: a few steps, tiny sample counts; checks the pipeline, "
                         "says nothing about the models",
                "cpu": "CPU budget: reduced steps and sample counts; not the paper's protocol",
@@ -64,75 +47,72 @@ def _fmt(row: dict[str, Any] | None, digits: int = 2) -> str:
 
 
 def claims(state: dict[str, Any], by: dict[Any, Any]) -> list[dict[str, str]]:
-    """The paper's claims, each supported / not supported / not measured, with numbers."""
-    out: list[dict[str, str]] = []
+    """The suite's ``[[claims]]``, each judged on every dataset of this benchmark it covers:
+    supported / not supported / not measured, with the numbers and the seeds."""
     datasets = state["suite"]["datasets"]
-
-    def get(dataset: str, model: str, column: str) -> dict[str, Any] | None:
-        return by.get((dataset, model, column))
-
-    def seeds(*rows: dict[str, Any] | None) -> str:
-        used = sorted({s for r in rows if r for s in r["seeds"]})
-        return "seeds " + ",".join(map(str, used)) if used else "no runs"
-
-    def lower(claim: str, dataset: str, column: str) -> None:
-        v, a, b = (get(dataset, m, column) for m in ("vrrae", "vae", "rrae"))
-        if v is None or a is None or b is None:
-            verdict = "not measured"
-        elif v["mean"] < a["mean"] and v["mean"] < b["mean"]:
-            verdict = "supported"
-        else:
-            verdict = "not supported"
-        out.append({"claim": claim, "dataset": dataset, "verdict": verdict,
-                    "evidence": f"vrrae {_fmt(v)}, vae {_fmt(a)}, rrae {_fmt(b)} ({column}; "
-                                f"{seeds(v, a, b)})"})
-
-    for dataset in datasets:
-        lower("VRRAE has a lower test reconstruction error than VAE and RRAE", dataset,
-              COLUMNS["rec"])
-        if dataset == "bumps":
-            lower("VRRAE has a lower random-generation error (Gaussian fit) than VAE and RRAE "
-                  "(Table 1)", dataset, "random_generation/gaussian_fit_error_percent")
-            col = "random_generation/gaussian_fit_error_percent"
-            v, a = get(dataset, "vrrae", col), get(dataset, "vae", col)
-            cv, ca = get(dataset, "vrrae", "codes/collapsed_dims"), get(dataset, "vae",
-                                                                          "codes/collapsed_dims")
-            if v is None or a is None or a["n"] < 2 or v["n"] < 2:
-                verdict = "not measured"
-            else:
-                verdict = "supported" if a["std"] > v["std"] else "not supported"
-            out.append({"claim": "VAE's random-generation error spreads widely over seeds "
-                                 "(posterior collapse), VRRAE's does not", "dataset": dataset,
-                        "verdict": verdict,
-                        "evidence": f"std over seeds: vae {_fmt(a)}, vrrae {_fmt(v)}; collapsed "
-                                    f"latent dims: vae {_fmt(ca)}, vrrae {_fmt(cv)} "
-                                    f"({seeds(a, v)})"})
-        else:
-            lower("VRRAE has a lower interpolation FID than VAE and RRAE", dataset,
-                  COLUMNS["inter"])
-    if "mnist" in datasets:
-        v, a = get("mnist", "vrrae", COLUMNS["rand"]), get("mnist", "vae", COLUMNS["rand"])
-        verdict = ("not measured" if v is None or a is None
-                   else "supported" if a["mean"] < v["mean"] else "not supported")
-        out.append({"claim": "MNIST random generation is the exception: VAE's FID beats VRRAE's",
-                    "dataset": "mnist", "verdict": verdict,
-                    "evidence": f"vae {_fmt(a)}, vrrae {_fmt(v)} ({seeds(a, v)})"})
+    out: list[dict[str, str]] = []
+    for claim in state["suite"].get("claims", []):
+        wanted = [d for d in (claim.get("datasets") or datasets)
+                  if d not in claim.get("skip", [])]
+        scope = [d for d in wanted if d in datasets]
+        if not scope:
+            out.append({"claim": claim["text"], "dataset": ", ".join(wanted),
+                        "verdict": "not measured",
+                        "evidence": "no run on that dataset in this benchmark"})
+        out += [judge(claim, dataset, by) for dataset in scope]
     return out
 
 
-def paper_rows(by: dict[Any, Any], datasets: list[str]) -> list[list[str]]:
-    """Paper Table 2 beside ours, for the datasets the paper reports."""
+def judge(claim: dict[str, Any], dataset: str, by: dict[Any, Any]) -> dict[str, str]:
+    """One claim on one dataset. ``test = "lower"``: the model's mean over seeds is below the
+    mean of each model in ``than``; ``"wider"``: its std over seeds is above each of theirs
+    (needs two seeds or more)."""
+    metric, test = claim["metric"], claim.get("test", "lower")
+    names = [claim["model"], *claim["than"]]
+    rows = [by.get((dataset, m, metric)) for m in names]
+    found = [r for r in rows if r is not None]
+    if len(found) < len(rows) or (test == "wider" and any(r["n"] < 2 for r in found)):
+        verdict = "not measured"
+    elif test == "lower":
+        verdict = ("supported" if all(found[0]["mean"] < r["mean"] for r in found[1:])
+                   else "not supported")
+    else:
+        verdict = ("supported" if all(found[0]["std"] > r["std"] for r in found[1:])
+                   else "not supported")
+    numbers = ", ".join(f"{m} {_fmt(r)}" for m, r in zip(names, rows, strict=True))
+    evidence = ("std over seeds: " if test == "wider" else "") + numbers
+    for extra in claim.get("evidence", []):
+        evidence += f"; {extra}: " + ", ".join(f"{m} {_fmt(by.get((dataset, m, extra)))}"
+                                              for m in names)
+    used = sorted({s for r in rows if r for s in r["seeds"]})
+    evidence += f" ({metric}; {'seeds ' + ','.join(map(str, used)) if used else 'no runs'})"
+    if claim.get("note"):
+        evidence += f". Note: {claim['note']}"
+    return {"claim": claim["text"], "dataset": dataset, "verdict": verdict,
+            "evidence": evidence}
+
+
+def paper_rows(state: dict[str, Any], by: dict[Any, Any]) -> tuple[list[str], list[list[str]],
+                                                                   str]:
+    """The suite's ``[published]`` numbers beside ours: (header, rows, note)."""
+    published = state["suite"].get("published") or {}
+    columns, values = published.get("columns", []), published.get("values", {})
+    header = ["dataset", "model"]
+    for column in columns:
+        header += [f"paper {column}", f"ours {column}"]
     body = []
-    for dataset in datasets:
-        paper = PAPER_TABLE2.get(dataset)
-        if not paper:
-            continue
-        for model, cols in paper.items():
+    for dataset in state["suite"]["datasets"]:
+        for model, numbers in values.get(dataset, {}).items():
             cells = [dataset, model]
-            for short, column in COLUMNS.items():
-                cells += [f"{cols[short]:.2f}", _fmt(by.get((dataset, model, column)))]
+            for column, number in zip(columns, numbers, strict=True):
+                cells += [f"{number:g}", _fmt(by.get((dataset, model, column)))]
             body.append(cells)
-    return body
+    missing = [d for d in state["suite"]["datasets"] if d not in values]
+    note = f"source: {published.get('source', 'the paper')}"
+    if missing:
+        note += (f"; the paper reports no numbers for {', '.join(missing)} (it reports "
+                 f"{', '.join(values) or 'none'})")
+    return header, body, note
 
 
 # ------------------------------------------------------------------------------- figures
@@ -150,11 +130,10 @@ def _load_run(run_dir: Path) -> tuple[Any, Any, Any]:
     return config, splits, model
 
 
-def _raw(images: Any, info: Any) -> Any:
-    std = info.metadata.get("standardization")
-    if isinstance(std, dict):
-        images = images * float(std["std"]) + float(std["mean"])
-    return images.clamp(0, 1)
+def _raw(image: Any, info: Any) -> Any:
+    from .evaluation import to_display
+
+    return to_display(image[None], info)[0]
 
 
 def _stack(split: Any, idx: list[int]) -> Any:
@@ -346,11 +325,9 @@ def sections(state: dict[str, Any], out: Path) -> tuple[list[tuple[str, str, lis
             + [_fmt(by.get((d, m, f"{p}/{mm}")), 3) if by.get((d, m, f"{p}/{mm}")) else ""
                for p, mm in metrics] for d, m in models]
     out_tables.append(("Results (test split): mean ± std (n) over seeds", note, header, body))
-    prow = paper_rows(by, state["suite"]["datasets"])
-    if prow:
-        out_tables.append(("Paper Table 2 beside ours", note,
-                           ["dataset", "model", "paper Inter. FID", "ours Inter. FID",
-                            "paper Rand. FID", "ours Rand. FID", "paper Rec. %", "ours Rec. %"],
+    if state["suite"].get("published"):
+        pheader, prow, pnote = paper_rows(state, by)
+        out_tables.append(("The paper's numbers beside ours", f"{note}; {pnote}", pheader,
                            prow))
     for choice in state.get("beta_selection", []):
         body = [[f"{float(b):g}", "" if v is None else f"{v:.4g}",
@@ -360,6 +337,11 @@ def sections(state: dict[str, Any], out: Path) -> tuple[list[tuple[str, str, lis
         out_tables.append((f"Beta sweep: {choice['model']} on {choice['dataset']}",
                            f"{note}; rule: {choice['rule']}", ["beta", choice.get("metric", ""),
                                                                 ""], body))
+    missing = state.get("unavailable") or {}
+    if missing:
+        out_tables.append(("Datasets not available on this machine (their runs were skipped)",
+                           note, ["dataset", "why"],
+                           [[d, " ".join(w.split())[:300]] for d, w in missing.items()]))
     run_body = [[rid, r.get("phase", ""), r.get("status", ""), f"{r.get('wall_s', 0):.1f}",
                  r.get("error", "")] for rid, r in sorted(state["runs"].items())]
     out_tables.append(("Runs: wall time (s) and failures", note,
@@ -387,7 +369,8 @@ def write_report(out: str | Path) -> dict[str, Path]:
             f"- machine: {machine}\n- extra --set: {state.get('sets') or 'none'}\n")
     md = [head]
     for title, note, header, table in secs:
-        md.append(f"\n## {title}\n\n_{note}_\n\n" + _md_table(header, table))
+        md.append(f"\n## {title}\n\n_{note}_\n\n" + (_md_table(header, table) if table
+                                                          else ""))
     md.append("\n## Claims of the paper\n\n")
     if state["budget"] == "smoke":
         md.append(f"_{SMOKE_CLAIMS}_\n\n")
@@ -419,7 +402,7 @@ def write_report(out: str | Path) -> dict[str, Path]:
             f"<p>seeds: {html.escape(str(state['seeds']))}; machine: {html.escape(machine)}</p>"]
     for title, note, header, rows_ in secs:
         parts.append(f"<h2>{html.escape(title)}</h2><p><i>{html.escape(note)}</i></p>"
-                    + _html_table(header, rows_))
+                    + (_html_table(header, rows_) if rows_ else ""))
     if state["budget"] == "smoke":
         parts.append(f"<h2>Claims of the paper</h2><p><i>{html.escape(SMOKE_CLAIMS)}</i></p>")
     else:

@@ -44,7 +44,8 @@ _WARNED: set[str] = set()
 #: ``on_images(protocol, images, nrow)``: preview images for the run directory's PNG grids
 ImageCallback = Callable[[str, Any, int], None]
 
-__all__ = ["build_metrics", "build_protocols", "evaluate", "export_samples", "save_image_grid"]
+__all__ = ["build_metrics", "build_protocols", "evaluate", "export_samples", "save_image_grid",
+           "to_display"]
 
 
 def _host(host: Any) -> Any:
@@ -149,7 +150,7 @@ def evaluate(
                 on_images(name, out.preview, out.preview_nrow)
             if samples_dir is not None and out.data is not None and \
                     getattr(protocol, "kind", "") != "codes":
-                export_samples(out.data, Path(samples_dir), name)
+                export_samples(out.data, Path(samples_dir), name, info=info)
             if out.data is not None:
                 reference = ctx.split("train" if out.split == "test" else out.split)
                 for m_name, metric in scorers:
@@ -166,18 +167,31 @@ def evaluate(
     return records
 
 
-def export_samples(images: Any, directory: Path, protocol: str) -> None:
+def to_display(images: Any, info: Any = None) -> Any:
+    """Images (N, C, H, W) on the dataset's own [0, 1] scale, for PNGs and exported files: a
+    dataset stored standardised (``info.metadata["standardization"] = {"mean", "std"}``, e.g.
+    the bumps) is scaled back first, then values are clamped to [0, 1]. Without this a
+    standardised image saturates (half its pixels below 0)."""
+    images = images.detach().float().cpu()
+    std = getattr(info, "metadata", {}).get("standardization") if info is not None else None
+    if isinstance(std, dict):
+        images = images * float(std["std"]) + float(std["mean"])
+    return images.clamp(0, 1)
+
+
+def export_samples(images: Any, directory: Path, protocol: str, info: Any = None) -> None:
     """Write the images a protocol produced, as scored, for re-scoring with other tools:
     ``<protocol>.npz`` (``images``: uint8 N×H×W×C, the layout pytorch-fid, torch-fidelity and
-    clean-fid read) and ``<protocol>/NNNNNN.png``. Images are clamped to [0, 1] and rounded to
-    8 bits, the quantisation every FID tool applies to image files."""
+    clean-fid read) and ``<protocol>/NNNNNN.png``. Images are brought to the dataset's [0, 1]
+    scale (:func:`to_display`) and rounded to 8 bits, the quantisation every FID tool applies
+    to image files."""
     import io
 
     import numpy as np
     import torch
     from PIL import Image
 
-    arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    arr = (to_display(images, info) * 255).round().to(torch.uint8)
     arr = arr.permute(0, 2, 3, 1).cpu().numpy()
     buffer = io.BytesIO()
     np.savez_compressed(buffer, images=arr)
@@ -218,12 +232,13 @@ def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, spl
     } for key, value in result.items()]  # fmt: skip
 
 
-def save_image_grid(images: Any, path: str | os.PathLike[str], nrow: int = 8) -> Path:
-    """Write images (N, C, H, W) as one PNG grid, clamped to [0, 1], atomically."""
+def save_image_grid(images: Any, path: str | os.PathLike[str], nrow: int = 8,
+                    info: Any = None) -> Path:
+    """Write images (N, C, H, W) as one PNG grid on the dataset's [0, 1] scale
+    (:func:`to_display`), atomically."""
     from torchvision.utils import save_image
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_image(images.detach().float().cpu().clamp(0, 1), tmp, nrow=nrow, padding=2,
-                   format="png")
+        save_image(to_display(images, info), tmp, nrow=nrow, padding=2, format="png")
     return path

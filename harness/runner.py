@@ -244,9 +244,8 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
         training.update(peak_memory(accelerator.device))  # the run's peak GPU memory / RSS
         if evaluate:
             doc = evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
-                                 training=training, save_samples=save_samples)
-            if config.train.trackers:
-                log_final_metrics(accelerator, doc, step=int(training.get("steps", 0)))
+                                 training=training, save_samples=save_samples,
+                                 trackers=accelerator if config.train.trackers else None)
         else:
             doc = runs.metrics_document(config, [], {"training": training})
             runs.atomic_write_json(run_dir / runs.METRICS_FILE, doc)
@@ -277,16 +276,45 @@ def log_final_metrics(accelerator: Any, doc: dict[str, Any], step: int) -> dict[
     return values
 
 
+def log_final_images(accelerator: Any, previews: dict[str, tuple[Any, int]], info: Any,
+                     step: int) -> list[str]:
+    """Send each protocol's preview grid (the run directory's ``images/<protocol>.png``) to
+    every configured tracker that takes images, as ``final/<protocol>``; returns the names of
+    the trackers that got them. TensorBoard takes a batch of NHWC arrays; W&B, ClearML and Aim
+    a list of HWC arrays. Trackers without images (MLflow, Comet, DVCLive) get the metrics only."""
+    import numpy as np
+    from torchvision.utils import make_grid
+
+    from .evaluation import to_display
+
+    grids = {}
+    for protocol, (images, nrow) in previews.items():
+        grid = make_grid(to_display(images, info), nrow=nrow, padding=2)
+        grids[f"final/{protocol}"] = (grid * 255).round().byte().permute(1, 2, 0).numpy()
+    told = []
+    for tracker in getattr(accelerator, "trackers", None) or []:
+        if not grids or not callable(getattr(tracker, "log_images", None)):
+            continue
+        if getattr(tracker, "name", "") == "tensorboard":
+            tracker.log_images({k: np.ascontiguousarray(v)[None] for k, v in grids.items()},
+                               step=step, dataformats="NHWC")
+        else:
+            tracker.log_images({k: [v] for k, v in grids.items()}, step=step)
+        told.append(str(getattr(tracker, "name", type(tracker).__name__)))
+    return told
+
+
 def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,
                    device: Any = None, training: dict[str, Any] | None = None,
                    write_config: bool = False, save_samples: bool = False,
-                   write_metrics: bool = True) -> dict[str, Any]:
+                   write_metrics: bool = True, trackers: Any = None) -> dict[str, Any]:
     """Run the protocols, then write metrics.json and the image grids; returns the metrics
     document. An earlier metrics.json is kept as metrics.prev.json. With ``write_config`` the
     run's config.toml is rewritten too, after the evaluation succeeded (``harness evaluate
     --set``): a failed evaluation leaves config and metrics as they were. ``save_samples``
     exports what was scored into ``run_dir/samples/`` (see
-    :func:`harness.evaluation.export_samples`)."""
+    :func:`harness.evaluation.export_samples`). ``trackers``: the run's accelerator when
+    ``train.trackers`` is set; the final metrics and the preview grids are logged to it."""
     from . import evaluation
 
     protocols = evaluation.build_protocols(config.eval, host=host)
@@ -307,7 +335,12 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
         extra["training"] = training
     doc = runs.metrics_document(config, records, extra)
     for protocol, (images, nrow) in previews.items():
-        evaluation.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow)
+        evaluation.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow,
+                                   info=splits.info)
+    if trackers is not None:
+        step = int((training or {}).get("steps", 0))
+        log_final_metrics(trackers, doc, step=step)
+        log_final_images(trackers, previews, splits.info, step=step)
     if not write_metrics:
         return doc
     runs.write_metrics(run_dir, doc)

@@ -15,7 +15,7 @@ from harness import benchmark
 from harness.api import DataConfig
 from harness.benchmark_report import claims
 from harness.cli import main
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 from harness.validation import carve_validation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,26 +85,88 @@ def test_validation_split_is_carved_from_train_never_test() -> None:
         carve_validation(digits.load(DataConfig()), 1.5)
 
 
-def test_claims_are_judged_from_the_numbers() -> None:
-    def row(mean: float, std: float, seeds: list[int]) -> dict:
-        return {"mean": mean, "std": std, "n": len(seeds), "seeds": seeds}
+def _row(mean: float, std: float, seeds: list[int]) -> dict:
+    return {"mean": mean, "std": std, "n": len(seeds), "seeds": seeds}
 
+
+def test_claims_are_judged_from_the_numbers() -> None:
     col = "random_generation/gaussian_fit_error_percent"
-    by = {("bumps", "vrrae", col): row(10.0, 1.0, [0, 1, 2]),
-          ("bumps", "vae", col): row(30.0, 20.0, [0, 1, 2]),
-          ("bumps", "rrae", col): row(12.0, 2.0, [0, 1, 2]),
-          ("bumps", "vrrae", "reconstruction/rec_error_percent"): row(5.0, 0.1, [0, 1, 2]),
-          ("bumps", "vae", "reconstruction/rec_error_percent"): row(4.0, 0.1, [0, 1, 2]),
-          ("bumps", "rrae", "reconstruction/rec_error_percent"): row(6.0, 0.1, [0, 1, 2])}
-    found = claims({"suite": {"datasets": ["bumps", "mnist"]}}, by)
-    verdicts = {c["claim"][:30]: c["verdict"] for c in found if c["dataset"] == "bumps"}
-    mnist = {c["claim"][:30]: c["verdict"] for c in found if c["dataset"] == "mnist"}
-    assert verdicts["VRRAE has a lower test reconst"] == "not supported"  # vae 4 < 5
-    assert verdicts["VRRAE has a lower random-gener"] == "supported"
-    assert verdicts["VAE's random-generation error "] == "supported"
-    assert mnist["MNIST random generation is the"] == "not measured"
-    assert mnist["VRRAE has a lower interpolatio"] == "not measured"
-    assert "seeds 0,1,2" in found[0]["evidence"]
+    rec = "reconstruction/rec_error_percent"
+    by = {("bumps", "vrrae", col): _row(10.0, 1.0, [0, 1, 2]),
+          ("bumps", "vae", col): _row(30.0, 20.0, [0, 1, 2]),
+          ("bumps", "rrae", col): _row(12.0, 2.0, [0, 1, 2]),
+          ("bumps", "vrrae", rec): _row(5.0, 0.1, [0, 1, 2]),
+          ("bumps", "vae", rec): _row(4.0, 0.1, [0, 1, 2]),
+          ("bumps", "rrae", rec): _row(6.0, 0.1, [0, 1, 2]),
+          ("bumps", "vae", "codes/collapsed_dims"): _row(1.0, 0.5, [0, 1, 2])}
+    suite = benchmark.load_suite("paper-synthetic")
+    found = claims({"suite": {"datasets": ["bumps"], "claims": suite.claims}}, by)
+    verdicts = [c["verdict"] for c in found]
+    # vae's rec 4 < vrrae's 5; vrrae's Gaussian fit is lowest; vae's spread (20) > vrrae's (1)
+    assert verdicts == ["not supported", "supported", "supported"]
+    assert "seeds 0,1,2" in found[0]["evidence"] and "std over seeds" in found[2]["evidence"]
+    assert "codes/collapsed_dims: vae 1.00 ± 0.50 (n=3), vrrae not measured" in \
+        found[2]["evidence"]
+    # one seed cannot show a spread; a missing model is not measured, never "supported"
+    by1 = {k: _row(v["mean"], v["std"], [0]) for k, v in by.items()}
+    assert [c["verdict"] for c in claims({"suite": {"datasets": ["bumps"],
+                                                     "claims": suite.claims}}, by1)][2] == \
+        "not measured"
+    del by[("bumps", "rrae", col)]
+    assert claims({"suite": {"datasets": ["bumps"], "claims": suite.claims}}, by)[1][
+        "verdict"] == "not measured"
+
+
+def test_real_suite_claims_cover_the_datasets_run_and_the_mnist_exception() -> None:
+    real = benchmark.load_suite("paper-real")
+    fid = "random_generation/fid"
+    by = {("mnist", m, fid): _row(v, 1.0, [0, 1]) for m, v in
+          {"vrrae": 38.0, "vae": 30.0, "rrae": 45.0}.items()}
+    found = claims({"suite": {"datasets": ["mnist", "fashion-mnist"], "claims": real.claims}},
+                   by)
+    by_text = {(c["claim"][:40], c["dataset"]): c["verdict"] for c in found}
+    # the general random-generation claim skips mnist; the exception is judged on mnist only
+    assert ("VRRAE has a lower random-generation FID ", "fashion-mnist") in by_text
+    assert ("VRRAE has a lower random-generation FID ", "mnist") not in by_text
+    assert by_text[("MNIST random generation is the exception", "mnist")] == "supported"
+    # a claim about a dataset this benchmark did not run says so
+    only_fmnist = claims({"suite": {"datasets": ["fashion-mnist"], "claims": real.claims}}, by)
+    exception = [c for c in only_fmnist if c["claim"].startswith("MNIST")]
+    assert exception[0]["verdict"] == "not measured" and "no run on that dataset" in \
+        exception[0]["evidence"]
+
+
+def test_published_numbers_sit_beside_ours() -> None:
+    from harness.benchmark_report import paper_rows
+
+    ablation = benchmark.load_suite("paper-ablation")
+    by = {("mnist", "vrrae", "interpolation/fid"): _row(6.5, 0.5, [0, 1, 2])}
+    state = {"suite": {"datasets": ["mnist", "fashion-mnist"],
+                       "published": ablation.published}}
+    header, body, note = paper_rows(state, by)
+    assert header[2:4] == ["paper interpolation/fid", "ours interpolation/fid"]
+    vrrae = next(r for r in body if r[1] == "vrrae")
+    assert vrrae[2:4] == ["4.89", "6.50 ± 0.50 (n=3)"] and vrrae[5] == "not measured"
+    assert {r[1] for r in body} == {"rrae-vae", "vae-identity", "vrrae-nokl", "vrrae"}
+    assert "Table 3" in note and "no numbers for fashion-mnist" in note
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"claims": [{"text": "t", "metric": "a/b", "model": "vrrae"}]}, "must set 'than'"),
+    ({"claims": [{"text": "t", "metric": "a/b", "model": "m", "than": ["x"], "test": "bigger"}]},
+     "test must be one of lower, wider"),
+    ({"claims": [{"text": "t", "metric": "fid", "model": "m", "than": ["x"]}]},
+     "metric must be 'protocol/metric'"),
+    ({"claims": [{"text": "t", "metric": "a/b", "model": "m", "than": ["x"], "who": 1}]},
+     "unknown key"),
+    ({"published": {"columns": ["a/b", "c/d"], "values": {"mnist": {"ae": [1.0]}}}},
+     "values.mnist.ae must be 2 numbers"),
+    ({"published": {"columns": "a/b"}}, "columns must be a list"),
+])
+def test_suite_claims_and_published_are_checked(bad: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        benchmark.Suite.from_dict({"name": "x", "datasets": ["bumps"], "models": ["ae"], **bad},
+                                  "x")
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +192,11 @@ models = ["vrrae"]
 values = [0.0, 1e-3]
 validation = 0.2
 select = "random_generation/gaussian_fit_error_percent"
+[[claims]]
+text = "vrrae beats ae"
+metric = "reconstruction/rec_error_percent"
+model = "vrrae"
+than = ["ae"]
 """)
     out = tmp_path_factory.mktemp("bench") / "out"
     main(["benchmark", str(suite), "--out", str(out), "--jobs", "2", "--set", "models+=ae"])
@@ -156,7 +223,7 @@ def test_benchmark_runs_isolates_failures_and_reports(tiny_benchmark: Path) -> N
     md = (out / "report.md").read_text()
     assert "budget `smoke`" in md and "| bumps | vrrae |" in md and "(n=2)" in md
     assert "chosen" in md and "bumps-ae-seed0 | final | failed" in md
-    assert "**not measured** (bumps)" in md
+    assert "**not measured** (bumps): vrrae beats ae" in md  # ae failed: no numbers
     csv = (out / "report.csv").read_text().splitlines()
     assert csv[0].endswith(",budget") and all(line.endswith(",smoke") for line in csv[1:])
     assert {p.name for p in (out / "figures").iterdir()} >= {
@@ -246,3 +313,69 @@ def test_final_metrics_go_to_the_trackers() -> None:
                        {"protocol": "random_generation", "metric": "fid", "value": None}]}
     logged = log_final_metrics(FakeAccelerator(), doc, step=40)
     assert calls == [({"final/reconstruction/rec_error_percent": 12.5}, 40)] and logged
+
+
+def test_preview_grids_go_to_the_trackers_that_take_images() -> None:
+    import numpy as np
+    import torch
+
+    from harness.api import DatasetInfo
+    from harness.runner import log_final_images
+
+    calls: dict[str, tuple] = {}
+
+    class Tracker:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def log_images(self, values: dict, step: int, **kwargs) -> None:
+            calls[self.name] = (values, step, kwargs)
+
+    class NoImages:  # MLflow, Comet and DVCLive trackers take no images
+        name = "mlflow"
+
+    class FakeAccelerator:
+        trackers = [Tracker("tensorboard"), Tracker("wandb"), NoImages()]
+
+    info = DatasetInfo(name="x", shape=(1, 4, 4))
+    previews = {"reconstruction": (torch.ones(6, 1, 4, 4), 3)}
+    told = log_final_images(FakeAccelerator(), previews, info, step=7)
+    assert told == ["tensorboard", "wandb"]
+    values, step, kwargs = calls["tensorboard"]
+    (batch,) = values.values()
+    # one NHWC uint8 grid: 2 rows x 3 columns of 4 px images with 2 px padding
+    assert list(values) == ["final/reconstruction"] and step == 7
+    assert kwargs == {"dataformats": "NHWC"} and batch.shape == (1, 14, 20, 3)
+    assert batch.dtype == np.uint8 and batch[0, 2:6, 2:6].min() == 255 and batch[0, 0, 0, 0] == 0
+    (images,) = calls["wandb"][0].values()
+    assert len(images) == 1 and images[0].shape == (14, 20, 3)
+
+
+def test_datasets_missing_here_are_probed_once_and_reported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """paper-real names four datasets; only the ones on this machine are run, and the report
+    says why the others were not (instead of 22 failed runs per missing dataset)."""
+    from harness.benchmark_report import sections
+    from harness.plugins import get_host
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HARNESS_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    suite = benchmark.Suite.from_dict({"name": "x", "datasets": ["bumps", "mnist"],
+                                       "models": ["ae"]}, "x")
+    specs = benchmark.plan(suite, "smoke", [0], ["train.steps=1"])
+    missing = benchmark.probe_datasets(get_host(), specs)
+    assert list(missing) == ["mnist"] and "IDX files" in missing["mnist"]
+    assert str(tmp_path / "data") in missing["mnist"]  # where it looked
+    # a wrong setting is not a missing dataset: the runs fail with it instead
+    bad = benchmark.plan(suite, "smoke", [0], ["model.nope=1"])
+    assert "bumps" not in benchmark.probe_datasets(get_host(), bad)
+    state = {"suite": {"datasets": ["bumps"], "claims": []}, "budget": "smoke", "runs": {},
+             "unavailable": missing}
+    titles = [s[0] for s in sections(state, tmp_path)[0]]
+    assert "Datasets not available on this machine (their runs were skipped)" in titles
+    with pytest.raises(HarnessError, match="none of the suite's datasets is available here"):
+        benchmark.run_suite(benchmark.Suite.from_dict(
+            {"name": "y", "datasets": ["mnist"], "models": ["ae"]}, "y"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything was written

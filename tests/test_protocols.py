@@ -385,3 +385,27 @@ def test_save_image_grid_writes_a_png_atomically(tmp_path: Any) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"]
     arr = np.asarray(Image.open(path))
     assert arr.min() >= 0 and arr.max() <= 255
+
+
+def test_standardised_images_are_shown_on_their_own_scale(tmp_path: Any) -> None:
+    """Bumps are stored as (raw - mean) / std: previews and exports scale them back instead
+    of clamping the standardised values (which saturates half of every image)."""
+    from PIL import Image
+
+    from harness.api import DatasetInfo
+    from harness.evaluation import export_samples, to_display
+
+    raw = torch.rand(4, 1, 6, 6) * 0.5
+    mean, std = float(raw.mean()), float(raw.std())
+    info = DatasetInfo(name="bumps", shape=(1, 6, 6),
+                       metadata={"standardization": {"mean": mean, "std": std}})
+    stored = (raw - mean) / std
+    assert torch.allclose(to_display(stored, info), raw, atol=1e-6)
+    assert float((stored.clamp(0, 1) == 0).float().mean()) > 0.3  # what clamping alone did
+    path = save_image_grid(stored, tmp_path / "grid.png", nrow=4, info=info)
+    grid = np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255
+    cell = grid[2:8, 2:8]  # the first image, inside the 2-pixel padding
+    assert np.abs(cell - raw[0, 0].numpy()).max() <= 1 / 255 + 1e-6
+    export_samples(stored, tmp_path / "samples", "random_generation", info=info)
+    exported = np.load(tmp_path / "samples" / "random_generation.npz")["images"]
+    assert np.abs(exported[..., 0] / 255 - raw[:, 0].numpy()).max() <= 0.5 / 255 + 1e-6
