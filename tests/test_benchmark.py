@@ -252,12 +252,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-@pytest.mark.slow  # uses the benchmark fixture; `tox -e html` runs it
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                     reason="needs Debian's chromium and chromium-driver (apt-get install -y "
-                           "chromium chromium-driver); run with tox -e html")
+                           "chromium chromium-driver); .ci/run installs them")
 def test_html_report_in_a_real_headless_browser(tiny_benchmark: Path) -> None:
-    pytest.importorskip("selenium", reason="pip install selenium (tox -e html installs it)")
+    pytest.importorskip("selenium", reason="pip install selenium (.ci/run and tox -e html "
+                                           "install it)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
