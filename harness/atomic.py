@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "fsync_dir"]
+           "build_once", "fsync_dir"]
 
 
 @contextlib.contextmanager
@@ -63,6 +63,37 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+@contextlib.contextmanager
+def build_once(path: str | os.PathLike[str], *, waiting: str = "") -> Iterator[bool]:
+    """Serialise the building of a cache file ``path`` across processes (``harness benchmark
+    --jobs N`` starts N runs that may all need the same trained extractor). Yields whether
+    ``path`` still has to be built, checked while holding an exclusive lock on
+    ``path + ".lock"``: the first process builds, the others wait (printing ``waiting``) and
+    then find the file. The lock is ``flock``: the kernel drops it when its holder dies, so a
+    killed build never blocks the next one. Where ``fcntl`` is missing (Windows) there is no
+    lock, only the check."""
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield not path.is_file()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                import sys
+
+                print(waiting, file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield not path.is_file()
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -187,3 +187,44 @@ def test_killed_while_writing_metrics_the_folder_resumes(tmp_path: Path) -> None
     assert json.loads((out / runs.METRICS_FILE).read_text())["results"]
     assert not (out / runs.LOCK_FILE).exists()
     _no_temp_files(out)
+
+
+def test_build_once_lets_one_process_build_and_the_others_wait(tmp_path: Path) -> None:
+    """`harness benchmark --jobs 2` starts two runs that need the same trained extractor: the
+    second waits for the first and loads its file instead of training a second copy."""
+    import time
+
+    from harness.api import build_once
+
+    target = tmp_path / "cache" / "extractor.bin"
+    builder = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from pathlib import Path
+from harness.atomic import build_once, atomic_write_bytes
+with build_once(Path({str(target)!r})) as todo:
+    assert todo
+    print("building", flush=True)
+    time.sleep(1.5)
+    atomic_write_bytes(Path({str(target)!r}), b"weights")
+"""], stdout=subprocess.PIPE, text=True)
+    assert builder.stdout is not None and builder.stdout.readline().strip() == "building"
+    start = time.perf_counter()
+    with build_once(target, waiting="waiting") as todo:
+        waited = time.perf_counter() - start
+        assert todo is False and target.read_bytes() == b"weights"
+    assert builder.wait(timeout=30) == 0 and waited > 0.5
+    # a builder killed mid-build leaves no lock behind: the next process builds
+    target.unlink()
+    killed = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from pathlib import Path
+from harness.atomic import build_once
+with build_once(Path({str(target)!r})):
+    print("holding", flush=True)
+    time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    assert killed.stdout is not None and killed.stdout.readline().strip() == "holding"
+    killed.kill()
+    killed.wait(timeout=30)
+    with build_once(target) as todo:
+        assert todo is True

@@ -52,6 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from harness import api
 from harness.api import DatasetInfo
 from harness.errors import HarnessError
 
@@ -293,9 +294,10 @@ class DomainExtractor(FeatureExtractor):
         check_labelled(train, info, "domain")
         path = cls.cache_path(train, info)
         start = time.perf_counter()
-        trained = not path.is_file()
-        if trained:
-            cls._train_and_save(train, info, path, progress, device)
+        with api.build_once(path, waiting=f"[eval] waiting for another process training the "
+                            f"domain FID classifier of '{info.name}' ({path})") as trained:
+            if trained:
+                cls._train_and_save(train, info, path, progress, device)
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         state = load_file(str(path))

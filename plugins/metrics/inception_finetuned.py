@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from harness import api
 from harness.api import DatasetInfo
 from harness.errors import HarnessError
 
@@ -102,9 +103,10 @@ class FinetunedInceptionExtractor(FeatureExtractor):
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in info.name)
         path = cache_dir() / "fid-inception-finetuned" / f"{safe}-v{RECIPE_VERSION}-{key}.safetensors"
         start = time.perf_counter()
-        trained = not path.is_file()
-        if trained:
-            _finetune_and_save(base.network, train, info, path, progress, device)
+        with api.build_once(path, waiting=f"[eval] waiting for another process fine-tuning "
+                            f"Inception on '{info.name}' ({path})") as trained:
+            if trained:
+                _finetune_and_save(base.network, train, info, path, progress, device)
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         net = FinetunedInception(base.network, int(meta["num_classes"]))
