@@ -190,6 +190,19 @@ def test_interpolation_images_count_and_values() -> None:
     assert not torch.allclose(imgs.reshape(7, 5, *SHAPE)[:, 0], model.reconstruct(x[a]).detach())
 
 
+
+def test_interpolation_preview_frames_each_strip_with_its_two_inputs() -> None:
+    splits, model = _splits(n_train=10), LinearAE(k=4)
+    out = Interpolation(InterpolationConfig(n_pairs=3, n_interp=5)).run(
+        _ctx(model, splits, seed=0, batch_size=3))
+    a, b = interpolation_pairs(10, 3, seed=0)
+    x = splits.train.tensors[0]
+    rows = out.preview.reshape(3, 7, *SHAPE)  # input A, 5 interior points, input B
+    assert out.preview_nrow == 7
+    assert torch.equal(rows[:, 0], x[a]) and torch.equal(rows[:, 6], x[b])
+    assert torch.equal(rows[:, 1:6].reshape(15, *SHAPE), out.data)
+
+
 # ------------------------------------------------------------------------------- evaluate
 class FakeMetric:
     def __init__(self, name: str, protocols: tuple[str, ...], applies: bool = True,
@@ -270,7 +283,7 @@ def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[
     assert rec["value"] == pytest.approx(
         reconstruction_error(model, splits.test)["rec_error_percent"])
     assert seen == {"reconstruction": (8, *SHAPE), "random_generation": (30, *SHAPE),
-                    "interpolation": (20, *SHAPE)}  # fmt: skip
+                    "interpolation": (4 * (5 + 2), *SHAPE)}  # fmt: skip
 
 
 def test_a_failing_metric_is_reported_once_however_many_protocols_it_fails_in(

@@ -228,10 +228,13 @@ class Interpolation:
         za, zb = codes[: cfg.n_pairs], codes[cfg.n_pairs :]
         images = ctx.decode(interpolate_codes(za, zb, cfg.n_interp))
         ctx.log(f"interpolation: {images.shape[0]} images")
-        per_row = cfg.n_interp
+        # the preview: one strip per pair, framed by the pair's two input images (figure 4)
+        rows = min(cfg.n_pairs, max(1, N_PREVIEW // (cfg.n_interp + 2)))
+        ends = ctx.images(train, torch.cat([a[:rows], b[:rows]]).tolist()).to(images)
+        strips = images[: rows * cfg.n_interp].reshape(rows, cfg.n_interp, *images.shape[1:])
+        preview = torch.cat([ends[:rows, None], strips, ends[rows:, None]], dim=1).flatten(0, 1)
         return ProtocolOutput(
-            data=images, preview=images[: per_row * max(1, N_PREVIEW // per_row)],
-            preview_nrow=per_row, stamp={
+            data=images, preview=preview, preview_nrow=cfg.n_interp + 2, stamp={
                 "n_pairs": cfg.n_pairs, "n_interp": cfg.n_interp,
                 "t": "i/(n_interp+1), i=1..n_interp (interior points)",
                 "pairs": "seeded random pairs of distinct training images",
