@@ -434,6 +434,11 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
                      or previous.get("budget") != budget):
         raise HarnessError(f"'{out}' holds benchmark '{previous.get('suite', {}).get('name')}' "
                            f"at budget '{previous.get('budget')}'; choose another --out")
+    if previous and sorted(previous.get("sets") or []) != sorted(run_sets):
+        raise HarnessError(f"'{out}' was run with --set {previous.get('sets') or '(none)'}, this "
+                           f"command has {run_sets or '(none)'}: its finished runs would be "
+                           "mixed with different settings; choose another --out, or repeat "
+                           "the same --set to continue it")
     state: dict[str, Any] = {
         "suite": asdict(suite), "budget": budget, "seeds": seed_list, "jobs": jobs,
         "sets": run_sets, "machine": machine(), "runs": previous.get("runs", {}),

@@ -349,6 +349,22 @@ def sections(state: dict[str, Any], out: Path) -> tuple[list[tuple[str, str, lis
     return out_tables, claims(state, by), rows
 
 
+def _add_claims_of_older_state(state: dict[str, Any]) -> None:
+    """A benchmark directory written before suites carried ``published`` and ``claims`` gets
+    them from the suite of the same name, when it is still known."""
+    suite = state["suite"]
+    if "claims" in suite or "published" in suite:
+        return
+    from .benchmark import load_suite
+    from .errors import HarnessError
+
+    try:
+        known = load_suite(suite["name"])
+    except HarnessError:
+        return
+    suite["claims"], suite["published"] = known.claims, known.published
+
+
 def write_report(out: str | Path) -> dict[str, Path]:
     """Write report.{md,csv,json,html} and figures/ into the benchmark directory ``out``."""
     from .atomic import atomic_write_text
@@ -359,6 +375,7 @@ def write_report(out: str | Path) -> dict[str, Path]:
     if not (out / STATE_FILE).is_file():
         raise HarnessError(f"'{out}' is not a benchmark directory ({STATE_FILE} missing)")
     state = json.loads((out / STATE_FILE).read_text())
+    _add_claims_of_older_state(state)
     secs, found_claims, rows = sections(state, out)
     suite = state["suite"]
     machine = ", ".join(f"{k}: {v}" for k, v in state.get("machine", {}).items())

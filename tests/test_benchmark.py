@@ -379,3 +379,16 @@ def test_datasets_missing_here_are_probed_once_and_reported(
         benchmark.run_suite(benchmark.Suite.from_dict(
             {"name": "y", "datasets": ["mnist"], "models": ["ae"]}, "y"), tmp_path / "out")
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_benchmark_directory_is_continued_only_with_the_same_settings(tmp_path: Path) -> None:
+    suite = benchmark.Suite.from_dict({"name": "x", "datasets": ["bumps"], "models": ["ae"]},
+                                      "x")
+    (tmp_path / "benchmark.json").write_text(json.dumps(
+        {"suite": {"name": "x"}, "budget": "smoke", "sets": ["train.lr=0.01"], "runs": {}}))
+    with pytest.raises(HarnessError, match=r"was run with --set \['train.lr=0.01'\], this "
+                                           r"command has \(none\)"):
+        benchmark.run_suite(suite, tmp_path, budget="smoke")
+    with pytest.raises(HarnessError, match="holds benchmark 'x' at budget 'smoke'"):
+        benchmark.run_suite(suite, tmp_path, budget="cpu", sets=["train.lr=0.01"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark.json"]
