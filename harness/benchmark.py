@@ -443,7 +443,8 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
         "suite": asdict(suite), "budget": budget, "seeds": seed_list, "jobs": jobs,
         "sets": run_sets, "machine": machine(), "runs": previous.get("runs", {}),
         "beta_selection": [], "unavailable": unavailable,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # the first start; a continued benchmark keeps it (wall times are per run)
+        "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         # every run's model, dataset, seed and --set list (a swept model's final runs get
         # their model.beta once it is chosen): what `accelerate launch` needs per run
         "plan": [asdict(s) for s in specs],
