@@ -382,6 +382,7 @@ _SERVICES = {
     "atomic_write_text": "harness.atomic:atomic_write_text",
     "atomic_write_json": "harness.atomic:atomic_write_json",
     "build_once": "harness.atomic:build_once",
+    "file_sha256": "harness.atomic:file_sha256",
     "save_model": "harness.modelfiles:save_model",
     "read_model_files": "harness.modelfiles:read_model_files",
     "FeatureStats": "harness.fid:FeatureStats",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "build_once", "fsync_dir"]
+           "build_once", "file_sha256", "fsync_dir"]
 
 
 @contextlib.contextmanager
@@ -94,6 +94,18 @@ def build_once(path: str | os.PathLike[str], *, waiting: str = "") -> Iterator[b
             yield not path.is_file()
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks (checkpoint checksums, weight
+    files named in stamps)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

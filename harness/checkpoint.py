@@ -28,7 +28,6 @@ assumes the processes share the run directory's file system (they must anyway, t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from .atomic import atomic_write_text, fsync_dir
+from .atomic import atomic_write_text, file_sha256, fsync_dir
 from .errors import HarnessError
 
 LATEST = "latest"
@@ -214,14 +213,6 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _noop() -> None:
     return None
 
@@ -270,7 +261,7 @@ def save_checkpoint(
             _write_json(tmp / "trainer.json", asdict(state))
         barrier()
         if rank == 0:
-            _write_json(tmp / CHECKSUMS, {f.name: _sha256(f) for f in sorted(tmp.iterdir())})
+            _write_json(tmp / CHECKSUMS, {f.name: file_sha256(f) for f in sorted(tmp.iterdir())})
             for f in tmp.iterdir():
                 _fsync_file(f)
             fsync_dir(tmp)
@@ -377,7 +368,7 @@ def verify_checkpoint(path: Path) -> TrainerState:
             file = path / str(name)
             if not file.is_file():
                 raise CheckpointError(f"'{file}' is missing")
-            if _sha256(file) != digest:
+            if file_sha256(file) != digest:
                 raise CheckpointError(f"'{file}' is corrupt (its checksum changed since it "
                                       "was written)")
     for file in sorted(path.glob("*.json")):

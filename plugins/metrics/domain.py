@@ -206,6 +206,28 @@ def random_shift(x: torch.Tensor, gen: torch.Generator, shift: int = SHIFT) -> t
     return padded[idx, torch.arange(x.shape[1])[None, :, None, None], rows, cols]
 
 
+def fit_epochs(net: nn.Module, fit_x: torch.Tensor, fit_y: torch.Tensor, *, epochs: int,
+               opt: Any, sched: Any, gen: torch.Generator, device: Any, bar: Any,
+               batch: int, augment: Any = None) -> None:
+    """The classifier training loop both trained extractors share: seeded shuffled batches
+    (``gen``), optional ``augment(x, gen)``, cross-entropy, one scheduler step per batch."""
+    n_fit = fit_x.shape[0]
+    for _epoch in range(epochs):
+        perm = torch.randperm(n_fit, generator=gen)
+        for i in range(0, n_fit, batch):
+            idx = perm[i : i + batch]
+            if idx.numel() < 2:  # BatchNorm needs two samples
+                continue
+            x = fit_x[idx] if augment is None else augment(fit_x[idx], gen)
+            loss = F.cross_entropy(net(x.to(device)), fit_y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(f"loss {loss.item():.3f}")
+            bar.update(1)
+
+
 def train_classifier(
     fit_x: torch.Tensor, fit_y: torch.Tensor, hold_x: torch.Tensor, hold_y: torch.Tensor,
     channels: int, num_classes: int, *, progress: bool = False, what: str = "",
@@ -227,20 +249,8 @@ def train_classifier(
         net.train()
         with Progress(f"training the domain FID classifier of '{what}'", total,
                       enabled=progress, unit="step") as bar:  # fmt: skip
-            for _epoch in range(epochs):
-                perm = torch.randperm(n_fit, generator=gen)
-                for i in range(0, n_fit, BATCH):
-                    idx = perm[i : i + BATCH]
-                    if idx.numel() < 2:  # BatchNorm needs two samples
-                        continue
-                    x = random_shift(fit_x[idx], gen).to(device)
-                    loss = F.cross_entropy(net(x), fit_y[idx].to(device))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    bar.set_postfix(f"loss {loss.item():.3f}")
-                    bar.update(1)
+            fit_epochs(net, fit_x, fit_y, epochs=epochs, opt=opt, sched=sched, gen=gen,
+                       device=device, bar=bar, batch=BATCH, augment=random_shift)
         net.eval()
         accuracy = classifier_accuracy(net, hold_x, hold_y, device=device)
     return net.cpu(), accuracy

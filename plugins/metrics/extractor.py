@@ -10,13 +10,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from harness.api import file_sha256 as sha256_of  # noqa: F401 - re-exported
 
 
 def tensors_sha256(state: dict[str, torch.Tensor]) -> str:

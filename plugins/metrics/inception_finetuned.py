@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from harness import api
@@ -44,6 +43,7 @@ from .domain import (
     cache_dir,
     check_labelled,
     dataset_identity,
+    fit_epochs,
     split_indices,
 )
 from .extractor import FeatureExtractor, tensors_sha256, write_safetensors_atomic
@@ -158,19 +158,8 @@ def _finetune_and_save(body: nn.Module, train: Dataset, info: DatasetInfo, path:
         net.train()
         with Progress(f"fine-tuning Inception-v3 on '{info.name}'", total, enabled=progress,
                       unit="step") as bar:  # fmt: skip
-            for _ in range(EPOCHS):
-                perm = torch.randperm(fit_x.shape[0], generator=gen)
-                for i in range(0, fit_x.shape[0], BATCH):
-                    idx = perm[i : i + BATCH]
-                    if idx.numel() < 2:
-                        continue
-                    loss = F.cross_entropy(net(fit_x[idx].to(device)), fit_y[idx].to(device))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    bar.set_postfix(f"loss {loss.item():.3f}")
-                    bar.update(1)
+            fit_epochs(net, fit_x, fit_y, epochs=EPOCHS, opt=opt, sched=sched, gen=gen,
+                       device=device, bar=bar, batch=BATCH)
         net.eval()
         with torch.no_grad():
             pred = torch.cat([net(hold_x[i : i + 64].to(device)).argmax(1).cpu()
