@@ -1,233 +1,70 @@
-"""``harness benchmark``: a suite of runs (models × datasets × seeds, with a β sweep), run as
-isolated ``harness run`` subprocesses, resumable and parallel, then one report.
+"""``harness benchmark``: a suite of runs (models × datasets × seeds, with an optional sweep of
+one key), run as isolated ``harness run`` subprocesses, resumable and parallel, then one
+report. Suites are described in :mod:`harness.benchmark_suite`, the directory it owns in
+:mod:`harness.benchmark_dir`.
 
-A **suite** is a TOML file (built-ins under ``benchmarks/suites/``; plugins add more with the
-``register_suites`` hook)::
+Every run takes its model's **preset** for the dataset as its lowest configuration layer, then
+the suite's ``set``, ``model_set``, the budget's ``set`` and the command line's ``--set``.
 
-    name = "paper-synthetic"
-    description = "..."
-    datasets = ["bumps"]
-    models = ["ae", "vae", "rrae", "vrrae"]
-    seeds = 5
-    protocols = []            # empty: the plugins' default protocols
-    metrics = []              # empty: every metric (each skips datasets it does not fit)
-    set = []                  # --set overrides for every run
-    [model_set]               # --set overrides per model
-    vae = ["model.beta=1e-3"]
-    [beta]                    # the β sweep (paper appendix A.3)
-    models = ["vae", "vrrae"]
-    values = [0.0, 1e-4, 1e-3]
-    validation = 0.1          # fraction of the training split held out to choose β
-    select = "random_generation/fid"   # protocol/metric, lowest wins
-    fallback = "reconstruction/rec_error_percent"
-    [budgets.smoke]           # --set overrides per budget (steps, sample counts)
-    set = ["train.steps=20", "eval.random_generation.n_samples=64"]
-    [published]               # the paper's numbers, printed beside ours
-    source = "paper Table 2"
-    columns = ["interpolation/fid", "random_generation/fid", "reconstruction/rec_error_percent"]
-    [published.values.mnist]
-    vrrae = [5.89, 38.77, 26.00]
-    [[claims]]                # the paper's claims, judged from our numbers
-    text = "VRRAE has a lower test reconstruction error than VAE and RRAE"
-    metric = "reconstruction/rec_error_percent"
-    model = "vrrae"
-    than = ["vae", "rrae"]
-    test = "lower"            # model's mean below each of `than`'s; "wider": its std above
+**Sweeps.** For a model in ``sweep.models`` with more than one value, one sweep run per value
+(seed = the first seed, with the sweep's own ``set``, e.g. ``data.validation=0.1`` so the test
+split is never read) is trained and scored; the value with the lowest (``rule = "highest"``:
+highest) ``sweep.select`` wins, ``sweep.fallback`` deciding when that metric has no value.
+The final runs (every seed) then use it. A single value is simply set on the final runs.
 
-Every run takes its model's **preset** for the dataset (the paper's L, k, batch, lr, epochs)
-as its lowest configuration layer, then the suite's ``set``, ``model_set``, the budget's
-``set`` and the command line's ``--set``.
+**Before anything runs**, every planned run's configuration is resolved and checked as
+``harness run`` checks it (keys, types, the model built, the training options against the
+data): a bad suite or ``--set`` is one ``Error:`` line, exit 2, and nothing is written.
 
-**β selection.** For a model in ``beta.models`` with more than one value, one sweep run per β
-(seed = the suite's first seed) trains on the training split minus a ``beta.validation``
-fraction (``data.validation``: that held-out slice replaces the test split, so the test set is
-never read) and the β with the lowest ``beta.select`` value wins; when that metric has no value
-(e.g. no FID weights offline) ``beta.fallback`` decides, and the report says which one did.
-The final runs (every seed) then train on the whole training split with the chosen β and are
-scored on the test split.
-
-**Layout** of ``--out DIR``: ``runs/<id>/`` one run directory per run (``<id>`` =
-``dataset-model[-beta…]-seedN`` or ``sweep-…``), ``runs/<id>.log`` its output,
-``benchmark.json`` the plan, statuses, errors, wall times and β choices, and the report files.
-A run with a ``metrics.json`` is finished and skipped; one with a ``config.toml`` only was
-interrupted and is resumed (``harness run --resume``); a failed run is listed with its error
-and the suite goes on.
+**Layout** of ``--out DIR``: see :mod:`harness.benchmark_dir`. A run with a ``metrics.json``
+is finished and skipped (after checking its ``config.toml`` is the planned one); one with a
+``config.toml`` only was interrupted and is resumed (``harness run --resume``) or restarted
+by ``harness run`` itself; a run folder another process holds is left alone. A failed run
+is listed with its error, the suite goes on, and the command ends with exit status 1.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import benchmark_dir as bdir
+from . import benchmark_suite as bsuite
+from .benchmark_suite import BUDGETS, Suite, check_name, check_seeds
 from .errors import ConfigError, HarnessError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+__all__ = ["BUDGETS", "RunSpec", "Suite", "load_suite", "list_suites", "plan", "run_suite",
+           "run_command"]
 
-BUDGETS = ("smoke", "cpu", "paper")
-STATE_FILE = "benchmark.json"
-SUITE_KEYS = {"name", "description", "paper", "datasets", "models", "seeds", "protocols",
-              "metrics", "set", "model_set", "beta", "budgets", "published", "claims"}
-BETA_KEYS = {"models", "values", "validation", "select", "fallback"}
-PUBLISHED_KEYS = {"source", "columns", "values"}
-CLAIM_KEYS = {"text", "metric", "model", "than", "test", "datasets", "skip", "evidence", "note"}
-CLAIM_TESTS = ("lower", "wider")
+STATE_FILE = bdir.STATE_FILE
+#: memory one run is assumed to need when bounding --jobs (RSS of a small CPU run)
+RUN_MEMORY_GB = 2.0
 
 
-def builtin_suite_dir() -> Path:
-    """``benchmarks/suites`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
-
-
-@dataclass
-class Suite:
-    name: str
-    description: str = ""
-    paper: str = ""
-    datasets: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
-    seeds: int = 1
-    protocols: list[str] = field(default_factory=list)
-    metrics: list[str] = field(default_factory=list)
-    set: list[str] = field(default_factory=list)
-    model_set: dict[str, list[str]] = field(default_factory=dict)
-    beta: dict[str, Any] = field(default_factory=dict)
-    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    published: dict[str, Any] = field(default_factory=dict)
-    claims: list[dict[str, Any]] = field(default_factory=list)
-    source: str = ""
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str) -> Suite:
-        unknown = set(data) - SUITE_KEYS
-        if unknown:
-            raise ConfigError(f"suite '{source}': unknown key(s) {sorted(unknown)}; valid: "
-                              f"{', '.join(sorted(SUITE_KEYS))}")
-        for key in ("name", "datasets", "models"):
-            if not data.get(key):
-                raise ConfigError(f"suite '{source}' must set '{key}'")
-        beta = dict(data.get("beta", {}))
-        if set(beta) - BETA_KEYS:
-            raise ConfigError(f"suite '{source}': unknown [beta] key(s) "
-                              f"{sorted(set(beta) - BETA_KEYS)}; valid: {sorted(BETA_KEYS)}")
-        for name, budget in dict(data.get("budgets", {})).items():
-            if name not in BUDGETS or set(budget) - {"set", "note"}:
-                raise ConfigError(f"suite '{source}': [budgets.{name}] must be one of "
-                                  f"{', '.join(BUDGETS)} with keys set, note")
-        _check_published(dict(data.get("published", {})), source)
-        for i, claim in enumerate(data.get("claims", [])):
-            _check_claim(claim, f"suite '{source}': [[claims]] #{i + 1}")
-        return cls(**{k: v for k, v in data.items() if k in SUITE_KEYS}, source=source)
-
-    def seeds_list(self, n: int | None = None) -> list[int]:
-        return list(range(int(n if n is not None else self.seeds)))
-
-    def sweep_values(self, model: str, dataset: str) -> list[float]:
-        """The β values of ``model`` on ``dataset``: ``beta.values`` is a list, or a table
-        dataset -> list (the paper's sweep differs per dataset; key ``"*"`` for the rest)."""
-        if model not in self.beta.get("models", []):
-            return []
-        values = self.beta.get("values", [])
-        if isinstance(values, dict):
-            values = values.get(dataset, values.get("*", []))
-        return [float(v) for v in values]
-
-
-def _check_published(published: dict[str, Any], source: str) -> None:
-    """``[published]``: ``columns`` (protocol/metric keys) and ``values.<dataset>.<model>``, a
-    list with one number per column."""
-    if not published:
-        return
-    where = f"suite '{source}': [published]"
-    if set(published) - PUBLISHED_KEYS:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(set(published) - PUBLISHED_KEYS)}; "
-                          f"valid: {sorted(PUBLISHED_KEYS)}")
-    columns = published.get("columns")
-    if not isinstance(columns, list) or not all(isinstance(c, str) and "/" in c
-                                                for c in columns) or not columns:
-        raise ConfigError(f"{where}: columns must be a list of 'protocol/metric' keys")
-    for dataset, models in dict(published.get("values", {})).items():
-        for model, numbers in dict(models).items():
-            if not isinstance(numbers, list) or len(numbers) != len(columns) or not all(
-                    isinstance(x, int | float) for x in numbers):
-                raise ConfigError(f"{where}: values.{dataset}.{model} must be {len(columns)} "
-                                  f"numbers, one per column ({', '.join(columns)})")
-
-
-def _check_claim(claim: Any, where: str) -> None:
-    if not isinstance(claim, dict):
-        raise ConfigError(f"{where} must be a table")
-    if set(claim) - CLAIM_KEYS:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(set(claim) - CLAIM_KEYS)}; valid: "
-                          f"{sorted(CLAIM_KEYS)}")
-    for key in ("text", "metric", "model", "than"):
-        if not claim.get(key):
-            raise ConfigError(f"{where} must set '{key}'")
-    if claim.get("test", "lower") not in CLAIM_TESTS:
-        raise ConfigError(f"{where}: test must be one of {', '.join(CLAIM_TESTS)}, got "
-                          f"'{claim['test']}'")
-    if "/" not in str(claim["metric"]):
-        raise ConfigError(f"{where}: metric must be 'protocol/metric', got '{claim['metric']}'")
-
-
-def _registered_suites() -> dict[str, tuple[Any, str]]:
-    """Suites from plugins' ``register_suites`` hooks: name -> (path or dict, description)."""
+def _host(host: Any = None) -> Any:
+    if host is not None:
+        return host
     from .plugins import get_host
 
-    host = get_host()
-    found: dict[str, tuple[Any, str]] = {}
-
-    def register(name: str, suite: Any, description: str = "") -> None:
-        found[name] = (suite, description)
-
-    for impl in host.pm.hook.register_suites.get_hookimpls():
-        try:
-            impl.function(register=register)
-        except Exception as exc:  # one plugin's broken hook must not hide the others
-            if host.strict:
-                raise
-            print(f"warning: a plugin's register_suites failed: {exc}", file=sys.stderr)
-    return found
+    return get_host()
 
 
-def list_suites() -> list[dict[str, str]]:
-    rows = []
-    folder = builtin_suite_dir()
-    for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
-        data = tomllib.loads(path.read_text())
-        rows.append({"name": data.get("name", path.stem), "description":
-                     data.get("description", ""), "source": str(path)})
-    for name, (_, description) in sorted(_registered_suites().items()):
-        rows.append({"name": name, "description": description, "source": "plugin"})
-    return rows
+def load_suite(name: str, host: Any = None) -> Suite:
+    return bsuite.load_suite(name, _host(host))
 
 
-def load_suite(name: str) -> Suite:
-    """A suite by name (built-in or plugin-registered) or by path to a TOML file."""
-    path = Path(name)
-    if path.suffix == ".toml" and path.is_file():
-        return Suite.from_dict(tomllib.loads(path.read_text()), str(path))
-    builtin = builtin_suite_dir() / f"{name}.toml"
-    if builtin.is_file():
-        return Suite.from_dict(tomllib.loads(builtin.read_text()), str(builtin))
-    registered = _registered_suites()
-    if name in registered:
-        suite = registered[name][0]
-        if isinstance(suite, dict):
-            return Suite.from_dict(suite, f"plugin:{name}")
-        return Suite.from_dict(tomllib.loads(Path(suite).read_text()), str(suite))
-    known = [r["name"] for r in list_suites()]
-    raise ConfigError(f"suite '{name}' is not known; known: {', '.join(known) or '(none)'} "
-                      "(or pass the path of a suite .toml)")
+def list_suites(host: Any = None) -> list[dict[str, str]]:
+    return bsuite.list_suites(_host(host))
 
 
 # ---------------------------------------------------------------------------------- plan
@@ -237,246 +74,188 @@ class RunSpec:
     dataset: str
     model: str
     seed: int
-    phase: str  # "sweep" (β selection on the validation split) or "final"
-    beta: float | None = None
+    phase: str  # "sweep" (choosing the swept key's value) or "final"
+    value: Any = None  # the swept key's value of this run (None: no sweep)
     sets: list[str] = field(default_factory=list)
+    #: export what was scored (RUN_DIR/samples/): the report's sample figures are built
+    #: from it, so the first seed's final runs save them
+    save_samples: bool = False
 
 
-def _beta_tag(beta: float) -> str:
-    return f"beta{beta:g}"
+def value_tag(value: Any) -> str:
+    """A run id's part for a swept value: short (``1e-06``) when that names the value
+    exactly, else its full ``repr`` (two values differing past 6 digits get two ids)."""
+    if isinstance(value, float) and float(f"{value:g}") == value:
+        text = f"{value:g}"
+    else:
+        text = repr(value) if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
+
+
+def _canonical(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        try:
+            return float(value)
+        except ValueError:
+            return value.strip()
+
+
+def normalise_sets(sets: list[str]) -> list[str]:
+    """``--set`` items with one entry per key (the last one wins, as in ``harness run``),
+    spaces around ``=`` dropped: the same overrides given twice are the same overrides."""
+    by_key: dict[str, str] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        by_key.pop(key.strip(), None)
+        by_key[key.strip()] = value.strip()
+    return [f"{k}={v}" for k, v in by_key.items()]
+
+
+def same_sets(a: list[str], b: list[str]) -> bool:
+    """Equal overrides: same keys, values equal as numbers/JSON (``1e-2`` is ``0.01``)."""
+    def parsed(items: list[str]) -> dict[str, Any]:
+        return {k: _canonical(v) for k, _, v in (i.partition("=") for i in normalise_sets(items))}
+
+    return parsed(a) == parsed(b)
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def apply_cli_sets(suite: Suite, sets: list[str]) -> tuple[Suite, list[str]]:
-    """``models+=NAME`` / ``datasets+=NAME`` / ``seeds=N`` change the suite; the rest are
-    run overrides (``section.key=value``)."""
+    """``models+=NAME`` / ``datasets+=NAME`` / ``models=A,B`` / ``seeds=N`` change the suite
+    (checked like the suite's own keys); the rest are run overrides (``section.key=value``)."""
     rest = []
     for item in sets:
-        key, sep, value = item.partition("=")
+        key, sep, value = (p.strip() for p in item.partition("="))
         if key.endswith("+") and key[:-1] in ("models", "datasets"):
-            getattr(suite, key[:-1]).extend(v.strip() for v in value.split(",") if v.strip())
+            getattr(suite, key[:-1]).extend(_names(value))
         elif key in ("models", "datasets") and sep:
-            setattr(suite, key, [v.strip() for v in value.split(",") if v.strip()])
+            setattr(suite, key, _names(value))
+        elif key == "seeds" and sep:
+            if not value.isdigit():
+                raise ConfigError(f"--set seeds=N needs a whole number, got {value!r}")
+            suite.seeds = check_seeds(int(value), "--set seeds")
         else:
             rest.append(item)
-    return suite, rest
+    for key in ("models", "datasets"):
+        names = getattr(suite, key)
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"the suite's {key} after --set are {names}: they must be a "
+                              "non-empty list without repeats")
+        for name in names:
+            check_name(name, key[:-1])
+    return suite, normalise_sets(rest)
 
 
-def plan(suite: Suite, budget: str, seeds: list[int], extra_sets: list[str]) -> list[RunSpec]:
-    """Every run of the suite; the final runs of swept models get their β once chosen."""
-    if budget not in BUDGETS:
-        raise ConfigError(f"--budget must be one of {', '.join(BUDGETS)}, got '{budget}'")
+def _base_sets(suite: Suite, budget: str) -> list[str]:
     base = list(suite.set)
     if suite.protocols:
         base.append("eval.protocols=" + json.dumps(suite.protocols))
     if suite.metrics:
         base.append("eval.metrics=" + json.dumps(suite.metrics))
-    base += list(suite.budgets.get(budget, {}).get("set", []))
-    specs = []
+    return base + list(suite.budgets.get(budget, {}).get("set", []))
+
+
+def _assignment(key: str, value: Any) -> str:
+    return f"{key}={json.dumps(value) if isinstance(value, str | bool) else repr(value)}"
+
+
+def plan(suite: Suite, budget: str, seeds: list[int], extra_sets: list[str]) -> list[RunSpec]:
+    """Every run of the suite; the final runs of swept models get their value once chosen."""
+    if budget not in BUDGETS:
+        raise ConfigError(f"--budget must be one of {', '.join(BUDGETS)}, got '{budget}'")
+    if not seeds:
+        raise ConfigError("a benchmark needs at least one seed (--seeds N, N >= 1)")
+    base, sweep, specs = _base_sets(suite, budget), suite.sweep, []
     for dataset in suite.datasets:
         for model in suite.models:
             sets = base + list(suite.model_set.get(model, [])) + list(extra_sets)
             values = suite.sweep_values(model, dataset)
             if len(values) > 1:
-                frac = float(suite.beta.get("validation", 0.1))
-                for beta in values:
-                    specs.append(RunSpec(f"sweep-{dataset}-{model}-{_beta_tag(beta)}", dataset,
-                                         model, seeds[0], "sweep", beta,
-                                         sets + [f"model.beta={beta!r}",
-                                                 f"data.validation={frac!r}"]))
-                beta_final: float | None = None
-            elif len(values) == 1:
-                beta_final = values[0]
-            else:
-                beta_final = None
+                assert sweep is not None
+                for value in values:
+                    specs.append(RunSpec(
+                        f"sweep-{dataset}-{model}-{sweep.short}{value_tag(value)}", dataset,
+                        model, seeds[0], "sweep", value,
+                        sets + [_assignment(sweep.key, value), *sweep.set]))
+            final = values[0] if len(values) == 1 else None
             for seed in seeds:
-                extra = [f"model.beta={beta_final!r}"] if beta_final is not None else []
+                extra = [_assignment(sweep.key, final)] if sweep and final is not None else []
                 specs.append(RunSpec(f"{dataset}-{model}-seed{seed}", dataset, model, seed,
-                                     "final", beta_final, sets + extra))
+                                     "final", final, sets + extra, seed == seeds[0]))
+    ids = [s.id for s in specs]
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(f"suite '{suite.source}': two planned runs would share the folder "
+                          f"{twice[0]} (sweep values that name the same folder?)")
     return specs
 
 
-# ----------------------------------------------------------------------------- execution
-def _status(run_dir: Path) -> str:
-    if (run_dir / "metrics.json").is_file():
-        return "done"
-    if (run_dir / "config.toml").is_file():
-        return "interrupted"
-    return "new"
+# ------------------------------------------------------------------------ checks up front
+def _resolve(host: Any, spec: RunSpec, sets: list[str]) -> Any:
+    from . import runner
+
+    return runner.resolve_config(model=spec.model, dataset=spec.dataset, config_file=None,
+                                 sets=sets, seed=spec.seed, host=host)
 
 
-def _last_error(log: Path) -> str:
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("Error") or "Error:" in ln]
-    return (errors[-1] if errors else (lines[-1] if lines else "no output")).strip()[:500]
+def _planned_config(host: Any, spec: RunSpec, suite: Suite) -> Any:
+    sets = list(spec.sets)
+    values = suite.sweep_values(spec.model, spec.dataset)
+    if spec.phase == "final" and len(values) > 1 and suite.sweep is not None:
+        sets.append(_assignment(suite.sweep.key, values[0]))  # checked with a swept value
+    return _resolve(host, spec, sets)
 
 
-def run_one(spec: RunSpec, out: Path, threads: int, resume: bool) -> dict[str, Any]:
-    """One ``harness run`` subprocess; returns its record (status, wall time, error)."""
-    run_dir = out / "runs" / spec.id
-    log = out / "runs" / f"{spec.id}.log"
-    state = _status(run_dir)
-    record: dict[str, Any] = {**asdict(spec), "dir": str(run_dir.relative_to(out))}
-    if state == "done":
-        return {**record, "status": "done", "skipped": True}
-    if state == "interrupted" and resume and (run_dir / "checkpoints" / "latest").is_file():
-        cmd = ["run", "--resume", "--out", str(run_dir)]
-    else:
-        if run_dir.exists():
-            import shutil
-
-            shutil.rmtree(run_dir)  # an interrupted run without checkpoint: start over
-        cmd = ["run", "--model", spec.model, "--dataset", spec.dataset, "--seed",
-               str(spec.seed), "--out", str(run_dir)]
-        for item in spec.sets:
-            cmd += ["--set", item]
-    # torch sizes its thread pool from OMP_NUM_THREADS at start: N runs share the cores
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with log.open("w") as handle:
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", *cmd], stdout=handle,
-                              stderr=subprocess.STDOUT, env=env, check=False)
-    wall = time.perf_counter() - start
-    record.update(wall_s=round(wall, 2), returncode=proc.returncode, command=cmd)
-    if proc.returncode == 0 and _status(run_dir) == "done":
-        return {**record, "status": "done", "skipped": False}
-    return {**record, "status": "failed", "error": _last_error(log)}
+def check_plan(host: Any, suite: Suite, specs: list[RunSpec]) -> dict[str, Any]:
+    """Resolve every planned run's configuration as ``harness run`` does (unknown keys, bad
+    types, a model's own checks): one ``Error:`` naming the run and the suite before any run
+    starts. Returns run id -> its configuration."""
+    configs: dict[str, Any] = {}
+    for spec in specs:
+        try:
+            configs[spec.id] = _planned_config(host, spec, suite)
+        except HarnessError as exc:
+            raise ConfigError(f"suite '{suite.source}': run '{spec.id}' ({spec.model} on "
+                              f"{spec.dataset}) would be refused by harness run: {exc}. "
+                              "Fix the suite or the --set; nothing was run") from None
+    return configs
 
 
-def _run_all(specs: list[RunSpec], out: Path, jobs: int, resume: bool,
-             state: dict[str, Any]) -> None:
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    state["threads_per_run"] = threads
+def check_buildable(host: Any, specs: list[RunSpec], configs: dict[str, Any],
+                    unavailable: dict[str, str]) -> None:
+    """Build each distinct planned model once on its data and check its training options
+    against it (batch size vs. training set, optimizer): what ``harness run`` checks before
+    training, here before the first run starts. No training."""
+    from . import preflight, runner
 
-    def one(spec: RunSpec) -> dict[str, Any]:
-        rec = run_one(spec, out, threads, resume)
-        previous = state["runs"].get(spec.id, {})
-        if rec.get("skipped") and "wall_s" in previous:
-            rec["wall_s"] = previous["wall_s"]
-        state["runs"][spec.id] = rec
-        _save_state(out, state)
-        tag = "skipped (done)" if rec.get("skipped") else rec["status"]
-        print(f"[{spec.id}] {tag}" + (f": {rec.get('error')}" if rec["status"] == "failed"
-                                      else ""), file=sys.stderr, flush=True)
-        return rec
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, specs))
-
-
-def _save_state(out: Path, state: dict[str, Any]) -> None:
-    from .atomic import atomic_write_text
-
-    atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2, default=str) + "\n")
-
-
-def metric_value(run_dir: Path, key: str) -> float | None:
-    """``protocol/metric`` from a run's metrics.json (None when absent or not computed)."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    protocol, _, metric = key.partition("/")
-    for rec in json.loads(path.read_text()).get("results", []):
-        value = rec.get("value")
-        if rec.get("protocol") == protocol and rec.get("metric") == metric and isinstance(
-                value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
-
-
-def choose_beta(suite: Suite, specs: list[RunSpec], out: Path, dataset: str,
-                model: str) -> dict[str, Any]:
-    """The β of the lowest ``beta.select`` (else ``beta.fallback``) over the sweep runs."""
-    sweep = [s for s in specs if s.phase == "sweep" and s.dataset == dataset and s.model == model]
-    rules = [suite.beta.get("select", "reconstruction/rec_error_percent"),
-             suite.beta.get("fallback", "reconstruction/rec_error_percent")]
-    for rule in dict.fromkeys(rules):
-        values = {s.beta: metric_value(out / "runs" / s.id, rule) for s in sweep}
-        scored = {b: v for b, v in values.items() if v is not None}
-        if scored:
-            chosen = min(scored, key=lambda b: (scored[b], b))
-            return {"dataset": dataset, "model": model, "rule": f"lowest {rule} on the "
-                    f"validation split ({suite.beta.get('validation', 0.1)} of train)",
-                    "metric": rule, "values": {repr(b): values[b] for b in values},
-                    "chosen": chosen}
-    return {"dataset": dataset, "model": model, "rule": "no sweep run produced "
-            f"{' or '.join(rules)}", "values": {}, "chosen": None}
-
-
-def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: int | None = None,
-              jobs: int = 1, sets: list[str] | None = None, resume: bool = True) -> Path:
-    """Run (or resume) every run of ``suite`` into ``out`` and write the report."""
-    out = Path(out)
-    suite, run_sets = apply_cli_sets(suite, list(sets or []))
-    from .plugins import get_host
-
-    host = get_host()
-    for model in suite.models:
-        host.get("model", model)  # unknown names fail before anything runs
-    for dataset in suite.datasets:
-        host.get("dataset", dataset)
-    seed_list = suite.seeds_list(seeds)
-    specs = plan(suite, budget, seed_list, run_sets)
-    unavailable = probe_datasets(host, specs)
-    for dataset, why in unavailable.items():
-        print(f"warning: dataset '{dataset}' is not available here; its runs are skipped "
-              f"and the report says so. {why}", file=sys.stderr, flush=True)
-    if len(unavailable) == len(suite.datasets):
-        raise HarnessError("none of the suite's datasets is available here ("
-                           + "; ".join(f"{d}: {w.splitlines()[0]}" for d, w in
-                                       unavailable.items())
-                           + "); put one in place or pick others with --set datasets=NAME")
-    suite.datasets = [d for d in suite.datasets if d not in unavailable]
-    specs = [s for s in specs if s.dataset not in unavailable]
-    out.mkdir(parents=True, exist_ok=True)
-    previous = json.loads((out / STATE_FILE).read_text()) if (out / STATE_FILE).is_file() else {}
-    if previous and (previous.get("suite", {}).get("name") != suite.name
-                     or previous.get("budget") != budget):
-        raise HarnessError(f"'{out}' holds benchmark '{previous.get('suite', {}).get('name')}' "
-                           f"at budget '{previous.get('budget')}'; choose another --out")
-    if previous and sorted(previous.get("sets") or []) != sorted(run_sets):
-        raise HarnessError(f"'{out}' was run with --set {previous.get('sets') or '(none)'}, this "
-                           f"command has {run_sets or '(none)'}: its finished runs would be "
-                           "mixed with different settings; choose another --out, or repeat "
-                           "the same --set to continue it")
-    state: dict[str, Any] = {
-        "suite": asdict(suite), "budget": budget, "seeds": seed_list, "jobs": jobs,
-        "sets": run_sets, "machine": machine(), "runs": previous.get("runs", {}),
-        "beta_selection": [], "unavailable": unavailable,
-        # the first start; a continued benchmark keeps it (wall times are per run)
-        "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        # every run's model, dataset, seed and --set list (a swept model's final runs get
-        # their model.beta once it is chosen): what `accelerate launch` needs per run
-        "plan": [asdict(s) for s in specs],
-    }
-    _save_state(out, state)
-    # sweeps and the models without a sweep first; the swept models' finals once β is chosen
-    first = [s for s in specs
-             if not (s.phase == "final" and len(suite.sweep_values(s.model, s.dataset)) > 1)]
-    _run_all(first, out, jobs, resume, state)
-    second = []
-    for dataset in suite.datasets:
-        for model in suite.models:
-            if len(suite.sweep_values(model, dataset)) > 1:
-                choice = choose_beta(suite, specs, out, dataset, model)
-                state["beta_selection"].append(choice)
-                for s in specs:
-                    if s.phase == "final" and s.dataset == dataset and s.model == model:
-                        if choice["chosen"] is None:
-                            state["runs"][s.id] = {**asdict(s), "status": "failed",
-                                                   "error": "no beta chosen: " + choice["rule"]}
-                            continue
-                        s.beta = choice["chosen"]
-                        s.sets = s.sets + [f"model.beta={s.beta!r}"]
-                        second.append(s)
-    _save_state(out, state)
-    _run_all(second, out, jobs, resume, state)
-    state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    _save_state(out, state)
-    from .benchmark_report import write_report
-
-    write_report(out)
-    return out
+    seen: set[str] = set()
+    splits_by: dict[str, Any] = {}
+    for spec in specs:
+        config = configs[spec.id]
+        key = repr((config.as_dict()["model"], config.as_dict()["data"], config.model,
+                    config.dataset, config.as_dict()["train"]))
+        if spec.dataset in unavailable or key in seen:
+            continue
+        seen.add(key)
+        try:
+            data_key = repr((config.dataset, config.as_dict()["data"]))
+            if data_key not in splits_by:
+                splits_by[data_key] = runner.load_data(host, config)
+            splits = splits_by[data_key]
+            n_train = preflight.check_splits(splits, config.dataset)
+            model = runner.build_model(host, config, splits.info)
+            preflight.validate_train_config(config.train, n_train, 1, model)
+            preflight.check_optimizer(model, config.train)
+        except HarnessError as exc:
+            raise ConfigError(f"run '{spec.id}' ({spec.model} on {spec.dataset}) would be "
+                              f"refused by harness run: {exc}; nothing was run") from None
 
 
 def probe_datasets(host: Any, specs: list[RunSpec]) -> dict[str, str]:
@@ -484,7 +263,7 @@ def probe_datasets(host: Any, specs: list[RunSpec]) -> dict[str, str]:
     (what is missing and where it was looked for). Each is loaded once with the
     configuration of its first run (presets, ``data.*`` settings); this also fills the
     dataset's decode cache for the runs. A run whose configuration is wrong is not a missing
-    dataset: its runs fail with that error, listed in the report."""
+    dataset (the plan check names it)."""
     from . import runner
 
     missing: dict[str, str] = {}
@@ -501,6 +280,352 @@ def probe_datasets(host: Any, specs: list[RunSpec]) -> dict[str, str]:
             missing[dataset] = (str(exc) if isinstance(exc, HarnessError)
                                 else f"{type(exc).__name__}: {exc}")
     return missing
+
+
+def max_jobs() -> int:
+    """The most runs at once: one per core, and no more than memory holds at
+    :data:`RUN_MEMORY_GB` each; ``HARNESS_MAX_JOBS=N`` sets it deliberately."""
+    forced = os.environ.get("HARNESS_MAX_JOBS", "")
+    if forced.isdigit() and int(forced) >= 1:
+        return int(forced)
+    cores = os.cpu_count() or 1
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        memory_gb = RUN_MEMORY_GB * cores
+    return max(1, min(cores, int(memory_gb // RUN_MEMORY_GB)))
+
+
+def check_jobs(jobs: Any) -> int:
+    limit = max_jobs()
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= limit:
+        raise ConfigError(f"--jobs must be from 1 to {limit} here (one run per core, about "
+                          f"{RUN_MEMORY_GB:g} GB of memory each; {os.cpu_count()} cores), got "
+                          f"{jobs!r}; to allow more deliberately, set HARNESS_MAX_JOBS=N")
+    return jobs
+
+
+# ----------------------------------------------------------------------------- execution
+def run_command(spec: RunSpec, run_dir: Path, resume: bool) -> list[str]:
+    """The ``harness`` argv of one planned run (without the ``harness`` itself): what an
+    executor (a local process, a cluster job) runs for it. ``harness run`` restarts a folder
+    stopped before its first checkpoint itself, under the run's lock."""
+    extra = ["--save-samples"] if spec.save_samples else []
+    if resume and (run_dir / "config.toml").is_file() and (
+            run_dir / "checkpoints" / "latest").is_file():
+        return ["run", "--resume", "--out", str(run_dir), *extra]
+    cmd = ["run", "--model", spec.model, "--dataset", spec.dataset, "--seed", str(spec.seed),
+           "--out", str(run_dir), *extra]
+    for item in spec.sets:
+        cmd += ["--set", item]
+    return cmd
+
+
+def launch_local(argv: list[str], log: Path, threads: int) -> int:
+    """Run ``harness ARGV`` as a child process with its output in ``log``; its exit status.
+    torch sizes its thread pool from OMP_NUM_THREADS at start: N runs share the cores."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as handle:
+        return subprocess.run([sys.executable, "-m", "harness.cli", *argv], stdout=handle,
+                              stderr=subprocess.STDOUT, env=env, check=False).returncode
+
+
+def _status(run_dir: Path) -> str:
+    if (run_dir / "metrics.json").is_file():
+        return "done"
+    if (run_dir / "config.toml").is_file():
+        return "interrupted"
+    return "new"
+
+
+def _last_error(log: Path) -> str:
+    if not log.is_file():
+        return "no output"
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error") or "Error:" in ln]
+    return (errors[-1] if errors else (lines[-1] if lines else "no output")).strip()[:500]
+
+
+def check_finished(run_dir: Path, planned: Any, host: Any) -> str | None:
+    """Why the finished run in ``run_dir`` is not the planned run (its ``config.toml``
+    differs), or None when it is."""
+    from . import config as cfgmod
+    from . import preflight
+
+    try:
+        stored = cfgmod.from_dict(cfgmod.load_toml(run_dir / "config.toml"), host=host)
+    except HarnessError as exc:
+        return f"its config.toml cannot be read back ({exc})"
+    changes = preflight.config_changes(stored, planned)
+    if not changes:
+        return None
+    return "it was trained with other settings: " + "; ".join(str(c) for c in changes[:4])
+
+
+def run_one(spec: RunSpec, out: Path, threads: int, resume: bool,
+            planned: Any = None, host: Any = None) -> dict[str, Any]:
+    """One planned run; returns its record (status, wall time, error)."""
+    run_dir = out / bdir.RUNS_DIR / spec.id
+    log = out / bdir.RUNS_DIR / f"{spec.id}.log"
+    record: dict[str, Any] = {**asdict(spec), "dir": str(run_dir.relative_to(out))}
+    busy = bdir.run_busy(run_dir)
+    if busy is not None:
+        return {**record, "status": "failed", "error": f"{run_dir} is in use by PID {busy} "
+                "(a harness run still going, e.g. from a killed benchmark): left alone; run "
+                "the same command again once it has finished"}
+    if _status(run_dir) == "done":
+        wrong = check_finished(run_dir, planned, host) if planned is not None else None
+        if wrong:
+            return {**record, "status": "failed", "error": f"{run_dir} is finished but not "
+                    f"the planned run: {wrong}; move it aside to train the planned one"}
+        return {**record, "status": "done", "skipped": True}
+    cmd = run_command(spec, run_dir, resume)
+    start = time.perf_counter()
+    code = launch_local(cmd, log, threads)
+    record.update(wall_s=round(time.perf_counter() - start, 2), returncode=code, command=cmd)
+    if code == 0 and _status(run_dir) == "done":
+        return {**record, "status": "done", "skipped": False}
+    return {**record, "status": "failed", "error": _last_error(log)}
+
+
+class Progress:
+    """``k/N done, M running, ETA`` lines on stderr, a failure as soon as it happens."""
+
+    def __init__(self, total: int, stream: Any = None) -> None:
+        self.total, self.done, self.running, self.failed = total, 0, 0, 0
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+        self.trained_s = 0.0  # wall time of the runs that trained (skipped ones took none)
+        self.trained = 0
+        self.lock = threading.Lock()
+
+    def started(self) -> None:
+        with self.lock:
+            self.running += 1
+
+    def eta(self, jobs: int) -> str:
+        left = self.total - self.done
+        if not self.trained or not left:
+            return "ETA unknown" if left else "ETA 0 s"
+        seconds = self.trained_s / self.trained * math.ceil(left / max(1, jobs))
+        return "ETA " + (f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s")
+
+    def finished(self, spec_id: str, rec: dict[str, Any], jobs: int) -> str:
+        with self.lock:
+            self.running -= 1
+            self.done += 1
+            if not rec.get("skipped") and "wall_s" in rec:
+                self.trained += 1
+                self.trained_s += float(rec["wall_s"])
+            self.failed += rec["status"] == "failed"
+            what = ("skipped (done)" if rec.get("skipped") else rec["status"]) + (
+                f": {rec.get('error')}" if rec["status"] == "failed" else "")
+            line = (f"[{self.done}/{self.total} done, {self.running} running, "
+                    f"{self.failed} failed, {self.eta(jobs)}] {spec_id} {what}")
+            print(line, file=self.stream, flush=True)
+            return line
+
+
+def _run_all(specs: list[RunSpec], out: Path, jobs: int, resume: bool, state: dict[str, Any],
+             progress: Progress, configs: dict[str, Any], host: Any) -> None:
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    state["threads_per_run"] = threads
+    save = threading.Lock()
+
+    def one(spec: RunSpec) -> dict[str, Any]:
+        progress.started()
+        rec = run_one(spec, out, threads, resume, configs.get(spec.id), host)
+        with save:
+            previous = state["runs"].get(spec.id, {})
+            if rec.get("skipped") and "wall_s" in previous:
+                rec["wall_s"] = previous["wall_s"]
+            state["runs"][spec.id] = rec
+            bdir.save_state(out, state)
+        progress.finished(spec.id, rec, jobs)
+        return rec
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, specs))
+
+
+# ------------------------------------------------------------------------------ selection
+def metric_value(run_dir: Path, key: str) -> float | None:
+    """``protocol/metric`` from a run's metrics.json (None when absent or not computed)."""
+    path = run_dir / "metrics.json"
+    try:
+        results = json.loads(path.read_text()).get("results", [])
+    except (OSError, ValueError, AttributeError):
+        return None
+    protocol, _, metric = key.partition("/")
+    for rec in results if isinstance(results, list) else []:
+        value = rec.get("value") if isinstance(rec, dict) else None
+        if rec.get("protocol") == protocol and rec.get("metric") == metric and isinstance(
+                value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def choose_value(suite: Suite, specs: list[RunSpec], out: Path, dataset: str,
+                 model: str) -> dict[str, Any]:
+    """The swept value with the best ``select`` (else ``fallback``) over the sweep runs."""
+    sweep = suite.sweep
+    assert sweep is not None
+    runs_ = [s for s in specs if s.phase == "sweep" and s.dataset == dataset and s.model == model]
+    sign = 1 if sweep.rule == "lowest" else -1
+    where = f" with {', '.join(sweep.set)}" if sweep.set else ""
+    for rule in dict.fromkeys([sweep.select, sweep.fallback]):
+        values = {json.dumps(s.value): metric_value(out / bdir.RUNS_DIR / s.id, rule)
+                  for s in runs_}
+        scored = {v: x for v, x in values.items() if x is not None}
+        if scored:
+            chosen = min(scored, key=lambda v: (sign * scored[v], v))
+            return {"dataset": dataset, "model": model, "key": sweep.key, "metric": rule,
+                    "rule": f"{sweep.rule} {rule} over the sweep runs{where}",
+                    "values": values, "chosen": json.loads(chosen)}
+    return {"dataset": dataset, "model": model, "key": sweep.key, "values": {},
+            "rule": f"no sweep run produced {' or '.join(dict.fromkeys([sweep.select, sweep.fallback]))}",
+            "chosen": None}
+
+
+def _finals_after_sweep(suite: Suite, specs: list[RunSpec], out: Path,
+                        state: dict[str, Any]) -> list[RunSpec]:
+    """Choose each swept model's value; its final runs get it (or fail, saying why)."""
+    second = []
+    state["sweep_selection"] = []
+    for dataset in suite.datasets:
+        for model in suite.models:
+            if len(suite.sweep_values(model, dataset)) < 2:
+                continue
+            choice = choose_value(suite, specs, out, dataset, model)
+            state["sweep_selection"].append(choice)
+            for s in specs:
+                if s.phase != "final" or s.dataset != dataset or s.model != model:
+                    continue
+                if choice["chosen"] is None:
+                    state["runs"][s.id] = {**asdict(s), "status": "failed",
+                                           "error": "no value chosen: " + choice["rule"]}
+                    continue
+                s.value = choice["chosen"]
+                s.sets = s.sets + [_assignment(suite.sweep.key, s.value)]  # type: ignore[union-attr]
+                second.append(s)
+    return second
+
+
+# -------------------------------------------------------------------------------- suites
+def _check_same_benchmark(out: Path, previous: dict[str, Any], suite: Suite, budget: str,
+                          run_sets: list[str]) -> None:
+    if not previous:
+        return
+    old = previous["suite"]
+    if old.get("name") != suite.name or previous.get("budget") != budget:
+        raise HarnessError(f"'{out}' holds benchmark '{old.get('name')}' at budget "
+                           f"'{previous.get('budget')}'; choose another --out")
+    if not same_sets(previous.get("sets") or [], run_sets):
+        raise HarnessError(f"'{out}' was run with --set {previous.get('sets') or '(none)'}, this "
+                           f"command has {run_sets or '(none)'}: its finished runs would be "
+                           "mixed with different settings; choose another --out, or repeat "
+                           "the same --set to continue it")
+    new = _suite_record(suite)
+    changed = sorted(k for k in set(old) | set(new)
+                     if k in PLAN_KEYS and old.get(k) != new.get(k) and k in old)
+    if changed:
+        raise HarnessError(f"'{out}' was run with another version of suite '{suite.name}' "
+                           f"(changed: {', '.join(changed)}); choose another --out, or "
+                           "restore the suite file to continue it")
+
+
+#: the suite keys that decide what runs; a folder is continued only with the same ones
+PLAN_KEYS = ("set", "model_set", "sweep", "budgets", "protocols", "metrics")
+
+
+def _suite_record(suite: Suite) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(suite), default=str))
+
+
+def prepare(suite: Suite, *, budget: str, seeds: int | None, sets: list[str],
+            host: Any) -> tuple[Suite, list[str], list[int], list[RunSpec], dict[str, Any],
+                                dict[str, str]]:
+    """Everything checked before the first write: the suite after ``--set``, the plan, every
+    planned configuration, the datasets available here, the models buildable."""
+    suite, run_sets = apply_cli_sets(suite, list(sets))
+    for model in suite.models:
+        host.get("model", model)  # unknown names fail before anything runs
+    for dataset in suite.datasets:
+        host.get("dataset", dataset)
+    seed_list = suite.seeds_list(seeds)
+    specs = plan(suite, budget, seed_list, run_sets)
+    configs = check_plan(host, suite, specs)
+    unavailable = probe_datasets(host, specs)
+    if len(unavailable) == len(suite.datasets):
+        raise HarnessError("none of the suite's datasets is available here ("
+                           + "; ".join(f"{d}: {w.splitlines()[0]}" for d, w in
+                                       unavailable.items())
+                           + "); put one in place or pick others with --set datasets=NAME")
+    check_buildable(host, specs, configs, unavailable)
+    for dataset, why in unavailable.items():
+        print(f"warning: dataset '{dataset}' is not available here; its runs are skipped "
+              f"and the report says so. {why}", file=sys.stderr, flush=True)
+    suite.datasets = [d for d in suite.datasets if d not in unavailable]
+    specs = [s for s in specs if s.dataset not in unavailable]
+    return suite, run_sets, seed_list, specs, configs, unavailable
+
+
+def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: int | None = None,
+              jobs: int = 1, sets: list[str] | None = None, resume: bool = True,
+              host: Any = None) -> dict[str, Any]:
+    """Run (or resume) every run of ``suite`` into ``out`` and write the report; returns the
+    final state (``failed``: the ids of the runs that failed)."""
+    out, host = Path(out), _host(host)
+    check_jobs(jobs)
+    bdir.check_folder(out)
+    previous = bdir.load_state(out, required=False)
+    suite, run_sets, seed_list, specs, configs, unavailable = prepare(
+        suite, budget=budget, seeds=seeds, sets=list(sets or []), host=host)
+    _check_same_benchmark(out, previous, suite, budget, run_sets)
+    out.mkdir(parents=True, exist_ok=True)
+    with bdir.BenchmarkLock(out):
+        previous = bdir.load_state(out, required=False)  # re-read under the lock
+        state: dict[str, Any] = {
+            "suite": _suite_record(suite), "budget": budget, "seeds": seed_list, "jobs": jobs,
+            "sets": run_sets, "machine": machine(), "runs": previous.get("runs", {}),
+            "sweep_selection": [], "unavailable": unavailable,
+            "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                time.gmtime()),
+            # every run's model, dataset, seed and --set list (a swept model's final runs get
+            # their value once it is chosen): what an executor needs per run
+            "plan": [asdict(s) for s in specs],
+        }
+        bdir.save_state(out, state)
+        _execute(suite, specs, out, jobs, resume, state, configs, host)
+        state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        planned = {s.id for s in specs}
+        state["failed"] = sorted(i for i, r in state["runs"].items()
+                                 if i in planned and r.get("status") != "done")
+        bdir.save_state(out, state)
+        from .benchmark_report import write_report
+
+        write_report(out)
+    return state
+
+
+def _execute(suite: Suite, specs: list[RunSpec], out: Path, jobs: int, resume: bool,
+             state: dict[str, Any], configs: dict[str, Any], host: Any) -> None:
+    """Sweeps and the models without a sweep first; the swept models' finals once their
+    value is chosen (checked against the plan with that value)."""
+    swept = {(s.dataset, s.model) for s in specs if s.phase == "sweep"}
+    first = [s for s in specs if not (s.phase == "final" and (s.dataset, s.model) in swept)]
+    progress = Progress(len(specs))
+    _run_all(first, out, jobs, resume, state, progress, configs, host)
+    second = _finals_after_sweep(suite, specs, out, state)
+    unchosen = [s for s in specs if s.phase == "final" and (s.dataset, s.model) in swept
+                and s not in second]
+    progress.done += len(unchosen)
+    progress.failed += len(unchosen)
+    for s in second:
+        configs[s.id] = _resolve(host, s, s.sets)
+    bdir.save_state(out, state)
+    _run_all(second, out, jobs, resume, state, progress, configs, host)
 
 
 def machine() -> dict[str, Any]:
@@ -525,3 +650,27 @@ def machine() -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         pass
     return info
+
+
+class BenchmarkFailed(HarnessError):
+    """Some planned runs failed: the benchmark is incomplete (exit status 1)."""
+
+    exit_code = 1
+
+
+def finish(state: dict[str, Any], out: Path, stream: Any = None) -> None:
+    """Print the results table and where the report is; raise :class:`BenchmarkFailed`
+    (exit 1, with how to continue) when a planned run failed."""
+    from .benchmark_report import results_table, to_markdown
+
+    stream = stream or sys.stdout
+    header, body = results_table(state, Path(out))
+    print(to_markdown(header, body) if body else "(no finished run: no results)", file=stream)
+    print(f"benchmark written to {out} (report.md, report.html)", file=stream, flush=True)
+    failed = state.get("failed") or []
+    if failed:
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise BenchmarkFailed(
+            f"{len(failed)} of {len(state.get('plan', []))} planned runs failed ({shown}); each "
+            f"one's output is in {Path(out) / bdir.RUNS_DIR}/<id>.log and its error in the "
+            "report. Fix the cause and run the same command again: finished runs are kept")

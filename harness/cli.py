@@ -221,13 +221,11 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
     if len(args) != 1:
         raise HarnessError("usage: harness benchmark SUITE [options] (see --list), or "
                            "harness benchmark report DIR")
-    if jobs < 1:
-        raise HarnessError(f"--jobs must be >= 1, got {jobs}")
     suite = benchmark.load_suite(args[0])
     target = Path(out) if out else Path("benchmarks") / "out" / f"{suite.name}-{budget}"
-    done = benchmark.run_suite(suite, target, budget=budget, seeds=seeds, jobs=jobs,
-                               sets=list(sets), resume=resume)
-    click.echo(f"benchmark written to {done} (report.md, report.html)")
+    state = benchmark.run_suite(suite, target, budget=budget, seeds=seeds, jobs=jobs,
+                                sets=list(sets), resume=resume)
+    benchmark.finish(state, target)
 
 
 def _run_preset(run_dir: Path) -> str | None:

@@ -91,3 +91,13 @@ def step_logged(run_dir: str, record: dict[str, Any]) -> None:
 @hookspec
 def run_finished(run_dir: str, metrics: dict[str, Any]) -> None:
     """Called on the main process when a run has finished and its metrics are written."""
+
+
+@hookspec
+def report_figures(dataset: str, runs: dict[str, str], folder: str, register: Any) -> None:
+    """Add figures that need a plugin's knowledge to a benchmark report:
+    ``register(caption, png_path)`` for each PNG written into ``folder``. ``runs``: model
+    name -> run directory (the first seed's finished final run of each model on
+    ``dataset``). The host draws only what runs wrote (scored samples, logs); a figure that
+    must reload a model or knows a dataset's special split (e.g. a latent scatter with a
+    held-out diagonal) comes from here."""

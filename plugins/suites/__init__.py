@@ -33,3 +33,13 @@ def register_suites(register: Any) -> None:
         except (tomllib.TOMLDecodeError, KeyError, UnicodeDecodeError):
             name, description = file.name[: -len(".toml")], "(unreadable: run it to see why)"
         register(name, file, description)
+
+
+@hookimpl
+def report_figures(dataset: str, runs: dict[str, str], folder: str, register: Any) -> None:
+    from .figures import latent_scatter
+
+    path = latent_scatter(dataset, runs, folder)
+    if path is not None:
+        register(f"{dataset}: latent means (k = 2) of the training set, and of the diagonal "
+                 "test set in red where the dataset has one (paper figure 2)", path)
