@@ -87,6 +87,7 @@ def save_state(out: Path, state: dict[str, Any]) -> None:
     atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2, default=str) + "\n")
 
 
+RUN_KEYS = ("dataset", "model", "phase", "status")
 STATE_SHAPE = {"suite": dict, "budget": str, "seeds": list, "sets": list, "runs": dict}
 
 
@@ -118,6 +119,7 @@ def load_state(out: Path, *, required: bool = True) -> dict[str, Any]:
             raise _damaged(path, f"'{key}' is missing or not a {kind.__name__}")
     if state["budget"] not in BUDGETS or not isinstance(state["suite"].get("name"), str):
         raise _damaged(path, "'budget' or 'suite.name' is not valid")
-    if not all(isinstance(r, dict) for r in state["runs"].values()):
-        raise _damaged(path, "a record of 'runs' is not an object")
+    for run_id, rec in state["runs"].items():
+        if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in RUN_KEYS):
+            raise _damaged(path, f"runs.{run_id} is not a run record (needs {', '.join(RUN_KEYS)})")
     return state

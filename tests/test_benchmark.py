@@ -161,7 +161,7 @@ def test_published_numbers_sit_beside_ours() -> None:
      "unknown key"),
     ({"published": {"columns": ["a/b", "c/d"], "values": {"mnist": {"ae": [1.0]}}}},
      "values.mnist.ae must be 2 numbers"),
-    ({"published": {"columns": "a/b"}}, "columns must be a list"),
+    ({"published": {"columns": "a/b"}}, "'columns' must be a list of strings, got 'a/b'"),
 ])
 def test_suite_claims_and_published_are_checked(bad: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -171,8 +171,9 @@ def test_suite_claims_and_published_are_checked(bad: dict, message: str) -> None
 
 @pytest.fixture(scope="module")
 def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real benchmark: ae fails on purpose (a key it does not have), vrrae sweeps two
-    betas on a validation split then trains 2 seeds; a few steps each."""
+    """One real benchmark: ae fails on purpose while training (a learning rate that makes its
+    loss NaN at step 2: the plan check cannot know), vrrae sweeps two betas on a validation
+    split then trains 2 seeds; a few steps each. The benchmark exits 1 (a run failed)."""
     suite = tmp_path_factory.mktemp("suite") / "tiny.toml"
     suite.write_text("""
 name = "tiny-test"
@@ -184,9 +185,9 @@ protocols = ["reconstruction", "random_generation", "interpolation", "codes"]
 metrics = ["gaussian-fit", "collapse"]
 set = ["data.n_test=8", "train.batch_size=16", "eval.random_generation.n_samples=16",
        "eval.random_generation.gmm_components=2", "eval.interpolation.n_pairs=2",
-       "model.latent_dim=16", "train.steps=2"]
+       "train.steps=2"]
 [model_set]
-ae = ["model.latent_dim=16"]
+ae = ["train.lr=1e30"]
 [beta]
 models = ["vrrae"]
 values = [0.0, 1e-3]
@@ -199,7 +200,9 @@ model = "vrrae"
 than = ["ae"]
 """)
     out = tmp_path_factory.mktemp("bench") / "out"
-    main(["benchmark", str(suite), "--out", str(out), "--jobs", "2", "--set", "models+=ae"])
+    with pytest.raises(SystemExit) as exc:
+        main(["benchmark", str(suite), "--out", str(out), "--jobs", "2", "--set", "models+=ae"])
+    assert exc.value.code == 1  # bumps-ae-seed0 failed: the benchmark is incomplete
     return out
 
 
@@ -209,11 +212,13 @@ def test_benchmark_runs_isolates_failures_and_reports(tiny_benchmark: Path) -> N
     state = json.loads((out / "benchmark.json").read_text())
     runs = state["runs"]
     assert runs["bumps-ae-seed0"]["status"] == "failed"
-    assert "unknown key 'model.latent_dim'" in runs["bumps-ae-seed0"]["error"]
+    assert "training stopped: loss part 'rec' is nan" in runs["bumps-ae-seed0"]["error"]
+    assert state["failed"] == ["bumps-ae-seed0"]
     assert {runs[f"bumps-vrrae-seed{s}"]["status"] for s in (0, 1)} == {"done"}
     assert state["threads_per_run"] >= 1 and runs["bumps-vrrae-seed0"]["wall_s"] > 0
-    (choice,) = state["beta_selection"]
+    (choice,) = state["sweep_selection"]
     values = {float(k): v for k, v in choice["values"].items()}
+    assert choice["key"] == "model.beta"
     assert set(values) == {0.0, 1e-3} and choice["chosen"] == min(values, key=values.get)
     # the sweep never saw the test set: its "test" split is the validation slice of train
     sweep_cfg = (out / "runs" / "sweep-bumps-vrrae-beta0" / "config.toml").read_text()
@@ -227,8 +232,11 @@ def test_benchmark_runs_isolates_failures_and_reports(tiny_benchmark: Path) -> N
     csv = (out / "report.csv").read_text().splitlines()
     assert csv[0].endswith(",budget") and all(line.endswith(",smoke") for line in csv[1:])
     assert {p.name for p in (out / "figures").iterdir()} >= {
-        "latent-bumps.png", "interpolation-bumps.png", "loss-bumps.png", "beta-bumps-vrrae.png",
-        "samples-bumps.png"}
+        "latent-bumps.png", "interpolation-bumps.png", "loss-bumps.png", "sweep-bumps-vrrae.png",
+        "random_generation-bumps.png", "random_generation-bumps.json"}
+    # the sample figure shows the first seed's scored images, which that run saved
+    assert (out / "runs" / "bumps-vrrae-seed0" / "samples" / "random_generation.npz").is_file()
+    assert not (out / "runs" / "bumps-vrrae-seed1" / "samples").exists()
 
 
 @pytest.mark.slow  # six `harness run` subprocesses: ~30 s alone, minutes when loaded
@@ -385,7 +393,8 @@ def test_a_benchmark_directory_is_continued_only_with_the_same_settings(tmp_path
     suite = benchmark.Suite.from_dict({"name": "x", "datasets": ["bumps"], "models": ["ae"]},
                                       "x")
     (tmp_path / "benchmark.json").write_text(json.dumps(
-        {"suite": {"name": "x"}, "budget": "smoke", "sets": ["train.lr=0.01"], "runs": {}}))
+        {"suite": {"name": "x"}, "budget": "smoke", "seeds": [0], "sets": ["train.lr=0.01"],
+         "runs": {}}))
     with pytest.raises(HarnessError, match=r"was run with --set \['train.lr=0.01'\], this "
                                            r"command has \(none\)"):
         benchmark.run_suite(suite, tmp_path, budget="smoke")
