@@ -213,7 +213,7 @@ def test_benchmark_runs_isolates_failures_and_reports(tiny_benchmark: Path) -> N
     runs = state["runs"]
     assert runs["bumps-ae-seed0"]["status"] == "failed"
     assert "training stopped: loss part 'rec' is nan" in runs["bumps-ae-seed0"]["error"]
-    assert state["failed"] == ["bumps-ae-seed0"]
+    assert state["failed"] == ["bumps-ae-seed0", "bumps-ae-seed1"]
     assert {runs[f"bumps-vrrae-seed{s}"]["status"] for s in (0, 1)} == {"done"}
     assert state["threads_per_run"] >= 1 and runs["bumps-vrrae-seed0"]["wall_s"] > 0
     (choice,) = state["sweep_selection"]

@@ -1,0 +1,106 @@
+"""The report's figures come from what the runs wrote: a sample figure is the scored pixels
+themselves (checked tile by tile against the run's samples/<protocol>.npz), plots have axis
+labels and plain log ticks, and a figure needing model knowledge comes from a plugin hook."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import benchmark_figures as bf
+
+
+def _bench(tmp_path: Path) -> dict:
+    rng = np.random.default_rng(0)
+    runs = {}
+    for model, seed in (("ae", 0), ("ae", 1), ("vae", 0)):
+        rid = f"bumps-{model}-seed{seed}"
+        folder = tmp_path / "runs" / rid / "samples"
+        folder.mkdir(parents=True)
+        images = rng.integers(0, 256, (12, 16, 16, 1), dtype=np.uint8)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, images=images)
+        (folder / "random_generation.npz").write_bytes(buffer.getvalue())
+        (tmp_path / "runs" / rid / "log.jsonl").write_text("".join(
+            json.dumps({"step": s, "loss": {"rec": 100 + s / 10}}) + "\n" for s in range(1, 40)))
+        runs[rid] = {"dataset": "bumps", "model": model, "seed": seed, "phase": "final",
+                     "status": "done", "dir": f"runs/{rid}"}
+    return {"suite": {"name": "t", "datasets": ["bumps"], "models": ["vae", "ae"]},
+            "budget": "smoke", "seeds": [0, 1], "sets": [], "runs": runs}
+
+
+def test_a_sample_figure_is_built_byte_for_byte_from_the_scored_samples(tmp_path: Path) -> None:
+    from PIL import Image
+
+    state = _bench(tmp_path)
+    (tmp_path / "figures").mkdir()
+    ((caption, png),) = bf.sample_figures(state, tmp_path, tmp_path / "figures")
+    assert png.name == "random_generation-bumps.png" and "samples/random_generation.npz" in caption
+    layout = json.loads(png.with_suffix(".json").read_text())
+    figure = np.asarray(Image.open(png).convert("RGB"))
+    scale = layout["scale"]
+    assert scale == 4 and len(layout["tiles"]) == 2 * bf.N_COLUMNS
+    # rows in the suite's model order, each from the model's FIRST seed
+    assert [t["source"] for t in layout["tiles"][:: bf.N_COLUMNS]] == [
+        "runs/bumps-vae-seed0/samples/random_generation.npz",
+        "runs/bumps-ae-seed0/samples/random_generation.npz"]
+    for tile in layout["tiles"]:
+        x, y, w, h = tile["box"]
+        scored = np.load(tmp_path / tile["source"])["images"][tile["index"]]
+        shown = figure[y:y + h, x:x + w]
+        assert np.array_equal(shown[::scale, ::scale, 0], scored[:, :, 0])  # the same bytes
+        assert np.array_equal(shown, np.kron(np.repeat(scored, 3, 2),
+                                             np.ones((scale, scale, 1), np.uint8)))
+
+
+def test_plots_have_axis_labels_and_plain_log_ticks(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    state = _bench(tmp_path)
+    fig = bf.loss_figure("bumps", bf.first_runs(state, tmp_path)["bumps"])
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "training step" and "log scale" in ax.get_ylabel()
+    labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True)
+              if t.get_text()]
+    assert labels and not any("times" in t or "^" in t or "×" in t for t in labels), labels
+    sweep = bf.sweep_figure({"dataset": "bumps", "model": "vae", "key": "model.beta",
+                             "metric": "p/m", "values": {"0.0": 3.0, "0.001": 2.0, "0.01": 4.0},
+                             "chosen": 0.001})
+    (ax,) = sweep.axes
+    assert ax.get_xlabel() == "model.beta (swept)" and ax.get_ylabel().startswith("p/m")
+
+
+def test_plugin_figures_come_through_the_hook(tmp_path: Path) -> None:
+    state = _bench(tmp_path)
+    seen = {}
+
+    class Host:
+        def call_hook(self, name: str, **kwargs: object) -> list:
+            seen.update(kwargs, name=name)
+            path = Path(str(kwargs["folder"])) / "x.png"
+            path.write_bytes(b"png")
+            kwargs["register"]("a plugin figure", path)  # type: ignore[operator]
+            kwargs["register"]("outside", tmp_path / "elsewhere.png")  # type: ignore[operator]
+            return []
+
+    (tmp_path / "figures").mkdir()
+    made = bf.plugin_figures(Host(), state, tmp_path, tmp_path / "figures")
+    assert made == [("a plugin figure", tmp_path / "figures" / "x.png")]
+    assert seen["name"] == "report_figures" and seen["dataset"] == "bumps"
+    assert seen["runs"] == {"vae": str(tmp_path / "runs/bumps-vae-seed0"),
+                            "ae": str(tmp_path / "runs/bumps-ae-seed0")}
+
+
+@pytest.mark.parametrize("value, tag", [(0.0, "0"), (1e-3, "0.001"), (1e-6, "1e-06"),
+                                        (1.0000001e-3, "0.0010000001"), ("adam", "adam"),
+                                        ("a/b", "a_b"), (3, "3")])
+def test_value_tags_name_each_value(value: object, tag: str) -> None:
+    from harness.benchmark import value_tag
+
+    assert value_tag(value) == tag
