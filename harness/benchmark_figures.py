@@ -93,7 +93,7 @@ def sample_figures(state: dict[str, Any], out: Path, folder: Path) -> list[tuple
                     sources.append(str(path.relative_to(out)))
             if not rows or len({r[1].shape[1:] for r in rows}) != 1:
                 continue
-            image, layout = sample_grid(rows, f"{dataset}: {protocol} (as scored)")
+            image, layout = sample_grid(rows, f"{dataset}: {protocol}, images as scored")
             name = f"{protocol}-{dataset}"
             with atomic_path(folder / f"{name}.png") as tmp:
                 image.save(tmp, format="PNG")
@@ -110,7 +110,11 @@ def _plain_log_ticks(axis: Any) -> None:
     """Log-scale ticks written as plain numbers (``100``, ``0.02``), never ``1.02×10²``."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    def text(v: float, _: object = None) -> str:
+        short = f"{v:.3g}"
+        return f"{v:.0f}" if "e+" in short else short
+
+    plain = FuncFormatter(text)
     axis.set_major_locator(LogLocator(base=10))
     axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
     axis.set_major_formatter(plain)
@@ -143,7 +147,7 @@ def loss_figure(dataset: str, by_model: dict[str, Path]) -> Any:
     for model, run in by_model.items():
         steps, values = losses(run / "log.jsonl")
         if steps:
-            ax.plot(steps, values, label=model)
+            ax.plot(steps, values, label=model, marker="o" if len(steps) < 20 else None)
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss (rec part; log scale)")
     ax.set_yscale("log")

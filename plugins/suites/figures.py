@@ -1,6 +1,5 @@
-"""The paper's figure 2 for a benchmark report: the latent means of each model with a 2-wide
-bottleneck, its training codes and, where the dataset has it, the held-out ``diagonal`` split
-(the bumps) in red. It needs the trained model and the dataset's special split, which the
+"""The paper's figure 2 for a benchmark report on the bumps: the latent means of each model
+with a 2-wide bottleneck, its training codes and the held-out ``diagonal`` split in red. It needs the trained model and the dataset's special split, which the
 host does not know: it comes through the ``report_figures`` hook."""
 
 from __future__ import annotations
@@ -10,16 +9,24 @@ from typing import Any
 
 
 def _load(run_dir: Path) -> tuple[Any, Any]:
-    from harness import config as cfgmod
-    from harness import runner, runs
-    from harness.plugins import get_host
+    """The bumps splits of the run's ``[data]`` section and its trained model (built-in
+    models only), through the public API and the built-in plugins: no host internals."""
+    import sys
 
-    host = get_host()
-    config = cfgmod.from_dict(cfgmod.load_toml(run_dir / runs.CONFIG_FILE), host=host)
-    splits = runner.load_data(host, config)
-    model = runner.build_model(host, config, splits.info)
-    runs.load_weights(run_dir, model)
-    return splits, model.eval()
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    from harness_plugins.autoencoders.models import load_pretrained
+    from harness_plugins.datasets import bumps
+
+    from harness.api import DataConfig
+
+    data = tomllib.loads((run_dir / "config.toml").read_text()).get("data", {})
+    known = set(DataConfig.__dataclass_fields__)
+    splits = bumps.load(DataConfig(**{k: v for k, v in data.items() if k in known}))
+    return splits, load_pretrained(run_dir).eval()
 
 
 def _codes(model: Any, split: Any) -> Any:
@@ -30,9 +37,11 @@ def _codes(model: Any, split: Any) -> Any:
 
 
 def latent_scatter(dataset: str, runs: dict[str, str], folder: str) -> Path | None:
-    """``folder/latent-DATASET.png``, or None when no model has k = 2."""
+    """``folder/latent-DATASET.png`` for the bumps, or None (another dataset, no k = 2)."""
     import matplotlib.pyplot as plt
 
+    if dataset != "bumps":
+        return None
     loaded = {}
     for model, run_dir in runs.items():
         try:
