@@ -41,7 +41,7 @@ def register_metrics(register: Any) -> None:
 
 @hookimpl
 def register_suites(register: Any) -> None:
-    # a suite is data (the keys of a benchmarks/suites/*.toml file): `harness benchmark tiny`
+    # a suite is data (the keys of a suite .toml file): `harness benchmark tiny`
     register(
         "tiny",
         {
