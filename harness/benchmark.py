@@ -40,6 +40,7 @@ from typing import Any
 
 from . import benchmark_dir as bdir
 from . import benchmark_suite as bsuite
+from .benchmark_report import results_table, to_markdown, write_report
 from .benchmark_suite import BUDGETS, Suite, check_name, check_seeds
 from .errors import ConfigError, HarnessError
 
@@ -597,15 +598,17 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
             "plan": [asdict(s) for s in specs],
         }
         bdir.save_state(out, state)
+        n_sweep = sum(s.phase == "sweep" for s in specs)
+        print(f"benchmark {suite.name} ({budget}): {len(specs)} runs planned ({n_sweep} sweep, "
+              f"{len(specs) - n_sweep} final), {jobs} at a time, into {out}", file=sys.stderr,
+              flush=True)
         _execute(suite, specs, out, jobs, resume, state, configs, host)
         state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         planned = {s.id for s in specs}
         state["failed"] = sorted(i for i, r in state["runs"].items()
                                  if i in planned and r.get("status") != "done")
         bdir.save_state(out, state)
-        from .benchmark_report import write_report
-
-        write_report(out)
+        write_report(out, host)
     return state
 
 
@@ -661,8 +664,6 @@ class BenchmarkFailed(HarnessError):
 def finish(state: dict[str, Any], out: Path, stream: Any = None) -> None:
     """Print the results table and where the report is; raise :class:`BenchmarkFailed`
     (exit 1, with how to continue) when a planned run failed."""
-    from .benchmark_report import results_table, to_markdown
-
     stream = stream or sys.stdout
     header, body = results_table(state, Path(out))
     print(to_markdown(header, body) if body else "(no finished run: no results)", file=stream)
