@@ -186,6 +186,30 @@ class GenerativeModel(Protocol):
         ...
 
 
+# ------------------------------------------------------------------------------ display
+@dataclass(frozen=True)
+class ValueDisplay:
+    """How one number a protocol or metric produces is shown to a reader: its name in words,
+    its unit, and which direction is better.
+
+    A protocol or metric class declares ``display = {"key": ValueDisplay(...), ...}`` for
+    the keys it returns (a ``key_std`` without an entry is shown as the spread of ``key``);
+    a component that declares nothing is shown by its raw key with the direction of its
+    ``higher_is_better``. A protocol may also declare ``title`` (its name in words)."""
+
+    name: str
+    unit: str = ""  # e.g. "%"; "" for a pure number
+    higher_is_better: bool | None = None  # None: a diagnostic with no better direction
+    description: str = ""  # one short sentence: what the number measures
+
+    @property
+    def direction(self) -> str:
+        """``"higher is better"``, ``"lower is better"`` or ``""``."""
+        if self.higher_is_better is None:
+            return ""
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
 # --------------------------------------------------------------------------------- protocols
 @dataclass
 class ProtocolOutput:

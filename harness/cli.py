@@ -241,32 +241,31 @@ def _run_preset(run_dir: Path) -> str | None:
 
 
 def _print_summary(run_dir: Path) -> None:
+    """The run's results in words (harness.display): what each number is, its unit, which
+    way is better, the paper's value when a suite publishes one, and why a protocol has none."""
+    from . import display
     from .runs import METRICS_FILE
 
     path = run_dir / METRICS_FILE
     if not path.is_file() or int(os.environ.get("RANK", "0")) != 0:
         return  # under `accelerate launch`, only the main process reports
     doc = json.loads(path.read_text())
+    run = doc.get("run") or {}
     click.echo(f"run directory: {run_dir}")
     preset = _run_preset(run_dir)
     if preset:
         click.echo(f"  preset: {preset} (the plugin's configuration for the dataset; "
                    "--set overrides it)" if preset != "none" else "  preset: none")
-    for rec in doc.get("results", []):
-        value = rec.get("value")
-        if isinstance(value, bool) or not isinstance(value, int | float | type(None)):
-            continue  # lists and tables stay in metrics.json
-        if value is None:
-            error = str(rec.get("error") or "no value").removeprefix("not computed: ")
-            shown = "not computed: " + (error[:100] + "... (see metrics.json)"
-                                        if len(error) > 100 else error)
-        else:
-            shown = f"{value:.4g}"
-            # say what a number is: a domain-feature FID is not an ImageNet one
-            features = (rec.get("stamp") or {}).get("feature_extractor")
-            if features:
-                shown += f"  (features: {features})"
-        click.echo(f"  {rec.get('protocol')}/{rec.get('metric')}: {shown}")
+    click.echo(f"results of {run.get('model', '?')} on {run.get('dataset', '?')} "
+               f"(seed {run.get('seed', '?')}):")
+    paper = display.published_values(str(run.get("model")), str(run.get("dataset")))
+    for line in display.summary_lines(doc, get_host(), paper=paper):
+        click.echo(line)
+    features = sorted({str((r.get("stamp") or {}).get("feature_extractor"))
+                       for r in doc.get("results", [])
+                       if (r.get("stamp") or {}).get("feature_extractor")})
+    if features:  # a domain-feature FID is not an ImageNet one
+        click.echo(f"  FID features: {', '.join(features)}")
     peaks = {k: v for k, v in (doc.get("training") or {}).items() if k.startswith("peak_")}
     if peaks:
         click.echo("  " + ", ".join(f"{k}: {v:g}" for k, v in peaks.items()))

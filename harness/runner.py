@@ -171,11 +171,15 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     # them all; nothing is written before the data and the model are known to be fine.
     runs.check_out_path(run_dir)
     dir_state = runs.check_run_dir(run_dir, resume=resume)
+    if state.is_main_process:
+        print(f"harness: loading dataset '{config.dataset}' and building model "
+              f"'{config.model}'...", file=sys.stderr, flush=True)
     splits = load_data(host, config)
     n_train = preflight.check_splits(splits, config.dataset)
     trainer.seed_everything(config.seed)
     model = build_model(host, config, splits.info)
-    preflight.validate_train_config(config.train, n_train, state.num_processes, model)
+    steps, _ = preflight.validate_train_config(config.train, n_train, state.num_processes,
+                                               model)
     preflight.check_optimizer(model, config.train)
     if resume and dir_state.checkpoint is not None:
         ckpt.check_resume_fits(dir_state.checkpoint, seed=config.seed,
@@ -205,6 +209,8 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     if plan.changes and state.is_main_process:
         print("harness: resuming with changed settings: "
               + "; ".join(str(c) for c in plan.changes), file=sys.stderr)
+    if state.is_main_process:
+        announce(config, run_dir, steps=steps, device=state.device, resume=resume)
     try:
         return _train_and_record(host, model, splits, config, run_dir, resume=resume,
                                  evaluate=evaluate, state=state, save_samples=save_samples)
@@ -333,6 +339,7 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
         extra["training"] = training
+    extra.update(_unscored(protocols, metrics, records, splits.info))
     doc = runs.metrics_document(config, records, extra)
     for protocol, (images, nrow) in previews.items():
         evaluation.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow,
@@ -348,6 +355,29 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
         runs.write_config(run_dir, config)
     host.call_hook("run_finished", run_dir=str(run_dir), metrics=doc)
     return doc
+
+
+def _unscored(protocols: list[tuple[str, Any]], metrics: list[tuple[str, Any]],
+              records: list[dict[str, Any]], info: Any) -> dict[str, Any]:
+    """``{"unscored": {protocol: why}}`` for the protocols that produced no number at all
+    (e.g. interpolation on the bumps, where no image metric applies); {} when all did."""
+    from .display import unscored_reason
+
+    scored = {rec.get("protocol") for rec in records}
+    why = {name: unscored_reason(name, protocol, metrics, info)
+           for name, protocol in protocols if name not in scored}
+    return {"unscored": why} if why else {}
+
+
+def announce(config: RunConfig, run_dir: Path, *, steps: int, device: Any,
+             resume: bool) -> None:
+    """Say, before the first step, what is trained on what, for how long, where."""
+    preset = config.preset or "none"
+    verb = "resuming" if resume else "training"
+    print(f"harness: {verb} {config.model} on {config.dataset} (preset: {preset}, seed "
+          f"{config.seed}) for {steps} steps on {device}\n"
+          f"harness: run directory {run_dir}; the first progress line comes after the "
+          "first steps (Ctrl-C stops with a checkpoint)", file=sys.stderr, flush=True)
 
 
 def _override_eval(saved: dict[str, Any], changes: dict[str, Any], host: Host) -> dict[str, Any]:

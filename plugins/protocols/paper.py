@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.api import EvalContext, ProtocolOutput
+from harness.api import EvalContext, ProtocolOutput, ValueDisplay
 from harness.errors import ConfigError, HarnessError
 
 SAMPLER = "sklearn.mixture.GaussianMixture(full)"
@@ -80,6 +80,10 @@ class Reconstruction:
     kind = "reconstructions"
     version = 1
     Config = ReconstructionConfig
+    title = "Reconstruction (test split)"
+    display = {"rec_error_percent": ValueDisplay(
+        "Reconstruction error", "%", False,
+        "100 * ||X_hat - X|| / ||X|| over the whole test split")}
 
     def __init__(self, config: ReconstructionConfig | None = None) -> None:
         self.config = config or ReconstructionConfig()
@@ -117,6 +121,7 @@ class Codes:
     kind = "codes"
     version = 1
     Config = CodesConfig
+    title = "Bottleneck codes (training set)"
 
     def __init__(self, config: CodesConfig | None = None) -> None:
         self.config = config or CodesConfig()
@@ -167,6 +172,7 @@ class RandomGeneration:
     kind = "samples"
     version = 1
     Config = RandomGenerationConfig
+    title = "Random generation (GMM on the codes)"
 
     def __init__(self, config: RandomGenerationConfig | None = None) -> None:
         self.config = config or RandomGenerationConfig()
@@ -216,6 +222,7 @@ class Interpolation:
     kind = "samples"
     version = 1
     Config = InterpolationConfig
+    title = "Interpolation between training images"
 
     def __init__(self, config: InterpolationConfig | None = None) -> None:
         self.config = config or InterpolationConfig()
