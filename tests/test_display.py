@@ -76,10 +76,11 @@ def test_paper_values_come_from_the_suites_published_tables() -> None:
 
 
 def test_the_reason_for_no_number_names_the_metrics(host) -> None:  # type: ignore[no-untyped-def]
-    from harness.api import DatasetInfo
     from harness_plugins.metrics.collapse import Collapse
     from harness_plugins.metrics.gaussian_fit import GaussianFit
     from harness_plugins.protocols.paper import Interpolation
+
+    from harness.api import DatasetInfo
 
     info = DatasetInfo("bumps", (1, 8, 8), metadata={"spread": 0.2, "synthetic": True})
     why = display.unscored_reason("interpolation", Interpolation(),
