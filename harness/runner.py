@@ -97,6 +97,7 @@ def resume_config(
         cls = host.get("model", stored_model).load()
         stored = cfgmod.resolve_data(stored_doc, model_config_cls=cls.Config, source=path,
                                      host=host)
+        stored.preset = _recorded_preset(stored_doc)
     except ConfigError as exc:
         if not given:
             if not path.exists():
@@ -137,9 +138,18 @@ def resume_config(
         )
     config = cfgmod.resolve_data(doc, sets=sets, model_config_cls=cls.Config,
                                  source=config_file or path, host=host)
+    config.preset = _recorded_preset(doc)
     changes = preflight.config_changes(stored, config)
     preflight.refuse_resume_changes(changes, run_dir)
     return ResumePlan(config, changes)
+
+
+def _recorded_preset(doc: dict[str, Any]) -> str | None:
+    """The ``run.preset`` a saved config records. A saved config already holds the preset's
+    values, so it is resolved without presets; the name is kept, so that a rewritten
+    config.toml and the summary still say which preset the run started from."""
+    preset = (doc.get("run") or {}).get("preset")
+    return preset if isinstance(preset, str) else None
 
 
 def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
