@@ -24,6 +24,7 @@ from . import __version__
 from .errors import HarnessError
 from .plugins import get_host
 from .resources import tune_malloc
+from .stopsignal import interrupt_on_termination, next_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -308,16 +309,31 @@ def _os_error(exc: OSError) -> str:
     return f"{exc.strerror or exc}{where}"
 
 
+def _interrupted() -> None:
+    """Ctrl-C, SIGTERM or SIGHUP: say what is saved and the one command that continues."""
+    command, saved = next_command()
+    said = f"{saved}; " if saved else ""
+    if command:
+        click.echo(f"Interrupted: {said}continue with:\n  {command}", err=True)
+    else:
+        click.echo("Interrupted: nothing was changed; run the command again.", err=True)
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run the command line. Every failure ends as one ``Error:`` line: status 2 for bad
     input, 1 for a run that failed (or an unexpected error), 130 for Ctrl-C.
     ``HARNESS_DEBUG=1`` prints the traceback too."""
     try:
+        interrupt_on_termination()
         _add_plugin_commands()
         return cli.main(args=argv, prog_name="harness", standalone_mode=False)
     except HarnessError as exc:
         _fail(str(exc), getattr(exc, "exit_code", 2))
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # Click turns Ctrl-C into Abort; say what continues instead of a bare "Aborted."
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            _interrupted()
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
@@ -326,8 +342,7 @@ def main(argv: list[str] | None = None) -> Any:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("Interrupted: the last checkpoint is kept; continue with --resume.", err=True)
-        sys.exit(130)
+        _interrupted()
     except OSError as exc:
         _fail(_os_error(exc), 1)
     except MemoryError:

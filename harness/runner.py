@@ -7,6 +7,7 @@ and builds the model; the main process owns the run directory, evaluation and me
 from __future__ import annotations
 
 import copy
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from .config import RunConfig
 from .errors import ConfigError, HarnessError
 from .plugins import Host, get_host
 from .resources import peak_memory
+from .stopsignal import set_next_command
 
 
 def build_model(host: Host, config: RunConfig, info: Any) -> Any:
@@ -221,6 +223,8 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
               + "; ".join(str(c) for c in plan.changes), file=sys.stderr)
     if state.is_main_process:
         announce(config, run_dir, steps=steps, device=state.device, resume=resume)
+    set_next_command(f"harness run --resume --out {shlex.quote(str(run_dir))}",
+                     "training stopped at a step boundary with a checkpoint")
     try:
         return _train_and_record(host, model, splits, config, run_dir, resume=resume,
                                  evaluate=evaluate, state=state, save_samples=save_samples)
@@ -256,6 +260,8 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
     if accelerator.is_main_process:
         runs.save_model(run_dir, model, name=config.model, config=config.model_cfg,
                         info=splits.info)
+        set_next_command(f"harness evaluate {shlex.quote(str(run_dir))}",
+                         f"training is finished and its weights are saved in {run_dir}")
         training = {k: v for k, v in vars(result).items() if k != "model"}
         training.update(peak_memory(accelerator.device))  # the run's peak GPU memory / RSS
         if evaluate:
@@ -265,6 +271,7 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
         else:
             doc = runs.metrics_document(config, [], {"training": training})
             runs.atomic_write_json(run_dir / runs.METRICS_FILE, doc)
+        set_next_command("", "")  # the run is complete: nothing left to continue
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
@@ -430,6 +437,9 @@ def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
     if (run_dir / runs.METRICS_FILE).is_file():
         previous = runs.read_metrics(run_dir).get("training") or {}
     print(f"evaluating {run_dir} ({config.model} on {config.dataset})", file=sys.stderr)
+    if write_metrics:
+        set_next_command(f"harness evaluate {shlex.quote(str(run_dir))}",
+                         f"the weights and metrics of {run_dir} are as they were")
     return evaluate_model(host, model, splits, config, run_dir, training=previous or None,
                           write_config=bool(overrides) and write_metrics,
                           save_samples=save_samples, write_metrics=write_metrics)
