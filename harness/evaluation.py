@@ -41,8 +41,9 @@ from .errors import HarnessError
 #: error messages already printed during this process's evaluations (say a long one once)
 _WARNED: set[str] = set()
 
-#: ``on_images(protocol, images, nrow)``: preview images for the run directory's PNG grids
-ImageCallback = Callable[[str, Any, int], None]
+#: ``on_images(protocol, images, nrow, labels)``: preview images (and their GridLabels or
+#: None) for the run directory's PNG grids
+ImageCallback = Callable[[str, Any, int, Any], None]
 
 __all__ = ["build_metrics", "build_protocols", "evaluate", "export_samples", "save_image_grid",
            "to_display"]
@@ -147,7 +148,7 @@ def evaluate(
                     "stamp": dict(stamp), "details": {**out.details, "seconds": elapsed},
                 })  # fmt: skip
             if on_images is not None and out.preview is not None:
-                on_images(name, out.preview, out.preview_nrow)
+                on_images(name, out.preview, out.preview_nrow, out.preview_labels)
             if samples_dir is not None and out.data is not None and \
                     getattr(protocol, "kind", "") != "codes":
                 export_samples(out.data, Path(samples_dir), name, info=info)
@@ -233,12 +234,17 @@ def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, spl
 
 
 def save_image_grid(images: Any, path: str | os.PathLike[str], nrow: int = 8,
-                    info: Any = None) -> Path:
+                    info: Any = None, labels: Any = None) -> Path:
     """Write images (N, C, H, W) as one PNG grid on the dataset's [0, 1] scale
-    (:func:`to_display`), atomically."""
+    (:func:`to_display`), atomically; with ``labels`` (:class:`harness.api.GridLabels`) a
+    labelled grid (:func:`harness.figures.labelled_grid`)."""
     from torchvision.utils import save_image
 
     path = Path(path)
+    if labels is not None:
+        from .figures import save_labelled_grid
+
+        return save_labelled_grid(to_display(images, info), path, nrow, labels)
     with atomic_path(path) as tmp:
         save_image(to_display(images, info), tmp, nrow=nrow, padding=2, format="png")
     return path

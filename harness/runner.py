@@ -299,21 +299,21 @@ def log_final_metrics(accelerator: Any, doc: dict[str, Any], step: int) -> dict[
     return values
 
 
-def log_final_images(accelerator: Any, previews: dict[str, tuple[Any, int]], info: Any,
+def log_final_images(accelerator: Any, previews: dict[str, tuple[Any, ...]], info: Any,
                      step: int) -> list[str]:
     """Send each protocol's preview grid (the run directory's ``images/<protocol>.png``) to
     every configured tracker that takes images, as ``final/<protocol>``; returns the names of
     the trackers that got them. TensorBoard takes a batch of NHWC arrays; W&B, ClearML and Aim
     a list of HWC arrays. Trackers without images (MLflow, Comet, DVCLive) get the metrics only."""
     import numpy as np
-    from torchvision.utils import make_grid
 
     from .evaluation import to_display
+    from .figures import grid_array
 
     grids = {}
-    for protocol, (images, nrow) in previews.items():
-        grid = make_grid(to_display(images, info), nrow=nrow, padding=2)
-        grids[f"final/{protocol}"] = (grid * 255).round().byte().permute(1, 2, 0).numpy()
+    for protocol, (images, nrow, *labels) in previews.items():
+        grids[f"final/{protocol}"] = grid_array(to_display(images, info), nrow,
+                                                labels[0] if labels else None)
     told = []
     for tracker in getattr(accelerator, "trackers", None) or []:
         if not grids or not callable(getattr(tracker, "log_images", None)):
@@ -343,10 +343,10 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     protocols = evaluation.build_protocols(config.eval, host=host)
     metrics = evaluation.build_metrics(config.eval, host=host, progress=True)
     model.eval()
-    previews: dict[str, tuple[Any, int]] = {}
+    previews: dict[str, tuple[Any, int, Any]] = {}
 
-    def on_images(protocol: str, images: Any, nrow: int) -> None:
-        previews[protocol] = (images, nrow)
+    def on_images(protocol: str, images: Any, nrow: int, labels: Any = None) -> None:
+        previews[protocol] = (images, nrow, labels)
 
     records = evaluation.evaluate(
         model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
@@ -358,9 +358,9 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
         extra["training"] = training
     extra.update(_unscored(protocols, metrics, records, splits.info))
     doc = runs.metrics_document(config, records, extra)
-    for protocol, (images, nrow) in previews.items():
+    for protocol, (images, nrow, labels) in previews.items():
         evaluation.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow,
-                                   info=splits.info)
+                                   info=splits.info, labels=labels)
     if trackers is not None:
         step = int((training or {}).get("steps", 0))
         log_final_metrics(trackers, doc, step=step)

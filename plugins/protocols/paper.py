@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.api import EvalContext, ProtocolOutput, ValueDisplay
+from harness.api import EvalContext, GridLabels, ProtocolOutput, ValueDisplay
 from harness.errors import ConfigError, HarnessError
 
 SAMPLER = "sklearn.mixture.GaussianMixture(full)"
@@ -99,8 +99,14 @@ class Reconstruction:
         data = torch.cat([ctx.reconstruct(b) for b in ctx.batches(test)]) if ctx.needs_data \
             else None
         ctx.log(f"reconstruction: rec {rec['rec_error_percent']:.3f}%")
+        rows = preview.shape[0] // 8 + (preview.shape[0] % 8 > 0)
+        labels = GridLabels(
+            title=f"Reconstruction: test images and their reconstructions "
+                  f"(rec {rec['rec_error_percent']:.2f} %)",
+            row_labels=["input" if r % 2 == 0 else "output" for r in range(rows)],
+            marked_rows=list(range(0, rows, 2)))
         return ProtocolOutput(
-            data=data, split="test", preview=preview, preview_nrow=8,
+            data=data, split="test", preview=preview, preview_nrow=8, preview_labels=labels,
             values={"rec_error_percent": rec["rec_error_percent"]},
             stamp={"split": "test", "n_images": int(rec["n_images"]),
                    "method": "model.reconstruct",
@@ -182,7 +188,11 @@ class RandomGeneration:
         codes = ctx.encode_split("train")
         images = ctx.decode(sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed))
         ctx.log(f"random_generation: {images.shape[0]} images")
-        return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8, stamp={
+        labels = GridLabels(title=f"Random generation: the first {min(N_PREVIEW, len(images))}"
+                                  f" of {len(images)} decoded GMM samples "
+                                  f"({cfg.gmm_components} components)")
+        return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8,
+                              preview_labels=labels, stamp={
             "n_samples": cfg.n_samples, "gmm_components": cfg.gmm_components,
             "sampler": SAMPLER, "codes": "model.encode(train)", "reference": "train"})
 
@@ -240,8 +250,14 @@ class Interpolation:
         ends = ctx.images(train, torch.cat([a[:rows], b[:rows]]).tolist()).to(images)
         strips = images[: rows * cfg.n_interp].reshape(rows, cfg.n_interp, *images.shape[1:])
         preview = torch.cat([ends[:rows, None], strips, ends[rows:, None]], dim=1).flatten(0, 1)
+        n = cfg.n_interp + 1
+        labels = GridLabels(
+            title="Interpolation: decoded codes between two training images (framed)",
+            col_labels=["start", *[f"t={i}/{n}" for i in range(1, n)], "end"],
+            row_labels=[f"pair {r + 1}" for r in range(rows)], marked_cols=[0, n])
         return ProtocolOutput(
-            data=images, preview=preview, preview_nrow=cfg.n_interp + 2, stamp={
+            data=images, preview=preview, preview_nrow=cfg.n_interp + 2, preview_labels=labels,
+            stamp={
                 "n_pairs": cfg.n_pairs, "n_interp": cfg.n_interp,
                 "t": "i/(n_interp+1), i=1..n_interp (interior points)",
                 "pairs": "seeded random pairs of distinct training images",
