@@ -301,11 +301,67 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class Header(str):
+    """A column header in words that keeps the raw ``protocol/metric`` key it stands for: the
+    HTML shows the key as a tooltip and in a line under the table, Markdown under the table."""
+
+    key: str
+
+    def __new__(cls, text: str, key: str = "") -> Header:
+        made = super().__new__(cls, text)
+        made.key = key
+        return made
+
+
+def _keys_line(header: list[str]) -> str:
+    keys = [f"{h} = {h.key}" for h in header if isinstance(h, Header) and h.key]
+    return "raw keys (metrics.json, report.csv): " + "; ".join(keys) if keys else ""
+
+
 def _html_table(header: list[str], body: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "".join(
+        f"<th title='{html.escape(h.key, quote=True)}'>{html.escape(h)}</th>"
+        if isinstance(h, Header) and h.key else f"<th>{html.escape(h)}</th>" for h in header)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in body)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    keys = _keys_line(header)
+    foot = f"<p class='keys'>{html.escape(keys)}</p>" if keys else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{foot}"
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    """mean ± std (n) over seeds; a per-run spread (a ``_std`` key) as its mean only, so no
+    number carries two spreads."""
+    if row is None:
+        return ""
+    if str(row["metric"]).endswith("_std"):
+        return f"{row['mean']:.3f} (n={row['n']})"
+    return _fmt(row, 3)
+
+
+def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], betas: dict[Any, Any],
+                   note: str) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """One results table per protocol (so each fits a page), headers in words with unit and
+    direction (:func:`harness.report.header`), the raw key kept in :class:`Header`."""
+    from .display import protocol_title
+    from .plugins import get_host
+
+    host = get_host()
+    models = sorted({(r["dataset"], r["model"]) for r in rows})
+    shown = {(r["protocol"], r["metric"]): r for r in rows}
+    out = []
+    for protocol in sorted({p for p, _ in shown}):
+        metrics = sorted(m for p, m in shown if p == protocol)
+        header = ["dataset", "model", "beta"] + [
+            Header(tables.header(shown[(protocol, m)], with_protocol=False), f"{protocol}/{m}")
+            for m in metrics]
+        body = [[d, m, "" if betas.get((d, m)) is None else f"{betas[(d, m)]:g}"]
+                + [_cell(by.get((d, m, f"{protocol}/{mm}"))) for mm in metrics]
+                for d, m in models]
+        out.append((f"Results: {protocol_title(protocol, host)}",
+                    f"{note}; mean ± std (n runs) over seeds; ↑ higher is better, ↓ lower is "
+                    "better", header, body))
+    return out
 
 
 def sections(state: dict[str, Any], out: Path) -> tuple[list[tuple[str, str, list[str],
@@ -315,16 +371,9 @@ def sections(state: dict[str, Any], out: Path) -> tuple[list[tuple[str, str, lis
     rows, by = _stats(state, out)
     budget = state["budget"]
     note = f"budget: {budget} ({BUDGET_NOTE.get(budget, '')})"
-    out_tables = []
-    metrics = sorted({(r["protocol"], r["metric"]) for r in rows})
-    models = sorted({(r["dataset"], r["model"]) for r in rows})
     betas = {(r["dataset"], r["model"]): r.get("beta") for r in state["runs"].values()
              if r.get("phase") == "final"}
-    header = ["dataset", "model", "beta"] + [f"{p}/{m}" for p, m in metrics]
-    body = [[d, m, "" if betas.get((d, m)) is None else f"{betas[(d, m)]:g}"]
-            + [_fmt(by.get((d, m, f"{p}/{mm}")), 3) if by.get((d, m, f"{p}/{mm}")) else ""
-               for p, mm in metrics] for d, m in models]
-    out_tables.append(("Results (test split): mean ± std (n) over seeds", note, header, body))
+    out_tables = results_tables(rows, by, betas, note)
     if state["suite"].get("published"):
         pheader, prow, pnote = paper_rows(state, by)
         out_tables.append(("The paper's numbers beside ours", f"{note}; {pnote}", pheader,
@@ -386,8 +435,10 @@ def write_report(out: str | Path) -> dict[str, Path]:
             f"- machine: {machine}\n- extra --set: {state.get('sets') or 'none'}\n")
     md = [head]
     for title, note, header, table in secs:
+        keys = _keys_line(header)
         md.append(f"\n## {title}\n\n_{note}_\n\n" + (_md_table(header, table) if table
-                                                          else ""))
+                                                          else "")
+                  + (f"\n_{keys}_\n" if keys and table else ""))
     md.append("\n## Claims of the paper\n\n")
     if state["budget"] == "smoke":
         md.append(f"_{SMOKE_CLAIMS}_\n\n")
@@ -436,8 +487,11 @@ def write_report(out: str | Path) -> dict[str, Path]:
                     "</figcaption></figure>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
             f"{html.escape(suite['name'])} ({html.escape(state['budget'])})</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
-            "collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}"
+            "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
+            "table{border-collapse:collapse;margin:8px 0;max-width:100%}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;"
+            "overflow-wrap:anywhere}th{background:#f3f3f3;text-align:left;cursor:help}"
+            "td{font-variant-numeric:tabular-nums}p.keys{font-size:11px;color:#666;margin:0}"
             ".supported{color:green}.not-supported{color:#b00}.not-measured{color:#888}"
             "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
     atomic_write_text(paths["html"], page)

@@ -133,13 +133,14 @@ def _host() -> Any:
 ARROWS = {True: " ↑", False: " ↓", None: ""}
 
 
-def header(row: dict[str, Any]) -> str:
+def header(row: dict[str, Any], *, with_protocol: bool = True) -> str:
     """A column's header in words: ``random_generation: FID ↓``, ``...: Reconstruction
     error (%) ↓`` (↑ higher is better, ↓ lower is better); the raw key goes in the legend."""
     shown = row.get("display") or {}
     unit = f" ({shown['unit']})" if shown.get("unit") else ""
     name = shown.get("name") or row["metric"]
-    return f"{row['protocol']}: {name}{unit}{ARROWS[shown.get('higher_is_better')]}"
+    words = f"{name}{unit}{ARROWS[shown.get('higher_is_better')]}"
+    return f"{row['protocol']}: {words}" if with_protocol else words
 
 
 def _column(row: dict[str, Any], stamps: dict[tuple[str, str], set[str]]) -> str:
