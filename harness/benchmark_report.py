@@ -20,7 +20,7 @@ from . import report as tables
 BUDGET_NOTE = {"smoke": "SMOKE budget: a few steps, tiny sample counts; checks the pipeline, "
                         "says nothing about the models",
                "cpu": "CPU budget: reduced steps and sample counts; not the paper's protocol",
-               "paper": "PAPER budget: the paper's configuration (SPEC.md)"}
+               "paper": "PAPER budget: the paper's configuration (the presets, 2000 steps on the bumps)"}
 
 SMOKE_CLAIMS = ("At the smoke budget (a few training steps) these verdicts are computed the "
                 "same way but are not evidence for or against the paper: the models are barely "

@@ -1,6 +1,6 @@
 """The paper's evaluation protocols (section 3) as components of the harness.
 
-* **reconstruction** — rec error of SPEC on the test split,
+* **reconstruction** — rec error (docs/maths.md) on the test split,
   ``100 * ||X_hat - X||_F / ||X||_F`` over the *whole* split, accumulated as two float64
   sums (not a mean of per-batch ratios; that one goes in ``details`` as
   ``rec_error_percent_batch_mean``, for comparison only), with ``model.reconstruct`` (eval
