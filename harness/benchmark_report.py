@@ -414,6 +414,45 @@ def _add_claims_of_older_state(state: dict[str, Any]) -> None:
     suite["claims"], suite["published"] = known.claims, known.published
 
 
+def _html_page(state: dict[str, Any], machine: str, secs: list[Any],
+               found_claims: list[dict[str, str]], figs: list[tuple[str, Path]]) -> str:
+    """The self-contained report.html: tables (fitting a 1280 px window), claims, figures
+    embedded as data URIs."""
+    suite = state["suite"]
+    parts = [f"<h1>Benchmark <code>{html.escape(suite['name'])}</code> — budget "
+            f"<code>{html.escape(state['budget'])}</code></h1>",
+            f"<p>{html.escape(suite.get('description', ''))}</p>",
+            f"<p><b>{html.escape(BUDGET_NOTE.get(state['budget'], ''))}</b></p>",
+            f"<p>seeds: {html.escape(str(state['seeds']))}; machine: {html.escape(machine)}</p>"]
+    for title, note, header, rows_ in secs:
+        parts.append(f"<h2>{html.escape(title)}</h2><p><i>{html.escape(note)}</i></p>"
+                    + (_html_table(header, rows_) if rows_ else ""))
+    if state["budget"] == "smoke":
+        parts.append(f"<h2>Claims of the paper</h2><p><i>{html.escape(SMOKE_CLAIMS)}</i></p>")
+    else:
+        parts.append("<h2>Claims of the paper</h2>")
+    parts.append("<ul>" + "".join(
+        f"<li><b class='{c['verdict'].replace(' ', '-')}'>{html.escape(c['verdict'])}</b> "
+        f"({html.escape(c['dataset'])}): {html.escape(c['claim'])}. "
+        f"{html.escape(c['evidence'])}</li>" for c in found_claims) + "</ul>")
+    parts.append("<h2>Figures</h2>")
+    for cap, p in figs:
+        data = base64.b64encode(p.read_bytes()).decode()
+        parts.append(f"<figure><img alt='{html.escape(cap, quote=True)}' "
+                    f"src='data:image/png;base64,{data}'><figcaption>{html.escape(cap)}"
+                    "</figcaption></figure>")
+    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
+            f"{html.escape(suite['name'])} ({html.escape(state['budget'])})</title><style>"
+            "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
+            "table{border-collapse:collapse;margin:8px 0;max-width:100%}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;"
+            "overflow-wrap:anywhere}th{background:#f3f3f3;text-align:left;cursor:help}"
+            "td{font-variant-numeric:tabular-nums}p.keys{font-size:11px;color:#666;margin:0}"
+            ".supported{color:green}.not-supported{color:#b00}.not-measured{color:#888}"
+            "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+    return page
+
+
 def write_report(out: str | Path) -> dict[str, Path]:
     """Write report.{md,csv,json,html} and figures/ into the benchmark directory ``out``."""
     from .atomic import atomic_write_text
@@ -463,36 +502,6 @@ def write_report(out: str | Path) -> dict[str, Path]:
          "machine": state.get("machine"), "rows": rows, "claims": found_claims,
          "beta_selection": state.get("beta_selection", []),
          "runs": state["runs"]}, indent=2, default=str) + "\n")
-    parts = [f"<h1>Benchmark <code>{html.escape(suite['name'])}</code> — budget "
-            f"<code>{html.escape(state['budget'])}</code></h1>",
-            f"<p>{html.escape(suite.get('description', ''))}</p>",
-            f"<p><b>{html.escape(BUDGET_NOTE.get(state['budget'], ''))}</b></p>",
-            f"<p>seeds: {html.escape(str(state['seeds']))}; machine: {html.escape(machine)}</p>"]
-    for title, note, header, rows_ in secs:
-        parts.append(f"<h2>{html.escape(title)}</h2><p><i>{html.escape(note)}</i></p>"
-                    + (_html_table(header, rows_) if rows_ else ""))
-    if state["budget"] == "smoke":
-        parts.append(f"<h2>Claims of the paper</h2><p><i>{html.escape(SMOKE_CLAIMS)}</i></p>")
-    else:
-        parts.append("<h2>Claims of the paper</h2>")
-    parts.append("<ul>" + "".join(
-        f"<li><b class='{c['verdict'].replace(' ', '-')}'>{html.escape(c['verdict'])}</b> "
-        f"({html.escape(c['dataset'])}): {html.escape(c['claim'])}. "
-        f"{html.escape(c['evidence'])}</li>" for c in found_claims) + "</ul>")
-    parts.append("<h2>Figures</h2>")
-    for cap, p in figs:
-        data = base64.b64encode(p.read_bytes()).decode()
-        parts.append(f"<figure><img alt='{html.escape(cap, quote=True)}' "
-                    f"src='data:image/png;base64,{data}'><figcaption>{html.escape(cap)}"
-                    "</figcaption></figure>")
-    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
-            f"{html.escape(suite['name'])} ({html.escape(state['budget'])})</title><style>"
-            "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
-            "table{border-collapse:collapse;margin:8px 0;max-width:100%}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;"
-            "overflow-wrap:anywhere}th{background:#f3f3f3;text-align:left;cursor:help}"
-            "td{font-variant-numeric:tabular-nums}p.keys{font-size:11px;color:#666;margin:0}"
-            ".supported{color:green}.not-supported{color:#b00}.not-measured{color:#888}"
-            "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+    page = _html_page(state, machine, secs, found_claims, figs)
     atomic_write_text(paths["html"], page)
     return paths
