@@ -41,9 +41,8 @@ from .errors import HarnessError
 #: error messages already printed during this process's evaluations (say a long one once)
 _WARNED: set[str] = set()
 
-#: ``on_images(protocol, images, nrow, labels)``: preview images (and their GridLabels or
-#: None) for the run directory's PNG grids
-ImageCallback = Callable[[str, Any, int, Any], None]
+#: ``on_images(protocol, images, nrow)``: preview images for the run directory's PNG grids
+ImageCallback = Callable[[str, Any, int], None]
 
 __all__ = ["build_metrics", "build_protocols", "evaluate", "export_samples", "save_image_grid",
            "to_display"]
@@ -110,12 +109,14 @@ def evaluate(
     device: Any = None,
     progress: bool = True,
     on_images: ImageCallback | None = None,
+    on_labels: Callable[[str, Any], None] | None = None,
     samples_dir: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the protocols of ``eval_cfg`` on a trained ``model``; return metrics.json records.
 
     ``protocols`` / ``metrics``: already built ``(name, object)`` pairs (None: built from
-    ``eval_cfg``). ``on_images(protocol, images, nrow)`` receives each protocol's preview.
+    ``eval_cfg``). ``on_images(protocol, images, nrow)`` receives each protocol's preview,
+    ``on_labels(protocol, labels)`` its :class:`harness.api.GridLabels` when it has some.
     ``samples_dir``: also export what was scored there (:func:`export_samples`), and let every
     metric with an ``export(directory)`` method write its reference data (e.g. FID's feature
     statistics) into ``samples_dir/<metric>/``.
@@ -148,7 +149,9 @@ def evaluate(
                     "stamp": dict(stamp), "details": {**out.details, "seconds": elapsed},
                 })  # fmt: skip
             if on_images is not None and out.preview is not None:
-                on_images(name, out.preview, out.preview_nrow, out.preview_labels)
+                on_images(name, out.preview, out.preview_nrow)
+            if on_labels is not None and out.preview_labels is not None:
+                on_labels(name, out.preview_labels)
             if samples_dir is not None and out.data is not None and \
                     getattr(protocol, "kind", "") != "codes":
                 export_samples(out.data, Path(samples_dir), name, info=info)

@@ -344,23 +344,28 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     metrics = evaluation.build_metrics(config.eval, host=host, progress=True)
     model.eval()
     previews: dict[str, tuple[Any, int, Any]] = {}
+    labels: dict[str, Any] = {}
 
-    def on_images(protocol: str, images: Any, nrow: int, labels: Any = None) -> None:
-        previews[protocol] = (images, nrow, labels)
+    def on_images(protocol: str, images: Any, nrow: int) -> None:
+        previews[protocol] = (images, nrow, None)
+
+    def on_labels(protocol: str, grid_labels: Any) -> None:
+        labels[protocol] = grid_labels
 
     records = evaluation.evaluate(
         model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
-        device=device, on_images=on_images,
+        device=device, on_images=on_images, on_labels=on_labels,
         samples_dir=run_dir / runs.SAMPLES_DIR if save_samples else None,
     )
+    previews = {p: (images, nrow, labels.get(p)) for p, (images, nrow, _) in previews.items()}
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
         extra["training"] = training
     extra.update(_unscored(protocols, metrics, records, splits.info))
     doc = runs.metrics_document(config, records, extra)
-    for protocol, (images, nrow, labels) in previews.items():
+    for protocol, (images, nrow, grid) in previews.items():
         evaluation.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow,
-                                   info=splits.info, labels=labels)
+                                   info=splits.info, labels=grid)
     if trackers is not None:
         step = int((training or {}).get("steps", 0))
         log_final_metrics(trackers, doc, step=step)

@@ -35,3 +35,30 @@ def test_title_and_labels_make_room_and_are_drawn(tmp_path: Path) -> None:
     assert (arr[:, :30] < 100).any()  # the row labels on the left
     path = save_labelled_grid(images, tmp_path / "sub" / "g.png", 4, labels)
     assert [p.name for p in path.parent.iterdir()] == ["g.png"]
+
+
+def test_the_interpolation_preview_marks_its_real_endpoints() -> None:
+    from harness_plugins.datasets._common import ArrayDataset
+    from harness_plugins.protocols.paper import Interpolation, InterpolationConfig
+
+    from harness.api import DatasetInfo, DataSplits, EvalContext
+
+    class Flat(torch.nn.Module):  # codes = the first two pixels; decoding repeats them
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)[:, :2]
+
+        def decode(self, z: torch.Tensor) -> torch.Tensor:
+            return z[:, :1, None, None].expand(-1, 1, 4, 4)
+
+    images = np.random.default_rng(0).random((10, 1, 4, 4)).astype(np.float32)
+    data = ArrayDataset(images, np.full(10, -1))
+    splits = DataSplits(DatasetInfo("toy", (1, 4, 4)), data, data)
+    out = Interpolation(InterpolationConfig(n_pairs=3, n_interp=4)).run(
+        EvalContext(Flat(), splits, seed=0))
+    labels = out.preview_labels
+    assert labels is not None and out.preview_nrow == 6
+    assert labels.col_labels == ["start", "t=1/5", "t=2/5", "t=3/5", "t=4/5", "end"]
+    assert labels.marked_cols == [0, 5] and labels.row_labels == ["pair 1", "pair 2", "pair 3"]
+    # the marked columns hold the real training images, the others decoded codes
+    first = out.preview[0, 0]
+    assert any(torch.equal(first, torch.from_numpy(im[0])) for im in images)
