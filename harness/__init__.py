@@ -4,7 +4,15 @@ The public API for plugin authors is :data:`hookimpl` plus the contracts in
 :mod:`harness.api`. Importing this package does not import torch.
 """
 
-from .api import DataConfig, DatasetInfo, DataSplits, GenerativeModel, Metric, StepContext
+from .api import (
+    DataConfig,
+    DatasetInfo,
+    DataSplits,
+    GenerativeModel,
+    Metric,
+    StepContext,
+    ValueDisplay,
+)
 from .errors import ConfigError, HarnessError
 from .hookspecs import hookimpl
 
@@ -19,6 +27,7 @@ __all__ = [
     "HarnessError",
     "Metric",
     "StepContext",
+    "ValueDisplay",
     "__version__",
     "hookimpl",
 ]

@@ -186,6 +186,43 @@ class GenerativeModel(Protocol):
         ...
 
 
+# ------------------------------------------------------------------------------ display
+@dataclass(frozen=True)
+class ValueDisplay:
+    """How one number a protocol or metric produces is shown to a reader: its name in words,
+    its unit, and which direction is better.
+
+    A protocol or metric class declares ``display = {"key": ValueDisplay(...), ...}`` for
+    the keys it returns (a ``key_std`` without an entry is shown as the spread of ``key``);
+    a component that declares nothing is shown by its raw key with the direction of its
+    ``higher_is_better``. A protocol may also declare ``title`` (its name in words)."""
+
+    name: str
+    unit: str = ""  # e.g. "%"; "" for a pure number
+    higher_is_better: bool | None = None  # None: a diagnostic with no better direction
+    description: str = ""  # one short sentence: what the number measures
+
+    @property
+    def direction(self) -> str:
+        """``"higher is better"``, ``"lower is better"`` or ``""``."""
+        if self.higher_is_better is None:
+            return ""
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
+@dataclass
+class GridLabels:
+    """The labels of an image grid (:func:`harness.figures.labelled_grid`): a title, one
+    label per row and per column (either may be empty), and the columns / rows whose tiles
+    are framed in colour (e.g. an interpolation's two real endpoints)."""
+
+    title: str = ""
+    row_labels: list[str] = field(default_factory=list)
+    col_labels: list[str] = field(default_factory=list)
+    marked_cols: list[int] = field(default_factory=list)
+    marked_rows: list[int] = field(default_factory=list)
+
+
 # --------------------------------------------------------------------------------- protocols
 @dataclass
 class ProtocolOutput:
@@ -198,7 +235,8 @@ class ProtocolOutput:
     each. ``stamp``: everything that defines those numbers and the data (sample counts,
     sampler, reference split...); the host adds the protocol version, seed, dataset and image
     size. ``details``: provenance that does not define a number (timings, batch-dependent
-    side values). ``preview``: up to 64 images for the run's PNG grid, ``preview_nrow`` a row.
+    side values). ``preview``: up to 64 images for the run's PNG grid, ``preview_nrow`` a row,
+    ``preview_labels`` its title and labels (:class:`GridLabels`).
     """
 
     data: Any = None
@@ -207,6 +245,7 @@ class ProtocolOutput:
     details: dict[str, Any] = field(default_factory=dict)
     preview: Any = None
     preview_nrow: int = 8
+    preview_labels: GridLabels | None = None
     split: str = "train"  # the split the values were computed on / metrics compare against
     higher_is_better: bool = False  # direction of ``values``
 
@@ -383,6 +422,8 @@ _SERVICES = {
     "atomic_write_json": "harness.atomic:atomic_write_json",
     "build_once": "harness.atomic:build_once",
     "file_sha256": "harness.atomic:file_sha256",
+    "labelled_grid": "harness.figures:labelled_grid",
+    "save_labelled_grid": "harness.figures:save_labelled_grid",
     "save_model": "harness.modelfiles:save_model",
     "read_model_files": "harness.modelfiles:read_model_files",
     "FeatureStats": "harness.fid:FeatureStats",

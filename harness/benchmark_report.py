@@ -126,12 +126,67 @@ def to_markdown(header: list[str], body: list[list[str]]) -> str:
 _md_table = to_markdown
 
 
+class Header(str):
+    """A column header in words that keeps the raw ``protocol/metric`` key it stands for: the
+    HTML shows the key as a tooltip and in a line under the table, Markdown under the table."""
+
+    key: str
+
+    def __new__(cls, text: str, key: str = "") -> Header:
+        made = super().__new__(cls, text)
+        made.key = key
+        return made
+
+
+def _keys_line(header: list[str]) -> str:
+    keys = [f"{h} = {h.key}" for h in header if isinstance(h, Header) and h.key]
+    return "raw keys (metrics.json, report.csv): " + "; ".join(keys) if keys else ""
+
+
 def _html_table(header: list[str], body: list[list[str]]) -> str:
-    """One table as HTML (the rendering of every report table: headers, cells, escaping)."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "".join(
+        f"<th title='{html.escape(h.key, quote=True)}'>{html.escape(h)}</th>"
+        if isinstance(h, Header) and h.key else f"<th>{html.escape(h)}</th>" for h in header)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in body)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    keys = _keys_line(header)
+    foot = f"<p class='keys'>{html.escape(keys)}</p>" if keys else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{foot}"
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    """mean ± std (n) over seeds; a per-run spread (a ``_std`` key) as its mean only, so no
+    number carries two spreads."""
+    if row is None:
+        return ""
+    if str(row["metric"]).endswith("_std"):
+        return f"{row['mean']:.3f} (n={row['n']})"
+    return _fmt(row, 3)
+
+
+def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], betas: dict[Any, Any],
+                   note: str) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """One results table per protocol (so each fits a page), headers in words with unit and
+    direction (:func:`harness.report.header`), the raw key kept in :class:`Header`."""
+    from .display import protocol_title
+    from .plugins import get_host
+
+    host = get_host()
+    models = sorted({(r["dataset"], r["model"]) for r in rows})
+    shown = {(r["protocol"], r["metric"]): r for r in rows}
+    out = []
+    for protocol in sorted({p for p, _ in shown}):
+        metrics = sorted(m for p, m in shown if p == protocol)
+        header = ["dataset", "model", "beta"] + [
+            Header(tables.header(shown[(protocol, m)], with_protocol=False), f"{protocol}/{m}")
+            for m in metrics]
+        body = [[d, m, "" if betas.get((d, m)) is None else f"{betas[(d, m)]:g}"]
+                + [_cell(by.get((d, m, f"{protocol}/{mm}"))) for mm in metrics]
+                for d, m in models]
+        out.append((f"Results: {protocol_title(protocol, host)}",
+                    f"{note}; mean ± std (n runs) over seeds; ↑ higher is better, ↓ lower is "
+                    "better", header, body))
+    return out
 
 
 def _swept_key(state: dict[str, Any]) -> str:
@@ -141,20 +196,28 @@ def _swept_key(state: dict[str, Any]) -> str:
     return "beta" if state["suite"].get("beta") else ""
 
 
+def _swept_values(state: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    """(dataset, model) -> the swept value its final runs used."""
+    return {(r["dataset"], r["model"]): r.get("value", r.get("beta"))
+            for r in state["runs"].values() if r.get("phase") == "final"}
+
+
+def _value_cell(v: Any) -> str:
+    return "" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def results_table(state: dict[str, Any], out: Path) -> tuple[list[str], list[list[str]]]:
     """The results: one row per dataset and model, mean ± std (n) over seeds per metric."""
     rows, by = _stats(state, out)
     metrics = sorted({(r["protocol"], r["metric"]) for r in rows})
     models = sorted({(r["dataset"], r["model"]) for r in rows})
     key = _swept_key(state)
-    values = {(r["dataset"], r["model"]): r.get("value", r.get("beta"))
-              for r in state["runs"].values() if r.get("phase") == "final"}
+    values = _swept_values(state)
     header = ["dataset", "model"] + ([key] if key else []) + [f"{p}/{m}" for p, m in metrics]
     body = []
     for d, m in models:
         v = values.get((d, m))
-        cells = [d, m] + ([("" if v is None else f"{v:g}" if isinstance(v, float) else str(v))]
-                          if key else [])
+        cells = [d, m] + ([_value_cell(v)] if key else [])
         body.append(cells + [_fmt(by[(d, m, f"{p}/{mm}")], 3) if (d, m, f"{p}/{mm}") in by
                              else "" for p, mm in metrics])
     return header, body
@@ -183,8 +246,7 @@ def sections(state: dict[str, Any], out: Path) -> tuple[list[tuple[str, str, lis
     rows, by = _stats(state, out)
     budget = state["budget"]
     note = f"budget: {budget} ({BUDGET_NOTE.get(budget, '')})"
-    header, body = results_table(state, out)
-    out_tables = [("Results (test split): mean ± std (n) over seeds", note, header, body)]
+    out_tables = results_tables(rows, by, state, note)
     if state["suite"].get("published"):
         pheader, prow, pnote = paper_rows(state, by)
         out_tables.append(("The paper's numbers beside ours", f"{note}; {pnote}", pheader,
@@ -230,8 +292,10 @@ def _markdown(state: dict[str, Any], secs: list[Any], found_claims: list[dict[st
           f"{state.get('jobs')}; threads per run: {state.get('threads_per_run')}\n"
           f"- machine: {machine}\n- extra --set: {state.get('sets') or 'none'}\n"]
     for title, note, header, table in secs:
+        keys = _keys_line(header)
         md.append(f"\n## {title}\n\n_{note}_\n\n" + (to_markdown(header, table) if table
-                                                          else ""))
+                                                          else "")
+                  + (f"\n_{keys}_\n" if keys and table else ""))
     md.append("\n## Claims of the paper\n\n")
     if state["budget"] == "smoke":
         md.append(f"_{SMOKE_CLAIMS}_\n\n")
@@ -270,8 +334,11 @@ def _html(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, s
                      "</figcaption></figure>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
             f"{html.escape(suite['name'])} ({html.escape(state['budget'])})</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
-            "collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}"
+            "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
+            "table{border-collapse:collapse;margin:8px 0;max-width:100%}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;"
+            "overflow-wrap:anywhere}th{background:#f3f3f3;text-align:left;cursor:help}"
+            "td{font-variant-numeric:tabular-nums}p.keys{font-size:11px;color:#666;margin:0}"
             ".supported{color:green}.not-supported{color:#b00}.not-measured{color:#888}"
             "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
 

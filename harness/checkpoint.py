@@ -13,7 +13,7 @@ Layout (``run_dir/checkpoints/``)::
     latest                       the name of the newest complete checkpoint
 
 Why not ``torch.save``/``accelerator.save_state``: both pickle, and unpickling a file executes
-code; the issue asks that loading a checkpoint never does. safetensors and JSON are data only.
+code; loading a checkpoint must never do that. safetensors and JSON are data only.
 
 Why a directory renamed into place: a checkpoint is several files, and a run killed while
 writing must leave the previous checkpoint intact and never a half-written one under a real

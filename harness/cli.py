@@ -24,6 +24,7 @@ from . import __version__
 from .errors import HarnessError
 from .plugins import get_host
 from .resources import tune_malloc
+from .stopsignal import interrupt_on_termination, next_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -239,32 +240,31 @@ def _run_preset(run_dir: Path) -> str | None:
 
 
 def _print_summary(run_dir: Path) -> None:
+    """The run's results in words (harness.display): what each number is, its unit, which
+    way is better, the paper's value when a suite publishes one, and why a protocol has none."""
+    from . import display
     from .runs import METRICS_FILE
 
     path = run_dir / METRICS_FILE
     if not path.is_file() or int(os.environ.get("RANK", "0")) != 0:
         return  # under `accelerate launch`, only the main process reports
     doc = json.loads(path.read_text())
+    run = doc.get("run") or {}
     click.echo(f"run directory: {run_dir}")
     preset = _run_preset(run_dir)
     if preset:
         click.echo(f"  preset: {preset} (the plugin's configuration for the dataset; "
                    "--set overrides it)" if preset != "none" else "  preset: none")
-    for rec in doc.get("results", []):
-        value = rec.get("value")
-        if isinstance(value, bool) or not isinstance(value, int | float | type(None)):
-            continue  # lists and tables stay in metrics.json
-        if value is None:
-            error = str(rec.get("error") or "no value").removeprefix("not computed: ")
-            shown = "not computed: " + (error[:100] + "... (see metrics.json)"
-                                        if len(error) > 100 else error)
-        else:
-            shown = f"{value:.4g}"
-            # say what a number is: a domain-feature FID is not an ImageNet one
-            features = (rec.get("stamp") or {}).get("feature_extractor")
-            if features:
-                shown += f"  (features: {features})"
-        click.echo(f"  {rec.get('protocol')}/{rec.get('metric')}: {shown}")
+    click.echo(f"results of {run.get('model', '?')} on {run.get('dataset', '?')} "
+               f"(seed {run.get('seed', '?')}):")
+    paper = display.published_values(str(run.get("model")), str(run.get("dataset")))
+    for line in display.summary_lines(doc, get_host(), paper=paper):
+        click.echo(line)
+    features = sorted({str((r.get("stamp") or {}).get("feature_extractor"))
+                       for r in doc.get("results", [])
+                       if (r.get("stamp") or {}).get("feature_extractor")})
+    if features:  # a domain-feature FID is not an ImageNet one
+        click.echo(f"  FID features: {', '.join(features)}")
     peaks = {k: v for k, v in (doc.get("training") or {}).items() if k.startswith("peak_")}
     if peaks:
         click.echo("  " + ", ".join(f"{k}: {v:g}" for k, v in peaks.items()))
@@ -307,16 +307,31 @@ def _os_error(exc: OSError) -> str:
     return f"{exc.strerror or exc}{where}"
 
 
+def _interrupted() -> None:
+    """Ctrl-C, SIGTERM or SIGHUP: say what is saved and the one command that continues."""
+    command, saved = next_command()
+    said = f"{saved}; " if saved else ""
+    if command:
+        click.echo(f"Interrupted: {said}continue with:\n  {command}", err=True)
+    else:
+        click.echo("Interrupted: nothing was changed; run the command again.", err=True)
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run the command line. Every failure ends as one ``Error:`` line: status 2 for bad
     input, 1 for a run that failed (or an unexpected error), 130 for Ctrl-C.
     ``HARNESS_DEBUG=1`` prints the traceback too."""
     try:
+        interrupt_on_termination()
         _add_plugin_commands()
         return cli.main(args=argv, prog_name="harness", standalone_mode=False)
     except HarnessError as exc:
         _fail(str(exc), getattr(exc, "exit_code", 2))
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # Click turns Ctrl-C into Abort; say what continues instead of a bare "Aborted."
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            _interrupted()
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
@@ -325,8 +340,7 @@ def main(argv: list[str] | None = None) -> Any:
         exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("Interrupted: the last checkpoint is kept; continue with --resume.", err=True)
-        sys.exit(130)
+        _interrupted()
     except OSError as exc:
         _fail(_os_error(exc), 1)
     except MemoryError:

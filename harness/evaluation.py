@@ -109,12 +109,14 @@ def evaluate(
     device: Any = None,
     progress: bool = True,
     on_images: ImageCallback | None = None,
+    on_labels: Callable[[str, Any], None] | None = None,
     samples_dir: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the protocols of ``eval_cfg`` on a trained ``model``; return metrics.json records.
 
     ``protocols`` / ``metrics``: already built ``(name, object)`` pairs (None: built from
-    ``eval_cfg``). ``on_images(protocol, images, nrow)`` receives each protocol's preview.
+    ``eval_cfg``). ``on_images(protocol, images, nrow)`` receives each protocol's preview,
+    ``on_labels(protocol, labels)`` its :class:`harness.api.GridLabels` when it has some.
     ``samples_dir``: also export what was scored there (:func:`export_samples`), and let every
     metric with an ``export(directory)`` method write its reference data (e.g. FID's feature
     statistics) into ``samples_dir/<metric>/``.
@@ -148,6 +150,8 @@ def evaluate(
                 })  # fmt: skip
             if on_images is not None and out.preview is not None:
                 on_images(name, out.preview, out.preview_nrow)
+            if on_labels is not None and out.preview_labels is not None:
+                on_labels(name, out.preview_labels)
             if samples_dir is not None and out.data is not None and \
                     getattr(protocol, "kind", "") != "codes":
                 export_samples(out.data, Path(samples_dir), name, info=info)
@@ -233,12 +237,17 @@ def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, spl
 
 
 def save_image_grid(images: Any, path: str | os.PathLike[str], nrow: int = 8,
-                    info: Any = None) -> Path:
+                    info: Any = None, labels: Any = None) -> Path:
     """Write images (N, C, H, W) as one PNG grid on the dataset's [0, 1] scale
-    (:func:`to_display`), atomically."""
+    (:func:`to_display`), atomically; with ``labels`` (:class:`harness.api.GridLabels`) a
+    labelled grid (:func:`harness.figures.labelled_grid`)."""
     from torchvision.utils import save_image
 
     path = Path(path)
+    if labels is not None:
+        from .figures import save_labelled_grid
+
+        return save_labelled_grid(to_display(images, info), path, nrow, labels)
     with atomic_path(path) as tmp:
         save_image(to_display(images, info), tmp, nrow=nrow, padding=2, format="png")
     return path

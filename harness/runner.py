@@ -7,6 +7,7 @@ and builds the model; the main process owns the run directory, evaluation and me
 from __future__ import annotations
 
 import copy
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from .config import RunConfig
 from .errors import ConfigError, HarnessError
 from .plugins import Host, get_host
 from .resources import peak_memory
+from .stopsignal import set_next_command
 
 
 def build_model(host: Host, config: RunConfig, info: Any) -> Any:
@@ -97,6 +99,7 @@ def resume_config(
         cls = host.get("model", stored_model).load()
         stored = cfgmod.resolve_data(stored_doc, model_config_cls=cls.Config, source=path,
                                      host=host)
+        stored.preset = _recorded_preset(stored_doc)
     except ConfigError as exc:
         if not given:
             if not path.exists():
@@ -137,9 +140,18 @@ def resume_config(
         )
     config = cfgmod.resolve_data(doc, sets=sets, model_config_cls=cls.Config,
                                  source=config_file or path, host=host)
+    config.preset = _recorded_preset(doc)
     changes = preflight.config_changes(stored, config)
     preflight.refuse_resume_changes(changes, run_dir)
     return ResumePlan(config, changes)
+
+
+def _recorded_preset(doc: dict[str, Any]) -> str | None:
+    """The ``run.preset`` a saved config records. A saved config already holds the preset's
+    values, so it is resolved without presets; the name is kept, so that a rewritten
+    config.toml and the summary still say which preset the run started from."""
+    preset = (doc.get("run") or {}).get("preset")
+    return preset if isinstance(preset, str) else None
 
 
 def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
@@ -171,11 +183,15 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     # them all; nothing is written before the data and the model are known to be fine.
     runs.check_out_path(run_dir)
     dir_state = runs.check_run_dir(run_dir, resume=resume)
+    if state.is_main_process:
+        print(f"harness: loading dataset '{config.dataset}' and building model "
+              f"'{config.model}'...", file=sys.stderr, flush=True)
     splits = load_data(host, config)
     n_train = preflight.check_splits(splits, config.dataset)
     trainer.seed_everything(config.seed)
     model = build_model(host, config, splits.info)
-    preflight.validate_train_config(config.train, n_train, state.num_processes, model)
+    steps, _ = preflight.validate_train_config(config.train, n_train, state.num_processes,
+                                               model)
     preflight.check_optimizer(model, config.train)
     if resume and dir_state.checkpoint is not None:
         ckpt.check_resume_fits(dir_state.checkpoint, seed=config.seed,
@@ -205,6 +221,10 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     if plan.changes and state.is_main_process:
         print("harness: resuming with changed settings: "
               + "; ".join(str(c) for c in plan.changes), file=sys.stderr)
+    if state.is_main_process:
+        announce(config, run_dir, steps=steps, device=state.device, resume=resume)
+    set_next_command(f"harness run --resume --out {shlex.quote(str(run_dir))}",
+                     "training stopped at a step boundary with a checkpoint")
     try:
         return _train_and_record(host, model, splits, config, run_dir, resume=resume,
                                  evaluate=evaluate, state=state, save_samples=save_samples)
@@ -240,6 +260,8 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
     if accelerator.is_main_process:
         runs.save_model(run_dir, model, name=config.model, config=config.model_cfg,
                         info=splits.info)
+        set_next_command(f"harness evaluate {shlex.quote(str(run_dir))}",
+                         f"training is finished and its weights are saved in {run_dir}")
         training = {k: v for k, v in vars(result).items() if k != "model"}
         training.update(peak_memory(accelerator.device))  # the run's peak GPU memory / RSS
         if evaluate:
@@ -249,6 +271,7 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
         else:
             doc = runs.metrics_document(config, [], {"training": training})
             runs.atomic_write_json(run_dir / runs.METRICS_FILE, doc)
+        set_next_command("", "")  # the run is complete: nothing left to continue
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
@@ -276,21 +299,21 @@ def log_final_metrics(accelerator: Any, doc: dict[str, Any], step: int) -> dict[
     return values
 
 
-def log_final_images(accelerator: Any, previews: dict[str, tuple[Any, int]], info: Any,
+def log_final_images(accelerator: Any, previews: dict[str, tuple[Any, ...]], info: Any,
                      step: int) -> list[str]:
     """Send each protocol's preview grid (the run directory's ``images/<protocol>.png``) to
     every configured tracker that takes images, as ``final/<protocol>``; returns the names of
     the trackers that got them. TensorBoard takes a batch of NHWC arrays; W&B, ClearML and Aim
     a list of HWC arrays. Trackers without images (MLflow, Comet, DVCLive) get the metrics only."""
     import numpy as np
-    from torchvision.utils import make_grid
 
     from .evaluation import to_display
+    from .figures import grid_array
 
     grids = {}
-    for protocol, (images, nrow) in previews.items():
-        grid = make_grid(to_display(images, info), nrow=nrow, padding=2)
-        grids[f"final/{protocol}"] = (grid * 255).round().byte().permute(1, 2, 0).numpy()
+    for protocol, (images, nrow, *labels) in previews.items():
+        grids[f"final/{protocol}"] = grid_array(to_display(images, info), nrow,
+                                                labels[0] if labels else None)
     told = []
     for tracker in getattr(accelerator, "trackers", None) or []:
         if not grids or not callable(getattr(tracker, "log_images", None)):
@@ -320,23 +343,29 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     protocols = evaluation.build_protocols(config.eval, host=host)
     metrics = evaluation.build_metrics(config.eval, host=host, progress=True)
     model.eval()
-    previews: dict[str, tuple[Any, int]] = {}
+    previews: dict[str, tuple[Any, int, Any]] = {}
+    labels: dict[str, Any] = {}
 
     def on_images(protocol: str, images: Any, nrow: int) -> None:
-        previews[protocol] = (images, nrow)
+        previews[protocol] = (images, nrow, None)
+
+    def on_labels(protocol: str, grid_labels: Any) -> None:
+        labels[protocol] = grid_labels
 
     records = evaluation.evaluate(
         model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
-        device=device, on_images=on_images,
+        device=device, on_images=on_images, on_labels=on_labels,
         samples_dir=run_dir / runs.SAMPLES_DIR if save_samples else None,
     )
+    previews = {p: (images, nrow, labels.get(p)) for p, (images, nrow, _) in previews.items()}
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
         extra["training"] = training
+    extra.update(_unscored(protocols, metrics, records, splits.info))
     doc = runs.metrics_document(config, records, extra)
-    for protocol, (images, nrow) in previews.items():
+    for protocol, (images, nrow, grid) in previews.items():
         evaluation.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow,
-                                   info=splits.info)
+                                   info=splits.info, labels=grid)
     if trackers is not None:
         step = int((training or {}).get("steps", 0))
         log_final_metrics(trackers, doc, step=step)
@@ -348,6 +377,29 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
         runs.write_config(run_dir, config)
     host.call_hook("run_finished", run_dir=str(run_dir), metrics=doc)
     return doc
+
+
+def _unscored(protocols: list[tuple[str, Any]], metrics: list[tuple[str, Any]],
+              records: list[dict[str, Any]], info: Any) -> dict[str, Any]:
+    """``{"unscored": {protocol: why}}`` for the protocols that produced no number at all
+    (e.g. interpolation on the bumps, where no image metric applies); {} when all did."""
+    from .display import unscored_reason
+
+    scored = {rec.get("protocol") for rec in records}
+    why = {name: unscored_reason(name, protocol, metrics, info)
+           for name, protocol in protocols if name not in scored}
+    return {"unscored": why} if why else {}
+
+
+def announce(config: RunConfig, run_dir: Path, *, steps: int, device: Any,
+             resume: bool) -> None:
+    """Say, before the first step, what is trained on what, for how long, where."""
+    preset = config.preset or "none"
+    verb = "resuming" if resume else "training"
+    print(f"harness: {verb} {config.model} on {config.dataset} (preset: {preset}, seed "
+          f"{config.seed}) for {steps} steps on {device}\n"
+          f"harness: run directory {run_dir}; the first progress line comes after the "
+          "first steps (Ctrl-C stops with a checkpoint)", file=sys.stderr, flush=True)
 
 
 def _override_eval(saved: dict[str, Any], changes: dict[str, Any], host: Host) -> dict[str, Any]:
@@ -390,6 +442,9 @@ def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
     if (run_dir / runs.METRICS_FILE).is_file():
         previous = runs.read_metrics(run_dir).get("training") or {}
     print(f"evaluating {run_dir} ({config.model} on {config.dataset})", file=sys.stderr)
+    if write_metrics:
+        set_next_command(f"harness evaluate {shlex.quote(str(run_dir))}",
+                         f"the weights and metrics of {run_dir} are as they were")
     return evaluate_model(host, model, splits, config, run_dir, training=previous or None,
                           write_config=bool(overrides) and write_metrics,
                           save_samples=save_samples, write_metrics=write_metrics)

@@ -1,5 +1,5 @@
 """The seven models of the autoencoders plugin: registration, architecture, losses, the
-vrrae KL identity (SPEC eq. 7), the inference basis, evaluation, save/load."""
+vrrae KL identity (docs/maths.md), the inference basis, evaluation, save/load."""
 
 from __future__ import annotations
 

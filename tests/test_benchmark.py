@@ -351,12 +351,14 @@ def test_preview_grids_go_to_the_trackers_that_take_images() -> None:
     assert told == ["tensorboard", "wandb"]
     values, step, kwargs = calls["tensorboard"]
     (batch,) = values.values()
-    # one NHWC uint8 grid: 2 rows x 3 columns of 4 px images with 2 px padding
+    # one NHWC uint8 grid (harness.figures): 2 rows x 3 columns of 4 px images scaled up to
+    # 48 px, 3 px apart, each in a grey frame
     assert list(values) == ["final/reconstruction"] and step == 7
-    assert kwargs == {"dataformats": "NHWC"} and batch.shape == (1, 14, 20, 3)
-    assert batch.dtype == np.uint8 and batch[0, 2:6, 2:6].min() == 255 and batch[0, 0, 0, 0] == 0
+    assert kwargs == {"dataformats": "NHWC"} and batch.shape == (1, 108, 159, 3)
+    assert batch.dtype == np.uint8 and batch[0, 3:51, 3:51].min() == 255
+    assert tuple(batch[0, 2, 10]) == (150, 150, 150)  # the first tile's frame
     (images,) = calls["wandb"][0].values()
-    assert len(images) == 1 and images[0].shape == (14, 20, 3)
+    assert len(images) == 1 and images[0].shape == (108, 159, 3)
 
 
 def test_datasets_missing_here_are_probed_once_and_reported(

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import builtin_plugins_only
 from conftest import cpu_subprocess_env
 
+from harness import hookimpl
 from harness.cli import main
 from harness.config import tomllib
 
@@ -91,6 +93,38 @@ def test_batch_smaller_than_k_is_refused(tmp_path: Path, capsys: pytest.CaptureF
     assert "train.batch_size=4" in err and "k" in err
 
 
+class SampleCounter:
+    """An in-test metric scoring every protocol that makes samples: the number of images.
+    On the bumps no built-in metric scores interpolation, so without it whether interpolation
+    has a record (with its stamp) would depend on the third-party plugins the process-wide
+    host happened to load (the example plugin's ``mean-intensity``)."""
+
+    name = "sample-count"
+    higher_is_better = False
+    inputs = ("samples",)
+
+    def __call__(self, images, reference, info, *, device=None):  # type: ignore[no-untyped-def]
+        return {"n_images": float(images.shape[0])}
+
+
+class SampleCounterPlugin:
+    @hookimpl
+    def register_metrics(self, register) -> None:  # type: ignore[no-untyped-def]
+        register("sample-count", SampleCounter, "number of images (test metric)")
+
+
+@pytest.fixture
+def pinned_plugins():  # type: ignore[no-untyped-def]
+    """The built-in plugins plus :class:`SampleCounterPlugin`, and nothing installed on the
+    machine: the set of metrics, and so of records, is the same in every environment."""
+    from harness import plugins
+
+    with builtin_plugins_only():
+        plugins.load_host(plugins={"sample-counter": SampleCounterPlugin()})
+        yield
+
+
+@pytest.mark.usefixtures("pinned_plugins")
 def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"

@@ -32,7 +32,7 @@ BUILTIN = {"bumps", "mnist", "fashion-mnist", "cifar10", "celeba", "digits"}
 
 # -------------------------------------------------------------------------------------- bumps
 def hand_bump(x0: float, y0: float, row: int, col: int, size: int = 64) -> float:
-    """The SPEC formula written out by hand for one pixel."""
+    """The bumps formula (docs/maths.md) written out by hand for one pixel."""
     x = -1.0 + 2.0 * col / (size - 1)
     y = -1.0 + 2.0 * row / (size - 1)
     return math.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * 0.2**2))
@@ -102,7 +102,7 @@ def test_bumps_diagonal_and_training_statistics() -> None:
     assert diag[0, 0] == -0.5 and diag[-1, 0] == 0.5
     images = splits.extra["diagonal"].tensor()
     assert torch.allclose(images, images.transpose(-1, -2))  # x0 = y0: symmetric images
-    # one scalar mean/std from the TRAINING split, applied to every split (SPEC)
+    # one scalar mean/std from the TRAINING split, applied to every split (docs/maths.md)
     raw_train = torch.from_numpy(bumps.render(bumps.train_centres())).double()
     meta = splits.info.metadata
     assert meta["standardization"]["mean"] == pytest.approx(raw_train.mean().item(), rel=1e-12)

@@ -48,8 +48,10 @@ def _fake_run(root: Path, name: str, model: str, seed: int, rec: float, fid: flo
         "run": {"model": model, "dataset": "mnist", "seed": seed},
         "results": [
             {"protocol": "reconstruction", "metric": "rec_error_percent", "value": rec,
-             "stamp": {"split": "test", "seed": seed}},
-            {"protocol": "random_generation", "metric": "fid", "value": fid,
+             "source": "protocol", "stamp": {"split": "test", "seed": seed}},
+            {"protocol": "random_generation", "metric": "fid_std", "value": rec / 10,
+             "stamp": {"seed": seed}},
+            {"protocol": "random_generation", "metric": "fid", "value": fid, "source": "fid",
              "stamp": {"n_samples": n_samples, "seed": seed}},
             {"protocol": "interpolation", "metric": "fid", "value": None, "error": "no weights",
              "stamp": {"seed": seed}},
@@ -72,7 +74,8 @@ def test_report_means_and_stds_over_seeds(tmp_path: Path) -> None:
     assert rec["n"] == 2 and rec["seeds"] == [0, 1]
     assert not [r for r in rows if r["protocol"] == "interpolation"]  # errors are not numbers
     md = report.to_markdown(rows)
-    assert "| vrrae | mnist | 27.00 ± 1.41 (n=2) |" in md.replace("39.00 ± 1.41 (n=2) | ", "")
+    assert "| vrrae | mnist | 27.00 ± 1.41 (n=2) |" in md.replace("39.00 ± 1.41 (n=2) | ", "").replace(
+        "2.70 (n=2) | ", "")
     assert "| ae | mnist |" in md
     csv_text = report.to_csv(rows)
     assert csv_text.splitlines()[0] == (
@@ -89,7 +92,7 @@ def test_report_never_averages_different_protocols(tmp_path: Path) -> None:
     assert sorted(r["mean"] for r in fids) == [38.0, 50.0]
     assert all(r["n"] == 1 for r in fids)
     md = report.to_markdown(report.collect(dirs))
-    assert "random_generation/fid [" in md
+    assert "random_generation: FID ↓ [" in md
     # a legend says what differs between the two columns, not only their hashes
     legend = md[md.index("Columns split by protocol stamp"):]
     assert "- random_generation/fid:" in legend
@@ -108,3 +111,35 @@ def test_report_never_averages_different_training_configs(tmp_path: Path) -> Non
     assert sorted((r["mean"], r["n"]) for r in rows) == [(28.0, 2), (50.0, 1)]
     md = report.to_markdown(report.collect([a0, a1, b2]))
     assert md.count("| vrrae [") == 2  # two configurations, two rows, told apart by hash
+    # and a legend says what differs between them
+    legend = md[md.index("Rows split by training configuration"):]
+    assert "- vrrae on mnist:" in legend
+    assert "train.steps=100" in legend and "train.steps=5" in legend
+    assert "run.model" not in legend  # what is the same is not listed
+    assert "- reconstruction: Reconstruction error (%) ↓: `reconstruction/rec_error_percent`" \
+        in md
+
+
+def test_a_per_run_spread_is_not_given_a_second_std(tmp_path: Path) -> None:
+    dirs = [_fake_run(tmp_path, "a0", "vrrae", 0, 26.0, 38.0),
+            _fake_run(tmp_path, "a1", "vrrae", 1, 28.0, 40.0)]
+    md = report.to_markdown(report.collect(dirs))
+    assert "| 2.70 (n=2) |" in md  # the mean of fid_std over the seeds, no "± std" of it
+    assert "27.00 ± 1.41 (n=2)" in md
+
+
+def test_report_names_the_command_that_finishes_an_interrupted_run(tmp_path: Path) -> None:
+    evaluating = tmp_path / "evaluating"
+    evaluating.mkdir()
+    (evaluating / runs.CONFIG_FILE).write_text('[run]\nmodel = "vrrae"\n')
+    (evaluating / runs.WEIGHTS_FILE).write_bytes(b"weights")
+    with pytest.raises(HarnessError, match=r"stopped during its evaluation.*`harness evaluate "
+                       + str(evaluating).replace("\\", "\\\\") + "`"):
+        report.collect([evaluating])
+    training = tmp_path / "training"
+    (training / runs.CHECKPOINT_DIR).mkdir(parents=True)
+    (training / runs.CONFIG_FILE).write_text('[run]\nmodel = "vrrae"\n')
+    with pytest.raises(HarnessError, match="stopped during training.*--resume --out"):
+        report.collect([training])
+    with pytest.raises(HarnessError, match="has no metrics.json"):
+        report.collect([tmp_path])

@@ -1,4 +1,4 @@
-"""The seven models of SPEC: ``ae``, ``vae``, ``rrae``, ``vrrae``, ``rrae-vae``, ``vae-identity``
+"""The seven models (docs/maths.md): ``ae``, ``vae``, ``rrae``, ``vrrae``, ``rrae-vae``, ``vae-identity``
 and ``vrrae-nokl``.
 
 Each is a ``torch.nn.Module`` following :class:`harness.api.GenerativeModel`. Two families:
@@ -132,7 +132,7 @@ class VRRAENoKLConfig(RRAEConfig):
 
 # ----------------------------------------------------------------------------- shared parts
 def relative_error(x_hat: torch.Tensor, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-    """``100 * ||X_hat - X||_F / ||X||_F`` over the *global* batch (SPEC rec, in percent).
+    """``100 * ||X_hat - X||_F / ||X||_F`` over the *global* batch (rec, in percent: docs/maths.md).
 
     The two squared norms are summed over processes; only the error needs gradients.
     """
@@ -143,7 +143,7 @@ def relative_error(x_hat: torch.Tensor, x: torch.Tensor, ctx: StepContext) -> to
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``sum -0.5 * (1 + logvar - mu^2 - exp(logvar))`` over every entry (summed over the
-    batch, not averaged: SPEC)."""
+    batch, not averaged: docs/maths.md)."""
     return -0.5 * torch.sum(1.0 + logvar - mu.pow(2) - logvar.exp())
 
 
@@ -422,7 +422,7 @@ class RRAE(_Autoencoder):
         return _losses(rec, step.kl, self.beta)
 
     def latent_step(self, y_global: torch.Tensor, ctx: StepContext) -> LatentStep:
-        """The training-time latent step on the global B×L latents (SPEC table): SVD,
+        """The training-time latent step on the global B×L latents (the table of docs/maths.md): SVD,
         coefficients, sampling for the variational models, decoder input ``(U_k z_i)^T``."""
         svd = self.bottleneck(y_global)
         coeffs = svd.coefficients.mT  # B×k, row i = a_i
@@ -493,7 +493,7 @@ class RRAE(_Autoencoder):
 
 class VRRAE(RRAE):
     """VRRAE: mu = A (identity), logvar = Linear(k->k)(a_i), z_i = mu_i + eps_i*exp(logvar_i/2),
-    decoder input U_k z_i; loss = rec + beta*KL (KL mean part = sum of s_j^2, SPEC eq. 7)."""
+    decoder input U_k z_i; loss = rec + beta*KL (KL mean part = sum of s_j^2, docs/maths.md)."""
 
     name = "vrrae"
     Config = VRRAEConfig

@@ -1,4 +1,4 @@
-"""Encoders and decoders: the paper's convolutional pair (SPEC "Architecture") and an MLP pair
+"""Encoders and decoders: the paper's convolutional pair (as the paper describes it) and an MLP pair
 for vector data.
 
 Every model of the family uses the same networks; only the latent size differs (k for

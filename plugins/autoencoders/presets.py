@@ -1,4 +1,4 @@
-"""The paper's configuration per dataset (SPEC.md's configurations table), as presets.
+"""The paper's configuration per dataset (the configurations of its experiments), as presets.
 
 A preset is the lowest layer of a run's configuration: ``harness run --model vrrae --dataset
 fashion-mnist`` trains with L=100, k=16, batch 576, 20 epochs, lr 1e-3; ``--config`` and

@@ -2,8 +2,8 @@
 
 Why a module of its own: the plain SVD backward divides by ``s_j^2 - s_i^2`` and by ``s``,
 so it returns NaN/inf as soon as two singular values tie or one vanishes, which happens in
-practice (duplicated images, dead latent units, a rank below ``min(L, B)``). SPEC asks for
-the reference's *stable* backward:
+practice (duplicated images, dead latent units, a rank below ``min(L, B)``). The backward
+implemented is the reference's *stable* one (docs/maths.md):
 
 1. singular values below ``1e-11`` of the largest are set to zero before the derivative is
    built,
@@ -53,7 +53,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-#: Singular values below this fraction of the largest count as zero (SPEC, point 1).
+#: Singular values below this fraction of the largest count as zero (docs/maths.md, rule 1).
 REL_ZERO = 1e-11
 
 METHODS = ("auto", "gram", "svd")
@@ -74,7 +74,7 @@ class TruncatedSVD(NamedTuple):
 
 # ------------------------------------------------------------------------------ small helpers
 def _safe_inverse(x: torch.Tensor) -> torch.Tensor:
-    """``1/x`` with 0 where ``x == 0`` (SPEC, point 3); differentiable everywhere."""
+    """``1/x`` with 0 where ``x == 0`` (docs/maths.md, rule 3); differentiable everywhere."""
     nonzero = x != 0
     return torch.where(nonzero, 1.0 / torch.where(nonzero, x, torch.ones_like(x)), 0.0)
 
@@ -82,7 +82,7 @@ def _safe_inverse(x: torch.Tensor) -> torch.Tensor:
 def _tie_safe_reciprocal(d: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``1/d`` for the off-diagonal gaps, 0 on the diagonal and wherever ``d`` is zero up to
     rounding (``|d| <= eps * scale``, ``scale`` ~ largest value times the matrix size, the
-    accuracy of LAPACK's values): the tie rule of SPEC, point 2."""
+    accuracy of LAPACK's values): the tie rule (docs/maths.md, rule 2)."""
     tol = torch.finfo(d.dtype).eps * scale
     keep = d.abs() > tol
     keep.fill_diagonal_(False)
@@ -90,7 +90,7 @@ def _tie_safe_reciprocal(d: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 def _zero_small(s: torch.Tensor) -> torch.Tensor:
-    """Singular values below ``REL_ZERO`` of the largest, set to zero (SPEC, point 1)."""
+    """Singular values below ``REL_ZERO`` of the largest, set to zero (docs/maths.md, rule 1)."""
     if s.numel() == 0:
         return s
     return torch.where(s > REL_ZERO * s.max(), s, torch.zeros_like(s))
@@ -105,7 +105,7 @@ def column_signs(u: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ method "svd": thin SVD
 class _StableSVD(torch.autograd.Function):
-    """Thin SVD (float64) with the stable backward of SPEC (Townsend's formula).
+    """Thin SVD (float64) with the stable backward of docs/maths.md (Townsend's formula).
 
     ``Y`` is m×n, r = min(m, n); returns U (m×r), S (r,), V (n×r), S sorted descending and
     signs fixed by :func:`column_signs`. The backward receives gradients for all r columns
@@ -154,7 +154,7 @@ class _StableEigh(torch.autograd.Function):
     eigenvectors, with a tie-safe backward.
 
     The exact backward is ``W (F ∘ (W^T gW) + diag(g_lambda)) W^T`` with
-    ``F_ij = 1/(lambda_j - lambda_i)``; ties get ``F_ij = 0`` (SPEC, point 2). For a Gram matrix
+    ``F_ij = 1/(lambda_j - lambda_i)``; ties get ``F_ij = 0`` (docs/maths.md, rule 2). For a Gram matrix
     ``lambda = s^2``, so these are the same gaps as in the SVD backward. Only the first k
     columns of ``gW`` can be non-zero, so the product is formed with those columns alone
     (L×L×k instead of L^3 work, the same numbers).
@@ -190,7 +190,7 @@ class _StableEigh(torch.autograd.Function):
 def _safe_sqrt_eigenvalues(lam: torch.Tensor) -> torch.Tensor:
     """Singular values from Gram eigenvalues: ``sqrt(lambda)``, with eigenvalues at the
     rounding level of the Gram matrix (``<= n * eps * lambda_max``, which covers the
-    ``1e-11`` rule of SPEC and what float64 can resolve) set to exactly 0, with zero gradient
+    ``1e-11`` rule of docs/maths.md and what float64 can resolve) set to exactly 0, with zero gradient
     instead of the infinite slope of sqrt at 0."""
     if lam.numel() == 0:
         return lam
@@ -224,7 +224,7 @@ def truncated_svd(y: torch.Tensor, k: int, method: str = "auto") -> TruncatedSVD
     The decomposition runs in float64 whatever the input dtype (and with autocast off); the
     results are cast back to ``y.dtype`` (float32 for half-precision inputs). Raises ``ValueError`` when ``y`` has fewer than ``k`` columns (or rows): a
     truncated SVD of rank k needs them, and returning fewer directions would silently change
-    the model (SPEC).
+    the model (docs/maths.md).
     """
     if y.dim() != 2:
         raise ValueError(f"truncated_svd expects an L×B matrix, got shape {tuple(y.shape)}")

@@ -1,4 +1,4 @@
-"""The paper's synthetic Gaussian bumps, generated exactly as SPEC.md describes.
+"""The paper's synthetic Gaussian bumps, generated as the paper describes (docs/maths.md).
 
 Every image is one isotropic Gaussian bump on a 64×64 grid covering [-1, 1]^2::
 
@@ -15,7 +15,7 @@ so the column index follows x and the row index follows y (numpy ``meshgrid``'s 
 * ``extra["diagonal"]``: :data:`N_DIAGONAL` = 20 centres with x0 = y0 on
   ``linspace(-0.5, 0.5, 20)``, for the latent-path figure.
 
-Images are **standardised** (SPEC): rendered in [0, 1] with peak 1, then ``(raw - m) / s``
+Images are **standardised** (docs/maths.md): rendered in [0, 1] with peak 1, then ``(raw - m) / s``
 with ONE scalar mean ``m`` and std ``s`` computed on the *training* split (float64, population
 std) and applied to every split (train, test, diagonal). The reference computed them on each
 split separately, which leaks test statistics. ``info.metadata["standardization"] = {"mean":

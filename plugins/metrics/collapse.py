@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from harness.api import DatasetInfo
+from harness.api import DatasetInfo, ValueDisplay
 from harness.errors import HarnessError
 
 COLLAPSE_VERSION = 1
@@ -59,6 +59,11 @@ class Collapse:
     name = "collapse"
     higher_is_better = False
     protocols = ("codes",)
+    display = {
+        "collapsed_dims": ValueDisplay("Collapsed latent dimensions", "dims", False,
+                                       "code dimensions whose variance is negligible"),
+        "active_dims": ValueDisplay("Active latent dimensions", "dims", None),
+    }
     Config = CollapseConfig
 
     def __init__(self, config: CollapseConfig | None = None, *, progress: bool = False) -> None:

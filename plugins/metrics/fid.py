@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from harness.api import DatasetInfo, FeatureStats, fid_from_features
+from harness.api import DatasetInfo, FeatureStats, ValueDisplay, fid_from_features
 from harness.errors import HarnessError
 
 from ._progress import Progress
@@ -246,6 +246,9 @@ class FID(FeatureMetric):
     name = "fid"
     result_key = "fid"
     Config: type = FIDConfig
+    display = {"fid": ValueDisplay(
+        "FID", "", False, "Frechet distance between the features of the images and of the "
+        "reference split (features: see the stamp's feature_extractor)")}
 
     def __init__(self, config: Any = None, *, progress: bool = False,
                  extractor: Any = None) -> None:  # fmt: skip
@@ -358,6 +361,9 @@ class FIDInception(FID):
 
     name = "fid_inception"
     result_key = "fid_inception"
+    display = {"fid_inception": ValueDisplay(
+        "FID (ImageNet Inception-v3)", "", False,
+        "the literature's FID: pool3 features of the ImageNet Inception-v3")}
     Config = FIDInceptionConfig
 
     def _get_extractor(self, info: DatasetInfo, reference: Dataset, device: Any) -> Any:

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from harness.api import DatasetInfo
+from harness.api import DatasetInfo, ValueDisplay
 
 GAUSSIAN_FIT_VERSION = 1
 COARSE = 65
@@ -122,6 +122,13 @@ class GaussianFit:
     name = "gaussian-fit"
     higher_is_better = False
     protocols = ("random_generation",)
+    display = {
+        "gaussian_fit_error_percent": ValueDisplay(
+            "Gaussian-fit error", "%", False,
+            "mean distance of each generated image to the nearest ideal bump"),
+        "gaussian_fit_error_percent_std": ValueDisplay("Gaussian-fit error spread over "
+                                                       "images", "%", None),
+    }
     Config = GaussianFitConfig
 
     def __init__(self, config: GaussianFitConfig | None = None, *,

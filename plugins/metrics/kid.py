@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from harness.api import DatasetInfo
+from harness.api import DatasetInfo, ValueDisplay
 from harness.errors import HarnessError
 
 from .fid import FeatureMetric, check_extractor, image_batches, reference_subset
@@ -101,6 +101,11 @@ class KID(FeatureMetric):
 
     name = "kid"
     Config: type = KIDConfig
+    display = {
+        "kid": ValueDisplay("KID", "", False, "kernel inception distance (mean MMD² over "
+                            "subsets)"),
+        "kid_std": ValueDisplay("KID spread over subsets", "", None),
+    }
     version = KID_VERSION
 
     def __init__(self, config: Any = None, *, progress: bool = False,

@@ -1,6 +1,6 @@
 """The paper's evaluation protocols (section 3) as components of the harness.
 
-* **reconstruction** — rec error of SPEC on the test split,
+* **reconstruction** — rec error (docs/maths.md) on the test split,
   ``100 * ||X_hat - X||_F / ||X||_F`` over the *whole* split, accumulated as two float64
   sums (not a mean of per-batch ratios; that one goes in ``details`` as
   ``rec_error_percent_batch_mean``, for comparison only), with ``model.reconstruct`` (eval
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.api import EvalContext, ProtocolOutput
+from harness.api import EvalContext, GridLabels, ProtocolOutput, ValueDisplay
 from harness.errors import ConfigError, HarnessError
 
 SAMPLER = "sklearn.mixture.GaussianMixture(full)"
@@ -80,6 +80,10 @@ class Reconstruction:
     kind = "reconstructions"
     version = 1
     Config = ReconstructionConfig
+    title = "Reconstruction (test split)"
+    display = {"rec_error_percent": ValueDisplay(
+        "Reconstruction error", "%", False,
+        "100 * ||X_hat - X|| / ||X|| over the whole test split")}
 
     def __init__(self, config: ReconstructionConfig | None = None) -> None:
         self.config = config or ReconstructionConfig()
@@ -95,8 +99,14 @@ class Reconstruction:
         data = torch.cat([ctx.reconstruct(b) for b in ctx.batches(test)]) if ctx.needs_data \
             else None
         ctx.log(f"reconstruction: rec {rec['rec_error_percent']:.3f}%")
+        rows = preview.shape[0] // 8 + (preview.shape[0] % 8 > 0)
+        labels = GridLabels(
+            title=f"Reconstruction: test images and their reconstructions "
+                  f"(rec {rec['rec_error_percent']:.2f} %)",
+            row_labels=["input" if r % 2 == 0 else "output" for r in range(rows)],
+            marked_rows=list(range(0, rows, 2)))
         return ProtocolOutput(
-            data=data, split="test", preview=preview, preview_nrow=8,
+            data=data, split="test", preview=preview, preview_nrow=8, preview_labels=labels,
             values={"rec_error_percent": rec["rec_error_percent"]},
             stamp={"split": "test", "n_images": int(rec["n_images"]),
                    "method": "model.reconstruct",
@@ -117,6 +127,7 @@ class Codes:
     kind = "codes"
     version = 1
     Config = CodesConfig
+    title = "Bottleneck codes (training set)"
 
     def __init__(self, config: CodesConfig | None = None) -> None:
         self.config = config or CodesConfig()
@@ -167,6 +178,7 @@ class RandomGeneration:
     kind = "samples"
     version = 1
     Config = RandomGenerationConfig
+    title = "Random generation (GMM on the codes)"
 
     def __init__(self, config: RandomGenerationConfig | None = None) -> None:
         self.config = config or RandomGenerationConfig()
@@ -176,7 +188,11 @@ class RandomGeneration:
         codes = ctx.encode_split("train")
         images = ctx.decode(sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed))
         ctx.log(f"random_generation: {images.shape[0]} images")
-        return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8, stamp={
+        labels = GridLabels(title=f"Random generation: the first {min(N_PREVIEW, len(images))}"
+                                  f" of {len(images)} decoded GMM samples "
+                                  f"({cfg.gmm_components} components)")
+        return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8,
+                              preview_labels=labels, stamp={
             "n_samples": cfg.n_samples, "gmm_components": cfg.gmm_components,
             "sampler": SAMPLER, "codes": "model.encode(train)", "reference": "train"})
 
@@ -216,6 +232,7 @@ class Interpolation:
     kind = "samples"
     version = 1
     Config = InterpolationConfig
+    title = "Interpolation between training images"
 
     def __init__(self, config: InterpolationConfig | None = None) -> None:
         self.config = config or InterpolationConfig()
@@ -233,8 +250,14 @@ class Interpolation:
         ends = ctx.images(train, torch.cat([a[:rows], b[:rows]]).tolist()).to(images)
         strips = images[: rows * cfg.n_interp].reshape(rows, cfg.n_interp, *images.shape[1:])
         preview = torch.cat([ends[:rows, None], strips, ends[rows:, None]], dim=1).flatten(0, 1)
+        n = cfg.n_interp + 1
+        labels = GridLabels(
+            title="Interpolation: decoded codes between two training images (framed)",
+            col_labels=["start", *[f"t={i}/{n}" for i in range(1, n)], "end"],
+            row_labels=[f"pair {r + 1}" for r in range(rows)], marked_cols=[0, n])
         return ProtocolOutput(
-            data=images, preview=preview, preview_nrow=cfg.n_interp + 2, stamp={
+            data=images, preview=preview, preview_nrow=cfg.n_interp + 2, preview_labels=labels,
+            stamp={
                 "n_pairs": cfg.n_pairs, "n_interp": cfg.n_interp,
                 "t": "i/(n_interp+1), i=1..n_interp (interior points)",
                 "pairs": "seeded random pairs of distinct training images",
