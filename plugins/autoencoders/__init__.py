@@ -1,4 +1,5 @@
-"""Built-in autoencoders plugin: AE, VAE, RRAE, VRRAE and the three ablations of the paper.
+"""Built-in autoencoders plugin: AE, VAE, RRAE, VRRAE, the three ablations of the paper, and
+the baselines IRMAE, LoRAE, RAE and WAE.
 
 Registered through the public ``register_models`` hook with lazy ``"module:attr"`` factories,
 exactly as a third-party plugin would: importing this module does not import torch, so
@@ -21,6 +22,14 @@ MODELS = (
     ("rrae-vae", "RRAEVAE", "Ablation RRAE + VAE: vrrae with a learnable mean map Linear(A)"),
     ("vae-identity", "VAEIdentity", "Ablation VAE (f = I): vae with mu = y"),
     ("vrrae-nokl", "VRRAENoKL", "Ablation VRRAE (beta = 0): vrrae sampling without the KL term"),
+    ("irmae", "IRMAE", "IRMAE (Jing et al. 2020): n_linear bias-free k×k layers after the "
+     "encoder; loss = rec"),
+    ("lorae", "LoRAE", "LoRAE (Mazumder et al. 2024): one k×k layer; rec + reg_weight*"
+     "nuclear norm of the batch codes"),
+    ("rae", "RAE", "RAE (Ghosh et al. 2020): rec + beta*|z|^2/2 + reg_weight*(decoder L2 or "
+     "gradient penalty, model.reg)"),
+    ("wae", "WAE", "WAE-MMD (Tolstikhin et al. 2018): rec + reg_weight*MMD(codes, N(0,I)), "
+     "inverse multiquadratic kernel"),
 )
 
 

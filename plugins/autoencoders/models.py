@@ -1,5 +1,6 @@
-"""The seven models of SPEC: ``ae``, ``vae``, ``rrae``, ``vrrae``, ``rrae-vae``, ``vae-identity``
-and ``vrrae-nokl``.
+"""The seven models of the paper: ``ae``, ``vae``, ``rrae``, ``vrrae``, ``rrae-vae``,
+``vae-identity`` and ``vrrae-nokl``, and (re-exported from :mod:`.baselines`) the four
+baselines ``irmae``, ``lorae``, ``rae`` and ``wae``.
 
 Each is a ``torch.nn.Module`` following :class:`harness.api.GenerativeModel`. Two families:
 
@@ -220,6 +221,13 @@ class _Autoencoder(nn.Module):
     def beta(self) -> float:
         """The KL weight (0 for models without a KL term)."""
         return float(getattr(self.config, "beta", 0.0))
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether training pulls the codes towards N(0, I), so that decoding prior draws
+        makes sense (the random_generation protocol's ``prior`` sampler): the variational
+        models with a non-zero KL weight (and ``wae``). Deterministic models have none."""
+        return self.variational and self.beta > 0
 
     @property
     def bottleneck_dim(self) -> int:
@@ -517,11 +525,19 @@ class VRRAENoKL(RRAE):
     variational = True
 
 
+# The baselines live in their own module (they build on _Autoencoder above); imported here so
+# that this module holds every model class of the plugin's table.
+from .baselines import IRMAE, RAE, WAE, LoRAE  # noqa: E402, F401
+
 #: name -> class, from the plugin's one table of models (``harness_plugins.autoencoders``)
 MODELS: dict[str, type[_Autoencoder]] = {name: globals()[attr] for name, attr, _ in _TABLE}
 
 __all__ = [
     "AE",
+    "IRMAE",
+    "RAE",
+    "WAE",
+    "LoRAE",
     "MODELS",
     "RRAE",
     "RRAEVAE",
