@@ -13,7 +13,7 @@ from typing import Any
 
 from harness import hookimpl
 
-#: the plugin's one table of models: (name, class in .models, description)
+#: the plugin's one table of models: (name, class in .models or "module:class", description)
 MODELS = (
     ("ae", "AE", "Diabolo autoencoder: k-dimensional latent, loss = relative rec error"),
     ("vae", "VAE", "VAE: mu, logvar = Linear(k->k) of a k-dim latent; rec + beta*KL"),
@@ -22,13 +22,13 @@ MODELS = (
     ("rrae-vae", "RRAEVAE", "Ablation RRAE + VAE: vrrae with a learnable mean map Linear(A)"),
     ("vae-identity", "VAEIdentity", "Ablation VAE (f = I): vae with mu = y"),
     ("vrrae-nokl", "VRRAENoKL", "Ablation VRRAE (beta = 0): vrrae sampling without the KL term"),
-    ("irmae", "IRMAE", "IRMAE (Jing et al. 2020): n_linear bias-free k×k layers after the "
+    ("irmae", "baselines:IRMAE", "IRMAE (Jing et al. 2020): n_linear bias-free k×k layers after the "
      "encoder; loss = rec"),
-    ("lorae", "LoRAE", "LoRAE (Mazumder et al. 2024): one k×k layer; rec + reg_weight*"
+    ("lorae", "baselines:LoRAE", "LoRAE (Mazumder et al. 2024): one k×k layer; rec + reg_weight*"
      "nuclear norm of the batch codes"),
-    ("rae", "RAE", "RAE (Ghosh et al. 2020): rec + beta*|z|^2/2 + reg_weight*(decoder L2 or "
+    ("rae", "baselines:RAE", "RAE (Ghosh et al. 2020): rec + beta*|z|^2/2 + reg_weight*(decoder L2 or "
      "gradient penalty, model.reg)"),
-    ("wae", "WAE", "WAE-MMD (Tolstikhin et al. 2018): rec + reg_weight*MMD(codes, N(0,I)), "
+    ("wae", "baselines:WAE", "WAE-MMD (Tolstikhin et al. 2018): rec + reg_weight*MMD(codes, N(0,I)), "
      "inverse multiquadratic kernel"),
 )
 
@@ -36,4 +36,5 @@ MODELS = (
 @hookimpl
 def register_models(register: Any) -> None:
     for name, attr, description in MODELS:
-        register(name, f"harness_plugins.autoencoders.models:{attr}", description)
+        target = attr if ":" in attr else f"models:{attr}"
+        register(name, f"harness_plugins.autoencoders.{target}", description)

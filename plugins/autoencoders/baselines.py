@@ -42,6 +42,7 @@ from torch import nn
 
 from harness import DatasetInfo, StepContext, api
 
+from . import models as _models
 from .models import AEConfig, ModelConfigError, _Autoencoder, relative_error
 
 REC_LOSSES = ("relative", "squared")
@@ -160,9 +161,16 @@ def mmd_imq(z: torch.Tensor, prior: torch.Tensor, scales: Any) -> torch.Tensor:
 def decoder_gradient_penalty(decoder: nn.Module, z: torch.Tensor, ctx: StepContext
                              ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x̂, (1/B) Σ_i ||∇_{z_i} Σ_j D(z_i)_j||²)`` over the global batch; the gradient keeps
-    its graph, so the penalty trains the decoder (and the encoder through z)."""
-    x_hat = decoder(z)
-    (grad,) = torch.autograd.grad(x_hat.sum(), z, create_graph=True)
+    its graph, so the penalty trains the decoder (and the encoder through z). Also works
+    when the loss is evaluated without gradients (the penalty needs one backward pass)."""
+    training = torch.is_grad_enabled()
+    with torch.enable_grad():
+        if not z.requires_grad:
+            z = z.detach().requires_grad_(True)
+        x_hat = decoder(z)
+        (grad,) = torch.autograd.grad(x_hat.sum(), z, create_graph=training)
+    if not training:
+        x_hat, grad = x_hat.detach(), grad.detach()
     total = ctx.all_reduce_sum(grad.pow(2).sum())
     return x_hat, total / global_count(z.shape[0], ctx, total)
 
@@ -283,6 +291,9 @@ class WAE(_Baseline):
         weight = float(self.config.reg_weight)
         return {"total": rec + weight * mmd if weight else rec, "rec": rec, "mmd": mmd}
 
+
+# the plugin's one table of models names these classes as "baselines:<class>"
+_models.MODELS.update({cls.name: cls for cls in (IRMAE, LoRAE, RAE, WAE)})
 
 __all__ = [
     "IRMAE", "LoRAE", "RAE", "WAE", "IRMAEConfig", "LoRAEConfig", "RAEConfig", "WAEConfig",

@@ -525,19 +525,16 @@ class VRRAENoKL(RRAE):
     variational = True
 
 
-# The baselines live in their own module (they build on _Autoencoder above); imported here so
-# that this module holds every model class of the plugin's table.
-from .baselines import IRMAE, RAE, WAE, LoRAE  # noqa: E402, F401
+#: name -> class, from the plugin's one table of models (``harness_plugins.autoencoders``); the
+#: baselines' module adds its four when it is imported, which the line below makes sure of
+#: whichever of the two modules is imported first
+MODELS: dict[str, type[_Autoencoder]] = {
+    name: globals()[attr] for name, attr, _ in _TABLE if ":" not in attr}
 
-#: name -> class, from the plugin's one table of models (``harness_plugins.autoencoders``)
-MODELS: dict[str, type[_Autoencoder]] = {name: globals()[attr] for name, attr, _ in _TABLE}
+from . import baselines as _baselines  # noqa: E402, F401
 
 __all__ = [
     "AE",
-    "IRMAE",
-    "RAE",
-    "WAE",
-    "LoRAE",
     "MODELS",
     "RRAE",
     "RRAEVAE",
