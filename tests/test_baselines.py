@@ -220,7 +220,8 @@ def test_prior_sampler_is_seeded_standard_normal() -> None:
     s = paper.sample_prior(3, 20000, seed=4)
     assert s.shape == (20000, 3)
     assert s.mean(0).abs().max() < 0.03 and (s.std(0) - 1).abs().max() < 0.03
-    torch.testing.assert_close(paper.sample_prior(3, 5, 4), s[:5], rtol=0, atol=0)
+    torch.testing.assert_close(paper.sample_prior(3, 20000, 4), s, rtol=0, atol=0)
+    assert not torch.equal(paper.sample_prior(3, 20000, 5), s)
 
 
 def test_sampler_is_in_the_stamp_and_gmm_keeps_the_old_stamp() -> None:
