@@ -5,7 +5,9 @@ random_generation protocol's samplers."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,7 +81,7 @@ def test_gradient_penalty_of_a_linear_decoder_is_the_norm_of_a_transposed_ones()
     dec = torch.nn.Linear(3, 5)
     z = torch.randn(6, 3, requires_grad=True)
     x_hat, gp = B.decoder_gradient_penalty(dec, z, StepContext())
-    expected = float((dec.weight.sum(dim=0) ** 2).sum())
+    expected = float((dec.weight.detach().sum(dim=0) ** 2).sum())
     assert gp.item() == pytest.approx(expected, rel=1e-6)
     torch.testing.assert_close(x_hat, dec(z))
     gp.backward()  # the penalty trains the decoder: d/dA ||A^T 1||^2 = 2 * 1 (A^T 1)^T
@@ -276,3 +278,19 @@ def test_prior_sampler_is_refused_before_training(name: str, tmp_path) -> None:
                   "--out", str(tmp_path / "run"))
     assert_error_line(res, 2, f"model '{name}' has no prior", "sampler=gmm")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+@pytest.mark.parametrize("name", BASELINES)
+def test_each_baseline_builds_with_the_fashion_mnist_preset(name: str, tmp_path) -> None:
+    """Two steps with the preset's networks (k = 16) and batch (576), on 600 images."""
+    with builtin_plugins_only():
+        res = cli("run", "--model", name, "--dataset", "fashion-mnist", "--no-eval",
+                  "--set", "train.steps=2", "--set", "data.n_train=600",
+                  "--set", "data.n_test=16", "--out", str(tmp_path / "run"))
+    assert res.code == 0, res.err
+    config = (tmp_path / "run" / "config.toml").read_text()
+    assert 'preset = "autoencoders:mnist-like"' in config and "batch_size = 576" in config
+    doc = json.loads((tmp_path / "run" / "model_config.json").read_text())
+    assert doc["config"]["k"] == 16 and doc["info"]["shape"] == [1, 28, 28]
