@@ -294,3 +294,15 @@ def test_each_baseline_builds_with_the_fashion_mnist_preset(name: str, tmp_path)
     assert 'preset = "autoencoders:mnist-like"' in config and "batch_size = 576" in config
     doc = json.loads((tmp_path / "run" / "model_config.json").read_text())
     assert doc["config"]["k"] == 16 and doc["info"]["shape"] == [1, 28, 28]
+
+
+def test_harness_models_describes_each_baseline_in_one_line() -> None:
+    with builtin_plugins_only():
+        res = cli("models", "--json")
+    assert res.code == 0, res.err
+    models = {m["name"]: m for m in json.loads(res.out)}
+    for name, cited, term in [("irmae", "Jing", "n_linear"), ("lorae", "Mazumder", "nuclear"),
+                              ("rae", "Ghosh", "gradient penalty"), ("wae", "Tolstikhin", "MMD")]:
+        line = models[name]["description"]
+        assert models[name]["plugin"] == "autoencoders" and "\n" not in line
+        assert cited in line and term in line, line
