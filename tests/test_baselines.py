@@ -134,7 +134,8 @@ def test_rae_total_is_rec_plus_beta_half_z_squared_plus_lambda_reg(reg: str) -> 
     out = model(x)
     z = model.encode(x)
     x_hat = model.decoder(z)
-    assert out["rec"].item() == pytest.approx(float(((x_hat - x) ** 2).sum()) / 4, rel=1e-6)
+    assert out["rec"].item() == pytest.approx(float(((x_hat - x) ** 2).sum().detach()) / 4,
+                                              rel=1e-6)
     assert out["z_norm"].item() == pytest.approx(float(0.5 * (z**2).sum(dim=1).mean()), rel=1e-6)
     if reg == "l2":
         expected_reg = sum(float((p**2).sum()) for p in model.decoder.parameters())
@@ -282,6 +283,7 @@ def test_prior_sampler_is_refused_before_training(name: str, tmp_path) -> None:
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
                     reason="needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+@pytest.mark.slow  # reads the 70000 real images each time: ~20 s on the loaded 2-core machine
 @pytest.mark.parametrize("name", BASELINES)
 def test_each_baseline_builds_with_the_fashion_mnist_preset(name: str, tmp_path) -> None:
     """Two steps with the preset's networks (k = 16) and batch (576), on 600 images."""
