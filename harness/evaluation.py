@@ -73,6 +73,15 @@ def build_protocols(eval_cfg: EvalConfig, *, host: Any = None) -> list[tuple[str
                                 False)) for name in eval_cfg.protocols]
 
 
+def check_protocols(model: Any, protocols: list[tuple[str, Any]]) -> None:
+    """Let each protocol refuse a model it cannot evaluate (an optional
+    ``check_model(model)`` raising :class:`harness.ConfigError`), before any training."""
+    for _name, protocol in protocols:
+        check = getattr(protocol, "check_model", None)
+        if callable(check):
+            check(model)
+
+
 def build_metrics(eval_cfg: EvalConfig, *, host: Any = None,
                   progress: bool = False) -> list[tuple[str, Any]]:
     """``(name, metric)`` for every metric of ``eval.metrics``, built from its options.
@@ -123,6 +132,7 @@ def evaluate(
     """
     if protocols is None:
         protocols = build_protocols(eval_cfg, host=host)
+    check_protocols(model, protocols)
     if metrics is None:
         metrics = build_metrics(eval_cfg, host=host, progress=progress)
     info = splits.info

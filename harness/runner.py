@@ -193,6 +193,9 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     steps, _ = preflight.validate_train_config(config.train, n_train, state.num_processes,
                                                model)
     preflight.check_optimizer(model, config.train)
+    if evaluate:  # a protocol that cannot evaluate this model refuses it before training
+        from . import evaluation
+        evaluation.check_protocols(model, evaluation.build_protocols(config.eval, host=host))
     if resume and dir_state.checkpoint is not None:
         ckpt.check_resume_fits(dir_state.checkpoint, seed=config.seed,
                                batch_size=config.train.batch_size, n_train=n_train, model=model)

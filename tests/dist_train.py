@@ -1,4 +1,4 @@
-"""Train the real ae, vae, rrae and vrrae models briefly and write what the two-process
+"""Train the real ae, vae, rrae, vrrae, lorae, wae and rae (gp) models briefly and write what the two-process
 equivalence test compares. Run with plain ``python`` (one process) or under
 ``torchrun --nproc_per_node 2`` / ``accelerate launch --multi_gpu --num_processes 2``.
 
@@ -30,6 +30,10 @@ MODELS = {
     "vae": ("VAE", {"k": 3, "beta": 1e-2}),
     "rrae": ("RRAE", {"k": 3, "latent_dim": 12}),
     "vrrae": ("VRRAE", {"k": 3, "latent_dim": 12, "beta": 1e-2}),
+    # the baselines' batch-level terms (nuclear norm, MMD) and per-sample means are global
+    "lorae": ("LoRAE", {"k": 3, "reg_weight": 0.5}),
+    "wae": ("WAE", {"k": 3, "reg_weight": 5.0}),
+    "rae": ("RAE", {"k": 3, "reg": "gp", "beta": 0.1, "reg_weight": 0.1}),
 }
 
 
@@ -58,8 +62,8 @@ def check_guard(out: Path) -> None:
 def zoo_model(name: str, splits):
     from harness_plugins.autoencoders import models as zoo
 
-    cls_name, options = MODELS[name]
-    cls = getattr(zoo, cls_name)
+    _, options = MODELS[name]
+    cls = zoo.MODELS[name]
     seed_everything(0)
     return cls.from_config(cls.Config(arch="mlp", hidden=24, **options), splits.info)
 

@@ -35,16 +35,20 @@ def images(n: int, shape: tuple[int, int, int] = (1, 16, 16), seed: int = 0) -> 
 
 
 # ------------------------------------------------------------------------------ registration
-def test_register_models_lists_the_seven_models_lazily() -> None:
+BASELINES = ["irmae", "lorae", "rae", "wae"]  # in .baselines, tested in test_baselines.py
+
+
+def test_register_models_lists_the_eleven_models_lazily() -> None:
     import harness_plugins.autoencoders as plugin
 
     seen: list[tuple[str, str, str]] = []
     plugin.register_models(lambda name, factory, description: seen.append((name, factory, description)))
-    assert [s[0] for s in seen] == NAMES
+    assert [s[0] for s in seen] == NAMES + BASELINES
     for name, factory, description in seen:
         module, _, attr = factory.partition(":")
-        assert module == "harness_plugins.autoencoders.models"
-        assert getattr(M, attr) is M.MODELS[name] and description
+        leaf = "baselines" if name in BASELINES else "models"
+        assert module == f"harness_plugins.autoencoders.{leaf}"
+        assert getattr(sys.modules[module], attr) is M.MODELS[name] and description
     code = "import sys, harness_plugins.autoencoders; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

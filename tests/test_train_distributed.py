@@ -2,7 +2,8 @@
 process at batch B: same loss every step, same final weights, same rrae inference basis.
 
 For the rrae family this holds only because the SVD sees the *global* batch (the models
-gather their latents); for ae/vae because every sum goes through ``ctx.all_reduce_sum``.
+gather their latents), likewise for lorae's nuclear norm and wae's MMD; for ae/vae (and the
+per-sample means of rae) because every sum goes through ``ctx.all_reduce_sum``.
 The two runs use the same config (``train.batch_size`` is the global batch); only the
 number of processes differs.
 """
@@ -21,7 +22,7 @@ from safetensors.torch import load_file
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "dist_train.py"
-MODELS = ("ae", "vae", "rrae", "vrrae")
+MODELS = ("ae", "vae", "rrae", "vrrae", "lorae", "wae", "rae")
 
 
 def _run(cmd: list[str], timeout: int = 240) -> subprocess.Popen:

@@ -1,4 +1,5 @@
-"""Built-in autoencoders plugin: AE, VAE, RRAE, VRRAE and the three ablations of the paper.
+"""Built-in autoencoders plugin: AE, VAE, RRAE, VRRAE, the three ablations of the paper, and
+the baselines IRMAE, LoRAE, RAE and WAE.
 
 Registered through the public ``register_models`` hook with lazy ``"module:attr"`` factories,
 exactly as a third-party plugin would: importing this module does not import torch, so
@@ -12,7 +13,7 @@ from typing import Any
 
 from harness import hookimpl
 
-#: the plugin's one table of models: (name, class in .models, description)
+#: the plugin's one table of models: (name, class in .models or "module:class", description)
 MODELS = (
     ("ae", "AE", "Diabolo autoencoder: k-dimensional latent, loss = relative rec error"),
     ("vae", "VAE", "VAE: mu, logvar = Linear(k->k) of a k-dim latent; rec + beta*KL"),
@@ -21,10 +22,19 @@ MODELS = (
     ("rrae-vae", "RRAEVAE", "Ablation RRAE + VAE: vrrae with a learnable mean map Linear(A)"),
     ("vae-identity", "VAEIdentity", "Ablation VAE (f = I): vae with mu = y"),
     ("vrrae-nokl", "VRRAENoKL", "Ablation VRRAE (beta = 0): vrrae sampling without the KL term"),
+    ("irmae", "baselines:IRMAE", "IRMAE (Jing et al. 2020): n_linear bias-free k×k layers after the "
+     "encoder; loss = rec"),
+    ("lorae", "baselines:LoRAE", "LoRAE (Mazumder et al. 2024): one k×k layer; rec + reg_weight*"
+     "nuclear norm of the batch codes"),
+    ("rae", "baselines:RAE", "RAE (Ghosh et al. 2020): rec + beta*|z|^2/2 + reg_weight*(decoder L2 or "
+     "gradient penalty, model.reg)"),
+    ("wae", "baselines:WAE", "WAE-MMD (Tolstikhin et al. 2018): rec + reg_weight*MMD(codes, N(0,I)), "
+     "inverse multiquadratic kernel"),
 )
 
 
 @hookimpl
 def register_models(register: Any) -> None:
     for name, attr, description in MODELS:
-        register(name, f"harness_plugins.autoencoders.models:{attr}", description)
+        target = attr if ":" in attr else f"models:{attr}"
+        register(name, f"harness_plugins.autoencoders.{target}", description)

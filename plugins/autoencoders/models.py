@@ -1,5 +1,6 @@
-"""The seven models (docs/maths.md): ``ae``, ``vae``, ``rrae``, ``vrrae``, ``rrae-vae``, ``vae-identity``
-and ``vrrae-nokl``.
+"""The seven models of the paper (docs/maths.md): ``ae``, ``vae``, ``rrae``, ``vrrae``,
+``rrae-vae``, ``vae-identity`` and ``vrrae-nokl``, and (re-exported from :mod:`.baselines`)
+the four baselines ``irmae``, ``lorae``, ``rae`` and ``wae`` (docs/models.md).
 
 Each is a ``torch.nn.Module`` following :class:`harness.api.GenerativeModel`. Two families:
 
@@ -220,6 +221,13 @@ class _Autoencoder(nn.Module):
     def beta(self) -> float:
         """The KL weight (0 for models without a KL term)."""
         return float(getattr(self.config, "beta", 0.0))
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether training pulls the codes towards N(0, I), so that decoding prior draws
+        makes sense (the random_generation protocol's ``prior`` sampler): the variational
+        models with a non-zero KL weight (and ``wae``). Deterministic models have none."""
+        return self.variational and self.beta > 0
 
     @property
     def bottleneck_dim(self) -> int:
@@ -517,8 +525,13 @@ class VRRAENoKL(RRAE):
     variational = True
 
 
-#: name -> class, from the plugin's one table of models (``harness_plugins.autoencoders``)
-MODELS: dict[str, type[_Autoencoder]] = {name: globals()[attr] for name, attr, _ in _TABLE}
+#: name -> class, from the plugin's one table of models (``harness_plugins.autoencoders``); the
+#: baselines' module adds its four when it is imported, which the line below makes sure of
+#: whichever of the two modules is imported first
+MODELS: dict[str, type[_Autoencoder]] = {
+    name: globals()[attr] for name, attr, _ in _TABLE if ":" not in attr}
+
+from . import baselines as _baselines  # noqa: E402, F401
 
 __all__ = [
     "AE",

@@ -17,8 +17,9 @@ PROTOCOLS = (
     ("codes", "Codes",
      "the training set's bottleneck codes, for diagnostics such as posterior collapse"),
     ("random_generation", "RandomGeneration",
-     "decode samples of a Gaussian mixture fitted on the training codes (eval."
-     "random_generation.n_samples, .gmm_components)"),
+     "decode sampled codes: a Gaussian mixture fitted on the training codes (eval."
+     "random_generation.sampler=gmm, the default; .n_samples, .gmm_components), one "
+     "full-covariance Gaussian (gaussian) or the prior N(0, I) (prior)"),
     ("interpolation", "Interpolation",
      "decode linear interpolations between the codes of seeded random training pairs "
      "(eval.interpolation.n_pairs, .n_interp interior points)"),

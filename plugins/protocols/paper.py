@@ -8,9 +8,11 @@
 * **codes** — the (N, k) bottleneck codes of the training set (``model.encode``), for
   metrics taking codes (e.g. ``collapse``). Shared with random generation: the evaluation
   context encodes the training set once.
-* **random_generation** — fit a scikit-learn ``GaussianMixture`` (full covariance,
-  ``random_state=seed``) on the training codes, sample ``n_samples`` codes, shuffle them
-  (sklearn returns them grouped by component) and decode.
+* **random_generation** — ``sampler = "gmm"`` (the default, the paper's): fit a scikit-learn
+  ``GaussianMixture`` (full covariance, ``random_state=seed``) on the training codes, sample
+  ``n_samples`` codes, shuffle them (sklearn returns them grouped by component) and decode;
+  ``"gaussian"``: one full-covariance Gaussian fitted on the codes; ``"prior"``: N(0, I) draws,
+  for models with a prior only (``model.has_prior``), refused before training otherwise.
 * **interpolation** — ``n_pairs`` seeded random pairs of distinct training images, linear
   interpolation of their codes at ``t = i / (n_interp + 1)``, ``i = 1..n_interp`` (interior
   points only, endpoints excluded), decode.
@@ -34,8 +36,9 @@ SAMPLER = "sklearn.mixture.GaussianMixture(full)"
 N_PREVIEW = 64
 
 __all__ = [
-    "Codes", "Interpolation", "RandomGeneration", "Reconstruction", "fit_gmm",
+    "SAMPLERS", "Codes", "Interpolation", "RandomGeneration", "Reconstruction", "fit_gmm",
     "interpolate_codes", "interpolation_pairs", "reconstruction_error", "sample_codes",
+    "sample_gaussian", "sample_prior",
 ]
 
 
@@ -141,6 +144,14 @@ class Codes:
 
 
 # -------------------------------------------------------------------------- random generation
+#: ``eval.random_generation.sampler`` -> what its stamp says it is
+SAMPLERS = {
+    "gmm": SAMPLER,
+    "gaussian": "one full-covariance Gaussian (mean, np.cov) fitted on the codes",
+    "prior": "the model's prior N(0, I)",
+}
+
+
 def fit_gmm(codes: torch.Tensor, n_components: int, seed: int) -> Any:
     """scikit-learn GaussianMixture (full covariance) fitted on the codes, seeded. Refuses
     more components than codes (sklearn would fail with a less helpful message)."""
@@ -162,16 +173,40 @@ def sample_codes(codes: torch.Tensor, n_samples: int, n_components: int, seed: i
     return torch.from_numpy(samples[order]).float()
 
 
+def sample_gaussian(codes: torch.Tensor, n_samples: int, seed: int) -> torch.Tensor:
+    """Draw from one Gaussian with the codes' mean and (unbiased) full covariance: the
+    simplest ex-post density of the RAE paper. Needs two codes at least."""
+    if codes.shape[0] < 2:
+        raise HarnessError("the gaussian sampler needs at least 2 training codes")
+    x = codes.double().numpy()
+    cov = np.atleast_2d(np.cov(x, rowvar=False))
+    rng = np.random.default_rng(seed)
+    samples = rng.multivariate_normal(x.mean(axis=0), cov, size=n_samples, method="eigh")
+    return torch.from_numpy(samples).float()
+
+
+def sample_prior(k: int, n_samples: int, seed: int) -> torch.Tensor:
+    """``n_samples`` seeded draws of N(0, I_k)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((n_samples, k), generator=gen)
+
+
 @dataclass
 class RandomGenerationConfig:
-    """``eval.random_generation``: samples decoded (the paper: 1250) and mixture size."""
+    """``eval.random_generation``: samples decoded (the paper: 1250), the sampler of the codes
+    (``gmm``: the paper's Gaussian mixture; ``gaussian``: one full-covariance Gaussian;
+    ``prior``: N(0, I), for models with a prior) and the mixture size (``gmm`` only)."""
 
     n_samples: int = 1250
     gmm_components: int = 10
+    sampler: str = "gmm"
 
     def __post_init__(self) -> None:
         _positive("random_generation", n_samples=self.n_samples,
                   gmm_components=self.gmm_components)
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"eval.random_generation.sampler must be one of "
+                              f"{', '.join(SAMPLERS)}, got {self.sampler!r}")
 
 
 class RandomGeneration:
@@ -183,18 +218,50 @@ class RandomGeneration:
     def __init__(self, config: RandomGenerationConfig | None = None) -> None:
         self.config = config or RandomGenerationConfig()
 
-    def run(self, ctx: EvalContext) -> ProtocolOutput:
+    def check_model(self, model: Any) -> None:
+        """Refuse the ``prior`` sampler for a model without a prior (its codes were never
+        pulled towards N(0, I), so prior draws say nothing about it); runs before training."""
+        if self.config.sampler == "prior" and not bool(getattr(model, "has_prior", False)):
+            name = getattr(model, "name", type(model).__name__)
+            raise ConfigError(
+                f"eval.random_generation.sampler=prior: model '{name}' has no prior (its "
+                "training does not pull the codes towards N(0, I)); use sampler=gmm or "
+                "sampler=gaussian, which fit a density to the training codes")
+
+    def sample(self, ctx: EvalContext) -> torch.Tensor:
+        """The codes to decode, from the configured sampler."""
         cfg = self.config
+        if cfg.sampler == "prior":
+            return sample_prior(int(ctx.model.bottleneck_dim), cfg.n_samples, ctx.seed)
         codes = ctx.encode_split("train")
-        images = ctx.decode(sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed))
-        ctx.log(f"random_generation: {images.shape[0]} images")
+        if cfg.sampler == "gaussian":
+            return sample_gaussian(codes, cfg.n_samples, ctx.seed)
+        return sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed)
+
+    def stamp(self) -> dict[str, Any]:
+        """What defines the samples; the sampler is part of it, so two samplers never share
+        a report column (the ``gmm`` stamp is the one results had before the option)."""
+        cfg = self.config
+        out: dict[str, Any] = {"n_samples": cfg.n_samples, "sampler": SAMPLERS[cfg.sampler],
+                               "reference": "train"}
+        if cfg.sampler == "gmm":
+            out["gmm_components"] = cfg.gmm_components
+        if cfg.sampler != "prior":
+            out["codes"] = "model.encode(train)"
+        return out
+
+    def run(self, ctx: EvalContext) -> ProtocolOutput:
+        self.check_model(ctx.model)
+        images = ctx.decode(self.sample(ctx))
+        cfg = self.config
+        ctx.log(f"random_generation: {images.shape[0]} images ({cfg.sampler})")
+        how = {"gmm": f"GMM samples ({cfg.gmm_components} components)",
+               "gaussian": "samples of one Gaussian fitted to the codes",
+               "prior": "samples of the prior N(0, I)"}[cfg.sampler]
         labels = GridLabels(title=f"Random generation: the first {min(N_PREVIEW, len(images))}"
-                                  f" of {len(images)} decoded GMM samples "
-                                  f"({cfg.gmm_components} components)")
+                                  f" of {len(images)} decoded {how}")
         return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8,
-                              preview_labels=labels, stamp={
-            "n_samples": cfg.n_samples, "gmm_components": cfg.gmm_components,
-            "sampler": SAMPLER, "codes": "model.encode(train)", "reference": "train"})
+                              preview_labels=labels, stamp=self.stamp())
 
 
 # ------------------------------------------------------------------------------ interpolation
