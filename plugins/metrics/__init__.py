@@ -46,3 +46,11 @@ def register_metrics(register: Any) -> None:
         "harness_plugins.metrics.collapse:Collapse",
         "posterior collapse: per-dimension variance of the training codes, collapsed count",
     )
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    """``harness extractor train --dataset D [--out FILE]``: a shareable extractor file."""
+    from .commands import register
+
+    register(cli)
