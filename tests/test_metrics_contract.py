@@ -153,8 +153,8 @@ def test_same_protocol_same_stamp_cold_or_warm_in_any_cache_dir(
     assert cold["stamp"] == warm["stamp"]
     assert cold["details"]["extractor"] == "trained"
     assert warm["details"]["extractor"] == "loaded from cache"
-    assert cold["details"]["reference_stats"] == "computed"
-    assert warm["details"]["reference_stats"] == "loaded from cache"
+    assert cold["details"]["reference_features"] == "computed"
+    assert warm["details"]["reference_features"] == "loaded from cache"
     assert str(tmp_path / "b") in cold["details"]["feature_weights"]
     assert str(tmp_path) not in str([r["stamp"] for rs in runs for r in rs])
     stamp = cold["stamp"]

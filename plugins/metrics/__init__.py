@@ -37,6 +37,23 @@ def register_metrics(register: Any) -> None:
         "features as fid",
     )
     register(
+        "prdc",
+        "harness_plugins.metrics.neighbours:PRDC",
+        "precision, recall (k = 3), density, coverage (k = 5) of generated images against the "
+        "training set, in the fid features (pixels on synthetic data)",
+    )
+    register(
+        "memorisation",
+        "harness_plugins.metrics.neighbours:Memorisation",
+        "authenticity (Alaa et al. 2022) and the share of generated images closer to a "
+        "training image than its own nearest training neighbour, in the fid features",
+    )
+    register(
+        "bump-copies",
+        "harness_plugins.metrics.gaussian_fit:BumpCopies",
+        "synthetic bumps: generated bumps whose fitted centre sits on a training centre",
+    )
+    register(
         "gaussian-fit",
         "harness_plugins.metrics.gaussian_fit:GaussianFit",
         "synthetic bumps: relative error (%) of generated images to the best-fitting bump",
