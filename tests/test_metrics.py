@@ -41,7 +41,8 @@ def test_factories_load_and_follow_the_metric_protocol() -> None:
 
     found: dict[str, Any] = {}
     plugin.register_metrics(register=lambda n, f, d: found.__setitem__(n, f))
-    assert set(found) == {"fid", "fid_inception", "kid", "gaussian-fit", "collapse"}
+    assert set(found) == {"fid", "fid_inception", "kid", "gaussian-fit", "collapse", "prdc",
+                          "memorisation", "bump-copies"}
     for name, factory in found.items():
         cls = Component("metric", name, factory, "", "metrics").load()
         metric = cls(cls.Config(), progress=False)  # the contract: factory(config, progress=)

@@ -75,18 +75,3 @@ class FeatureExtractor:
         self.network.to(device)
         return self.features(images.to(device)).double().cpu()
 
-
-class PixelExtractor(FeatureExtractor):
-    """The pixels themselves (flattened, as the dataset gives them: the bumps are
-    standardised, so no clamping) as features: the nearest-neighbour metrics' feature space on
-    synthetic data, which has no labels to train a classifier on (the bumps: there a copy of
-    a training image is a copy pixel for pixel)."""
-
-    name = "pixels"
-
-    def __init__(self) -> None:
-        super().__init__(nn.Flatten(), {"feature_extractor": "pixels (flattened)"},
-                         {"extractor": "none (pixels)"})  # fmt: skip
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().flatten(1)

@@ -21,8 +21,14 @@ that set (itself excluded):
   point; y is authentic when d2 < d1. ``authenticity`` is the authentic share;
   ``memorised`` the share with d1 < d2 (y closer to x than any other training image is).
   A copy of a training image has d1 = 0: memorised. A fresh sample of the data distribution
-  is memorised about as often as a held-out image would be (about half of them on the
-  datasets here): compare models with each other, not with 0.
+  is memorised about as often as a held-out image would be (a third to a half of them on
+  Gaussian test data): compare models with each other, not with 0.
+
+They apply where ``fid`` applies (labelled, not synthetic data). Not on the bumps: their
+training set is a regular 10 × 10 mesh, so *every* fresh bump lies closer to its nearest mesh
+bump than mesh bumps lie to each other, and the authenticity rule calls all 100 test images
+memorised in pixel space (tests/test_neighbours.py); ``bump-copies`` (fitted centres on a
+training centre) is the bumps' memorisation count instead.
 
 All comparisons are strict (``<``), like the ``prdc`` package (``compute_prdc``), which these
 values equal to 1e-6 on the same features (tests/test_neighbours.py). Distances are
@@ -113,8 +119,7 @@ def authenticity(train: torch.Tensor, fake: torch.Tensor, *, chunk: int = CHUNK,
 class NeighboursConfig:
     """Options shared by ``prdc`` and ``memorisation`` (``eval.<metric>.<key>``)."""
 
-    #: the same choices as fid (default: the dataset-trained CNN); on synthetic data (the
-    #: bumps, no labels to train an extractor on) the pixels are the features
+    #: the same choices as fid (default: the dataset-trained CNN) or a weights file
     feature_extractor: str = "domain"
     fid_weights: str | None = None
     #: training images compared with (None: all); a fixed random subset (seed 0)
@@ -155,17 +160,6 @@ class NeighbourMetric(FeatureMetric):
     def __init__(self, config: Any = None, *, progress: bool = False,
                  extractor: Any = None) -> None:  # fmt: skip
         super().__init__(config if config is not None else self.Config(), progress, extractor)
-
-    def applies(self, info: DatasetInfo) -> bool:
-        """Wherever ``fid`` applies, and on synthetic data in pixel space."""
-        return bool(info.metadata.get("synthetic", False)) or super().applies(info)
-
-    def _get_extractor(self, info: DatasetInfo, reference: Dataset, device: Any) -> Any:
-        if self._extractor is None and info.metadata.get("synthetic", False):
-            from .extractor import PixelExtractor
-
-            self._extractor = PixelExtractor()
-        return super()._get_extractor(info, reference, device)
 
     def _both(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo,
               device: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:  # fmt: skip
