@@ -156,6 +156,7 @@ class NeighbourMetric(FeatureMetric):
 
     higher_is_better = True
     version = NEIGHBOURS_VERSION
+    inputs = ("samples",)  # every sample-producing protocol, third-party ones included
 
     def __init__(self, config: Any = None, *, progress: bool = False,
                  extractor: Any = None) -> None:  # fmt: skip
