@@ -1,6 +1,7 @@
 """Built-in metrics plugin: FID by the paper's protocol (dataset-trained features) and by the
-literature's (ImageNet Inception), KID, the Gaussian-fit error of the synthetic bumps, and the
-posterior-collapse diagnostic.
+literature's (ImageNet Inception), KID, precision/recall/density/coverage and memorisation in
+the same features, the Gaussian-fit error and the training-centre count of the synthetic
+bumps, and the posterior-collapse diagnostic; plus the ``harness extractor train`` command.
 
 Registered through the same ``register_metrics`` hook a third-party plugin uses, with lazy
 ``"module:attr"`` factories: importing this module does not import torch. Every factory is a
@@ -40,7 +41,7 @@ def register_metrics(register: Any) -> None:
         "prdc",
         "harness_plugins.metrics.neighbours:PRDC",
         "precision, recall (k = 3), density, coverage (k = 5) of generated images against the "
-        "training set, in the fid features (pixels on synthetic data)",
+        "training set, in the fid features; labelled data",
     )
     register(
         "memorisation",
