@@ -410,6 +410,15 @@ class Metric(Protocol):
         ...
 
 
+def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
+    """A registered dataset's splits, by name, loaded as a run would (``config``: its
+    ``data`` section, defaults when None), for plugin commands that need a dataset (e.g.
+    ``harness extractor train``). An unknown name raises the registry's error."""
+    from .plugins import get_host
+
+    return get_host().get("dataset", name).load()(config if config is not None else DataConfig())
+
+
 # ----------------------------------------------------------------------- host services
 #: name -> "module:attribute" of the services plugins may use, imported on first access (they
 #: import torch/numpy, this module must not): collectives, atomic writes, the model format,

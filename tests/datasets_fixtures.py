@@ -158,3 +158,30 @@ def write_celeba(folder: Path, partition: list[int], nested: bool = False, csv: 
         lines = [f"{n} {p}" for n, p in zip(names, partition, strict=True)]
         (folder / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
     return names
+
+
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
+    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses "
+    "Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache "
+    "Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks "
+    "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
+    "Wearing_Necklace Wearing_Necktie Young"
+).split()
+
+
+def write_celeba_attributes(folder: Path, names: list[str], values: np.ndarray,
+                            csv: bool = False) -> None:
+    """CelebA's ``list_attr_celeba.txt`` (count line, names line, ``000001.jpg -1 1 ...``
+    with the release's double-space padding) or Kaggle's ``list_attr_celeba.csv``;
+    ``values`` is (n, 40) of 1 / -1."""
+    if csv:
+        rows = ["image_id," + ",".join(CELEBA_ATTRIBUTES)]
+        rows += [f"{n}," + ",".join(str(int(v)) for v in row) for n, row in zip(names, values,
+                                                                               strict=True)]
+        (folder / "list_attr_celeba.csv").write_text("\n".join(rows) + "\n")
+        return
+    rows = [str(len(names)), " ".join(CELEBA_ATTRIBUTES) + " "]
+    rows += [f"{n} " + " ".join(f"{int(v):2d}" for v in row) for n, row in zip(names, values,
+                                                                              strict=True)]
+    (folder / "list_attr_celeba.txt").write_text("\n".join(rows) + "\n")

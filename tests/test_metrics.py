@@ -41,7 +41,8 @@ def test_factories_load_and_follow_the_metric_protocol() -> None:
 
     found: dict[str, Any] = {}
     plugin.register_metrics(register=lambda n, f, d: found.__setitem__(n, f))
-    assert set(found) == {"fid", "fid_inception", "kid", "gaussian-fit", "collapse"}
+    assert set(found) == {"fid", "fid_inception", "kid", "gaussian-fit", "collapse", "prdc",
+                          "memorisation", "bump-copies"}
     for name, factory in found.items():
         cls = Component("metric", name, factory, "", "metrics").load()
         metric = cls(cls.Config(), progress=False)  # the contract: factory(config, progress=)
@@ -188,7 +189,7 @@ def test_fid_metric_uses_harness_fid_and_caches_the_reference() -> None:
     assert stamp["feature_extractor"] == "mean-std test features"
     assert stamp["metric"] == "fid" and stamp["metric_version"] == 2
     assert stamp["reference_dataset"]["n"] == 100
-    assert metric.details()["reference_stats"] == "reused in memory"
+    assert metric.details()["reference_features"] == "reused in memory"
     # images out of [0, 1] are clamped before the features
     assert metric(generated * 3 - 1, reference, info)["fid"] == pytest.approx(
         metric((generated * 3 - 1).clamp(0, 1), reference, info)["fid"])
@@ -212,20 +213,20 @@ def test_reference_statistics_are_cached_on_disk_per_dataset_content() -> None:
     info = DatasetInfo("toy-disk", (1, 8, 8))
     first = FID(extractor=HashedExtractor())
     value = first(generated, reference, info)["fid"]
-    assert first.details()["reference_stats"] == "computed"
-    path = first.details()["reference_stats_path"]
+    assert first.details()["reference_features"] == "computed"
+    path = first.details()["reference_features_path"]
     assert path.endswith(".safetensors") and Path(path).is_file()
     ex = HashedExtractor()
     second = FID(extractor=ex)  # a new run: nothing in memory
     assert second(generated, reference, info)["fid"] == pytest.approx(value, rel=1e-12)
     assert ex.images_seen == 20  # only the generated images went through the extractor
-    assert second.details()["reference_stats"] == "loaded from cache"
+    assert second.details()["reference_features"] == "loaded from cache"
     assert second.stamp() == first.stamp()  # provenance is not part of the stamp
     # same name and size, other content: not served from the cache
     other = _labelled(torch.rand(50, 1, 8, 8, generator=g))
     third = FID(extractor=HashedExtractor())
     third(generated, other, info)
-    assert third.details()["reference_stats"] == "computed"
+    assert third.details()["reference_features"] == "computed"
     assert third.stamp()["reference_dataset"] != first.stamp()["reference_dataset"]
 
 
@@ -273,7 +274,7 @@ def test_domain_extractor_trains_caches_and_separates_distributions(
     stamp = metric.stamp()
     assert stamp["extractor_accuracy"] > 0.9
     assert stamp["extractor_n_fit"] == 540 and stamp["extractor_n_holdout"] == 60
-    assert stamp["feature_extractor"] == "domain-cnn v2 penultimate 128"
+    assert stamp["feature_extractor"] == "domain-cnn v3 penultimate 128"
     assert len(stamp["feature_weights_sha256"]) == 64
     assert metric.details()["extractor"] == "trained"
     assert not any("/" in str(v) for v in stamp.values())  # no paths in the stamp

@@ -153,8 +153,8 @@ def test_same_protocol_same_stamp_cold_or_warm_in_any_cache_dir(
     assert cold["stamp"] == warm["stamp"]
     assert cold["details"]["extractor"] == "trained"
     assert warm["details"]["extractor"] == "loaded from cache"
-    assert cold["details"]["reference_stats"] == "computed"
-    assert warm["details"]["reference_stats"] == "loaded from cache"
+    assert cold["details"]["reference_features"] == "computed"
+    assert warm["details"]["reference_features"] == "loaded from cache"
     assert str(tmp_path / "b") in cold["details"]["feature_weights"]
     assert str(tmp_path) not in str([r["stamp"] for rs in runs for r in rs])
     stamp = cold["stamp"]
@@ -216,7 +216,7 @@ def test_save_samples_exports_reference_stats_in_pytorch_fid_layout(
              protocols=[("random_generation", RandomGeneration(RandomGenerationConfig(24, 1)))],
              metrics=[("fid", fid)], progress=False, samples_dir=tmp_path / "samples")
     saved = np.load(tmp_path / "samples" / "fid" / "reference_stats.npz")
-    ((stats, _, _),) = fid._reference_cache.values()
+    stats = fid.reference_stats(_labelled_toy().train, _labelled_toy().info)
     assert saved["mu"].shape == (stats.mean.shape[0],)
     assert np.array_equal(saved["mu"], stats.mean) and np.array_equal(saved["sigma"], stats.cov)
     stamp = json.loads((tmp_path / "samples" / "fid" / "stamp.json").read_text())

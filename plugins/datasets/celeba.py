@@ -1,4 +1,5 @@
-"""CelebA faces (3×160×160 by default; standard train/valid/test partition), no labels.
+"""CelebA faces (3×160×160 by default; standard train/valid/test partition), with the 40
+binary attributes as labels where the files have them.
 
 Accepted sources, looked for in ``data.hub_id`` when it is a local folder, else in
 ``data.root`` (or the default places under ``celeba`` / ``CelebA``, each also with
@@ -12,6 +13,14 @@ Accepted sources, looked for in ``data.hub_id`` when it is a local folder, else 
   ``test``);
 * otherwise Hugging Face ``datasets`` with ``data.hub_id`` (default ``flwrlabs/celeba``, whose
   ``train`` / ``valid`` / ``test`` splits are the standard partition) when online or cached.
+
+Labels: with ``list_attr_celeba.txt`` (the release's ``N``, a line of the 40 attribute names,
+then ``000001.jpg -1 1 ...``) or Kaggle's ``list_attr_celeba.csv`` next to the partition file,
+each image's label is its attributes as a bit mask (bit i set when attribute i is 1), so the
+label stays one int like every dataset's; ``info.metadata["attributes"]`` lists the names in
+bit order and ``info.num_classes`` is their number (40). The domain FID extractor trains on
+them as a multi-label task. Without the file (and for parquet / Hugging Face sources) the
+labels are -1 and the dataset-trained FID does not apply.
 
 Crop and resize: every image is centre-cropped to a square of side min(H, W) — 178×178 out
 of the aligned 178×218 images, cutting 20 rows above and below — then resized to
@@ -105,9 +114,61 @@ def read_partition(path: Path) -> dict[str, list[str]]:
     return out
 
 
+def _attribute_file(folder: Path) -> Path | None:
+    for name in ("list_attr_celeba.txt", "list_attr_celeba.csv"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _attribute_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(attribute names, (line number, fields) per image line) of either layout."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if path.suffix == ".csv":
+        header, body, first = lines[0].split(",")[1:], lines[1:], 2
+    else:
+        if len(lines) < 2 or not lines[0].strip().isdigit():
+            raise CorruptDataset(f"{path}:1: expected the number of images, got "
+                                 f"{(lines or [''])[0][:80]!r}")  # fmt: skip
+        header, body, first = lines[1].split(), lines[2:], 3
+    rows = [(n, line.replace(",", " ").split()) for n, line in enumerate(body, start=first)
+            if line.strip()]  # fmt: skip
+    return [h.strip() for h in header], rows
+
+
+def read_attributes(path: Path) -> tuple[list[str], dict[str, int]]:
+    """Attribute names and each image's bit mask from ``list_attr_celeba.txt`` / ``.csv``;
+    a malformed line (wrong number of values, a value other than 1 / -1 / 0) is refused with
+    the file name and line number."""
+    names, rows = _attribute_rows(path)
+    if not names or len(names) > 62:
+        raise CorruptDataset(f"{path}: expected a header of attribute names (at most 62), "
+                             f"got {len(names)}")  # fmt: skip
+    masks: dict[str, int] = {}
+    for number, parts in rows:
+        if len(parts) != len(names) + 1 or any(v not in ("1", "-1", "0") for v in parts[1:]):
+            raise CorruptDataset(f"{path}:{number}: expected '<image file>' and {len(names)} "
+                                 f"values of 1 or -1, got {' '.join(parts)[:80]!r}")  # fmt: skip
+        masks[parts[0]] = sum(1 << i for i, v in enumerate(parts[1:]) if v == "1")
+    return names, masks
+
+
+def _labels(files: list[str], attributes: tuple[list[str], dict[str, int]] | None,
+            path: Path | None) -> list[int]:
+    if attributes is None:
+        return [-1] * len(files)
+    missing = [f for f in files if f not in attributes[1]]
+    if missing:
+        raise CorruptDataset(f"{path} has no attributes for {len(missing)} images, e.g. "
+                             f"{', '.join(missing[:3])}")  # fmt: skip
+    return [attributes[1][f] for f in files]
+
+
 def _load_aligned(folder: Path, images: Path, partition: Path, config: DataConfig,
                   size: int) -> DataSplits:
     names = read_partition(partition)
+    attr_path = _attribute_file(folder)
+    attributes = read_attributes(attr_path) if attr_path is not None else None
     present = {p.name for p in images.iterdir()}
     missing = [n for split in names.values() for n in split if n not in present]
     if missing:
@@ -121,12 +182,16 @@ def _load_aligned(folder: Path, images: Path, partition: Path, config: DataConfi
         if not files:
             continue
         n = limits[split]
-        paths = [images / f for f in (files if n is None else files[:n])]
-        key = cache_key(NAME, [partition, *paths], size=size, layout="aligned")
-        splits[split] = images_split(paths, [-1] * len(paths), key=key, split=split, size=size,
-                                     center_crop=True, mode="RGB", cache=config.cache)
+        kept = files if n is None else files[:n]
+        paths = [images / f for f in kept]
+        sources = [partition, *([attr_path] if attr_path else []), *paths]
+        key = cache_key(NAME, sources, size=size, layout="aligned")
+        splits[split] = images_split(paths, _labels(kept, attributes, attr_path), key=key,
+                                     split=split, size=size, center_crop=True, mode="RGB",
+                                     cache=config.cache)  # fmt: skip
     extra = {"valid": splits["valid"]} if "valid" in splits else {}
-    return _splits(splits["train"], splits["test"], extra, str(folder), config, size, "aligned")
+    return _splits(splits["train"], splits["test"], extra, str(folder), config, size, "aligned",
+                   attributes[0] if attributes else None)
 
 
 def _load_columnar(folder: Path, groups: dict[str, list[Path]], config: DataConfig,
@@ -170,11 +235,15 @@ def _load_hf(hub_id: str, config: DataConfig, size: int) -> DataSplits:
 
 
 def _splits(train: object, test: object, extra: dict, source: str, config: DataConfig,
-            size: int, layout: str) -> DataSplits:
+            size: int, layout: str, attributes: list[str] | None = None) -> DataSplits:
+    metadata = {"layout": layout, "crop": CROP, "size": size,
+                "partition": "standard: 0 train, 1 valid (extra['valid']), 2 test"}
+    if attributes:
+        metadata["attributes"] = attributes
+        metadata["labels"] = "bit mask of the attributes (bit i = attributes[i] is 1)"
     info = DatasetInfo(
-        name=NAME, shape=split_shape(train), num_classes=None, source=source,  # type: ignore[arg-type]
-        metadata={"layout": layout, "crop": CROP, "size": size,
-                  "partition": "standard: 0 train, 1 valid (extra['valid']), 2 test"},
+        name=NAME, shape=split_shape(train), source=source,  # type: ignore[arg-type]
+        num_classes=len(attributes) if attributes else None, metadata=metadata,
     )
     return build_splits(info, train, test, config, extra=extra)  # type: ignore[arg-type]
 

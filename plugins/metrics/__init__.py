@@ -1,6 +1,7 @@
 """Built-in metrics plugin: FID by the paper's protocol (dataset-trained features) and by the
-literature's (ImageNet Inception), KID, the Gaussian-fit error of the synthetic bumps, and the
-posterior-collapse diagnostic.
+literature's (ImageNet Inception), KID, precision/recall/density/coverage and memorisation in
+the same features, the Gaussian-fit error and the training-centre count of the synthetic
+bumps, and the posterior-collapse diagnostic; plus the ``harness extractor train`` command.
 
 Registered through the same ``register_metrics`` hook a third-party plugin uses, with lazy
 ``"module:attr"`` factories: importing this module does not import torch. Every factory is a
@@ -37,6 +38,23 @@ def register_metrics(register: Any) -> None:
         "features as fid",
     )
     register(
+        "prdc",
+        "harness_plugins.metrics.neighbours:PRDC",
+        "precision, recall (k = 3), density, coverage (k = 5) of generated images against the "
+        "training set, in the fid features; labelled data",
+    )
+    register(
+        "memorisation",
+        "harness_plugins.metrics.neighbours:Memorisation",
+        "authenticity (Alaa et al. 2022) and the share of generated images closer to a "
+        "training image than its own nearest training neighbour, in the fid features",
+    )
+    register(
+        "bump-copies",
+        "harness_plugins.metrics.gaussian_fit:BumpCopies",
+        "synthetic bumps: generated bumps whose fitted centre sits on a training centre",
+    )
+    register(
         "gaussian-fit",
         "harness_plugins.metrics.gaussian_fit:GaussianFit",
         "synthetic bumps: relative error (%) of generated images to the best-fitting bump",
@@ -46,3 +64,11 @@ def register_metrics(register: Any) -> None:
         "harness_plugins.metrics.collapse:Collapse",
         "posterior collapse: per-dimension variance of the training codes, collapsed count",
     )
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    """``harness extractor train --dataset D [--out FILE]``: a shareable extractor file."""
+    from .commands import register
+
+    register(cli)

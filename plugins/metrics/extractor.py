@@ -74,3 +74,4 @@ class FeatureExtractor:
         device = torch.device(device) if device is not None else torch.device("cpu")
         self.network.to(device)
         return self.features(images.to(device)).double().cpu()
+

@@ -30,11 +30,11 @@ does not apply to unlabelled data (``info.num_classes`` None).
 
 The statistics come from :class:`harness.api.FeatureStats` (float64 sums) and the distance
 from :func:`harness.api.fid_from_features` (an N x N route when the generated set is smaller
-than the feature dimension). The reference statistics (training set, or a fixed random subset
-of ``n_reference`` images drawn with seed 0) are computed once per metric object, shared by
-the protocols, and cached on disk (``$HARNESS_CACHE_DIR/fid-stats/``) keyed by the dataset's
-identity, ``n_reference`` and the extractor's weights sha256, with the reference covariance
-factor the N x N route needs.
+than the feature dimension). The reference features (training set, or a fixed random subset
+of ``n_reference`` images drawn with seed 0) are the one cache every feature metric shares
+(:meth:`FeatureMetric.reference_features`: in memory for the protocols of one evaluation, on
+disk under ``$HARNESS_CACHE_DIR/fid-features/`` keyed by the dataset's identity,
+``n_reference`` and the extractor's weights sha256); the statistics are summed from them.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from harness.errors import HarnessError
 from ._progress import Progress
 
 METRIC_VERSION = 2  # bump when what defines an FID number changes
-STATS_VERSION = 2  # bump when the way reference statistics are computed changes
+REFERENCE_VERSION = 3  # bump when the way reference features are computed changes
 SUBSET_SEED = 0
 LABELLED_EXTRACTORS = ("domain", "inception-finetuned")
 
@@ -93,13 +93,40 @@ EXTRACTORS: dict[str, Callable[..., Any]] = {
 }
 
 
+def is_weights_path(name: str) -> bool:
+    """Whether a ``feature_extractor`` value names a weights file (``harness extractor
+    train``'s output) rather than a built-in extractor."""
+    return name.endswith(".safetensors")
+
+
 def check_extractor(name: str, key: str = "eval.fid.feature_extractor") -> None:
+    """Refuse an unknown extractor name, or a weights path that is not a readable
+    domain-extractor file, before any work."""
+    if is_weights_path(name):
+        from .domain_weights import read_weights
+
+        try:
+            read_weights(name)
+        except HarnessError as exc:
+            raise HarnessError(f"{key}: {exc}") from exc
+        return
     if name not in EXTRACTORS:
         close = difflib.get_close_matches(name, list(EXTRACTORS), n=2)
         hint = f" did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise HarnessError(
-            f"{key} '{name}' is not known;{hint} Known: {', '.join(EXTRACTORS)}"
+            f"{key} '{name}' is not known;{hint} Known: {', '.join(EXTRACTORS)}, or the path "
+            "of a weights file written by `harness extractor train` (.safetensors)"
         )
+
+
+def _weights_file(info: DatasetInfo, reference: Dataset, config: Any, progress: bool,
+                  device: Any) -> Any:  # fmt: skip
+    from pathlib import Path
+
+    from .domain import DomainExtractor
+
+    return DomainExtractor.from_file(Path(config.feature_extractor).expanduser(), info,
+                                     source="weights file (eval option)")  # fmt: skip
 
 
 def image_batches(dataset: Dataset, batch_size: int) -> Iterator[torch.Tensor]:
@@ -109,16 +136,21 @@ def image_batches(dataset: Dataset, batch_size: int) -> Iterator[torch.Tensor]:
         yield batch[0] if isinstance(batch, list | tuple) else batch
 
 
-def reference_subset(reference: Dataset, n_reference: int | None) -> Dataset:
-    """The whole reference, or a fixed random subset of ``n_reference`` images (seed 0)."""
-    n_total = len(reference)  # type: ignore[arg-type]
+def subset_indices(n_total: int, n_reference: int | None) -> list[int] | None:
+    """The reference rows used: None for all of them, else a fixed random subset of
+    ``n_reference`` indices (seed 0), sorted."""
     if n_reference is None or n_reference >= n_total:
-        return reference
+        return None
     if n_reference < 2:
         raise HarnessError(f"n_reference must be at least 2, got {n_reference}")
     gen = torch.Generator().manual_seed(SUBSET_SEED)
-    idx = torch.randperm(n_total, generator=gen)[:n_reference]
-    return Subset(reference, sorted(idx.tolist()))
+    return sorted(torch.randperm(n_total, generator=gen)[:n_reference].tolist())
+
+
+def reference_subset(reference: Dataset, n_reference: int | None) -> Dataset:
+    """The whole reference, or a fixed random subset of ``n_reference`` images (seed 0)."""
+    idx = subset_indices(len(reference), n_reference)  # type: ignore[arg-type]
+    return reference if idx is None else Subset(reference, idx)
 
 
 def _safe(name: str) -> str:
@@ -142,6 +174,7 @@ class FeatureMetric:
         self._stamp: dict[str, Any] = {}
         self._details: dict[str, Any] = {}
         self._identity: dict[tuple[int, int], dict[str, Any]] = {}
+        self._reference: dict[tuple[Any, ...], tuple[torch.Tensor, str]] = {}
 
     # -------------------------------------------------------------------- the contract
     def applies(self, info: DatasetInfo) -> bool:
@@ -149,7 +182,8 @@ class FeatureMetric:
         with a dataset-trained extractor, not on unlabelled data (``num_classes`` None)."""
         if info.metadata.get("synthetic", False):
             return False
-        if self.extractor_name in LABELLED_EXTRACTORS and self._extractor is None:
+        if self._extractor is None and (self.extractor_name in LABELLED_EXTRACTORS
+                                        or is_weights_path(self.extractor_name)):
             return info.num_classes is not None
         return True
 
@@ -168,7 +202,8 @@ class FeatureMetric:
 
     def _get_extractor(self, info: DatasetInfo, reference: Dataset, device: Any) -> Any:
         if self._extractor is None:
-            build = EXTRACTORS[self.extractor_name]
+            name = self.extractor_name
+            build = _weights_file if is_weights_path(name) else EXTRACTORS[name]
             self._extractor = build(info, reference, self.config, self.progress, device)
         return self._extractor
 
@@ -189,8 +224,52 @@ class FeatureMetric:
                 bar.update(int(feats.shape[0]))
                 yield feats
 
+    def reference_features(self, reference: Dataset, info: DatasetInfo,
+                           device: Any = None) -> torch.Tensor:  # fmt: skip
+        """Features (float64 rows) of the reference images this metric uses (all, or
+        ``n_reference`` drawn with seed 0): the one reference cache of ``fid``, ``kid`` and
+        the nearest-neighbour metrics, kept on this object (shared by the protocols of one
+        evaluation) and on disk (``fid-features/``, shared by runs on the same dataset and
+        extractor). A subset is cut from the whole set's cached features when those exist."""
+        extractor = self._get_extractor(info, reference, device)
+        n_ref = getattr(self.config, "n_reference", None)
+        key = (id(reference), len(reference), info.name, n_ref)  # type: ignore[arg-type]
+        if key in self._reference:
+            feats, path_text = self._reference[key]
+            self._details.update(reference_features="reused in memory",
+                                 reference_features_path=path_text)  # fmt: skip
+            return feats
+        start = time.perf_counter()
+        feats, source, path = self._load_or_compute(extractor, reference, info, device, n_ref)
+        path_text = str(path) if path is not None else "(memory only)"
+        self._details.update(reference_features=source, reference_features_path=path_text,
+                             reference_seconds=round(time.perf_counter() - start, 3))
+        self._reference[key] = (feats, path_text)
+        return feats
+
+    def _load_or_compute(self, extractor: Any, reference: Dataset, info: DatasetInfo,
+                         device: Any, n_ref: int | None) -> tuple[torch.Tensor, str, Any]:  # fmt: skip
+        from safetensors.torch import load_file
+
+        from .extractor import write_safetensors_atomic
+
+        path = self._cache_path("features", reference, info, extractor, n_ref)
+        if path is not None and path.is_file():
+            return load_file(str(path))["features"], "loaded from cache", path
+        idx = subset_indices(len(reference), n_ref)  # type: ignore[arg-type]
+        whole = self._cache_path("features", reference, info, extractor, None)
+        if idx is not None and whole is not None and whole.is_file():
+            return load_file(str(whole))["features"][idx], "cut from the cached whole set", whole
+        subset = reference if idx is None else Subset(reference, idx)
+        batches = image_batches(subset, self.config.batch_size)
+        feats = torch.cat(list(self._features(extractor, batches, device, "the reference",
+                                              len(subset))))  # type: ignore[arg-type]
+        if path is not None:
+            write_safetensors_atomic(path, {"features": feats})
+        return feats, "computed", path
+
     def _cache_path(self, kind: str, reference: Dataset, info: DatasetInfo,
-                    extractor: Any) -> Path | None:  # fmt: skip
+                    extractor: Any, n_reference: int | None) -> Path | None:  # fmt: skip
         """Where a reference product (``kind``: stats, features) is cached, or None when the
         extractor has no weights hash (an injected test extractor): memory only then."""
         from .domain import cache_dir
@@ -199,8 +278,8 @@ class FeatureMetric:
         if not digest:
             return None
         fields = {**self._dataset_identity(reference, info), "kind": kind,
-                  "n_reference": self.config.n_reference, "subset_seed": SUBSET_SEED,
-                  "extractor": digest, "version": STATS_VERSION}  # fmt: skip
+                  "n_reference": n_reference, "subset_seed": SUBSET_SEED,
+                  "extractor": digest, "version": REFERENCE_VERSION}  # fmt: skip
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
         name = _safe(getattr(extractor, "name", "features"))
         return cache_dir() / f"fid-{kind}" / f"{_safe(info.name)}-{name}-{key}.safetensors"
@@ -253,47 +332,21 @@ class FID(FeatureMetric):
     def __init__(self, config: Any = None, *, progress: bool = False,
                  extractor: Any = None) -> None:  # fmt: skip
         super().__init__(config if config is not None else self.Config(), progress, extractor)
-        self._reference_cache: dict[tuple[Any, ...], tuple[FeatureStats, str, str]] = {}
+        self._stats: tuple[tuple[int, int], FeatureStats] | None = None
 
     def reference_stats(self, reference: Dataset, info: DatasetInfo,
                         device: Any = None) -> FeatureStats:  # fmt: skip
-        """Feature statistics of the reference images: cached on this object (shared by the
-        protocols of one evaluation) and on disk (shared by runs on the same dataset)."""
-        from safetensors.torch import load_file
-
-        from .extractor import write_safetensors_atomic
-
-        extractor = self._get_extractor(info, reference, device)
-        key = (id(reference), len(reference), info.name,  # type: ignore[arg-type]
-               self.config.n_reference)  # fmt: skip
-        if key in self._reference_cache:
-            stats, source, path_text = self._reference_cache[key]
-            self._details.update(reference_stats=source, reference_stats_path=path_text)
-            return stats
-        path = self._cache_path("stats", reference, info, extractor)
-        start = time.perf_counter()
-        if path is not None and path.is_file():
-            state = load_file(str(path))
-            state["count"] = int(state["count"].item())
-            stats = FeatureStats.from_state_dict(state)
-            source = "loaded from cache"
-        else:
-            subset = reference_subset(reference, self.config.n_reference)
+        """Feature statistics (float64 sums, with the reference covariance factor of the
+        N x N route) of :meth:`reference_features`, computed once per object."""
+        feats = self.reference_features(reference, info, device)
+        key = (id(feats), feats.shape[0])
+        if self._stats is None or self._stats[0] != key:
             stats = FeatureStats()
-            for feats in self._features(extractor, image_batches(subset, self.config.batch_size),
-                                        device, "the reference", len(subset)):  # type: ignore
-                stats.update(feats)
-            stats.factor()  # the reference side of the N x N route, cached with the stats
-            source = "computed"
-            if path is not None:
-                state = stats.state_dict()
-                state["count"] = torch.tensor(stats.count, dtype=torch.int64)
-                write_safetensors_atomic(path, state)
-        path_text = str(path) if path is not None else "(memory only)"
-        self._details.update(reference_stats=source, reference_stats_path=path_text,
-                             reference_seconds=round(time.perf_counter() - start, 3))
-        self._reference_cache[key] = (stats, "reused in memory", path_text)
-        return stats
+            for i in range(0, feats.shape[0], 4096):
+                stats.update(feats[i : i + 4096])
+            stats.factor()
+            self._stats = (key, stats)
+        return self._stats[1]
 
     def export(self, directory: Path) -> None:
         """For `harness run --save-samples` / `harness samples`: the reference statistics
@@ -306,7 +359,8 @@ class FID(FeatureMetric):
 
         from harness import api
 
-        for stats, _, _ in list(self._reference_cache.values())[:1]:
+        if self._stats is not None:
+            stats = self._stats[1]
             buffer = io.BytesIO()
             np.savez(buffer, mu=stats.mean, sigma=stats.cov)
             api.atomic_write_bytes(Path(directory) / "reference_stats.npz", buffer.getvalue())

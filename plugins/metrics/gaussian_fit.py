@@ -27,6 +27,7 @@ Metric contract (see :mod:`.fid`): ``GaussianFit(config, progress=...)`` with an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,3 +165,70 @@ class GaussianFit:
             "gaussian_fit_error_percent": float(errors.mean()),
             "gaussian_fit_error_percent_std": float(errors.std(unbiased=False)),
         }
+
+
+@dataclass
+class BumpCopiesConfig:
+    """Options of ``bump-copies`` (``eval.bump-copies.<key>``)."""
+
+    #: a fitted centre "sits on" a training centre within this fraction of the mesh spacing
+    tolerance: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.tolerance) < 0.5:
+            raise ValueError(f"eval.bump-copies.tolerance must be in (0, 0.5), got "
+                             f"{self.tolerance}")  # fmt: skip
+
+
+class BumpCopies(GaussianFit):
+    """``bump-copies``: how many generated bumps sit on a training centre (lower is better).
+
+    The bumps' training set is 100 images on a 10 × 10 mesh of centres; a model that copies
+    its training images generates bumps on those centres, one that generalises anywhere in
+    the centre range. Each generated image's centre is fitted as for ``gaussian-fit``; it
+    counts when it lies within ``tolerance`` × the mesh spacing of a training centre. The
+    stamp gives the share expected by chance for centres uniform over the centre range
+    (``n_centres · π (tolerance · spacing)² / area``) to compare with.
+    """
+
+    name = "bump-copies"
+    higher_is_better = False
+    direction = "lower"
+    description = "generated bumps whose fitted centre sits on a training centre"
+    display = {
+        "bumps_on_training_centre": {"name": "generated bumps on a training centre",
+                                     "unit": "images", "direction": "lower"},
+        "bumps_on_training_centre_share": {"name": "share of generated bumps on a training "
+                                           "centre", "unit": "fraction", "direction": "lower"},
+    }  # fmt: skip
+    Config = BumpCopiesConfig  # type: ignore[assignment]
+
+    def __init__(self, config: BumpCopiesConfig | None = None, *,
+                 progress: bool = False) -> None:  # fmt: skip
+        self.config = config if config is not None else BumpCopiesConfig()  # type: ignore
+        self._stamp = {}
+
+    def applies(self, info: DatasetInfo) -> bool:
+        return super().applies(info) and len(info.metadata.get("train_centres") or []) > 1
+
+    def __call__(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *,
+                 device: Any = None) -> dict[str, float]:  # fmt: skip
+        sigma, extent = _spread(info), _extent(info)
+        x = images.detach().cpu().double()[:, 0]
+        std = info.metadata.get("standardization")
+        if isinstance(std, dict):
+            x = x * float(std["std"]) + float(std["mean"])
+        x0, y0, _ = fit_bumps(x, sigma, extent)  # type: ignore[arg-type]
+        centres = torch.tensor(info.metadata["train_centres"], dtype=torch.float64)
+        lo, hi = info.metadata.get("centre_range", (-0.5, 0.5))
+        spacing = (float(hi) - float(lo)) / (round(len(centres) ** 0.5) - 1)
+        radius = float(self.config.tolerance) * spacing
+        nearest = torch.cdist(torch.stack([x0, y0], 1), centres).min(1).values
+        on = int((nearest < radius).sum())
+        chance = min(1.0, len(centres) * math.pi * radius**2 / (float(hi) - float(lo)) ** 2)
+        self._stamp = {"metric": self.name, "metric_version": 1, "n_images": int(x.shape[0]),
+                       "n_training_centres": len(centres), "mesh_spacing": spacing,
+                       "tolerance": float(self.config.tolerance), "radius": radius,
+                       "chance_share": chance}  # fmt: skip
+        return {"bumps_on_training_centre": on,
+                "bumps_on_training_centre_share": on / max(1, int(x.shape[0]))}

@@ -14,9 +14,10 @@ a generator seeded with ``Config.seed`` (torchmetrics uses the global RNG), so t
 reproducible. When fewer than ``subset_size`` images are available the subset size is that
 number (recorded in the stamp) instead of an error.
 
-Reference features (all training images, or ``n_reference`` of them drawn with seed 0) are
-kept in memory for the protocols of one evaluation and cached on disk per dataset and
-extractor (``$HARNESS_CACHE_DIR/fid-features/``).
+Reference features (all training images, or ``n_reference`` of them drawn with seed 0) come
+from the one reference cache the feature metrics share
+(:meth:`.fid.FeatureMetric.reference_features`): ``fid``, ``kid`` and the nearest-neighbour
+metrics on the same dataset and extractor extract them once.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from torch.utils.data import Dataset
 from harness.api import DatasetInfo, ValueDisplay
 from harness.errors import HarnessError
 
-from .fid import FeatureMetric, check_extractor, image_batches, reference_subset
+from .fid import FeatureMetric, check_extractor
 
 KID_VERSION = 1
 
@@ -111,39 +112,6 @@ class KID(FeatureMetric):
     def __init__(self, config: Any = None, *, progress: bool = False,
                  extractor: Any = None) -> None:  # fmt: skip
         super().__init__(config if config is not None else self.Config(), progress, extractor)
-        self._reference: dict[tuple[Any, ...], tuple[torch.Tensor, str, str]] = {}
-
-    def reference_features(self, reference: Dataset, info: DatasetInfo,
-                           device: Any = None) -> torch.Tensor:  # fmt: skip
-        from safetensors.torch import load_file
-
-        from .extractor import write_safetensors_atomic
-
-        extractor = self._get_extractor(info, reference, device)
-        key = (id(reference), len(reference), info.name,  # type: ignore[arg-type]
-               self.config.n_reference)  # fmt: skip
-        if key in self._reference:
-            feats, source, path_text = self._reference[key]
-            self._details.update(reference_features=source, reference_features_path=path_text)
-            return feats
-        path = self._cache_path("features", reference, info, extractor)
-        start = time.perf_counter()
-        if path is not None and path.is_file():
-            feats = load_file(str(path))["features"]
-            source = "loaded from cache"
-        else:
-            subset = reference_subset(reference, self.config.n_reference)
-            batches = image_batches(subset, self.config.batch_size)
-            feats = torch.cat(list(self._features(extractor, batches, device, "the reference",
-                                                  len(subset))))  # type: ignore[arg-type]
-            source = "computed"
-            if path is not None:
-                write_safetensors_atomic(path, {"features": feats})
-        path_text = str(path) if path is not None else "(memory only)"
-        self._details.update(reference_features=source, reference_features_path=path_text,
-                             reference_seconds=round(time.perf_counter() - start, 3))
-        self._reference[key] = (feats, "reused in memory", path_text)
-        return feats
 
     def __call__(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *,
                  device: Any = None) -> dict[str, float]:  # fmt: skip

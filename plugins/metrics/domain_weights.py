@@ -1,0 +1,116 @@
+"""Weights files of the ``domain`` FID extractor: the ones shipped with this plugin, the ones
+``harness extractor train`` writes, and the card that travels with each.
+
+Why: a domain-feature FID compares between two labs only when both used the same extractor
+weights. So the weights are a file that can be shared: the recipe's safetensors (weights
+stored as float16, with their metadata: classes, held-out accuracy, sizes, dataset identity)
+plus a JSON card (``<file>.card.json``) saying how it was made: recipe version, accuracy,
+sha256 of the weights (of the tensors, :func:`.extractor.tensors_sha256`, the one the stamp
+records) and of the file, and the command that retrains it bit for bit.
+
+Shipped files (``weights/<dataset>.safetensors``) are used for a dataset whose name and image
+shape match the file and whose first training images are the ones the file was trained on
+(the ``head_fingerprint``, which a ``data.n_train`` truncation keeps), so every run of that
+dataset, on every machine, is scored by the same weights without training anything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.api import DatasetInfo
+from harness.errors import HarnessError
+
+from .extractor import sha256_of, tensors_sha256
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+#: threads the reproducible training uses: float reductions split over threads round
+#: differently, so the bit-for-bit promise holds for one thread count
+TRAIN_THREADS = 1
+REQUIRED_META = ("num_classes", "accuracy", "n_fit", "n_holdout", "recipe_version")
+
+
+def card_path(weights: Path) -> Path:
+    return weights.with_name(weights.name.removesuffix(".safetensors") + ".card.json")
+
+
+def read_weights(path: str | Path, info: DatasetInfo | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:  # fmt: skip
+    """(tensors, metadata) of a domain-extractor weights file; a missing or foreign file, or
+    one made for images of another shape than ``info``'s, is refused naming the file."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise HarnessError(f"domain extractor weights '{path}' do not exist; write them with "
+                           "`harness extractor train --dataset NAME --out FILE`")  # fmt: skip
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise HarnessError(f"'{path}' is not a readable safetensors file ({exc})") from exc
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise HarnessError(f"'{path}' is not a domain extractor weights file (its metadata "
+                           f"lacks {', '.join(missing)}); write one with `harness extractor "
+                           "train`")  # fmt: skip
+    if info is not None and "shape" in meta and json.loads(meta["shape"]) != list(info.shape):
+        raise HarnessError(f"'{path}' was trained on images of shape {meta['shape']}, the "
+                           f"dataset '{info.name}' has {list(info.shape)}")  # fmt: skip
+    return state, meta
+
+
+def shipped_weights(train: Any, info: DatasetInfo) -> Path | None:
+    """The shipped weights file trained on this dataset, or None."""
+    from .domain import head_fingerprint
+
+    path = SHIPPED_DIR / f"{info.name}.safetensors"
+    if not path.is_file():
+        return None
+    _, meta = read_weights(path)
+    if json.loads(meta.get("shape", "[]")) != list(info.shape):
+        return None  # e.g. another data.size: train one for it
+    return path if meta.get("head_fingerprint") == head_fingerprint(train) else None
+
+
+def retrain_command(dataset: str, out: str) -> str:
+    return f"harness extractor train --dataset {dataset} --out {out}"
+
+
+def write_weights(train: Any, info: DatasetInfo, out: Path, *, progress: bool = True,
+                  device: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Train the recipe on ``train`` (one thread, seed 0: reproducible bit for bit on one
+    machine and torch version), write ``out`` and its card atomically; returns the card."""
+    from harness import api
+
+    from .domain import train_weights
+    from .extractor import write_safetensors_atomic
+
+    threads = torch.get_num_threads()
+    start = time.perf_counter()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        state, meta = train_weights(train, info, progress=progress, device=device)
+    finally:
+        torch.set_num_threads(threads)
+    write_safetensors_atomic(out, state, meta)
+    card = {
+        "dataset": info.name, "shape": list(info.shape), "task": meta["task"],
+        "recipe_version": int(meta["recipe_version"]),
+        "accuracy": float(meta["accuracy"]), "n_fit": int(meta["n_fit"]),
+        "n_holdout": int(meta["n_holdout"]), "n_train": int(meta["n_train"]),
+        "weights_sha256": tensors_sha256(state), "file_sha256": sha256_of(out),
+        "file_bytes": out.stat().st_size, "dtype": "float16",
+        "command": retrain_command(info.name, out.name), "threads": TRAIN_THREADS,
+        "torch": torch.__version__, "device": str(device or "cpu"),
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }  # fmt: skip
+    api.atomic_write_json(card_path(out), card)
+    return card
