@@ -196,11 +196,11 @@ class BumpCopies(GaussianFit):
     direction = "lower"
     description = "generated bumps whose fitted centre sits on a training centre"
     display = {
-        "bumps_on_training_centre": {"name": "generated bumps on a training centre",
-                                     "unit": "images", "direction": "lower"},
-        "bumps_on_training_centre_share": {"name": "share of generated bumps on a training "
-                                           "centre", "unit": "fraction", "direction": "lower"},
-    }  # fmt: skip
+        "bumps_on_training_centre": ValueDisplay("generated bumps on a training centre",
+                                                 "images", False),
+        "bumps_on_training_centre_share": ValueDisplay(
+            "share of generated bumps on a training centre", "fraction", False),
+    }
     Config = BumpCopiesConfig  # type: ignore[assignment]
 
     def __init__(self, config: BumpCopiesConfig | None = None, *,

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from harness.api import DatasetInfo
+from harness.api import DatasetInfo, ValueDisplay
 from harness.errors import HarnessError
 
 from .fid import FeatureMetric, check_extractor
@@ -189,15 +189,14 @@ class PRDC(NeighbourMetric):
                    "k = 5; in the fid features")
     #: per value: name in words, unit, direction of better
     display = {
-        "precision": {"name": "precision (generated within the real manifold)",
-                      "unit": "fraction", "direction": "higher"},
-        "recall": {"name": "recall (real within the generated manifold)", "unit": "fraction",
-                   "direction": "higher"},
-        "density": {"name": "density (real neighbourhoods per generated image / k)",
-                    "unit": "ratio (1 = as dense as real)", "direction": "higher"},
-        "coverage": {"name": "coverage (real images with a generated neighbour)",
-                     "unit": "fraction", "direction": "higher"},
-    }  # fmt: skip
+        "precision": ValueDisplay("precision (generated within the real manifold)", "fraction",
+                                  True),
+        "recall": ValueDisplay("recall (real within the generated manifold)", "fraction", True),
+        "density": ValueDisplay("density (real neighbourhoods per generated image / k)",
+                                "ratio (1 = as dense as real)", True),
+        "coverage": ValueDisplay("coverage (real images with a generated neighbour)",
+                                 "fraction", True),
+    }
 
     def __call__(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *,
                  device: Any = None) -> dict[str, float]:  # fmt: skip
@@ -220,11 +219,11 @@ class Memorisation(NeighbourMetric):
     description = ("authenticity (share of generated images farther from their nearest "
                    "training image than it is from its own) and the memorised share")
     display = {
-        "authenticity": {"name": "authenticity (not closer to a training image than its own "
-                                 "nearest neighbour)", "unit": "fraction", "direction": "higher"},
-        "memorised": {"name": "memorised (closer to a training image than its own nearest "
-                              "neighbour)", "unit": "fraction", "direction": "lower"},
-    }  # fmt: skip
+        "authenticity": ValueDisplay("authenticity (not closer to a training image than its "
+                                     "own nearest neighbour)", "fraction", True),
+        "memorised": ValueDisplay("memorised (closer to a training image than its own nearest "
+                                  "neighbour)", "fraction", False),
+    }
 
     def __call__(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *,
                  device: Any = None) -> dict[str, float]:  # fmt: skip
