@@ -257,7 +257,8 @@ def _print_summary(run_dir: Path) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float | type(None)):
             continue  # lists and tables stay in metrics.json
         if value is None:
-            error = str(rec.get("error") or "no value").removeprefix("not computed: ")
+            error = str(rec.get("error") or rec.get("reason") or "no value").removeprefix(
+                "not computed: ")
             shown = "not computed: " + (error[:100] + "... (see metrics.json)"
                                         if len(error) > 100 else error)
         else:

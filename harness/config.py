@@ -564,13 +564,28 @@ def from_dict(data: dict[str, Any], *, host: Any = None, model_config_cls: Any =
     return config
 
 
+def _model_config(schema: Schema, model: str, values: dict[str, Any]) -> Any:
+    """The model's ``Config`` from the ``[model]`` section; a value it rejects is an error
+    that names the model and its plugin (whatever the plugin's ``Config`` raised)."""
+    cls = schema.model_config(model)
+    try:
+        return build_dataclass(cls, values, "model")
+    except Exception as exc:
+        try:
+            owner = f"model '{model}' of plugin '{schema.host.get('model', model).plugin}'"
+        except Exception:  # a toy Config handed in by a test
+            owner = f"model '{model}'"
+        text = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"{text} ({owner} refused it)") from exc
+
+
 def _build(model: str, dataset: str | None, seed: Any, sections: dict[str, dict[str, Any]],
            schema: Schema) -> RunConfig:
     return RunConfig(
         model=model,
         dataset=dataset or schema.default_dataset(),
         seed=_coerce(seed, int, "run.seed"),
-        model_cfg=build_dataclass(schema.model_config(model), sections["model"], "model"),
+        model_cfg=_model_config(schema, model, sections["model"]),
         data=build_dataclass(DataConfig, sections["data"], "data"),
         train=build_dataclass(TrainConfig, sections["train"], "train"),
         eval=build_eval(sections["eval"], schema),
