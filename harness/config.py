@@ -318,6 +318,9 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"--set {item!r}: the list is not valid JSON ({exc})") from exc
+            except RecursionError as exc:
+                raise ConfigError(f"--set {section}.{name.strip()}: the list nests too "
+                                  "deeply") from exc
         out.setdefault(section, {})[name.strip()] = value
     return out
 
@@ -336,6 +339,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"config file '{path}' nests arrays or tables too deeply to be a "
+                          "run configuration: is it the right file?") from exc
     bad = [s for s in SECTIONS + ("run",) if s in data and not isinstance(data[s], dict)]
     if bad:
         raise ConfigError(f"config file '{path}': [{bad[0]}] must be a table (section), "

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import copy
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import config as cfgmod
 from . import preflight, runs
+from .atomic import atomic_dir
 from .config import RunConfig
 from .errors import ConfigError, HarnessError
 from .plugins import Host, get_host
@@ -325,11 +327,11 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     def on_images(protocol: str, images: Any, nrow: int) -> None:
         previews[protocol] = (images, nrow)
 
-    records = evaluation.evaluate(
-        model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
-        device=device, on_images=on_images,
-        samples_dir=run_dir / runs.SAMPLES_DIR if save_samples else None,
-    )
+    # the export replaces samples/ as a whole, once it is complete
+    with atomic_dir(run_dir / runs.SAMPLES_DIR) if save_samples else nullcontext() as samples:
+        records = evaluation.evaluate(
+            model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
+            device=device, on_images=on_images, samples_dir=samples)
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
         extra["training"] = training

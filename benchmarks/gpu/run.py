@@ -80,7 +80,7 @@ class Plan:
     rest_tests: list[str] = field(default_factory=lambda: ["tests", "--ignore=tests/test_cuda.py"])
     bench: dict = field(default_factory=lambda: dict(BENCH_GPU))
     budgets: dict = field(default_factory=lambda: {"install": 60, "bench": 150})
-    reserve: float = 40.0  # for reports and packing, at the end
+    reserve: float = 75.0  # for the reports of stopped suites and packing, at the end
     suite_models: dict = field(default_factory=dict)  # --set models=... per suite
 
 
@@ -94,7 +94,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
                             "train.steps=4", "eval.random_generation.n_samples=32",
                             "eval.interpolation.n_pairs=4", 'eval.metrics=["collapse"]'],
                 rest_tests=args.dry_tests.split(), bench=dict(BENCH_DRY),
-                budgets={"install": 60, "bench": 150}, reserve=25.0,
+                budgets={"install": 60, "bench": 150}, reserve=60.0,
                 suite_models={"paper-real": "ae", "paper-ablation": "vrrae-nokl"})
 
 
@@ -354,11 +354,14 @@ def suites_and_tests(clock: Clock, plan: Plan, work: Path, env: dict[str, str],
     if clock.left() - plan.reserve < 5:
         clock.say("suites and tests: skipped, no time left")
         return {"skipped": "no time left"}
+    def folder(suite: str) -> Path:
+        return work / f"{suite}-fashion-mnist-{plan.budget}"
+
     running = {}
     for suite in SUITES:
         args = [*harness, suite, "--budget", plan.budget, "--seeds", str(plan.seeds),
                 "--set", "datasets=fashion-mnist", "--jobs", str(jobs),
-                "--out", str(work / f"{suite}-fashion-mnist-{plan.budget}")]
+                "--out", str(folder(suite))]
         if suite in plan.suite_models:
             args += ["--set", f"models={plan.suite_models[suite]}"]
         for item in plan.suite_sets:
@@ -371,13 +374,15 @@ def suites_and_tests(clock: Clock, plan: Plan, work: Path, env: dict[str, str],
     running["tests"] = start(pytest_args(work, "tests", plan.rest_tests, workers=workers),
                              work / "tests.log", test_env)
     results = wait_all(clock, running, clock.left(), reserve=plan.reserve)
+    # a suite stopped at the deadline has no report yet: write the one of what finished
+    reports = {f"report-{suite}": start([*harness, "report", str(folder(suite))],
+                                        work / f"report-{suite}.log", env)
+               for suite in SUITES if results[suite]["timed_out"]
+               and (folder(suite) / "benchmark.json").is_file()}
+    if reports:
+        results.update(wait_all(clock, reports, 90, reserve=10))
     for suite in SUITES:
-        folder = work / f"{suite}-fashion-mnist-{plan.budget}"
-        if (folder / "benchmark.json").is_file():
-            results[suite]["report"] = run_phase(
-                clock, f"report-{suite}", [*harness, "report", str(folder)],
-                work / f"{suite}.log", 30, env=env, reserve=5)
-        results[suite]["runs"] = suite_progress(folder)
+        results[suite]["runs"] = suite_progress(folder(suite))
     for name in ("cuda-tests", "tests"):
         results[name]["counts"] = test_counts(work / f"{name}.xml")
     return results
