@@ -211,14 +211,19 @@ def test_an_idx_bomb_is_refused_from_its_header_before_inflating(
     assert peak < 1 << 20  # nothing inflated: today's reader inflated all 32 MiB first
 
 
-def test_an_idx_whose_header_lies_costs_at_most_what_it_declares(tmp_path: Path) -> None:
-    from harness_plugins.datasets._common import CorruptDataset
+def test_an_idx_whose_header_lies_costs_at_most_what_it_declares(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from harness_plugins.datasets._common import CorruptDataset, DatasetTooLarge
     from harness_plugins.datasets.idx import read_idx, read_idx_pair, write_idx
 
     liar = _gz_idx(tmp_path / "liar-idx1-ubyte.gz", (1000,), 32 << 20)
     exc, peak = _peak(lambda: read_idx(liar, 1))
     assert isinstance(exc, CorruptDataset) and "trailing data" in str(exc)
-    assert peak < 4 << 20
+    assert peak < 8 << 20  # a block at a time, of the 32 MiB it inflates to
+    monkeypatch.setenv("HARNESS_MAX_GUNZIP_BYTES", "8M")  # past the cap: too large
+    exc, peak = _peak(lambda: read_idx(liar, 1))
+    assert isinstance(exc, DatasetTooLarge) and "inflates to more than the 8 MiB" in str(exc)
+    monkeypatch.delenv("HARNESS_MAX_GUNZIP_BYTES")
     images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     write_idx(tmp_path / "i-idx3-ubyte.gz", images)
     write_idx(tmp_path / "l-idx1-ubyte.gz", np.array([1, 7], dtype=np.uint8))

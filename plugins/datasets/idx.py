@@ -19,7 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import CorruptDataset, DatasetTooLarge, max_gunzip_bytes, read_gzip
+from ._common import (
+    CorruptDataset,
+    DatasetTooLarge,
+    _human,
+    _too_large,
+    max_gunzip_bytes,
+    read_gzip,
+)
 
 UBYTE = 0x08
 
@@ -31,6 +38,16 @@ def read_bytes(path: Path) -> bytes:
     if path.suffix == ".gz":
         return read_gzip(path)
     return path.read_bytes()
+
+
+def _inflate_past(fh: gzip.GzipFile, seen: int, limit: int, path: Path) -> None:
+    """Inflate the rest of ``fh`` in 1 MiB blocks that are dropped at once, refusing the
+    file (as too large) as soon as it passes ``limit`` bytes in all; below that the caller
+    names the trailing data."""
+    while block := fh.read(1 << 20):
+        seen += len(block)
+        if seen > limit:
+            raise _too_large(path, limit, "it inflates to")
 
 
 def parse_idx(data: bytes, ndim: int, where: str | Path) -> np.ndarray:
@@ -83,10 +100,13 @@ def read_idx_gzip(path: Path, ndim: int) -> bytes:
             if head[:3] == bytes([0, 0, UBYTE]) and declared > limit:
                 raise DatasetTooLarge(
                     f"{path}: its IDX header declares {shape} = {declared} bytes, more than "
-                    f"the {limit} bytes a gzip'd input may inflate to; refused before "
-                    "inflating it. If the file is genuine, raise the limit with "
+                    f"the {_human(limit)} a gzip'd input may inflate to; refused before "
+                    "inflating it. If the file is genuine, raise the limit, e.g. "
                     f"HARNESS_MAX_GUNZIP_BYTES={declared}")
-            return head + fh.read(declared - header + 1)
+            data = head + fh.read(declared - header + 1)
+            if len(data) > declared:  # trailing data: how much, counted without keeping it
+                _inflate_past(fh, len(data), limit, path)
+            return data
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise CorruptDataset(f"{path}: truncated or corrupt gzip file ({exc})") from exc
 
