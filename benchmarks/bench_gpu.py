@@ -45,7 +45,13 @@ from _machine import machine  # noqa: E402
 from harness.resources import tune_malloc  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+#: Fashion-MNIST's IDX files: under $HARNESS_DATA_ROOT when there, else Debian's package
+FASHION = next((p for p in (Path(os.environ.get("HARNESS_DATA_ROOT", "/nonexistent"))
+                            / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))
+                if (p / "train-images-idx3-ubyte.gz").is_file()),
+               Path("/usr/share/datasets/fashion-mnist"))
+#: random CelebA-format images (aligned 178x218 JPEGs): enough for a few epochs of 576
+CELEBA_TRAIN, CELEBA_TEST = 2304, 64
 
 #: name -> (model, dataset, --set overrides, batch, bare reference available)
 CONFIGS: dict[str, dict] = {
@@ -58,6 +64,9 @@ CONFIGS: dict[str, dict] = {
     # ... and the small bumps model, where per-step overhead shows
     "bumps-vrrae-conv": dict(model="vrrae", dataset="bumps", batch=64,
                              sets=["model.latent_dim=200", "model.k=2"]),
+    # ... and the paper's CelebA configuration (3x160x160, L=512, k=186), random images
+    "celeba-vrrae-conv": dict(model="vrrae", dataset="celeba", batch=576,
+                              sets=["model.latent_dim=512", "model.k=186"]),
 }
 DEFAULTS = {"cpu": ["fmnist-mlp-ae"],
             "cuda": ["mnist-vrrae-conv", "bumps-vrrae-conv", "fmnist-mlp-ae"]}
@@ -67,8 +76,10 @@ DEFAULTS = {"cpu": ["fmnist-mlp-ae"],
 def data_sets(name: str, scratch: Path) -> list[str]:
     """``--set`` options pointing the dataset at its files (generated when not installed)."""
     case = CONFIGS[name]
+    if case["dataset"] == "celeba":
+        return [f"data.root={write_celeba(scratch / 'celeba')}"]
     if case["dataset"] != "fashion-mnist" or (FASHION / "train-images-idx3-ubyte.gz").is_file():
-        return []
+        return [f"data.root={FASHION}"] if case["dataset"] == "fashion-mnist" else []
     from harness_plugins.datasets.idx import write_idx
 
     folder = scratch / "fashion-mnist"
@@ -83,10 +94,31 @@ def data_sets(name: str, scratch: Path) -> list[str]:
     return [f"data.root={folder}"]
 
 
+def write_celeba(folder: Path) -> Path:
+    """Random uint8 images in CelebA's aligned layout (``img_align_celeba/NNNNNN.jpg``, 178x218,
+    and ``list_eval_partition.txt``): the step time does not depend on the pixels."""
+    if (folder / "list_eval_partition.txt").is_file():
+        return folder
+    from PIL import Image
+
+    images = folder / "img_align_celeba"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(CELEBA_TRAIN + CELEBA_TEST):
+        name = f"{i + 1:06d}.jpg"
+        Image.fromarray(rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)).save(images / name)
+        lines.append(f"{name} {0 if i < CELEBA_TRAIN else 2}")
+    (folder / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 def data_source(sets: list[str], dataset: str) -> str:
     if dataset == "bumps":
         return "generated (bumps)"
-    return "random IDX files" if any(s.startswith("data.root=") for s in sets) else str(FASHION)
+    if dataset == "celeba":
+        return f"random CelebA-format JPEGs ({CELEBA_TRAIN} train)"
+    return str(FASHION) if f"data.root={FASHION}" in sets else "random IDX files"
 
 
 # ----------------------------------------------------------------------------- bare loops
@@ -228,7 +260,9 @@ def main() -> None:
                         help="also time `harness run` from another source tree SRC (a checkout "
                              "with a harness_plugins -> plugins link), e.g. the code before a "
                              "change, in the same run")
-    parser.add_argument("--write", action="store_true", help="write benchmarks/results/")
+    parser.add_argument("--write", action="store_true", help="write the results (--results)")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="folder --write writes into (default: benchmarks/results)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads is None and device.type == "cpu":
@@ -323,10 +357,10 @@ def main() -> None:
            "load_average_at_start": load, "results": rows}
     print(json.dumps(doc, indent=1))
     if args.write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        args.results.mkdir(parents=True, exist_ok=True)
         stem = f"bench_gpu_{device.type}"
-        (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (RESULTS / f"{stem}.md").write_text(markdown(doc))
+        (args.results / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (args.results / f"{stem}.md").write_text(markdown(doc))
 
 
 def device_name(device: torch.device) -> str:

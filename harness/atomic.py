@@ -3,6 +3,11 @@ renamed into place (``os.replace`` is atomic on POSIX and Windows). A crash, a k
 disk leaves either the old file or the new one, never half of one, and no stray temporary
 file once the writer's exception has propagated.
 
+Files get the permissions of the process's umask (0644 under the usual 022), as ``open``
+would give them, not the 0600 of a temporary file: results are shared on clusters and
+served. A writer that reports a full disk in its own exception type (safetensors does) is
+turned into ``OSError(ENOSPC)``, so a full disk is named as one everywhere.
+
 Plugins reach these through :mod:`harness.api` (e.g. a dataset's decoded-array cache).
 """
 
@@ -10,15 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "build_once", "file_sha256", "fsync_dir"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+           "build_once", "default_mode", "file_sha256", "fsync_dir", "reports_full_disk"]
 
 
 @contextlib.contextmanager
@@ -32,13 +39,43 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
     os.close(fd)
     try:
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        except Exception as exc:
+            if not isinstance(exc, OSError) and reports_full_disk(exc):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+            raise
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path`` to fill; on success it replaces ``path`` as
+    a whole (nothing of the old content stays beside the new: an export of fewer files
+    leaves no stale ones), on any exception it is removed and ``path`` is as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~current_umask())  # what mkdir gives
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -51,10 +88,51 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def current_umask() -> int:
+    """The process's umask, read from /proc where it can be (so no other thread ever sees
+    it changed), else set and restored."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
+#: what libraries print for ENOSPC in their own exceptions (Rust's io::Error, C's strerror)
+_FULL_DISK_TEXT = ("os error 28", "no space left on device", "storagefull")
+
+
+def reports_full_disk(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk: ``OSError(ENOSPC)``, or a
+    library's own exception that says so (safetensors: ``No space left on device (os error
+    28)``)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if any(text in str(seen).lower() for text in _FULL_DISK_TEXT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

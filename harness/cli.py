@@ -164,7 +164,8 @@ def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     statistics) into RUN_DIR/samples/, without touching metrics.json."""
     from . import runner, runs
 
-    runner.evaluate_run(run_dir, list(sets), save_samples=True, write_metrics=False)
+    with runs.RunLock(Path(run_dir)):  # not while a resume trains, nor two exports at once
+        runner.evaluate_run(run_dir, list(sets), save_samples=True, write_metrics=False)
     click.echo(f"samples written to {Path(run_dir) / runs.SAMPLES_DIR}")
 
 
@@ -346,6 +347,10 @@ def main(argv: list[str] | None = None) -> Any:
     except MemoryError:
         _fail("out of memory: lower train.batch_size / eval.batch_size or the model's size", 1)
     except Exception as exc:  # the last net: no traceback for the user, but say it is a bug
+        from .atomic import reports_full_disk
+
+        if reports_full_disk(exc):  # a library's own exception for ENOSPC (safetensors)
+            _fail(_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))), 1)
         text = " ".join(str(exc).split())[:500]
         _fail(f"internal error: {type(exc).__name__}: {text} (this is a bug in harness or a "
               "plugin; HARNESS_DEBUG=1 shows the traceback)", 1)

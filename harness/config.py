@@ -318,6 +318,9 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"--set {item!r}: the list is not valid JSON ({exc})") from exc
+            except RecursionError as exc:
+                raise ConfigError(f"--set {section}.{name.strip()}: the list nests too "
+                                  "deeply") from exc
         out.setdefault(section, {})[name.strip()] = value
     return out
 
@@ -336,6 +339,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"config file '{path}' nests arrays or tables too deeply to be a "
+                          "run configuration: is it the right file?") from exc
     bad = [s for s in SECTIONS + ("run",) if s in data and not isinstance(data[s], dict)]
     if bad:
         raise ConfigError(f"config file '{path}': [{bad[0]}] must be a table (section), "
@@ -564,13 +570,28 @@ def from_dict(data: dict[str, Any], *, host: Any = None, model_config_cls: Any =
     return config
 
 
+def _model_config(schema: Schema, model: str, values: dict[str, Any]) -> Any:
+    """The model's ``Config`` from the ``[model]`` section; a value it rejects is an error
+    that names the model and its plugin (whatever the plugin's ``Config`` raised)."""
+    cls = schema.model_config(model)
+    try:
+        return build_dataclass(cls, values, "model")
+    except Exception as exc:
+        try:
+            owner = f"model '{model}' of plugin '{schema.host.get('model', model).plugin}'"
+        except Exception:  # a toy Config handed in by a test
+            owner = f"model '{model}'"
+        text = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"{text} ({owner} refused it)") from exc
+
+
 def _build(model: str, dataset: str | None, seed: Any, sections: dict[str, dict[str, Any]],
            schema: Schema) -> RunConfig:
     return RunConfig(
         model=model,
         dataset=dataset or schema.default_dataset(),
         seed=_coerce(seed, int, "run.seed"),
-        model_cfg=build_dataclass(schema.model_config(model), sections["model"], "model"),
+        model_cfg=_model_config(schema, model, sections["model"]),
         data=build_dataclass(DataConfig, sections["data"], "data"),
         train=build_dataclass(TrainConfig, sections["train"], "train"),
         eval=build_eval(sections["eval"], schema),

@@ -141,7 +141,7 @@ def result_rows(doc: dict[str, Any], host: Any = None,
             "key": f"{protocol}/{key}", "name": shown.name, "unit": shown.unit,
             "direction": shown.direction,
             "value": format_value(value, shown.unit, std if _numeric(std) else None)
-            if _numeric(value) else "not computed: " + _short(rec.get("error")),
+            if _numeric(value) else "not computed: " + _short(rec.get("error") or rec.get("reason")),
             "paper": ", ".join(f"{v:g} ({src})" for v, src in
                                (paper or {}).get(f"{protocol}/{key}", [])),
         })

@@ -14,9 +14,15 @@ options (see :class:`harness.config.EvalConfig`). For every protocol, in the ord
 Every record carries a ``stamp``: the protocol's version, seed, dataset and image size, the
 protocol's own stamp and the metric's, i.e. everything that defines the number; two numbers
 are comparable exactly when their stamps agree. Provenance (cache hits, paths, timings)
-goes in ``details``. A metric that raises gets a record with ``"value": null`` and its
-``"error"``, printed once per process however many protocols it fails in, and the rest of the
-evaluation goes on. A protocol that raises stops the evaluation (its error is the run's).
+goes in ``details``.
+
+What a plugin component returns is checked here, at the boundary, so that one bad component
+never costs the others' numbers: a metric or protocol that raises, returns something that is
+not a JSON value (a set, an object), or declares a ``version`` that is not an integer gets a
+record with ``"value": null`` and an ``"error"`` naming the component and its plugin, printed
+once per process as one line (the traceback too with ``HARNESS_DEBUG=1``); a NaN or infinite
+number is stored as ``null`` with a ``"reason"``. Everything else is still computed and
+written, and ``metrics.json`` is always valid JSON.
 
 Evaluation runs on **one process** (the main one): nothing here all-reduces, so it cannot
 hang waiting for processes that are not evaluating.
@@ -25,6 +31,7 @@ hang waiting for processes that are not evaluating.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import sys
 import time
@@ -147,17 +154,10 @@ def evaluate(
             scorers = [(m_name, m) for m_name, m in metrics
                        if _scores(m, name, protocol) and _applies(m, info)]
             ctx.needs_data = bool(scorers) or samples_dir is not None
-            start = time.perf_counter()
-            out = protocol.run(ctx)
-            elapsed = time.perf_counter() - start
-            stamp = {"protocol_version": int(getattr(protocol, "version", 1)), "seed": seed,
-                     "dataset": info.name, "image_size": list(info.shape), **out.stamp}
-            for key, value in out.values.items():
-                records.append({
-                    "protocol": name, "metric": key, "value": value, "split": out.split,
-                    "source": "protocol", "higher_is_better": out.higher_is_better,
-                    "stamp": dict(stamp), "details": {**out.details, "seconds": elapsed},
-                })  # fmt: skip
+            out, stamp, own = _run_protocol(name, protocol, ctx, seed, host, info)
+            records += own
+            if out is None:
+                continue
             if on_images is not None and out.preview is not None:
                 on_images(name, out.preview, out.preview_nrow)
             if on_labels is not None and out.preview_labels is not None:
@@ -169,7 +169,7 @@ def evaluate(
                 reference = ctx.split("train" if out.split == "test" else out.split)
                 for m_name, metric in scorers:
                     records += _score(name, out.data, m_name, metric, reference, splits, stamp,
-                                      device, progress)
+                                      device, progress, host)
         if samples_dir is not None:
             for m_name, metric in metrics:
                 export = getattr(metric, "export", None)
@@ -218,32 +218,150 @@ def export_samples(images: Any, directory: Path, protocol: str, info: Any = None
             pil.save(tmp, format="PNG")
 
 
+class ComponentFault(Exception):
+    """A plugin component returned something the host cannot record (see the module's
+    docstring); the message says what, the caller names the component and its plugin."""
+
+
+def _plugin_label(host: Any, kind: str, name: str) -> str:
+    """``metric 'fid' (plugin 'metrics')``, or without the plugin where it is not known (a
+    component handed in already built)."""
+    try:
+        plugin = _host(host).get(kind, name).plugin
+    except Exception:  # not registered (built by a test or a caller): say what we know
+        return f"{kind} '{name}'"
+    return f"{kind} '{name}' (plugin '{plugin}')"
+
+
+def _debug() -> bool:
+    return os.environ.get("HARNESS_DEBUG", "").strip().lower() not in {"", "0", "false", "no",
+                                                                      "off"}
+
+
+def _not_computed(label: str, exc: BaseException) -> str:
+    """The record's error for a failed component, printed once per process as one line (with
+    the traceback under ``HARNESS_DEBUG=1``)."""
+    if isinstance(exc, (HarnessError, ComponentFault)):
+        message = str(exc)
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    if message not in _WARNED:
+        _WARNED.add(message)
+        said = message if message.startswith("not computed") else f"not computed: {message}"
+        print(f"warning: {label} {said}", file=sys.stderr)
+        if _debug() and not isinstance(exc, ComponentFault):
+            traceback.print_exception(exc, file=sys.stderr)
+    return message
+
+
+def to_json(value: Any, *, strict: bool = True, where: str = "value") -> tuple[Any, list[str]]:
+    """``value`` as plain JSON (numpy and torch scalars and arrays become numbers and lists),
+    with every NaN or infinity replaced by None; returns it and the paths of the numbers that
+    were not finite. ``strict``: a value that is not JSON (a set, an object) raises
+    :class:`ComponentFault`; otherwise it is written as its ``str``."""
+    bad: list[str] = []
+
+    def walk(v: Any, path: str) -> Any:
+        if v is None or isinstance(v, (bool, str)):
+            return v
+        if isinstance(v, int):
+            return v
+        if isinstance(v, float):
+            if math.isfinite(v):
+                return v
+            bad.append(f"{path} = {v}")
+            return None
+        if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+            return {k: walk(x, f"{path}.{k}") for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        if hasattr(v, "tolist") and callable(v.tolist) and type(v).__module__.split(".")[0] \
+                in ("numpy", "torch"):
+            return walk(v.tolist(), path)
+        if strict:
+            raise ComponentFault(f"returned a {type(v).__name__} for '{path}', not a number "
+                                 "or a JSON value (str, bool, list, dict)")
+        return str(v)
+
+    return walk(value, where), bad
+
+
+def _record_values(values: Any, base: dict[str, Any], label: str) -> list[dict[str, Any]]:
+    """One record per ``key: value`` of what a component returned, each value checked; a
+    result that is not a dict of JSON values raises :class:`ComponentFault`."""
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise ComponentFault(f"returned a {type(values).__name__}, not a dict of name: value")
+    checked = {key: to_json(value, where=key) for key, value in values.items()}
+    records = []
+    for key, (value, bad) in checked.items():
+        record = {**base, "metric": key, "value": value}
+        if bad:
+            record["reason"] = f"not finite: {label} returned {', '.join(bad)}"
+            print(f"warning: {record['reason']} (stored as null)", file=sys.stderr)
+        records.append(record)
+    return records
+
+
+def protocol_version(protocol: Any) -> int:
+    """A protocol's ``version``: a non-negative int (1 when absent)."""
+    version = getattr(protocol, "version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ComponentFault(f"declares version = {version!r}; a protocol's version must be "
+                             "a non-negative integer (raise it when its numbers change)")
+    return version
+
+
+def _run_protocol(name: str, protocol: Any, ctx: EvalContext, seed: int, host: Any, info: Any
+                  ) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """Run one protocol: ``(output, stamp, records)``, or ``(None, {}, [a not-computed
+    record])`` when it raises or returns what cannot be recorded."""
+    label = _plugin_label(host, "protocol", name)
+    try:
+        version = protocol_version(protocol)
+        start = time.perf_counter()
+        out = protocol.run(ctx)
+        elapsed = time.perf_counter() - start
+        stamp, _ = to_json({"protocol_version": version, "seed": seed,
+                            "dataset": info.name, "image_size": list(info.shape),
+                            **out.stamp}, strict=False)
+        details, _ = to_json({**out.details, "seconds": elapsed}, strict=False)
+        base = {"protocol": name, "split": out.split, "source": "protocol",
+                "higher_is_better": bool(out.higher_is_better), "stamp": stamp}
+        records = [{**r, "stamp": dict(stamp), "details": dict(details)}
+                   for r in _record_values(out.values, base, label)]
+    except Exception as exc:  # one failing protocol must not lose the others
+        error = _not_computed(label, exc)
+        return None, {}, [{"protocol": name, "metric": "error", "value": None,
+                           "error": f"not computed: {label}: {error}", "source": "protocol",
+                           "component": label}]
+    return out, stamp, records
+
+
 def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, splits: DataSplits,
-           stamp: dict[str, Any], device: Any, progress: bool) -> list[dict[str, Any]]:
+           stamp: dict[str, Any], device: Any, progress: bool,
+           host: Any = None) -> list[dict[str, Any]]:
     start = time.perf_counter()
+    label = _plugin_label(host, "metric", name)
+    base = {"protocol": protocol, "split": "train", "source": name}
     try:
         result = metric(data, reference, splits.info, device=device)
+        extra, _ = to_json(_optional(metric, "stamp"), strict=False)
+        details, _ = to_json(_optional(metric, "details"), strict=False)
+        elapsed = time.perf_counter() - start
+        base.update(higher_is_better=bool(getattr(metric, "higher_is_better", False)),
+                    stamp={**stamp, **extra}, details={**details, "seconds": elapsed})
+        records = _record_values(result, base, label)
     except Exception as exc:  # one failing metric must not lose the others
-        message = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
-        if message not in _WARNED:
-            _WARNED.add(message)
-            said = message if message.startswith("not computed") else f"not computed: {message}"
-            print(f"warning: metric '{name}' {said}", file=sys.stderr)
-            if not isinstance(exc, HarnessError):
-                traceback.print_exc(file=sys.stderr)
-        return [{"protocol": protocol, "metric": name, "value": None, "error": message,
-                 "split": "train", "source": name, "stamp": dict(stamp)}]
-    extra, details = _optional(metric, "stamp"), _optional(metric, "details")
-    elapsed = time.perf_counter() - start
+        message = _not_computed(label, exc)
+        if isinstance(exc, ComponentFault):
+            message = f"not computed: {label} {message}"
+        return [{**base, "metric": name, "value": None, "error": message,
+                 "component": label, "stamp": dict(stamp)}]
     if progress:
-        shown = {k: v for k, v in result.items() if not isinstance(v, list)}
+        shown = {r["metric"]: r["value"] for r in records if not isinstance(r["value"], list)}
         print(f"[eval] {protocol}: {name} = {shown} ({elapsed:.1f} s)", file=sys.stderr,
               flush=True)
-    return [{
-        "protocol": protocol, "metric": key, "value": value, "split": "train", "source": name,
-        "higher_is_better": bool(getattr(metric, "higher_is_better", False)),
-        "stamp": {**stamp, **extra}, "details": {**details, "seconds": elapsed},
-    } for key, value in result.items()]  # fmt: skip
+    return [{**r, "stamp": dict(r["stamp"])} for r in records]
 
 
 def save_image_grid(images: Any, path: str | os.PathLike[str], nrow: int = 8,

@@ -2,10 +2,13 @@
 plugins (e.g. the autoencoders' ``save_pretrained``) alike::
 
     DIR/model.safetensors   parameters and buffers (safetensors: data only, never unpickled)
-    DIR/model_config.json   {"format": 1, "model": name, "config": {...}, "info": {...}}
+    DIR/model_config.json   {"format": 1, "model": name, "config": {...}, "info": {...},
+                             "weights_sha256": "..."}
 
 ``info`` records the data shape the model was built for, so the directory alone rebuilds
-it. Both files are written atomically (:mod:`harness.atomic`).
+it. ``weights_sha256`` is the SHA-256 of ``model.safetensors``: loading checks it, so a
+damaged byte that still decodes to a finite number is named instead of scored. Both files
+are written atomically (:mod:`harness.atomic`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, file_sha256
 from .errors import HarnessError
 
 WEIGHTS_FILE = "model.safetensors"
@@ -41,6 +44,7 @@ def save_model(directory: str | Path, model: Any, *, name: str, config: Any,
     if info is not None:
         doc["info"] = {"name": info.name, "shape": list(info.shape),
                        "num_classes": info.num_classes}
+    doc["weights_sha256"] = file_sha256(directory / WEIGHTS_FILE)
     atomic_write_text(directory / MODEL_CONFIG_FILE, json.dumps(doc, indent=2, sort_keys=True)
                       + "\n")
     return directory
@@ -57,18 +61,39 @@ def read_model_files(directory: str | Path, *, device: str = "cpu") -> tuple[dic
     for path in (doc_path, weights):
         if not path.is_file():
             raise HarnessError(f"'{directory}' holds no saved model: {path.name} is missing")
-    try:
-        doc = json.loads(doc_path.read_text())
-        if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
-            raise ValueError("not a model description")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"'{doc_path}' is corrupt ({exc}); re-save the model") from exc
+    doc = read_description(directory, fix="re-save the model")
+    check_weights(weights, doc, fix="re-save the model, or re-train it")
     try:
         state = load_file(str(weights), device=device)
     except (SafetensorError, OSError, ValueError) as exc:
         raise HarnessError(f"'{weights}' is corrupt or truncated ({exc}); re-save the model, "
                            "or re-train it") from exc
     return doc, state
+
+
+def read_description(directory: Path, *, fix: str) -> dict[str, Any]:
+    """``model_config.json`` of ``directory`` ({} when there is none: saved before it was
+    written); garbage in it is refused naming the file."""
+    path = directory / MODEL_CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
+            raise ValueError("not a model description (a JSON object with a 'config' table)")
+        if not isinstance(doc.get("weights_sha256", ""), str):
+            raise ValueError("'weights_sha256' is not a string")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise HarnessError(f"'{path}' is damaged ({_one_line(exc)}); {fix}") from exc
+    return doc
+
+
+def check_weights(path: Path, doc: dict[str, Any], *, fix: str) -> None:
+    """The weights file must have the SHA-256 its description recorded (when it did)."""
+    expected = doc.get("weights_sha256")
+    if expected and file_sha256(path) != expected:
+        raise HarnessError(f"'{path}' is damaged: its SHA-256 is not the one "
+                           f"{MODEL_CONFIG_FILE} recorded when it was saved; {fix}")
 
 
 def load_weights(directory: str | Path, model: Any) -> None:
@@ -84,6 +109,8 @@ def load_weights(directory: str | Path, model: Any) -> None:
             f"'{directory}' has no {WEIGHTS_FILE}: the run did not finish training "
             "(resume it with `harness run --resume --out DIR`)"
         )
+    fix = f"rewrite it from the last checkpoint with `harness run --resume --out {directory}`"
+    check_weights(path, read_description(directory, fix=fix), fix=fix)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -98,7 +98,8 @@ def collect(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
         configs[cfg] = _flat(_config_data(run_dir) or {})
         for rec in doc.get("results", []):
             value = rec.get("value")
-            if not isinstance(value, int | float) or isinstance(value, bool):
+            if not isinstance(value, int | float) or isinstance(value, bool) \
+                    or not math.isfinite(value):  # an old metrics.json may hold NaN
                 continue
             key = (run.get("model", "?"), run.get("dataset", "?"), cfg,
                    rec.get("protocol", "?"), rec.get("metric", "?"), stamp_key(rec))
@@ -249,4 +250,4 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2) + "\n"
+    return json.dumps(rows, indent=2, allow_nan=False) + "\n"

@@ -9,12 +9,14 @@ from __future__ import annotations
 import copy
 import shlex
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import config as cfgmod
 from . import preflight, runs
+from .atomic import atomic_dir
 from .config import RunConfig
 from .errors import ConfigError, HarnessError
 from .plugins import Host, get_host
@@ -355,11 +357,11 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     def on_labels(protocol: str, grid_labels: Any) -> None:
         labels[protocol] = grid_labels
 
-    records = evaluation.evaluate(
-        model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
-        device=device, on_images=on_images, on_labels=on_labels,
-        samples_dir=run_dir / runs.SAMPLES_DIR if save_samples else None,
-    )
+    # the export replaces samples/ as a whole, once it is complete
+    with atomic_dir(run_dir / runs.SAMPLES_DIR) if save_samples else nullcontext() as samples:
+        records = evaluation.evaluate(
+            model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
+            device=device, on_images=on_images, on_labels=on_labels, samples_dir=samples)
     previews = {p: (images, nrow, labels.get(p)) for p, (images, nrow, _) in previews.items()}
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:

@@ -369,7 +369,10 @@ def metrics_document(config: RunConfig, records: list[dict[str, Any]],
 
 def write_metrics(run_dir: Path, doc: dict[str, Any]) -> None:
     """Write metrics.json atomically, keeping the one it replaces as metrics.prev.json."""
+    from .evaluation import to_json
+
     path = run_dir / METRICS_FILE
+    doc, _ = to_json(doc, strict=False)  # valid JSON whatever a component returned: no NaN
     if path.is_file():
         atomic_write_bytes(run_dir / PREVIOUS_METRICS_FILE, path.read_bytes())
     atomic_write_json(path, doc)
