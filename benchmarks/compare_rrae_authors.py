@@ -228,13 +228,14 @@ def mean_std(values: list[float]) -> str:
 
 
 def summary(results: dict[str, dict[int, dict[str, Any]]], steps: int) -> str:
-    lines = [f"RRAE on the bumps, {steps} steps, seeds {sorted(next(iter(results.values())))}",
+    lines = [f"RRAE on the bumps, {steps} steps, seeds {sorted(int(s) for s in next(iter(results.values())))}",
              "", "| implementation | " + " | ".join(KEYS) + " | wall s |",
              "|---" * (len(KEYS) + 2) + "|"]
     for name, by_seed in results.items():
         last = [r["curve"][-1] for r in by_seed.values()]
         cells = [mean_std([p[key] for p in last]) for key in KEYS]
-        wall = mean_std([r["wall_s"] for r in by_seed.values()])
+        walls = [r["wall_s"] for r in by_seed.values() if r["wall_s"] is not None]
+        wall = mean_std(walls) if walls else "stopped early"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {wall} |")
     lines += ["", "Curves (mean over seeds): step, train_batch, test_batch, test_global, "
               "test_full, proj_dist"]
@@ -248,8 +249,8 @@ def summary(results: dict[str, dict[int, dict[str, Any]]], steps: int) -> str:
                          f"{avg['proj_dist']:5.3f}")
     lines.append("")
     for name, by_seed in results.items():
-        finals = [r["final"] for r in by_seed.values()]
-        for key in finals[0]:
+        finals = [r["final"] for r in by_seed.values() if r["final"]]
+        for key in finals[0] if finals else ():
             lines.append(f"{name} final {key}: {mean_std([f[key] for f in finals])}")
     return "\n".join(lines)
 
@@ -303,17 +304,33 @@ def write(doc: dict[str, Any], out: Path) -> None:
 
 
 def merge(files: list[Path], out: Path) -> int:
-    """One document from several runs of the same budget (seeds or implementations split)."""
-    docs = [json.loads(f.read_text()) for f in files]
-    if len({(d["steps"], d["eval_every"]) for d in docs}) != 1:
-        print("Error: --merge files have different --steps/--eval-every", file=sys.stderr)
-        return 2
+    """One document from several runs of the same budget (seeds or implementations split).
+
+    A ``*.NAME-SEED.partial.json`` file (the curve a run had written when it was stopped)
+    counts as that run; all curves are then cut to the last step every run reached, and
+    ``steps`` is that step.
+    """
     results: dict[str, dict[str, Any]] = {}
-    for d in docs:
-        for name, by_seed in d["results"].items():
+    base: dict[str, Any] = {}
+    for f in files:
+        doc = json.loads(f.read_text())
+        if isinstance(doc, list):  # a partial curve: the name and seed are in the file name
+            name, seed = f.name.split(".")[-3].rsplit("-", 1)
+            results.setdefault(name, {})[seed] = {"curve": doc, "wall_s": None, "final": {}}
+            continue
+        base = base or doc
+        for name, by_seed in doc["results"].items():
             results.setdefault(name, {}).update(by_seed)
+    common = min(len(r["curve"]) for by_seed in results.values() for r in by_seed.values())
+    if common == 0:
+        print("Error: a --merge file has no measurement yet", file=sys.stderr)
+        return 2
+    for by_seed in results.values():
+        for r in by_seed.values():
+            r["curve"] = r["curve"][:common]
+    steps = next(iter(next(iter(results.values())).values()))["curve"][-1]["step"]
     seeds = sorted({int(s) for by_seed in results.values() for s in by_seed})
-    write({**docs[0], "seeds": seeds, "results": results}, out)
+    write({**base, "steps": steps, "seeds": seeds, "results": results}, out)
     return 0
 
 
