@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from harness import config as cfgmod
 from harness.cli import main
+from harness.config import tomllib  # tomli on Python 3.10
 
 
 @pytest.mark.parametrize(("model", "dataset", "expected"), [
