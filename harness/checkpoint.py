@@ -44,6 +44,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from .atomic import atomic_write_text, file_sha256, fsync_dir
 from .errors import HarnessError
+from .rundir_layout import WEIGHTS_FILE
 
 LATEST = "latest"
 CHECKSUMS = "checksums.json"
@@ -252,7 +253,7 @@ def save_checkpoint(
         save_file(rng_tensors, str(tmp / f"rng-rank{rank}.safetensors"))
         _write_json(tmp / f"rng-rank{rank}.json", rng_rest)
         if rank == 0:
-            save_model(model, str(tmp / "model.safetensors"))
+            save_model(model, str(tmp / WEIGHTS_FILE))
             opt_tensors, opt_doc = optimizer_to_files(optimizer.state_dict())
             save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
             _write_json(tmp / "optimizer.json", opt_doc)
@@ -373,7 +374,7 @@ def verify_checkpoint(path: Path) -> TrainerState:
                                       "was written)")
     for file in sorted(path.glob("*.json")):
         _json_file(file)
-    for name in ("model.safetensors", "optimizer.safetensors"):
+    for name in (WEIGHTS_FILE, "optimizer.safetensors"):
         if not (path / name).is_file():
             raise CheckpointError(f"'{path / name}' is missing")
     for file in sorted(path.glob("*.safetensors")):
@@ -413,7 +414,7 @@ def check_resume_fits(path: Path, *, seed: int, batch_size: int, n_train: int,
                 "settings, or start a new run with another --out"
             )
     if model is not None:
-        file = Path(path) / "model.safetensors"
+        file = Path(path) / WEIGHTS_FILE
         with safe_open(str(file), framework="pt") as handle:
             shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
         own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -442,7 +443,7 @@ def apply_resume_settings(optimizer: torch.optim.Optimizer, cfg: Any) -> None:
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> None:
     """Load ``model.safetensors`` into ``model`` (strict: names and shapes must match)."""
-    file = Path(path) / "model.safetensors"
+    file = Path(path) / WEIGHTS_FILE
     try:
         load_model(model, str(file), strict=True, device=str(next(model.parameters()).device))
     except (RuntimeError, OSError) as exc:

@@ -31,9 +31,8 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .steplog import LOG_FILE, truncate_log
-
-CHECKPOINT_DIR = "checkpoints"
+from .rundir_layout import CHECKPOINT_DIR, RunLayout
+from .steplog import truncate_log
 
 
 def _no_flush() -> None:
@@ -53,7 +52,8 @@ class CheckpointPolicy:
     def __init__(self, run_dir: Path, config: RunConfig, accelerator: Any, *, n_train: int,
                  total: int, batches_per_epoch: int) -> None:
         self.run_dir = Path(run_dir)
-        self.root = self.run_dir / CHECKPOINT_DIR
+        self.layout = RunLayout(run_dir)
+        self.root = self.layout.checkpoints
         self.config, self.acc = config, accelerator
         self.every = config.train.checkpoint_every
         self.n_train, self.total, self.bpe = n_train, total, batches_per_epoch
@@ -116,7 +116,7 @@ class CheckpointPolicy:
                   f"{self.rank} (written by fewer processes); global RNG streams will differ",
                   file=sys.stderr)
         if self.acc.is_main_process:
-            truncate_log(self.run_dir / LOG_FILE, self.start)
+            truncate_log(self.layout.log, self.start)
 
     # ---- saving
     def maybe_save(self, step: int) -> None:

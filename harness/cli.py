@@ -161,10 +161,11 @@ def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
 def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Export what the protocols score (images as .npz + PNG, the metrics' reference
     statistics) into RUN_DIR/samples/, without touching metrics.json."""
-    from . import runner, runs
+    from . import runner
+    from .rundir_layout import RunLayout
 
     runner.evaluate_run(run_dir, list(sets), save_samples=True, write_metrics=False)
-    click.echo(f"samples written to {Path(run_dir) / runs.SAMPLES_DIR}")
+    click.echo(f"samples written to {RunLayout(run_dir).samples}")
 
 
 @cli.command(name="report")
@@ -232,18 +233,18 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
 
 def _run_preset(run_dir: Path) -> str | None:
     from . import config as cfgmod
-    from .runs import CONFIG_FILE
+    from .rundir_layout import RunLayout
 
     try:
-        return cfgmod.load_toml(run_dir / CONFIG_FILE).get("run", {}).get("preset")
+        return cfgmod.load_toml(RunLayout(run_dir).config).get("run", {}).get("preset")
     except HarnessError:
         return None
 
 
 def _print_summary(run_dir: Path) -> None:
-    from .runs import METRICS_FILE
+    from .rundir_layout import RunLayout
 
-    path = run_dir / METRICS_FILE
+    path = RunLayout(run_dir).metrics
     if not path.is_file() or int(os.environ.get("RANK", "0")) != 0:
         return  # under `accelerate launch`, only the main process reports
     doc = json.loads(path.read_text())

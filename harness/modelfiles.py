@@ -17,9 +17,8 @@ from typing import Any
 
 from .atomic import atomic_path, atomic_write_text
 from .errors import HarnessError
+from .rundir_layout import MODEL_CONFIG_FILE, WEIGHTS_FILE
 
-WEIGHTS_FILE = "model.safetensors"
-MODEL_CONFIG_FILE = "model_config.json"
 FORMAT_VERSION = 1
 
 __all__ = ["FORMAT_VERSION", "MODEL_CONFIG_FILE", "WEIGHTS_FILE", "load_weights",

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_toml
-from .runs import CONFIG_FILE, read_metrics
+from .rundir_layout import RunLayout
+from .runs import read_metrics
 
 
 def _stamp(record: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def config_key(run_dir: str | Path) -> str:
     """A short hash of the run's saved configuration without its seed and its ``eval``
     section ("" if none saved): evaluation settings that differ show as different protocol
     stamps (columns), not as different rows."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = RunLayout(run_dir).config
     if not path.is_file():
         return ""
     data = load_toml(path)

@@ -18,6 +18,7 @@ from .config import RunConfig
 from .errors import ConfigError, HarnessError
 from .plugins import Host, get_host
 from .resources import peak_memory
+from .rundir_layout import RunLayout
 
 
 def build_model(host: Host, config: RunConfig, info: Any) -> Any:
@@ -86,7 +87,7 @@ def resume_config(
     (checked against the checkpoint before anything is written)."""
     host = host or get_host()
     run_dir = Path(out)
-    path = run_dir / runs.CONFIG_FILE
+    path = RunLayout(run_dir).config
     sets = list(sets or [])
     given = bool(model or dataset or config_file or sets or seed is not None)
     try:
@@ -225,7 +226,7 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
                                num_processes=accelerator.num_processes,
                                mixed_precision=config.train.mixed_precision,
                                plugins=host.records.values())
-        runs.atomic_write_json(run_dir / runs.ENVIRONMENT_FILE, env)
+        runs.atomic_write_json(RunLayout(run_dir).environment, env)
         host.call_hook("run_started", run_dir=str(run_dir), config=config.as_dict(), environment=env)
 
     def on_log(record: dict[str, Any]) -> None:
@@ -233,7 +234,7 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
             host.call_hook("step_logged", run_dir=str(run_dir), record=record)
 
     if resume and accelerator.is_main_process:
-        runs.repair_log(run_dir / runs.LOG_FILE)
+        runs.repair_log(RunLayout(run_dir).log)
     result = trainer.train(model, splits, config, run_dir, resume=resume,
                            accelerator=accelerator, on_log=on_log)
     model = result.model
@@ -248,7 +249,7 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
                                  trackers=accelerator if config.train.trackers else None)
         else:
             doc = runs.metrics_document(config, [], {"training": training})
-            runs.atomic_write_json(run_dir / runs.METRICS_FILE, doc)
+            runs.atomic_write_json(RunLayout(run_dir).metrics, doc)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
@@ -328,14 +329,14 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     records = evaluation.evaluate(
         model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
         device=device, on_images=on_images,
-        samples_dir=run_dir / runs.SAMPLES_DIR if save_samples else None,
+        samples_dir=RunLayout(run_dir).samples if save_samples else None,
     )
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
         extra["training"] = training
     doc = runs.metrics_document(config, records, extra)
     for protocol, (images, nrow) in previews.items():
-        evaluation.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow,
+        evaluation.save_image_grid(images, RunLayout(run_dir).image(protocol), nrow=nrow,
                                    info=splits.info)
     if trackers is not None:
         step = int((training or {}).get("steps", 0))
@@ -372,9 +373,9 @@ def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
     checked before any work; config.toml and metrics.json change only once the evaluation
     has succeeded (never with ``write_metrics=False``: `harness samples`)."""
     run_dir = Path(run_dir)
-    path = run_dir / runs.CONFIG_FILE
+    path = RunLayout(run_dir).config
     if not path.is_file():
-        raise HarnessError(f"'{run_dir}' is not a run directory ({runs.CONFIG_FILE} missing)")
+        raise HarnessError(f"'{run_dir}' is not a run directory ({path.name} missing)")
     data = cfgmod.load_toml(path)
     overrides = cfgmod.parse_set(sets or [])
     if set(overrides) - {"eval"}:
@@ -387,7 +388,7 @@ def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
     model = build_model(host, config, splits.info)
     runs.load_weights(run_dir, model)
     previous: dict[str, Any] = {}
-    if (run_dir / runs.METRICS_FILE).is_file():
+    if RunLayout(run_dir).metrics.is_file():
         previous = runs.read_metrics(run_dir).get("training") or {}
     print(f"evaluating {run_dir} ({config.model} on {config.dataset})", file=sys.stderr)
     return evaluate_model(host, model, splits, config, run_dir, training=previous or None,

@@ -59,12 +59,13 @@ from .accel import (
     make_accelerator,
 )
 from .api import DataSplits, StepContext
-from .checkpoint_policy import CHECKPOINT_DIR, CheckpointPolicy
+from .checkpoint_policy import CheckpointPolicy
 from .compile import maybe_compile
 from .config import RunConfig, TrainConfig
 from .errors import ConfigError
 from .lossguard import LossGuard
 from .optim import OPTIMIZERS, build_optimizer, check_optimizer
+from .rundir_layout import CHECKPOINT_DIR, LOG_FILE
 from .sampling import (
     ShardedBatchSampler,
     check_batch_size,
@@ -74,7 +75,7 @@ from .sampling import (
     plan_steps,
     timed_batches,
 )
-from .steplog import LOG_FILE, LOG_FLUSH_S, PLAIN_PROGRESS_EVERY_S, StepLogger
+from .steplog import LOG_FLUSH_S, PLAIN_PROGRESS_EVERY_S, StepLogger
 from .stopsignal import StopRequest
 
 
