@@ -396,23 +396,30 @@ def read_trainer_state(path: Path) -> TrainerState:
         raise CheckpointError(f"'{file}' is invalid: {exc}") from exc
 
 
+def check_data_order(path: Path, state: TrainerState, *, seed: int, batch_size: int,
+                     n_train: int) -> None:
+    """Refuse a resume from checkpoint ``path`` (its ``state``) whose data order would differ
+    from this run's: another seed, global batch or training-set size. The rule and its wording
+    are :func:`harness.preflight.refuse_resume_changes`'s, shared with the command-line check."""
+    from .preflight import Change, refuse_resume_changes
+
+    changes = [Change(key, saved, current) for key, saved, current in (
+        ("run.seed", state.seed, seed), ("train.batch_size", state.batch_size, batch_size),
+        ("the training set size (data.n_train)", state.n_train, n_train)) if saved != current]
+    refuse_resume_changes(changes, Path(path).parent.parent,
+                          stored_in=f"checkpoint {Path(path).name}", given_in="in this run "
+                          "(the data order would differ)", error=CheckpointError)
+
+
 def check_resume_fits(path: Path, *, seed: int, batch_size: int, n_train: int,
                       model: torch.nn.Module | None = None) -> TrainerState:
     """Refuse, before anything is written, a resume whose data order would differ from the
-    checkpoint's (seed, batch size, training-set size) or whose model does not fit its
-    weights (names and shapes, read from the safetensors header)."""
+    checkpoint's (:func:`check_data_order`) or whose model does not fit its weights (names
+    and shapes, read from the safetensors header)."""
     from safetensors import safe_open
 
     state = verify_checkpoint(path)
-    for name, saved, current in (("run.seed", state.seed, seed),
-                                 ("train.batch_size", state.batch_size, batch_size),
-                                 ("the training set size (data.n_train)", state.n_train, n_train)):
-        if saved != current:
-            raise CheckpointError(
-                f"cannot resume from '{path}': it was written with {name}={saved}, this run "
-                f"has {current}; the data order would differ. Resume with the run's own "
-                "settings, or start a new run with another --out"
-            )
+    check_data_order(path, state, seed=seed, batch_size=batch_size, n_train=n_train)
     if model is not None:
         file = Path(path) / WEIGHTS_FILE
         with safe_open(str(file), framework="pt") as handle:

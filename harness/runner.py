@@ -92,12 +92,7 @@ def resume_config(
     given = bool(model or dataset or config_file or sets or seed is not None)
     try:
         stored_doc = cfgmod.load_toml(path)
-        stored_model = stored_doc.get("run", {}).get("model")
-        if not isinstance(stored_model, str):
-            raise ConfigError(f"'{path}' has no valid run.model")
-        cls = host.get("model", stored_model).load()
-        stored = cfgmod.resolve_data(stored_doc, model_config_cls=cls.Config, source=path,
-                                     host=host)
+        stored = cfgmod.from_dict(stored_doc, host=host)
     except ConfigError as exc:
         if not given:
             if not path.exists():
@@ -136,8 +131,8 @@ def resume_config(
             f"cannot resume '{run_dir}' with config file '{config_file}': it is for model "
             f"{new_model!r}, the run trains '{stored.model}'"
         )
-    config = cfgmod.resolve_data(doc, sets=sets, model_config_cls=cls.Config,
-                                 source=config_file or path, host=host)
+    config = cfgmod.resolve_data(doc, sets=sets, source=config_file or path, host=host,
+                                 saved=True)
     changes = preflight.config_changes(stored, config)
     preflight.refuse_resume_changes(changes, run_dir)
     return ResumePlan(config, changes)
@@ -176,8 +171,9 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     n_train = preflight.check_splits(splits, config.dataset)
     trainer.seed_everything(config.seed)
     model = build_model(host, config, splits.info)
-    preflight.validate_train_config(config.train, n_train, state.num_processes, model)
+    train_plan = preflight.plan_training(config.train, n_train, state.num_processes, model)
     preflight.check_optimizer(model, config.train)
+    preflight.check_eval_sizes(host, config.eval, splits)
     if resume and dir_state.checkpoint is not None:
         ckpt.check_resume_fits(dir_state.checkpoint, seed=config.seed,
                                batch_size=config.train.batch_size, n_train=n_train, model=model)
@@ -208,14 +204,15 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
               + "; ".join(str(c) for c in plan.changes), file=sys.stderr)
     try:
         return _train_and_record(host, model, splits, config, run_dir, resume=resume,
-                                 evaluate=evaluate, state=state, save_samples=save_samples)
+                                 evaluate=evaluate, state=state, save_samples=save_samples,
+                                 plan=train_plan)
     finally:
         lock.release()
 
 
 def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,
                       resume: bool, evaluate: bool, state: Any,
-                      save_samples: bool = False) -> Path:
+                      save_samples: bool = False, plan: Any = None) -> Path:
     from . import train as trainer
 
     state.wait_for_everyone()
@@ -236,7 +233,7 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
     if resume and accelerator.is_main_process:
         runs.repair_log(RunLayout(run_dir).log)
     result = trainer.train(model, splits, config, run_dir, resume=resume,
-                           accelerator=accelerator, on_log=on_log)
+                           accelerator=accelerator, on_log=on_log, plan=plan)
     model = result.model
     if accelerator.is_main_process:
         runs.save_model(run_dir, model, name=config.model, config=config.model_cfg,

@@ -238,6 +238,9 @@ class FIDConfig:
         check_extractor(self.feature_extractor)
         if self.batch_size < 1:
             raise HarnessError(f"eval.fid.batch_size must be >= 1, got {self.batch_size}")
+        if self.n_reference is not None and self.n_reference < 1:
+            raise HarnessError(f"eval.fid.n_reference must be at least 1 (training images), or "
+                               f"unset for all of them; got {self.n_reference}")
 
 
 class FID(FeatureMetric):

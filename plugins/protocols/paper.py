@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.api import EvalContext, ProtocolOutput
+from harness.api import EvalContext, EvalSizes, ProtocolOutput
 from harness.errors import ConfigError, HarnessError
 
 SAMPLER = "sklearn.mixture.GaussianMixture(full)"
@@ -171,6 +171,20 @@ class RandomGeneration:
     def __init__(self, config: RandomGenerationConfig | None = None) -> None:
         self.config = config or RandomGenerationConfig()
 
+    def check_sizes(self, sizes: EvalSizes) -> None:
+        """Before training: the samples fit the memory, and the mixture has at most one
+        component per training code (its responsibilities, codes x components in float64,
+        fit the memory too)."""
+        cfg, key = self.config, "eval.random_generation"
+        sizes.images(f"{key}.n_samples", cfg.n_samples, cfg.n_samples, "the decoded samples")
+        sizes.at_most(f"{key}.gmm_components", cfg.gmm_components, sizes.n_train,
+                      f"the mixture is fitted on the {sizes.n_train} training codes, at least "
+                      "one per component")
+        sizes.memory(f"{key}.gmm_components", cfg.gmm_components,
+                     8 * sizes.n_train * cfg.gmm_components,
+                     f"the mixture's responsibilities ({sizes.n_train} codes x "
+                     f"{cfg.gmm_components} components)")
+
     def run(self, ctx: EvalContext) -> ProtocolOutput:
         cfg = self.config
         codes = ctx.encode_split("train")
@@ -219,6 +233,14 @@ class Interpolation:
 
     def __init__(self, config: InterpolationConfig | None = None) -> None:
         self.config = config or InterpolationConfig()
+
+    def check_sizes(self, sizes: EvalSizes) -> None:
+        """Before training: the interpolated images (and the pairs' ends) fit the memory."""
+        cfg, key = self.config, "eval.interpolation"
+        n_images = cfg.n_pairs * (cfg.n_interp + 2)
+        name = "n_interp" if cfg.n_interp >= cfg.n_pairs else "n_pairs"  # the larger factor
+        sizes.images(f"{key}.{name}", getattr(cfg, name), n_images,
+                     f"{cfg.n_pairs} pairs x ({cfg.n_interp} points + 2 ends)")
 
     def run(self, ctx: EvalContext) -> ProtocolOutput:
         cfg = self.config
