@@ -334,9 +334,11 @@ class EvalContext:
         time, on the CPU."""
         from torch.utils.data import DataLoader
 
+        from .data import images_of
+
         for batch in DataLoader(dataset, batch_size=batch_size or self.batch_size,
                                 shuffle=False):
-            yield batch[0] if isinstance(batch, list | tuple) else batch
+            yield images_of(batch)
 
     def images(self, dataset: Dataset, indices: Sequence[int]) -> torch.Tensor:
         """The images at ``indices`` of ``dataset``, stacked (N, C, H, W) float32."""
@@ -457,6 +459,8 @@ _SERVICES = {
     "file_sha256": "harness.atomic:file_sha256",
     "save_model": "harness.modelfiles:save_model",
     "build_config": "harness.config:build_dataclass",
+    "images_of": "harness.data:images_of",
+    "cache_dir": "harness.resources:cache_dir",
     "read_model_files": "harness.modelfiles:read_model_files",
     "FeatureStats": "harness.fid:FeatureStats",
     "fid_from_stats": "harness.fid:fid_from_stats",

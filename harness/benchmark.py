@@ -183,20 +183,7 @@ def _registered_suites() -> dict[str, tuple[Any, str]]:
     """Suites from plugins' ``register_suites`` hooks: name -> (path or dict, description)."""
     from .plugins import get_host
 
-    host = get_host()
-    found: dict[str, tuple[Any, str]] = {}
-
-    def register(name: str, suite: Any, description: str = "") -> None:
-        found[name] = (suite, description)
-
-    for impl in host.pm.hook.register_suites.get_hookimpls():
-        try:
-            impl.function(register=register)
-        except Exception as exc:  # one plugin's broken hook must not hide the others
-            if host.strict:
-                raise
-            print(f"warning: a plugin's register_suites failed: {exc}", file=sys.stderr)
-    return found
+    return get_host().suites()
 
 
 def list_suites() -> list[dict[str, str]]:

@@ -43,7 +43,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from .atomic import atomic_write_text, file_sha256, fsync_dir
-from .errors import HarnessError
+from .errors import HarnessError, one_line
 from .rundir_layout import WEIGHTS_FILE
 
 LATEST = "latest"
@@ -339,12 +339,7 @@ def _json_file(file: Path) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"'{file}' is missing") from None
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise CheckpointError(f"'{file}' is corrupt ({_one_line(exc)})") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+        raise CheckpointError(f"'{file}' is corrupt ({one_line(exc, 300)})") from exc
 
 
 def verify_checkpoint(path: Path) -> TrainerState:
@@ -382,7 +377,7 @@ def verify_checkpoint(path: Path) -> TrainerState:
             with safe_open(str(file), framework="pt") as handle:
                 handle.keys()
         except Exception as exc:  # safetensors' own error type, OSError
-            raise CheckpointError(f"'{file}' is corrupt or truncated ({_one_line(exc)})") from exc
+            raise CheckpointError(f"'{file}' is corrupt or truncated ({one_line(exc, 300)})") from exc
     return state
 
 
@@ -459,7 +454,7 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> None:
             "section changed since the checkpoint was written?"
         ) from exc
     except Exception as exc:  # safetensors' own error type: a corrupt file
-        raise CheckpointError(f"'{file}' is corrupt or truncated ({_one_line(exc)})") from exc
+        raise CheckpointError(f"'{file}' is corrupt or truncated ({one_line(exc, 300)})") from exc
 
 
 def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
@@ -468,7 +463,7 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"'{file}' is missing") from None
     except Exception as exc:  # safetensors' own error type, OSError
-        raise CheckpointError(f"'{file}' is corrupt or truncated ({_one_line(exc)})") from exc
+        raise CheckpointError(f"'{file}' is corrupt or truncated ({one_line(exc, 300)})") from exc
 
 
 def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
@@ -479,7 +474,7 @@ def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
         optimizer.load_state_dict(optimizer_from_files(tensors, doc))
     except (KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
         raise CheckpointError(
-            f"'{path / 'optimizer.json'}' does not fit this optimizer ({_one_line(exc)}); was "
+            f"'{path / 'optimizer.json'}' does not fit this optimizer ({one_line(exc, 300)}); was "
             "train.optimizer changed, or is the file damaged?"
         ) from exc
 
@@ -508,5 +503,5 @@ def load_rng_state(path: Path, rank: int) -> bool:
         restore_rng_state(tensors, rest)
     except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
         raise CheckpointError(f"'{json_file}' / '{tensors_file.name}' hold no valid RNG state "
-                              f"({_one_line(exc)})") from exc
+                              f"({one_line(exc, 300)})") from exc
     return True

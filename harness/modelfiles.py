@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path, atomic_write_text
-from .errors import HarnessError
+from .errors import HarnessError, one_line
 from .rundir_layout import MODEL_CONFIG_FILE, WEIGHTS_FILE
 
 FORMAT_VERSION = 1
@@ -86,7 +86,7 @@ def load_weights(directory: str | Path, model: Any) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise HarnessError(f"'{path}' is corrupt or truncated ({_one_line(exc)}); rewrite it "
+        raise HarnessError(f"'{path}' is corrupt or truncated ({one_line(exc)}); rewrite it "
                            f"from the last checkpoint with `harness run --resume --out "
                            f"{directory}`") from exc
     own = model.state_dict()
@@ -114,6 +114,3 @@ def load_weights(directory: str | Path, model: Any) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

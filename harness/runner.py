@@ -140,14 +140,15 @@ def resume_config(
 
 def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
                    resume: bool = False, evaluate: bool = True,
-                   save_samples: bool = False) -> Path:
+                   save_samples: bool = False, host: Host | None = None) -> Path:
     """Train, evaluate and record one run; returns the run directory.
 
     Everything that can be checked is checked before the first write (the folder, the data,
     the model, every ``train`` option, a resume's checkpoint): a refused run leaves the
     folder as it was. A folder with a config but no usable checkpoint and no results (a run
     stopped before its first checkpoint) is started over. The folder is locked
-    (``.harness.lock``) while the run works in it."""
+    (``.harness.lock``) while the run works in it. ``host``: the plugins (the process's
+    host when None); everything below receives it explicitly."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
@@ -156,7 +157,7 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
 
     plan = config if isinstance(config, ResumePlan) else ResumePlan(config)
     config = plan.config
-    host = get_host()
+    host = host or get_host()
     state = PartialState(cpu=trainer.cpu_launch())
     # Every process must agree on the directory (a default name contains a timestamp).
     chosen = [str(out) if out else str(runs.default_run_dir(config))]
@@ -365,7 +366,8 @@ def _override_eval(saved: dict[str, Any], changes: dict[str, Any], host: Host) -
 
 
 def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
-                 save_samples: bool = False, write_metrics: bool = True) -> dict[str, Any]:
+                 save_samples: bool = False, write_metrics: bool = True,
+                 host: Host | None = None) -> dict[str, Any]:
     """Re-evaluate a saved run, optionally with other ``eval`` settings. Everything is
     checked before any work; config.toml and metrics.json change only once the evaluation
     has succeeded (never with ``write_metrics=False``: `harness samples`)."""
@@ -378,10 +380,11 @@ def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
     if set(overrides) - {"eval"}:
         raise ConfigError("`harness evaluate` only takes --set eval.KEY=VALUE; training settings "
                           "are fixed by the saved run")
-    host = get_host()
+    host = host or get_host()
     eval_section = _override_eval(dict(data.get("eval", {})), overrides.get("eval", {}), host)
     config = cfgmod.from_dict({**data, "eval": eval_section}, host=host)
     splits = load_data(host, config)
+    preflight.check_eval_sizes(host, config.eval, splits)  # before any model work
     model = build_model(host, config, splits.info)
     runs.load_weights(run_dir, model)
     previous: dict[str, Any] = {}

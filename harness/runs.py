@@ -426,6 +426,3 @@ def repair_log(path: Path) -> int:
     return dropped
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -105,6 +105,20 @@ class TrainResult:
     checkpoint: str | None  # the last checkpoint written (or resumed from)
     model: Any = field(default=None, repr=False)  # the unwrapped, trained, calibrated model
 
+    @classmethod
+    def of(cls, plan: TrainPlan, cfg: TrainConfig, *, start: int, step: int, logger: Any,
+           loop_time: float, calibration_time: float, checkpoint: str | None,
+           model: Any) -> TrainResult:
+        """The result of a loop that ran ``start .. step`` of ``plan`` in ``loop_time``."""
+        done = step - start
+        return cls(steps=step, start_step=start, total_steps=plan.total_steps,
+                   epochs=step / plan.batches_per_epoch, losses=logger.last_values,
+                   wall_time=loop_time,
+                   samples_per_s=done * cfg.batch_size / loop_time if done else 0.0,
+                   data_wait=logger.wait_total / loop_time if done else 0.0,
+                   calibration_time=calibration_time, world_size=plan.world_size,
+                   checkpoint=checkpoint, model=model)
+
 
 # ------------------------------------------------------------------------------ the loop
 def train(
@@ -181,21 +195,10 @@ def train(
     calibration_time = _calibrate(acc.unwrap_model(model), splits, cfg, acc, step, seed)
     if accelerator is None:
         acc.end_training()
-    done = step - start
-    return TrainResult(
-        steps=step,
-        start_step=start,
-        total_steps=total,
-        epochs=step / bpe,
-        losses=logger.last_values,
-        wall_time=loop_time,
-        samples_per_s=done * cfg.batch_size / loop_time if done else 0.0,
-        data_wait=logger.wait_total / loop_time if done else 0.0,
-        calibration_time=calibration_time,
-        world_size=world,
-        checkpoint=checkpoints.last,
-        model=acc.unwrap_model(model, keep_fp32_wrapper=False),
-    )
+    return TrainResult.of(plan, cfg, start=start, step=step, logger=logger,
+                          loop_time=loop_time, calibration_time=calibration_time,
+                          checkpoint=checkpoints.last,
+                          model=acc.unwrap_model(model, keep_fp32_wrapper=False))
 
 
 def _calibrate(model: Any, splits: DataSplits, cfg: TrainConfig, acc: Any, step: int,

@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from harness.api import DatasetInfo, FeatureStats, fid_from_features
+from harness.api import DatasetInfo, FeatureStats, fid_from_features, images_of
 from harness.errors import HarnessError
 
 from ._progress import Progress
@@ -106,7 +106,7 @@ def image_batches(dataset: Dataset, batch_size: int) -> Iterator[torch.Tensor]:
     """Yield image tensors (B, C, H, W) from a dataset of ``(image, label)`` items."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in loader:
-        yield batch[0] if isinstance(batch, list | tuple) else batch
+        yield images_of(batch)
 
 
 def reference_subset(reference: Dataset, n_reference: int | None) -> Dataset:
