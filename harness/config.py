@@ -402,6 +402,12 @@ class Schema:
                               f"{sorted(unknown)}; valid: {', '.join(SECTIONS)}")
         return str(name), {s: dict(v) for s, v in sections.items()}
 
+    def owner(self, kind: str, name: str) -> str:
+        """Who checks the options of component ``name``: named when it refuses a value."""
+        if kind == "model" and self.model_config_cls is not None:
+            return f"model '{name}'"
+        return f"{kind} '{name}' of plugin '{self.host.get(kind, name).plugin}'"
+
     def eval_config(self, kind: str, name: str) -> type | None:
         """The ``Config`` of protocol or metric ``name`` (None: it takes no options)."""
         return getattr(self.host.get(kind, name).load(), "Config", None)
@@ -455,7 +461,8 @@ def build_eval(values: dict[str, Any], schema: Schema) -> EvalConfig:
                 raise ConfigError(f"eval.{name}: {kind} '{name}' takes no options, got "
                                   f"{', '.join(sorted(given))}")
             continue
-        components[name] = build_dataclass(cls, given, f"eval.{name}")
+        components[name] = build_dataclass(cls, given, f"eval.{name}",
+                                           owner=schema.owner(kind, name))
     return build_dataclass(EvalConfig, {**kwargs, "protocols": protocols, "metrics": metrics},
                            "eval", extra={"components": components})
 
@@ -570,7 +577,8 @@ def _build(model: str, dataset: str | None, seed: Any, sections: dict[str, dict[
         model=model,
         dataset=dataset or schema.default_dataset(),
         seed=_coerce(seed, int, "run.seed"),
-        model_cfg=build_dataclass(schema.model_config(model), sections["model"], "model"),
+        model_cfg=build_dataclass(schema.model_config(model), sections["model"], "model",
+                                  owner=schema.owner("model", model)),
         data=build_dataclass(DataConfig, sections["data"], "data"),
         train=build_dataclass(TrainConfig, sections["train"], "train"),
         eval=build_eval(sections["eval"], schema),

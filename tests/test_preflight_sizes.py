@@ -122,3 +122,20 @@ def test_preflight_plan_is_what_training_follows(tmp_path: Path) -> None:
     assert (training["total_steps"], training["steps"], training["epochs"]) == (6, 6, 3.0)
     plan = preflight.plan_training(cfgmod.TrainConfig(epochs=3, batch_size=8), 16, 2, object())
     assert (plan.total_steps, plan.batches_per_epoch, plan.per_process_batch) == (6, 2, 4)
+
+
+def test_resume_rebuilds_the_saved_config_once_keeping_its_preset(tmp_path: Path) -> None:
+    """A saved config holds its preset's values: a resume rebuilds it as it is (the preset
+    name kept, no preset layer below it), and a changed lr is the one change listed."""
+    from harness import runner, runs
+    from harness.plugins import get_host
+
+    host = get_host()
+    config = cfgmod.resolve(model="vrrae", dataset="bumps", sets=["train.steps=7"], host=host)
+    assert config.preset and config.preset != cfgmod.NO_PRESET
+    runs.write_config(tmp_path, config)
+    plan = runner.resume_config(tmp_path, host=host)
+    assert plan.config == config and plan.config.preset == config.preset
+    plan = runner.resume_config(tmp_path, sets=["train.lr=5e-4"], host=host)
+    assert [str(c) for c in plan.changes] == [f"train.lr: {config.train.lr!r} -> 0.0005"]
+    assert plan.config.preset == config.preset and plan.config.train.steps == 7
