@@ -140,7 +140,8 @@ def train(
     ``run_dir/log.jsonl`` and ``on_log`` (main process only); checkpoints to
     ``run_dir/checkpoints/``. ``resume=True`` continues from the newest checkpoint and
     refuses when there is none. ``plan``: the preflight's :class:`TrainPlan` for this data,
-    these processes and this model (made here when None, e.g. from Python). Raises :class:`NonFiniteLoss` on a NaN/inf loss part and
+    these processes and this model (made here when None, e.g. from Python). Raises
+    :class:`NonFiniteLoss` on a NaN/inf loss part and
     re-raises ``KeyboardInterrupt`` after saving a checkpoint on Ctrl-C.
     """
     cfg, run_dir, seed = config.train, Path(run_dir), config.seed
