@@ -36,14 +36,21 @@ class TrainPlan:
     world_size: int
 
 
+def check_trackers(cfg: TrainConfig) -> None:
+    """The trackers ``train.trackers`` names are known to Accelerate and installed (checked
+    before ``harness run`` writes anything; an Accelerator given by Python code may bring
+    trackers of its own)."""
+    from .accel import check_trackers as check
+
+    check(cfg.trackers)
+
+
 def plan_training(cfg: TrainConfig, n_train: int, world: int, model: Any) -> TrainPlan:
-    """Every ``train`` check that needs the data, the processes, the model or the installed
-    packages (trackers), without training; returns the plan :func:`harness.train.train`
-    follows. The batch is checked here once (:func:`harness.sampling.plan_steps`)."""
-    from .accel import check_trackers
+    """Every ``train`` check that needs the data, the processes or the model, without
+    training; returns the plan :func:`harness.train.train` follows. The batch is checked
+    here once (:func:`harness.sampling.plan_steps`)."""
     from .sampling import plan_steps
 
-    check_trackers(cfg.trackers)
     total, bpe = plan_steps(cfg, n_train, world, int(getattr(model, "min_batch_size", 1)),
                             str(getattr(model, "min_batch_reason", "")))
     return TrainPlan(total_steps=total, batches_per_epoch=bpe,

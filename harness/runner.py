@@ -173,6 +173,7 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     trainer.seed_everything(config.seed)
     model = build_model(host, config, splits.info)
     train_plan = preflight.plan_training(config.train, n_train, state.num_processes, model)
+    preflight.check_trackers(config.train)
     preflight.check_optimizer(model, config.train)
     preflight.check_eval_sizes(host, config.eval, splits)
     if resume and dir_state.checkpoint is not None:
