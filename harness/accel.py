@@ -24,19 +24,8 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig
+from .config import MIXED_PRECISION, TrainConfig
 from .errors import ConfigError, HarnessError
-
-MIXED_PRECISION = ("no", "bf16", "fp16")
-
-
-def check_mixed_precision(cfg: TrainConfig) -> None:
-    """Refuse an unknown ``train.mixed_precision`` before an Accelerator is made."""
-    if cfg.mixed_precision not in MIXED_PRECISION:
-        raise ConfigError(
-            f"train.mixed_precision '{cfg.mixed_precision}' is not known; valid: "
-            f"{', '.join(MIXED_PRECISION)}"
-        )
 
 
 def cpu_launch() -> bool:
@@ -167,5 +156,5 @@ class OptimizerStep:
         return self.optimizer.param_groups[0]["lr"]
 
 
-__all__ = ["MIXED_PRECISION", "OptimizerStep", "check_accelerator", "check_mixed_precision",
+__all__ = ["MIXED_PRECISION", "OptimizerStep", "check_accelerator",
            "check_trackers", "cpu_launch", "make_accelerator"]

@@ -60,6 +60,27 @@ class DataConfig:
     # split for the whole run (harness.validation); the test set is then never touched
     validation: float | None = None
 
+    def __post_init__(self) -> None:
+        """Every value checked once, when the section is built: an empty split, a 0-pixel
+        image or a validation fraction outside (0, 1) is refused before any work."""
+        from .errors import ConfigError
+
+        for key in ("size", "n_train", "n_test"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                what = "pixels per side" if key == "size" else "images"
+                raise ConfigError(f"data.{key} must be at least 1 ({what}), or unset; got {value}")
+        if self.seed < 0:
+            raise ConfigError(f"data.seed must be >= 0 (it seeds NumPy's generator), got {self.seed}")
+        for key in ("root", "hub_id"):
+            value = getattr(self, key)
+            if value is not None and ("\x00" in value or not value.strip()):
+                raise ConfigError(f"data.{key} must be a non-empty path or id without NUL bytes, "
+                                  f"got {value!r}")
+        if self.validation is not None and not 0.0 < float(self.validation) < 1.0:
+            raise ConfigError(f"data.validation must be a fraction strictly between 0 and 1 "
+                              f"(e.g. 0.1), got {self.validation}")
+
 
 # ------------------------------------------------------------------------------------ models
 class StepContext:
@@ -269,6 +290,57 @@ class EvaluationProtocol(Protocol):
         ...
 
 
+#: raises the evaluation memory limit of :class:`EvalSizes` (in GB), when a large evaluation
+#: is deliberate
+EVAL_MEMORY_ENV = "HARNESS_EVAL_MEMORY_GB"
+
+
+@dataclass(frozen=True)
+class EvalSizes:
+    """What an evaluation's sizes are checked against before training: the splits' sizes,
+    the image shape, and the memory the evaluation may fill (``memory_bytes``: half of this
+    machine's memory, or ``$HARNESS_EVAL_MEMORY_GB``).
+
+    A protocol may define ``check_sizes(self, sizes: EvalSizes)``; the host calls it before
+    any training (and before ``harness evaluate``), so a size no evaluation can hold is an
+    ``Error:`` line naming the key, the limit and how to lift it, not an out-of-memory
+    crash after training. :meth:`images` and :meth:`at_most` word those refusals."""
+
+    n_train: int
+    n_test: int
+    image_shape: tuple[int, ...]
+    memory_bytes: int
+
+    def _lift(self) -> str:
+        return (f"lower it, or, if this is deliberate and the machine can hold it, raise the "
+                f"limit with {EVAL_MEMORY_ENV}=<GB>")
+
+    def images(self, key: str, value: int, n_images: int, what: str) -> None:
+        """Refuse ``key=value`` when ``n_images`` float32 images of :attr:`image_shape`
+        (``what`` they are) would not fit :attr:`memory_bytes`."""
+        per_image = 4
+        for side in self.image_shape:
+            per_image *= int(side)
+        self.memory(key, value, n_images * per_image,
+                    f"{what}: {n_images} images of {'x'.join(map(str, self.image_shape))}")
+
+    def memory(self, key: str, value: int, n_bytes: int, what: str) -> None:
+        """Refuse ``key=value`` when what it makes (``what``, ``n_bytes``) exceeds the limit."""
+        from .errors import ConfigError
+
+        if n_bytes > self.memory_bytes:
+            raise ConfigError(
+                f"{key}={value} is too large: {what} need {n_bytes / 1e9:.3g} GB, more than the "
+                f"evaluation memory limit of {self.memory_bytes / 1e9:.3g} GB; {self._lift()}")
+
+    def at_most(self, key: str, value: int, limit: int, why: str) -> None:
+        """Refuse ``key=value`` above ``limit`` (``why`` names where the limit comes from)."""
+        from .errors import ConfigError
+
+        if value > limit:
+            raise ConfigError(f"{key}={value} is too large: at most {limit} ({why}); lower it")
+
+
 class EvalContext:
     """What a protocol may use: the trained model, the data, the seed, and helpers that
     batch, move to the model's device and cache (the training codes are encoded once per
@@ -301,9 +373,11 @@ class EvalContext:
         time, on the CPU."""
         from torch.utils.data import DataLoader
 
+        from .data import images_of
+
         for batch in DataLoader(dataset, batch_size=batch_size or self.batch_size,
                                 shuffle=False):
-            yield batch[0] if isinstance(batch, list | tuple) else batch
+            yield images_of(batch)
 
     def images(self, dataset: Dataset, indices: Sequence[int]) -> torch.Tensor:
         """The images at ``indices`` of ``dataset``, stacked (N, C, H, W) float32."""
@@ -434,6 +508,9 @@ _SERVICES = {
     "labelled_grid": "harness.figures:labelled_grid",
     "save_labelled_grid": "harness.figures:save_labelled_grid",
     "save_model": "harness.modelfiles:save_model",
+    "build_config": "harness.config:build_dataclass",
+    "images_of": "harness.data:images_of",
+    "cache_dir": "harness.resources:cache_dir",
     "read_model_files": "harness.modelfiles:read_model_files",
     "FeatureStats": "harness.fid:FeatureStats",
     "fid_from_stats": "harness.fid:fid_from_stats",

@@ -252,7 +252,8 @@ def check_buildable(host: Any, specs: list[RunSpec], configs: dict[str, Any],
             splits = splits_by[data_key]
             n_train = preflight.check_splits(splits, config.dataset)
             model = runner.build_model(host, config, splits.info)
-            preflight.validate_train_config(config.train, n_train, 1, model)
+            preflight.plan_training(config.train, n_train, 1, model)
+            preflight.check_eval_sizes(host, config.eval, splits)
             preflight.check_optimizer(model, config.train)
         except HarnessError as exc:
             raise ConfigError(f"run '{spec.id}' ({spec.model} on {spec.dataset}) would be "

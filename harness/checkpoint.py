@@ -43,7 +43,8 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from .atomic import atomic_write_text, file_sha256, fsync_dir
-from .errors import HarnessError
+from .errors import HarnessError, one_line
+from .rundir_layout import WEIGHTS_FILE
 
 LATEST = "latest"
 CHECKSUMS = "checksums.json"
@@ -252,7 +253,7 @@ def save_checkpoint(
         save_file(rng_tensors, str(tmp / f"rng-rank{rank}.safetensors"))
         _write_json(tmp / f"rng-rank{rank}.json", rng_rest)
         if rank == 0:
-            save_model(model, str(tmp / "model.safetensors"))
+            save_model(model, str(tmp / WEIGHTS_FILE))
             opt_tensors, opt_doc = optimizer_to_files(optimizer.state_dict())
             save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
             _write_json(tmp / "optimizer.json", opt_doc)
@@ -338,12 +339,7 @@ def _json_file(file: Path) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"'{file}' is missing") from None
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise CheckpointError(f"'{file}' is corrupt ({_one_line(exc)})") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+        raise CheckpointError(f"'{file}' is corrupt ({one_line(exc, 300)})") from exc
 
 
 def verify_checkpoint(path: Path) -> TrainerState:
@@ -373,7 +369,7 @@ def verify_checkpoint(path: Path) -> TrainerState:
                                       "was written)")
     for file in sorted(path.glob("*.json")):
         _json_file(file)
-    for name in ("model.safetensors", "optimizer.safetensors"):
+    for name in (WEIGHTS_FILE, "optimizer.safetensors"):
         if not (path / name).is_file():
             raise CheckpointError(f"'{path / name}' is missing")
     for file in sorted(path.glob("*.safetensors")):
@@ -381,7 +377,7 @@ def verify_checkpoint(path: Path) -> TrainerState:
             with safe_open(str(file), framework="pt") as handle:
                 handle.keys()
         except Exception as exc:  # safetensors' own error type, OSError
-            raise CheckpointError(f"'{file}' is corrupt or truncated ({_one_line(exc)})") from exc
+            raise CheckpointError(f"'{file}' is corrupt or truncated ({one_line(exc, 300)})") from exc
     return state
 
 
@@ -395,25 +391,32 @@ def read_trainer_state(path: Path) -> TrainerState:
         raise CheckpointError(f"'{file}' is invalid: {exc}") from exc
 
 
+def check_data_order(path: Path, state: TrainerState, *, seed: int, batch_size: int,
+                     n_train: int) -> None:
+    """Refuse a resume from checkpoint ``path`` (its ``state``) whose data order would differ
+    from this run's: another seed, global batch or training-set size. The rule and its wording
+    are :func:`harness.preflight.refuse_resume_changes`'s, shared with the command-line check."""
+    from .preflight import Change, refuse_resume_changes
+
+    changes = [Change(key, saved, current) for key, saved, current in (
+        ("run.seed", state.seed, seed), ("train.batch_size", state.batch_size, batch_size),
+        ("the training set size (data.n_train)", state.n_train, n_train)) if saved != current]
+    refuse_resume_changes(changes, Path(path).parent.parent,
+                          stored_in=f"checkpoint {Path(path).name}", given_in="in this run "
+                          "(the data order would differ)", error=CheckpointError)
+
+
 def check_resume_fits(path: Path, *, seed: int, batch_size: int, n_train: int,
                       model: torch.nn.Module | None = None) -> TrainerState:
     """Refuse, before anything is written, a resume whose data order would differ from the
-    checkpoint's (seed, batch size, training-set size) or whose model does not fit its
-    weights (names and shapes, read from the safetensors header)."""
+    checkpoint's (:func:`check_data_order`) or whose model does not fit its weights (names
+    and shapes, read from the safetensors header)."""
     from safetensors import safe_open
 
     state = verify_checkpoint(path)
-    for name, saved, current in (("run.seed", state.seed, seed),
-                                 ("train.batch_size", state.batch_size, batch_size),
-                                 ("the training set size (data.n_train)", state.n_train, n_train)):
-        if saved != current:
-            raise CheckpointError(
-                f"cannot resume from '{path}': it was written with {name}={saved}, this run "
-                f"has {current}; the data order would differ. Resume with the run's own "
-                "settings, or start a new run with another --out"
-            )
+    check_data_order(path, state, seed=seed, batch_size=batch_size, n_train=n_train)
     if model is not None:
-        file = Path(path) / "model.safetensors"
+        file = Path(path) / WEIGHTS_FILE
         with safe_open(str(file), framework="pt") as handle:
             shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
         own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -442,7 +445,7 @@ def apply_resume_settings(optimizer: torch.optim.Optimizer, cfg: Any) -> None:
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> None:
     """Load ``model.safetensors`` into ``model`` (strict: names and shapes must match)."""
-    file = Path(path) / "model.safetensors"
+    file = Path(path) / WEIGHTS_FILE
     try:
         load_model(model, str(file), strict=True, device=str(next(model.parameters()).device))
     except (RuntimeError, OSError) as exc:
@@ -451,7 +454,7 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> None:
             "section changed since the checkpoint was written?"
         ) from exc
     except Exception as exc:  # safetensors' own error type: a corrupt file
-        raise CheckpointError(f"'{file}' is corrupt or truncated ({_one_line(exc)})") from exc
+        raise CheckpointError(f"'{file}' is corrupt or truncated ({one_line(exc, 300)})") from exc
 
 
 def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
@@ -460,7 +463,7 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"'{file}' is missing") from None
     except Exception as exc:  # safetensors' own error type, OSError
-        raise CheckpointError(f"'{file}' is corrupt or truncated ({_one_line(exc)})") from exc
+        raise CheckpointError(f"'{file}' is corrupt or truncated ({one_line(exc, 300)})") from exc
 
 
 def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
@@ -471,7 +474,7 @@ def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
         optimizer.load_state_dict(optimizer_from_files(tensors, doc))
     except (KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
         raise CheckpointError(
-            f"'{path / 'optimizer.json'}' does not fit this optimizer ({_one_line(exc)}); was "
+            f"'{path / 'optimizer.json'}' does not fit this optimizer ({one_line(exc, 300)}); was "
             "train.optimizer changed, or is the file damaged?"
         ) from exc
 
@@ -500,5 +503,5 @@ def load_rng_state(path: Path, rank: int) -> bool:
         restore_rng_state(tensors, rest)
     except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:
         raise CheckpointError(f"'{json_file}' / '{tensors_file.name}' hold no valid RNG state "
-                              f"({_one_line(exc)})") from exc
+                              f"({one_line(exc, 300)})") from exc
     return True

@@ -31,9 +31,9 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .steplog import LOG_FILE, truncate_log
-
-CHECKPOINT_DIR = "checkpoints"
+from .preflight import TrainPlan
+from .rundir_layout import CHECKPOINT_DIR, RunLayout
+from .steplog import truncate_log
 
 
 def _no_flush() -> None:
@@ -50,13 +50,14 @@ class CheckpointPolicy:
     ``last`` is the newest checkpoint written or resumed from.
     """
 
-    def __init__(self, run_dir: Path, config: RunConfig, accelerator: Any, *, n_train: int,
-                 total: int, batches_per_epoch: int) -> None:
+    def __init__(self, run_dir: Path, config: RunConfig, accelerator: Any,
+                 plan: TrainPlan) -> None:
         self.run_dir = Path(run_dir)
-        self.root = self.run_dir / CHECKPOINT_DIR
+        self.layout = RunLayout(run_dir)
+        self.root = self.layout.checkpoints
         self.config, self.acc = config, accelerator
         self.every = config.train.checkpoint_every
-        self.n_train, self.total, self.bpe = n_train, total, batches_per_epoch
+        self.n_train, self.total, self.bpe = plan.n_train, plan.total_steps, plan.batches_per_epoch
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.start = 0
         self.resumed: Path | None = None
@@ -77,17 +78,8 @@ class CheckpointPolicy:
                 "--resume to start this run from scratch"
             )
         saved = ckpt.read_trainer_state(resumed)
-        current = {"seed": self.config.seed, "batch_size": self.config.train.batch_size,
-                   "n_train": self.n_train}
-        names = {"seed": "run.seed", "batch_size": "train.batch_size",
-                 "n_train": "the training set size (data.n_train)"}
-        for key, value in current.items():
-            if getattr(saved, key) != value:
-                raise ckpt.CheckpointError(
-                    f"cannot resume from '{resumed}': it was written with {names[key]}="
-                    f"{getattr(saved, key)}, this run has {value}; the data order would "
-                    "differ. Resume with the run's saved config, or start a new run"
-                )
+        ckpt.check_data_order(resumed, saved, seed=self.config.seed,
+                              batch_size=self.config.train.batch_size, n_train=self.n_train)
         ckpt.load_model_weights(resumed, model)
         self.resumed, self.last, self.start = resumed, str(resumed), saved.step
         return saved.step
@@ -116,7 +108,7 @@ class CheckpointPolicy:
                   f"{self.rank} (written by fewer processes); global RNG streams will differ",
                   file=sys.stderr)
         if self.acc.is_main_process:
-            truncate_log(self.run_dir / LOG_FILE, self.start)
+            truncate_log(self.layout.log, self.start)
 
     # ---- saving
     def maybe_save(self, step: int) -> None:

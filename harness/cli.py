@@ -163,10 +163,11 @@ def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Export what the protocols score (images as .npz + PNG, the metrics' reference
     statistics) into RUN_DIR/samples/, without touching metrics.json."""
     from . import runner, runs
+    from .rundir_layout import RunLayout
 
     with runs.RunLock(Path(run_dir)):  # not while a resume trains, nor two exports at once
         runner.evaluate_run(run_dir, list(sets), save_samples=True, write_metrics=False)
-    click.echo(f"samples written to {Path(run_dir) / runs.SAMPLES_DIR}")
+    click.echo(f"samples written to {RunLayout(run_dir).samples}")
 
 
 @cli.command(name="report")
@@ -232,10 +233,10 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
 
 def _run_preset(run_dir: Path) -> str | None:
     from . import config as cfgmod
-    from .runs import CONFIG_FILE
+    from .rundir_layout import RunLayout
 
     try:
-        return cfgmod.load_toml(run_dir / CONFIG_FILE).get("run", {}).get("preset")
+        return cfgmod.load_toml(RunLayout(run_dir).config).get("run", {}).get("preset")
     except HarnessError:
         return None
 
@@ -244,9 +245,9 @@ def _print_summary(run_dir: Path) -> None:
     """The run's results in words (harness.display): what each number is, its unit, which
     way is better, the paper's value when a suite publishes one, and why a protocol has none."""
     from . import display
-    from .runs import METRICS_FILE
+    from .rundir_layout import RunLayout
 
-    path = run_dir / METRICS_FILE
+    path = RunLayout(run_dir).metrics
     if not path.is_file() or int(os.environ.get("RANK", "0")) != 0:
         return  # under `accelerate launch`, only the main process reports
     doc = json.loads(path.read_text())
@@ -273,18 +274,9 @@ def _print_summary(run_dir: Path) -> None:
 
 # ----------------------------------------------------------------------------------- main
 def _add_plugin_commands() -> None:
-    host = get_host()
-    for impl in host.pm.hook.register_commands.get_hookimpls():
-        name = host.pm.get_name(impl.plugin) or "?"
-        try:
-            impl.function(cli=cli)
-        except Exception as exc:  # one plugin's broken command must not break the CLI
-            record = host.records.get(name)
-            if record is not None:
-                record.error = f"register_commands failed: {type(exc).__name__}: {exc}"
-            if host.strict:
-                raise
-            print(f"warning: plugin '{name}' could not add commands: {exc}", file=sys.stderr)
+    """Plugins' commands (a plugin whose hook fails is named and skipped: see
+    :meth:`harness.plugins.Host.add_commands`)."""
+    get_host().add_commands(cli)
 
 
 def _debug() -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import DataConfig
-from .errors import ConfigError
+from .errors import ConfigError, HarnessError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,9 +27,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+#: ``train.optimizer`` values (built by :func:`harness.optim.build_optimizer`)
+OPTIMIZERS = ("adabelief", "adam", "adamw")
+#: ``train.mixed_precision`` values (Accelerate's names)
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
 @dataclass
 class TrainConfig:
-    """The ``train`` section."""
+    """The ``train`` section. Every value is checked when the section is built
+    (``__post_init__``); what needs more than the section (the data, the processes, the model,
+    installed trackers) is checked once by :func:`harness.preflight.plan_training`."""
 
     steps: int | None = None  # optimizer steps; wins over epochs when both are set
     epochs: int | None = None  # passes over the training set (used when steps is unset)
@@ -52,11 +60,16 @@ class TrainConfig:
         # to the run's config.toml like any other (epochs resolve to steps at training time).
         if self.steps is None and self.epochs is None:
             self.steps = self.DEFAULT_STEPS
+        self._check_numbers()
+        if self.optimizer.lower() not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer '{self.optimizer}' is not known; valid: "
+                              f"{', '.join(OPTIMIZERS)}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(f"train.mixed_precision '{self.mixed_precision}' is not known; "
+                              f"valid: {', '.join(MIXED_PRECISION)}")
 
-    def validate(self) -> None:
-        """Refuse values no run could use, before anything is built or written. (Names that
-        need the trainer, optimizers and trackers, are checked by
-        :func:`harness.preflight.validate_train_config`.)"""
+    def _check_numbers(self) -> None:
+        """Refuse values no run could use, before anything is built or written."""
         if self.batch_size < 1:
             raise ConfigError(
                 f"train.batch_size must be at least 1 (it is the global number of images per "
@@ -76,7 +89,7 @@ class TrainConfig:
             )
         for key in ("checkpoint_every", "log_every", "num_workers"):
             if getattr(self, key) is not None and getattr(self, key) < 0:
-                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+                raise ConfigError(f"train.{key} must be >= 0 (0 turns it off), got {getattr(self, key)}")
 
 
 @dataclass
@@ -97,7 +110,7 @@ class EvalConfig:
     batch_size: int = 256
     components: dict[str, Any] = field(default_factory=dict)  # name -> its Config instance
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size must be a positive integer, got {self.batch_size}")
 
@@ -252,9 +265,12 @@ def _coerce_float(value: Any, key: str) -> float:
 
 
 def build_dataclass(cls: type, values: dict[str, Any], section: str,
-                    extra: dict[str, Any] | None = None) -> Any:
-    """Instantiate config dataclass ``cls`` from ``values``, refusing unknown keys, then run
-    its ``validate()`` if it has one. ``extra``: already-built fields, passed as they are."""
+                    extra: dict[str, Any] | None = None, owner: str = "") -> Any:
+    """Instantiate config dataclass ``cls`` from ``values``: unknown keys refused, each value
+    converted to its field's type, then the class checks its values itself, once, when it is
+    built (``__post_init__``). ``extra``: already-built fields, passed as they are.
+    ``owner`` (e.g. "plugin 'x'") is named when the class refuses a value without a
+    :class:`ConfigError` of its own."""
     if not isinstance(values, dict):
         raise ConfigError(f"[{section}] must be a table of key = value, got {values!r}")
     hints = typing.get_type_hints(cls)
@@ -267,30 +283,12 @@ def build_dataclass(cls: type, values: dict[str, Any], section: str,
             )
         kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
     try:
-        obj = cls(**kwargs, **(extra or {}))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[{section}]: {exc}") from exc
-    check = getattr(obj, "validate", None)
-    if callable(check):
-        check()
-    if isinstance(obj, DataConfig):
-        _validate_data(obj)
-    return obj
-
-
-def _validate_data(cfg: DataConfig) -> None:
-    """The ``data`` section's sizes: an empty split or a 0-pixel image is refused up front."""
-    for key in ("size", "n_train", "n_test"):
-        value = getattr(cfg, key)
-        if value is not None and value < 1:
-            what = "pixels per side" if key == "size" else "images"
-            raise ConfigError(f"data.{key} must be at least 1 ({what}), or unset; got {value}")
-    if cfg.seed < 0:
-        raise ConfigError(f"data.seed must be >= 0 (it seeds NumPy's generator), got {cfg.seed}")
-    for key in ("root", "hub_id"):
-        value = getattr(cfg, key)
-        if value is not None and ("\x00" in value or not value.strip()):
-            raise ConfigError(f"data.{key} must be a non-empty path or id without NUL bytes, got {value!r}")
+        return cls(**kwargs, **(extra or {}))
+    except HarnessError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        by = f" (checked by {owner})" if owner else ""
+        raise ConfigError(f"[{section}]{by}: {' '.join(str(exc).split())[:300]}") from exc
 
 
 def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -410,6 +408,12 @@ class Schema:
                               f"{sorted(unknown)}; valid: {', '.join(SECTIONS)}")
         return str(name), {s: dict(v) for s, v in sections.items()}
 
+    def owner(self, kind: str, name: str) -> str:
+        """Who checks the options of component ``name``: named when it refuses a value."""
+        if kind == "model" and self.model_config_cls is not None:
+            return f"model '{name}'"
+        return f"{kind} '{name}' of plugin '{self.host.get(kind, name).plugin}'"
+
     def eval_config(self, kind: str, name: str) -> type | None:
         """The ``Config`` of protocol or metric ``name`` (None: it takes no options)."""
         return getattr(self.host.get(kind, name).load(), "Config", None)
@@ -463,7 +467,8 @@ def build_eval(values: dict[str, Any], schema: Schema) -> EvalConfig:
                 raise ConfigError(f"eval.{name}: {kind} '{name}' takes no options, got "
                                   f"{', '.join(sorted(given))}")
             continue
-        components[name] = build_dataclass(cls, given, f"eval.{name}")
+        components[name] = build_dataclass(cls, given, f"eval.{name}",
+                                           owner=schema.owner(kind, name))
     return build_dataclass(EvalConfig, {**kwargs, "protocols": protocols, "metrics": metrics},
                            "eval", extra={"components": components})
 
@@ -510,8 +515,11 @@ def resolve_data(
     model_config_cls: Any = None,
     source: str | Path | None = None,
     host: Any = None,
+    saved: bool = False,
 ) -> RunConfig:
-    """:func:`resolve` on an already-loaded config document (``source`` names it in errors)."""
+    """:func:`resolve` on an already-loaded config document (``source`` names it in errors).
+    ``saved``: the document is a run's saved configuration, which holds its preset's values
+    already: no preset layer goes below it, and ``run.preset`` is kept as it is."""
     config_file = source
     run = dict(data.get("run", {}))
     unknown_run = set(run) - set(RUN_KEYS)
@@ -534,7 +542,7 @@ def resolve_data(
     # Layers, lowest first: the plugin's preset for (model, dataset), the config file, --set.
     sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     preset_name: str | None = None
-    if run.get("preset") != NO_PRESET:
+    if not saved and run.get("preset") != NO_PRESET:
         found = schema.preset(str(model_name), str(dataset_name))
         if found is not None:
             preset_name, layer = found
@@ -553,7 +561,10 @@ def resolve_data(
     if seed is not None:
         run["seed"] = seed
     config = _build(str(model_name), str(dataset_name), run.get("seed", 0), sections, schema)
-    config.preset = preset_name if run.get("preset") != NO_PRESET else NO_PRESET
+    if saved:
+        config.preset = run.get("preset")
+    else:
+        config.preset = preset_name if run.get("preset") != NO_PRESET else NO_PRESET
     return config
 
 
@@ -563,26 +574,9 @@ def from_dict(data: dict[str, Any], *, host: Any = None, model_config_cls: Any =
     for key in ("model", "dataset"):
         if not isinstance(run.get(key), str) or not run.get(key):
             raise ConfigError(f"the saved config has no valid run.{key} (got {run.get(key)!r})")
-    sections = {s: dict(data.get(s, {})) for s in SECTIONS}
-    config = _build(run["model"], run["dataset"], run.get("seed", 0), sections,
-                    Schema(host, model_config_cls))
-    config.preset = run.get("preset")  # a saved config holds the preset's values already
-    return config
+    return resolve_data(data, host=host, model_config_cls=model_config_cls, saved=True)
 
 
-def _model_config(schema: Schema, model: str, values: dict[str, Any]) -> Any:
-    """The model's ``Config`` from the ``[model]`` section; a value it rejects is an error
-    that names the model and its plugin (whatever the plugin's ``Config`` raised)."""
-    cls = schema.model_config(model)
-    try:
-        return build_dataclass(cls, values, "model")
-    except Exception as exc:
-        try:
-            owner = f"model '{model}' of plugin '{schema.host.get('model', model).plugin}'"
-        except Exception:  # a toy Config handed in by a test
-            owner = f"model '{model}'"
-        text = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
-        raise ConfigError(f"{text} ({owner} refused it)") from exc
 
 
 def _build(model: str, dataset: str | None, seed: Any, sections: dict[str, dict[str, Any]],
@@ -591,7 +585,8 @@ def _build(model: str, dataset: str | None, seed: Any, sections: dict[str, dict[
         model=model,
         dataset=dataset or schema.default_dataset(),
         seed=_coerce(seed, int, "run.seed"),
-        model_cfg=_model_config(schema, model, sections["model"]),
+        model_cfg=build_dataclass(schema.model_config(model), sections["model"], "model",
+                                  owner=schema.owner("model", model)),
         data=build_dataclass(DataConfig, sections["data"], "data"),
         train=build_dataclass(TrainConfig, sections["train"], "train"),
         eval=build_eval(sections["eval"], schema),

@@ -69,7 +69,9 @@ def default_num_workers(dataset: Any) -> int:
 
 
 def images_of(batch: Any) -> torch.Tensor:
-    """The image tensor of a collated ``(image, label)`` batch (or a bare tensor batch)."""
+    """The image tensor of a collated ``(image, label)`` batch (or a bare tensor batch, or a
+    ``{"image": ...}`` dict): the one place a batch is unwrapped, for the host and, as
+    ``harness.api.images_of``, for plugins."""
     if isinstance(batch, torch.Tensor):
         return batch
     if isinstance(batch, list | tuple):

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """``Type: message`` of ``exc`` on one line (whitespace collapsed), cut to ``limit``
+    characters: how an exception from a library or a plugin is quoted in an ``Error:`` line
+    or a plugin's record."""
+    text = " ".join(str(exc).split())
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if limit is None else line[:limit]
+
+
 class HarnessError(Exception):
     """A user-facing error: the message names what is wrong and how to fix it.
 

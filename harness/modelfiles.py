@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path, atomic_write_text, file_sha256
-from .errors import HarnessError
+from .errors import HarnessError, one_line
+from .rundir_layout import MODEL_CONFIG_FILE, WEIGHTS_FILE
 
-WEIGHTS_FILE = "model.safetensors"
-MODEL_CONFIG_FILE = "model_config.json"
 FORMAT_VERSION = 1
 
 __all__ = ["FORMAT_VERSION", "MODEL_CONFIG_FILE", "WEIGHTS_FILE", "load_weights",
@@ -84,7 +83,7 @@ def read_description(directory: Path, *, fix: str) -> dict[str, Any]:
         if not isinstance(doc.get("weights_sha256", ""), str):
             raise ValueError("'weights_sha256' is not a string")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise HarnessError(f"'{path}' is damaged ({_one_line(exc)}); {fix}") from exc
+        raise HarnessError(f"'{path}' is damaged ({one_line(exc)}); {fix}") from exc
     return doc
 
 
@@ -114,7 +113,7 @@ def load_weights(directory: str | Path, model: Any) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise HarnessError(f"'{path}' is corrupt or truncated ({_one_line(exc)}); rewrite it "
+        raise HarnessError(f"'{path}' is corrupt or truncated ({one_line(exc)}); rewrite it "
                            f"from the last checkpoint with `harness run --resume --out "
                            f"{directory}`") from exc
     own = model.state_dict()
@@ -142,6 +141,3 @@ def load_weights(directory: str | Path, model: Any) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

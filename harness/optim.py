@@ -11,16 +11,8 @@ from collections.abc import Iterable
 
 import torch
 
-from .config import TrainConfig
+from .config import OPTIMIZERS, TrainConfig
 from .errors import ConfigError
-
-OPTIMIZERS = ("adabelief", "adam", "adamw")
-
-
-def check_optimizer(cfg: TrainConfig) -> None:
-    """Refuse an unknown ``train.optimizer`` before anything is built."""
-    if cfg.optimizer.lower() not in OPTIMIZERS:
-        raise _unknown(cfg)
 
 
 def _unknown(cfg: TrainConfig) -> ConfigError:
@@ -68,4 +60,4 @@ def build_optimizer(
     raise _unknown(cfg)
 
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "check_optimizer"]
+__all__ = ["OPTIMIZERS", "build_optimizer"]

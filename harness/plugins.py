@@ -42,7 +42,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import ComponentConflict, HarnessError, PluginError
+from .errors import ComponentConflict, HarnessError, PluginError, one_line
 from .registry import COMPONENT_HOOKS, Component, ComponentShadowed, Registry
 
 ENTRY_POINT_GROUP = "harness"
@@ -85,11 +85,6 @@ def _env_list(name: str) -> list[str] | None:
 
 def strict_mode() -> bool:
     return os.environ.get("HARNESS_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Host:
@@ -159,7 +154,7 @@ class Host:
             try:
                 module = ep.load()
             except BaseException as exc:  # noqa: B036 - sys.exit() in a plugin must not exit us
-                self._fail(record, f"import failed: {_one_line(exc)}")
+                self._fail(record, f"import failed: {one_line(exc)}")
                 continue
             self.register(module, record)
 
@@ -179,10 +174,10 @@ class Host:
         try:
             self.pm.register(plugin, name=record.name)
         except pluggy.PluginValidationError as exc:
-            self._fail(record, f"bad hook: {_one_line(exc)}")
+            self._fail(record, f"bad hook: {one_line(exc)}")
             return record
         except ValueError as exc:  # pluggy: name or object already registered
-            self._fail(record, _one_line(exc))
+            self._fail(record, one_line(exc))
             return record
         record.loaded = True
         record.hooks = [impl for impl in _hook_names(self.pm, plugin)]
@@ -197,57 +192,128 @@ class Host:
             except pluggy.PluginValidationError as exc:
                 name = self.pm.get_name(exc.plugin) or "?"
                 record = self.records.setdefault(name, PluginRecord(name=name))
-                self._fail(record, f"unknown hook: {_one_line(exc)}")
+                self._fail(record, f"unknown hook: {one_line(exc)}")
                 if self.strict:  # pragma: no cover - _fail raised already
                     raise
+
+    # -- calling hooks: the one way, with one failure policy ------------------------------
+    def _implementations(self, hook_name: str, *,
+                         last_first: bool = True) -> list[tuple[str, PluginRecord, Any]]:
+        """``(plugin, record, hookimpl)`` for every loaded plugin implementing ``hook_name``,
+        built-in plugins first, then in pluggy's calling order (the last registered first;
+        ``last_first=False``: in registration order)."""
+        caller = getattr(self.pm.hook, hook_name, None)
+        if caller is None:
+            raise ValueError(f"no hook called {hook_name!r}")
+        found = []
+        impls = caller.get_hookimpls()
+        for impl in reversed(impls) if last_first else impls:
+            name = self.pm.get_name(impl.plugin) or impl.plugin_name
+            record = self.records.setdefault(name, PluginRecord(name=name, loaded=True))
+            if record.loaded:
+                found.append((name, record, impl))
+        return sorted(found, key=lambda item: not item[1].builtin)
+
+    def _hook_failed(self, record: PluginRecord, hook_name: str, exc: BaseException, *,
+                     drop: bool = False, contributes: bool = False, then: str = "") -> None:
+        """The failure policy of every hook: the plugin is named, the problem recorded on
+        its record (``harness plugins`` shows it) and reported once on stderr, and the other
+        plugins go on. What the plugin failed to contribute is an *error* on its record
+        (``drop``: components, the plugin is unloaded since they would be partial; commands
+        and suites: those are missing); a notification that failed is a *warning*.
+        ``then`` says what happens to the plugin next, in the stderr line.
+        ``HARNESS_STRICT_PLUGINS=1`` makes any failure a :class:`PluginError` (exit 1)."""
+        if drop:
+            self._fail(record, one_line(exc) if isinstance(exc, HarnessError)
+                       else f"{hook_name} failed: {one_line(exc)}")  # raises in strict mode
+            return
+        problem = f"hook {hook_name} failed: {one_line(exc)}"
+        if contributes:
+            record.error = problem if record.error is None else f"{record.error}; {problem}"
+        elif problem not in record.warnings:
+            record.warnings.append(problem)
+        if self.strict:
+            error = PluginError(f"plugin '{record.name}': {problem} "
+                                "(HARNESS_STRICT_PLUGINS=1 makes this fatal; unset it to only warn)")
+            error.exit_code = 1
+            raise error from exc
+        print(f"warning: plugin '{record.name}': {problem}{then}", file=sys.stderr)
+
+    def _call_each(self, hook_name: str, kwargs: dict[str, Any], *, then: str = "",
+                   skip: set[tuple[str, str]] | None = None,
+                   contributes: bool = False) -> list[Any]:
+        """Call each implementation of ``hook_name`` on its own (an implementation may take
+        fewer arguments than the spec); the results of those that did not fail. A plugin
+        that fails is added to ``skip`` (and skipped while it is there)."""
+        results = []
+        for name, record, impl in self._implementations(hook_name):
+            if skip is not None and (name, hook_name) in skip:
+                continue
+            try:
+                results.append(impl.function(**{a: kwargs[a] for a in impl.argnames}))
+            except PluginError:
+                raise
+            except (Exception, SystemExit) as exc:  # not KeyboardInterrupt: the user's Ctrl-C
+                if skip is not None:
+                    skip.add((name, hook_name))
+                self._hook_failed(record, hook_name, exc, then=then, contributes=contributes)
+        return results
 
     def collect_components(self) -> None:
         """Call every plugin's register hooks, one plugin at a time, to attribute names.
 
         Built-in plugins go first, so that the order of the others never matters (the
-        registry gives a built-in its bare name whichever registers first anyway)."""
+        registry gives a built-in its bare name whichever registers first anyway). A hook
+        that raises drops its plugin (see :meth:`_hook_failed`)."""
         for kind, hook_name in _COMPONENT_HOOKS.items():
-            caller = getattr(self.pm.hook, hook_name)
-            registry = self.registries[kind]
-            impls = []
-            for impl in caller.get_hookimpls():
-                name = self.pm.get_name(impl.plugin) or impl.plugin_name
-                record = self.records.setdefault(name, PluginRecord(name=name, loaded=True))
-                impls.append((not record.builtin, impl, name, record))
-            for _, impl, name, record in sorted(impls, key=lambda item: item[0]):
-                if not record.loaded:
+            for name, record, impl in self._implementations(hook_name, last_first=False):
+                if not record.loaded:  # dropped by an earlier kind's hook
                     continue
-
-                def register(comp_name: str, factory: Any, description: str = "", *,
-                             default: bool = False, _plugin: str = name, _kind: str = kind,
-                             _registry: Registry = registry,
-                             _record: PluginRecord = record) -> None:
-                    try:
-                        _registry.add(Component(_kind, comp_name, factory, description, _plugin,
-                                                default=bool(default),
-                                                builtin=_record.builtin))
-                    except ComponentShadowed as exc:
-                        # The built-in keeps its name; the newcomer stays as plugin:name.
-                        for component in exc.shadowed:
-                            self._warn(component.plugin, str(exc))
-                    except ComponentConflict as exc:
-                        # Both stay reachable as plugin:name, and the plugin goes on registering
-                        # its other components; strict mode makes it fatal.
-                        message = _one_line(exc)
-                        _record.error = (message if _record.error is None
-                                         else f"{_record.error}; {message}")
-                        if self.strict:
-                            raise PluginError(f"plugin '{_plugin}': {exc}") from exc
-
+                register = self._registrar(kind, name, record)
                 try:
-                    # A hookimpl may take fewer arguments than the spec (pluggy allows it).
                     impl.function(**{arg: register for arg in impl.argnames})
                 except PluginError:
                     raise
-                except HarnessError as exc:
-                    self._fail(record, _one_line(exc))
                 except (Exception, SystemExit) as exc:
-                    self._fail(record, f"{hook_name} failed: {_one_line(exc)}")
+                    self._hook_failed(record, hook_name, exc, drop=True)
+
+    def _registrar(self, kind: str, plugin: str, record: PluginRecord) -> Any:
+        """The ``register`` callable handed to plugin ``plugin``'s hook for ``kind``."""
+        registry = self.registries[kind]
+
+        def register(comp_name: str, factory: Any, description: str = "", *,
+                     default: bool = False) -> None:
+            try:
+                registry.add(Component(kind, comp_name, factory, description, plugin,
+                                       default=bool(default), builtin=record.builtin))
+            except ComponentShadowed as exc:
+                # The built-in keeps its name; the newcomer stays as plugin:name.
+                for component in exc.shadowed:
+                    self._warn(component.plugin, str(exc))
+            except ComponentConflict as exc:
+                # Both stay reachable as plugin:name, and the plugin goes on registering its
+                # other components; strict mode makes it fatal.
+                message = one_line(exc)
+                record.error = message if record.error is None else f"{record.error}; {message}"
+                if self.strict:
+                    raise PluginError(f"plugin '{plugin}': {exc}") from exc
+
+        return register
+
+    def add_commands(self, cli: Any) -> None:
+        """Let every plugin add its commands to the ``harness`` click group ``cli``."""
+        self._call_each("register_commands", {"cli": cli}, contributes=True)
+
+    def suites(self) -> dict[str, tuple[Any, str]]:
+        """Benchmark suites from the plugins' ``register_suites`` hooks: name -> (the path
+        of a suite file or its content as a dict, description)."""
+        found: dict[str, tuple[Any, str]] = {}
+
+        def register(name: str, suite: Any, description: str = "") -> None:
+            found[name] = (suite, description)
+
+        self._call_each("register_suites", {"register": register}, contributes=True)
+        return found
 
     def _warn(self, plugin: str, message: str) -> None:
         """Record a problem that leaves ``plugin`` loaded; fatal in strict mode."""
@@ -267,8 +333,8 @@ class Host:
         Each implementation runs on its own: one that raises (``SystemExit`` included; not
         ``KeyboardInterrupt``, which is the user's Ctrl-C) is reported once on stderr, recorded
         in its plugin's warnings and skipped until the next ``run_started``, and the others
-        still run. ``HARNESS_STRICT_PLUGINS=1`` makes the failure a :class:`PluginError`
-        (exit status 1: the run failed). Returns the implementations' results."""
+        still run (:meth:`_hook_failed`). ``HARNESS_STRICT_PLUGINS=1`` makes the failure a
+        :class:`PluginError` (exit status 1: the run failed). Returns the results."""
         caller = getattr(self.pm.hook, name, None)
         if caller is None:
             raise ValueError(f"no hook called {name!r}")
@@ -277,29 +343,8 @@ class Host:
             raise TypeError(f"hook {name} takes {sorted(spec_args)}, got {sorted(kwargs)}")
         if name == "run_started":
             self._failed_hooks.clear()  # a new run: every hook gets a fresh chance
-        results = []
-        # pluggy calls the last registered implementation first; so do we.
-        for impl in reversed(caller.get_hookimpls()):
-            plugin = self.pm.get_name(impl.plugin) or impl.plugin_name
-            if (plugin, name) in self._failed_hooks:
-                continue
-            try:
-                results.append(impl.function(**{arg: kwargs[arg] for arg in impl.argnames}))
-            except (Exception, SystemExit) as exc:
-                self._failed_hooks.add((plugin, name))
-                problem = f"hook {name} failed: {_one_line(exc)}"
-                record = self.records.setdefault(plugin, PluginRecord(name=plugin, loaded=True))
-                record.warnings.append(problem)
-                if self.strict:
-                    error = PluginError(
-                        f"plugin '{plugin}': {problem} "
-                        "(HARNESS_STRICT_PLUGINS=1 makes this fatal; unset it to only warn)"
-                    )
-                    error.exit_code = 1
-                    raise error from exc
-                print(f"warning: plugin '{plugin}': {problem}; it is disabled for the rest of "
-                      "this run", file=sys.stderr)
-        return results
+        return self._call_each(name, kwargs, skip=self._failed_hooks,
+                               then="; it is disabled for the rest of this run")
 
     # -- queries --------------------------------------------------------------------------
     def registry(self, kind: str) -> Registry:

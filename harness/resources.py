@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 #: mallopt parameters (glibc's malloc.h)
@@ -87,3 +88,17 @@ def peak_memory(device: Any = None) -> dict[str, float]:
 
 
 __all__ = ["peak_memory", "tune_malloc"]
+
+
+def cache_dir(*parts: str) -> Path:
+    """The one rule for where caches live: ``$HARNESS_CACHE_DIR`` when set, else
+    ``$XDG_CACHE_HOME/vrrae-harness`` (``~/.cache/vrrae-harness``), joined with ``parts``
+    (``cache_dir("datasets")``: decoded datasets; ``cache_dir("fid-stats")``: reference
+    statistics). Plugins reach it as ``harness.api.cache_dir``."""
+    root = os.environ.get("HARNESS_CACHE_DIR", "").strip()
+    if root:
+        base = Path(root).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+        base = Path(xdg) / "vrrae-harness"
+    return base.joinpath(*parts)

@@ -21,6 +21,7 @@ from .config import RunConfig
 from .errors import ConfigError, HarnessError
 from .plugins import Host, get_host
 from .resources import peak_memory
+from .rundir_layout import RunLayout
 from .stopsignal import set_next_command
 
 
@@ -90,18 +91,12 @@ def resume_config(
     (checked against the checkpoint before anything is written)."""
     host = host or get_host()
     run_dir = Path(out)
-    path = run_dir / runs.CONFIG_FILE
+    path = RunLayout(run_dir).config
     sets = list(sets or [])
     given = bool(model or dataset or config_file or sets or seed is not None)
     try:
         stored_doc = cfgmod.load_toml(path)
-        stored_model = stored_doc.get("run", {}).get("model")
-        if not isinstance(stored_model, str):
-            raise ConfigError(f"'{path}' has no valid run.model")
-        cls = host.get("model", stored_model).load()
-        stored = cfgmod.resolve_data(stored_doc, model_config_cls=cls.Config, source=path,
-                                     host=host)
-        stored.preset = _recorded_preset(stored_doc)
+        stored = cfgmod.from_dict(stored_doc, host=host)
     except ConfigError as exc:
         if not given:
             if not path.exists():
@@ -140,32 +135,25 @@ def resume_config(
             f"cannot resume '{run_dir}' with config file '{config_file}': it is for model "
             f"{new_model!r}, the run trains '{stored.model}'"
         )
-    config = cfgmod.resolve_data(doc, sets=sets, model_config_cls=cls.Config,
-                                 source=config_file or path, host=host)
-    config.preset = _recorded_preset(doc)
+    config = cfgmod.resolve_data(doc, sets=sets, source=config_file or path, host=host,
+                                 saved=True)
     changes = preflight.config_changes(stored, config)
     preflight.refuse_resume_changes(changes, run_dir)
     return ResumePlan(config, changes)
 
 
-def _recorded_preset(doc: dict[str, Any]) -> str | None:
-    """The ``run.preset`` a saved config records. A saved config already holds the preset's
-    values, so it is resolved without presets; the name is kept, so that a rewritten
-    config.toml and the summary still say which preset the run started from."""
-    preset = (doc.get("run") or {}).get("preset")
-    return preset if isinstance(preset, str) else None
-
 
 def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
                    resume: bool = False, evaluate: bool = True,
-                   save_samples: bool = False) -> Path:
+                   save_samples: bool = False, host: Host | None = None) -> Path:
     """Train, evaluate and record one run; returns the run directory.
 
     Everything that can be checked is checked before the first write (the folder, the data,
     the model, every ``train`` option, a resume's checkpoint): a refused run leaves the
     folder as it was. A folder with a config but no usable checkpoint and no results (a run
     stopped before its first checkpoint) is started over. The folder is locked
-    (``.harness.lock``) while the run works in it."""
+    (``.harness.lock``) while the run works in it. ``host``: the plugins (the process's
+    host when None); everything below receives it explicitly."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
@@ -174,7 +162,7 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
 
     plan = config if isinstance(config, ResumePlan) else ResumePlan(config)
     config = plan.config
-    host = get_host()
+    host = host or get_host()
     state = PartialState(cpu=trainer.cpu_launch())
     # Every process must agree on the directory (a default name contains a timestamp).
     chosen = [str(out) if out else str(runs.default_run_dir(config))]
@@ -192,9 +180,10 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     n_train = preflight.check_splits(splits, config.dataset)
     trainer.seed_everything(config.seed)
     model = build_model(host, config, splits.info)
-    steps, _ = preflight.validate_train_config(config.train, n_train, state.num_processes,
-                                               model)
+    train_plan = preflight.plan_training(config.train, n_train, state.num_processes, model)
+    preflight.check_trackers(config.train)
     preflight.check_optimizer(model, config.train)
+    preflight.check_eval_sizes(host, config.eval, splits)
     if evaluate:  # a protocol that cannot evaluate this model refuses it before training
         from . import evaluation
         evaluation.check_protocols(model, evaluation.build_protocols(config.eval, host=host))
@@ -227,19 +216,21 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
         print("harness: resuming with changed settings: "
               + "; ".join(str(c) for c in plan.changes), file=sys.stderr)
     if state.is_main_process:
-        announce(config, run_dir, steps=steps, device=state.device, resume=resume)
+        announce(config, run_dir, steps=train_plan.total_steps, device=state.device,
+                 resume=resume)
     set_next_command(f"harness run --resume --out {shlex.quote(str(run_dir))}",
                      "training stopped at a step boundary with a checkpoint")
     try:
         return _train_and_record(host, model, splits, config, run_dir, resume=resume,
-                                 evaluate=evaluate, state=state, save_samples=save_samples)
+                                 evaluate=evaluate, state=state, save_samples=save_samples,
+                                 plan=train_plan)
     finally:
         lock.release()
 
 
 def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,
                       resume: bool, evaluate: bool, state: Any,
-                      save_samples: bool = False) -> Path:
+                      save_samples: bool = False, plan: Any = None) -> Path:
     from . import train as trainer
 
     state.wait_for_everyone()
@@ -250,7 +241,7 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
                                num_processes=accelerator.num_processes,
                                mixed_precision=config.train.mixed_precision,
                                plugins=host.records.values())
-        runs.atomic_write_json(run_dir / runs.ENVIRONMENT_FILE, env)
+        runs.atomic_write_json(RunLayout(run_dir).environment, env)
         host.call_hook("run_started", run_dir=str(run_dir), config=config.as_dict(), environment=env)
 
     def on_log(record: dict[str, Any]) -> None:
@@ -258,9 +249,9 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
             host.call_hook("step_logged", run_dir=str(run_dir), record=record)
 
     if resume and accelerator.is_main_process:
-        runs.repair_log(run_dir / runs.LOG_FILE)
+        runs.repair_log(RunLayout(run_dir).log)
     result = trainer.train(model, splits, config, run_dir, resume=resume,
-                           accelerator=accelerator, on_log=on_log)
+                           accelerator=accelerator, on_log=on_log, plan=plan)
     model = result.model
     if accelerator.is_main_process:
         runs.save_model(run_dir, model, name=config.model, config=config.model_cfg,
@@ -275,7 +266,7 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
                                  trackers=accelerator if config.train.trackers else None)
         else:
             doc = runs.metrics_document(config, [], {"training": training})
-            runs.atomic_write_json(run_dir / runs.METRICS_FILE, doc)
+            runs.atomic_write_json(RunLayout(run_dir).metrics, doc)
         set_next_command("", "")  # the run is complete: nothing left to continue
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -358,7 +349,7 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
         labels[protocol] = grid_labels
 
     # the export replaces samples/ as a whole, once it is complete
-    with atomic_dir(run_dir / runs.SAMPLES_DIR) if save_samples else nullcontext() as samples:
+    with atomic_dir(RunLayout(run_dir).samples) if save_samples else nullcontext() as samples:
         records = evaluation.evaluate(
             model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
             device=device, on_images=on_images, on_labels=on_labels, samples_dir=samples)
@@ -369,7 +360,7 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     extra.update(_unscored(protocols, metrics, records, splits.info))
     doc = runs.metrics_document(config, records, extra)
     for protocol, (images, nrow, grid) in previews.items():
-        evaluation.save_image_grid(images, run_dir / "images" / f"{protocol}.png", nrow=nrow,
+        evaluation.save_image_grid(images, RunLayout(run_dir).image(protocol), nrow=nrow,
                                    info=splits.info, labels=grid)
     if trackers is not None:
         step = int((training or {}).get("steps", 0))
@@ -424,27 +415,29 @@ def _override_eval(saved: dict[str, Any], changes: dict[str, Any], host: Host) -
 
 
 def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
-                 save_samples: bool = False, write_metrics: bool = True) -> dict[str, Any]:
+                 save_samples: bool = False, write_metrics: bool = True,
+                 host: Host | None = None) -> dict[str, Any]:
     """Re-evaluate a saved run, optionally with other ``eval`` settings. Everything is
     checked before any work; config.toml and metrics.json change only once the evaluation
     has succeeded (never with ``write_metrics=False``: `harness samples`)."""
     run_dir = Path(run_dir)
-    path = run_dir / runs.CONFIG_FILE
+    path = RunLayout(run_dir).config
     if not path.is_file():
-        raise HarnessError(f"'{run_dir}' is not a run directory ({runs.CONFIG_FILE} missing)")
+        raise HarnessError(f"'{run_dir}' is not a run directory ({path.name} missing)")
     data = cfgmod.load_toml(path)
     overrides = cfgmod.parse_set(sets or [])
     if set(overrides) - {"eval"}:
         raise ConfigError("`harness evaluate` only takes --set eval.KEY=VALUE; training settings "
                           "are fixed by the saved run")
-    host = get_host()
+    host = host or get_host()
     eval_section = _override_eval(dict(data.get("eval", {})), overrides.get("eval", {}), host)
     config = cfgmod.from_dict({**data, "eval": eval_section}, host=host)
     splits = load_data(host, config)
+    preflight.check_eval_sizes(host, config.eval, splits)  # before any model work
     model = build_model(host, config, splits.info)
     runs.load_weights(run_dir, model)
     previous: dict[str, Any] = {}
-    if (run_dir / runs.METRICS_FILE).is_file():
+    if RunLayout(run_dir).metrics.is_file():
         previous = runs.read_metrics(run_dir).get("training") or {}
     print(f"evaluating {run_dir} ({config.model} on {config.dataset})", file=sys.stderr)
     if write_metrics:

@@ -35,14 +35,25 @@ from typing import Any
 from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .config import RunConfig
 from .errors import HarnessError
-from .modelfiles import MODEL_CONFIG_FILE, WEIGHTS_FILE, load_weights, save_model
+from .modelfiles import load_weights, save_model
+from .rundir_layout import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    ENVIRONMENT_FILE,
+    IMAGES_DIR,
+    LOCK_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    PREVIOUS_METRICS_FILE,
+    RESULT_FILES,
+    RUN_FILES,
+    SAMPLES_DIR,
+    WEIGHTS_FILE,
+    RunLayout,
+)
 
 METRICS_SCHEMA = 1
-CONFIG_FILE = "config.toml"
-ENVIRONMENT_FILE = "environment.json"
-METRICS_FILE = "metrics.json"
-PREVIOUS_METRICS_FILE = "metrics.prev.json"  # the one an evaluation replaced
-SAMPLES_DIR = "samples"  # what was scored, exported by --save-samples / `harness samples`
 
 
 # -------------------------------------------------------------------------------- environment
@@ -107,17 +118,6 @@ def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
     return Path(root) / f"{config.model}-{config.dataset}-seed{config.seed}-{stamp}"
 
 
-LOCK_FILE = ".harness.lock"
-LOG_FILE = "log.jsonl"
-CHECKPOINT_DIR = "checkpoints"
-IMAGES_DIR = "images"
-#: what a run writes; a folder holding only these (and no config.toml) is still a run folder
-RUN_FILES = frozenset({CONFIG_FILE, ENVIRONMENT_FILE, METRICS_FILE, WEIGHTS_FILE, MODEL_CONFIG_FILE,
-                       LOG_FILE, CHECKPOINT_DIR, IMAGES_DIR, LOCK_FILE, "metrics.prev.json"})
-#: the results of a finished run: never deleted or overwritten by a restart
-RESULT_FILES = (WEIGHTS_FILE, METRICS_FILE)
-
-
 @dataclass
 class RunDirState:
     """What a would-be run directory holds (read-only inspection)."""
@@ -155,16 +155,17 @@ def inspect_run_dir(path: Path, *, quiet: bool = True) -> RunDirState:
     harness_entries = [e for e in entries if e in RUN_FILES or e.startswith(".")
                        and e.endswith(".tmp")]
     foreign = [e for e in entries if e not in harness_entries]
-    checkpoint = ckpt.latest_checkpoint(path / CHECKPOINT_DIR, quiet=quiet)
+    layout = RunLayout(path)
+    checkpoint = ckpt.latest_checkpoint(layout.checkpoints, quiet=quiet)
     problem = None
-    complete = ckpt.list_checkpoints(path / CHECKPOINT_DIR)
+    complete = ckpt.list_checkpoints(layout.checkpoints)
     if checkpoint is None and complete:
         try:
             ckpt.verify_checkpoint(complete[-1])
         except ckpt.CheckpointError as exc:
             problem = str(exc)
     results = [f for f in RESULT_FILES if (path / f).exists()]
-    return RunDirState(path, True, (path / CONFIG_FILE).is_file(), checkpoint, results, foreign,
+    return RunDirState(path, True, layout.config.is_file(), checkpoint, results, foreign,
                        harness_entries, problem)
 
 
@@ -284,7 +285,7 @@ class RunLock:
     left by a killed run, and is taken over. Use as a context manager."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
+        self.path = RunLayout(run_dir).lock
         self.held = False
 
     def _owner(self) -> tuple[int | None, str]:
@@ -351,10 +352,10 @@ def write_config(run_dir: Path, config: RunConfig, notes: Iterable[str] = ()) ->
     resume changed)."""
     header = (
         "# Resolved configuration of this run; re-run it with\n"
-        f"#   harness run --config {run_dir / CONFIG_FILE}\n"
+        f"#   harness run --config {RunLayout(run_dir).config}\n"
     )
     header += "".join(f"# {' '.join(note.split())}\n" for note in notes)
-    atomic_write_text(run_dir / CONFIG_FILE, header + config.to_toml())
+    atomic_write_text(RunLayout(run_dir).config, header + config.to_toml())
 
 
 def metrics_document(config: RunConfig, records: list[dict[str, Any]],
@@ -371,15 +372,16 @@ def write_metrics(run_dir: Path, doc: dict[str, Any]) -> None:
     """Write metrics.json atomically, keeping the one it replaces as metrics.prev.json."""
     from .evaluation import to_json
 
-    path = run_dir / METRICS_FILE
+    layout = RunLayout(run_dir)
+    path = layout.metrics
     doc, _ = to_json(doc, strict=False)  # valid JSON whatever a component returned: no NaN
     if path.is_file():
-        atomic_write_bytes(run_dir / PREVIOUS_METRICS_FILE, path.read_bytes())
+        atomic_write_bytes(layout.previous_metrics, path.read_bytes())
     atomic_write_json(path, doc)
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / METRICS_FILE
+    path = RunLayout(run_dir).metrics
     if not path.is_file():
         raise HarnessError(f"'{run_dir}' has no {METRICS_FILE}: is it a finished harness run?")
     try:
@@ -396,7 +398,9 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 
 
 __all__ = [
-    "CONFIG_FILE", "ENVIRONMENT_FILE", "METRICS_FILE", "MODEL_CONFIG_FILE", "WEIGHTS_FILE",
+    "CHECKPOINT_DIR", "CONFIG_FILE", "ENVIRONMENT_FILE", "IMAGES_DIR", "LOCK_FILE", "LOG_FILE",
+    "METRICS_FILE", "MODEL_CONFIG_FILE", "PREVIOUS_METRICS_FILE", "RESULT_FILES", "RUN_FILES",
+    "RunLayout", "SAMPLES_DIR", "WEIGHTS_FILE",
     "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_run_dir",
     "default_run_dir", "environment", "load_weights", "metrics_document", "prepare_run_dir",
     "read_metrics", "repair_log", "save_model", "write_config", "write_metrics",
@@ -425,6 +429,3 @@ def repair_log(path: Path) -> int:
     return dropped
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

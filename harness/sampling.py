@@ -34,31 +34,19 @@ from .data import images_of
 from .errors import ConfigError
 
 
-def check_batch_size(batch_size: int, model: Any, model_name: str = "") -> None:
-    """The one check of a global batch size against a model: positive, and at least the
-    model's ``min_batch_size`` (its ``min_batch_reason``, when it gives one, says why)."""
-    _check_min_batch(batch_size, int(getattr(model, "min_batch_size", 1)),
-                     str(getattr(model, "min_batch_reason", "")), model_name)
-
-
-def _check_min_batch(b: int, min_batch: int, reason: str, model_name: str = "") -> None:
-    if b < 1:
-        raise ConfigError(f"train.batch_size must be a positive integer, got {b}")
-    if b < min_batch:
-        who = f"model '{model_name}'" if model_name else "the model"
-        raise ConfigError(
-            f"train.batch_size={b} is smaller than the minimum batch {min_batch} of {who}"
-            + (f" ({reason})" if reason else "") + "; raise train.batch_size or change the "
-            "model's configuration"
-        )
-
-
 def plan_steps(cfg: TrainConfig, n_train: int, world: int, min_batch: int,
                min_batch_reason: str = "") -> tuple[int, int]:
-    """Validate the batch against the data, the processes and the model; returns
-    ``(total steps, batches per epoch)``."""
+    """The one check of the global batch against the model (at least its ``min_batch_size``;
+    ``min_batch_reason`` says why), the processes and the data; returns ``(total steps,
+    batches per epoch)``. (A positive batch and non-negative lengths are
+    :class:`~harness.config.TrainConfig`'s own checks.)"""
     b = cfg.batch_size
-    _check_min_batch(b, min_batch, min_batch_reason)
+    if b < min_batch:
+        raise ConfigError(
+            f"train.batch_size={b} is smaller than the minimum batch {min_batch} of the model"
+            + (f" ({min_batch_reason})" if min_batch_reason else "") + "; raise "
+            "train.batch_size or change the model's configuration"
+        )
     if b % world:
         raise ConfigError(
             f"train.batch_size={b} is the global batch and must split evenly over the {world} "
@@ -71,14 +59,7 @@ def plan_steps(cfg: TrainConfig, n_train: int, world: int, min_batch: int,
             f"(train.batch_size={b}); lower train.batch_size or raise data.n_train"
         )
     bpe = n_train // b
-    if cfg.steps is not None:
-        total = cfg.steps
-    elif cfg.epochs is not None:
-        total = cfg.epochs * bpe
-    else:
-        total = TrainConfig.DEFAULT_STEPS
-    if total < 0:
-        raise ConfigError(f"train.steps/train.epochs must not be negative (got {total} steps)")
+    total = cfg.steps if cfg.steps is not None else (cfg.epochs or 0) * bpe
     return total, bpe
 
 

@@ -34,8 +34,8 @@ from typing import Any, TextIO
 from .atomic import atomic_write_text
 from .config import RunConfig
 from .resources import peak_memory
+from .rundir_layout import LOG_FILE, RunLayout
 
-LOG_FILE = "log.jsonl"
 #: seconds between plain progress lines on stderr when it is not a terminal
 PLAIN_PROGRESS_EVERY_S = 60.0
 #: seconds between flushes of the JSON-lines log (also flushed at checkpoints and at the end)
@@ -153,7 +153,7 @@ class StepLogger:
                  stream: TextIO | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         cfg = config.train
-        self.path = Path(run_dir) / LOG_FILE
+        self.path = RunLayout(run_dir).log
         self.config, self.acc = config, accelerator
         self.main = bool(accelerator.is_main_process)
         self.start, self.total, self.bpe = start, total, batches_per_epoch

@@ -53,28 +53,26 @@ from .accel import (
     MIXED_PRECISION,
     OptimizerStep,
     check_accelerator,
-    check_mixed_precision,
     check_trackers,
     cpu_launch,
     make_accelerator,
 )
 from .api import DataSplits, StepContext
-from .checkpoint_policy import CHECKPOINT_DIR, CheckpointPolicy
+from .checkpoint_policy import CheckpointPolicy
 from .compile import maybe_compile
 from .config import RunConfig, TrainConfig
-from .errors import ConfigError
 from .lossguard import LossGuard
-from .optim import OPTIMIZERS, build_optimizer, check_optimizer
+from .optim import OPTIMIZERS, build_optimizer
+from .preflight import TrainPlan, plan_training
+from .rundir_layout import CHECKPOINT_DIR, LOG_FILE
 from .sampling import (
     ShardedBatchSampler,
-    check_batch_size,
     epoch_permutation,
     make_calibration_loader,
     make_train_loader,
-    plan_steps,
     timed_batches,
 )
-from .steplog import LOG_FILE, LOG_FLUSH_S, PLAIN_PROGRESS_EVERY_S, StepLogger
+from .steplog import LOG_FLUSH_S, PLAIN_PROGRESS_EVERY_S, StepLogger
 from .stopsignal import StopRequest
 
 
@@ -86,17 +84,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # seeds CUDA (and other accelerators) too
-
-
-def check_options(cfg: TrainConfig) -> None:
-    """Refuse bad ``train`` options before anything is built."""
-    check_optimizer(cfg)
-    check_mixed_precision(cfg)
-    for key in ("log_every", "checkpoint_every"):
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"train.{key} must be >= 0 (0 turns it off)")
-    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
-        raise ConfigError("train.grad_clip must be positive, or unset to turn clipping off")
 
 
 # -------------------------------------------------------------------------------- results
@@ -118,6 +105,20 @@ class TrainResult:
     checkpoint: str | None  # the last checkpoint written (or resumed from)
     model: Any = field(default=None, repr=False)  # the unwrapped, trained, calibrated model
 
+    @classmethod
+    def of(cls, plan: TrainPlan, cfg: TrainConfig, *, start: int, step: int, logger: Any,
+           loop_time: float, calibration_time: float, checkpoint: str | None,
+           model: Any) -> TrainResult:
+        """The result of a loop that ran ``start .. step`` of ``plan`` in ``loop_time``."""
+        done = step - start
+        return cls(steps=step, start_step=start, total_steps=plan.total_steps,
+                   epochs=step / plan.batches_per_epoch, losses=logger.last_values,
+                   wall_time=loop_time,
+                   samples_per_s=done * cfg.batch_size / loop_time if done else 0.0,
+                   data_wait=logger.wait_total / loop_time if done else 0.0,
+                   calibration_time=calibration_time, world_size=plan.world_size,
+                   checkpoint=checkpoint, model=model)
+
 
 # ------------------------------------------------------------------------------ the loop
 def train(
@@ -129,6 +130,7 @@ def train(
     resume: bool = False,
     accelerator: Any = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    plan: TrainPlan | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``splits.train`` as ``config.train`` says, then calibrate it.
 
@@ -137,21 +139,21 @@ def train(
     must have been built after :func:`seed_everything`. Log records go to
     ``run_dir/log.jsonl`` and ``on_log`` (main process only); checkpoints to
     ``run_dir/checkpoints/``. ``resume=True`` continues from the newest checkpoint and
-    refuses when there is none. Raises :class:`NonFiniteLoss` on a NaN/inf loss part and
+    refuses when there is none. ``plan``: the preflight's :class:`TrainPlan` for this data,
+    these processes and this model (made here when None, e.g. from Python). Raises
+    :class:`NonFiniteLoss` on a NaN/inf loss part and
     re-raises ``KeyboardInterrupt`` after saving a checkpoint on Ctrl-C.
     """
     cfg, run_dir, seed = config.train, Path(run_dir), config.seed
-    check_options(cfg)
     acc = accelerator if accelerator is not None else make_accelerator(cfg, run_dir)
     check_accelerator(acc)
     device, world, rank = acc.device, acc.num_processes, acc.process_index
-    n_train = len(splits.train)  # type: ignore[arg-type]  # map-style datasets are sized
-    total, bpe = plan_steps(cfg, n_train, world, int(getattr(model, "min_batch_size", 1)),
-                            str(getattr(model, "min_batch_reason", "")))
+    if plan is None:
+        plan = plan_training(cfg, len(splits.train), world, model)  # type: ignore[arg-type]
+    n_train, total, bpe = plan.n_train, plan.total_steps, plan.batches_per_epoch
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoints = CheckpointPolicy(run_dir, config, acc, n_train=n_train, total=total,
-                                   batches_per_epoch=bpe)
+    checkpoints = CheckpointPolicy(run_dir, config, acc, plan)
     start = checkpoints.load_weights(model) if resume else 0  # before prepare, see its doc
     model, optimizer = acc.prepare(model, build_optimizer(model.parameters(), cfg))
     maybe_compile(acc.unwrap_model(model), cfg, device)  # train.compile: compiled in place
@@ -194,21 +196,10 @@ def train(
     calibration_time = _calibrate(acc.unwrap_model(model), splits, cfg, acc, step, seed)
     if accelerator is None:
         acc.end_training()
-    done = step - start
-    return TrainResult(
-        steps=step,
-        start_step=start,
-        total_steps=total,
-        epochs=step / bpe,
-        losses=logger.last_values,
-        wall_time=loop_time,
-        samples_per_s=done * cfg.batch_size / loop_time if done else 0.0,
-        data_wait=logger.wait_total / loop_time if done else 0.0,
-        calibration_time=calibration_time,
-        world_size=world,
-        checkpoint=checkpoints.last,
-        model=acc.unwrap_model(model, keep_fp32_wrapper=False),
-    )
+    return TrainResult.of(plan, cfg, start=start, step=step, logger=logger,
+                          loop_time=loop_time, calibration_time=calibration_time,
+                          checkpoint=checkpoints.last,
+                          model=acc.unwrap_model(model, keep_fp32_wrapper=False))
 
 
 def _calibrate(model: Any, splits: DataSplits, cfg: TrainConfig, acc: Any, step: int,
@@ -240,8 +231,6 @@ __all__ = [
     "ShardedBatchSampler",
     "TrainResult",
     "build_optimizer",
-    "check_batch_size",
-    "check_options",
     "check_trackers",
     "cpu_launch",
     "epoch_permutation",

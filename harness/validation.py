@@ -30,9 +30,6 @@ def carve_validation(splits: Any, fraction: float | None) -> Any:
 
     from .api import DataSplits
 
-    if not 0.0 < float(fraction) < 1.0:
-        raise ConfigError(f"data.validation must be a fraction strictly between 0 and 1 (e.g. "
-                          f"0.1), got {fraction}")
     n = len(splits.train)
     n_val = int(round(float(fraction) * n))
     if n_val < 1 or n - n_val < 1:

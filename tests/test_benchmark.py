@@ -81,8 +81,9 @@ def test_validation_split_is_carved_from_train_never_test() -> None:
     again = carve_validation(digits.load(DataConfig()), 0.1)
     assert again.test.indices == carved.test.indices  # deterministic
     assert carved.info.metadata["validation"]["n_validation"] == len(carved.test)
+    # the fraction is checked once, where it is declared: the data section
     with pytest.raises(ConfigError, match="strictly between 0 and 1"):
-        carve_validation(digits.load(DataConfig()), 1.5)
+        DataConfig(validation=1.5)
 
 
 def _row(mean: float, std: float, seeds: list[int]) -> dict:

@@ -300,7 +300,8 @@ def test_resume_refuses_missing_or_mismatched_checkpoint(tmp_path):
         train(toy(), make_splits(), cfg, tmp_path, resume=True)
     train(toy(), make_splits(), cfg, tmp_path)
     other = make_config(steps=8, batch_size=16, log_every=0)
-    with pytest.raises(ckpt.CheckpointError, match="train.batch_size=8, this run has 16"):
+    with pytest.raises(ckpt.CheckpointError,
+                       match="train.batch_size is 8 in checkpoint step-0000004 but 16 in this run"):
         train(toy(), make_splits(), other, tmp_path, resume=True)
     # more steps with the same data order: training simply continues
     longer = make_config(steps=8, batch_size=8, log_every=0)

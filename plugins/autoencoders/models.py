@@ -157,13 +157,6 @@ def _losses(rec: torch.Tensor, kl: torch.Tensor | None, beta: float) -> dict[str
     return out
 
 
-def _batch_tensor(batch: Any) -> torch.Tensor:
-    """Calibration batches may be images or ``(images, labels)`` pairs."""
-    if isinstance(batch, list | tuple):
-        batch = batch[0]
-    return batch
-
-
 class _Autoencoder(nn.Module):
     """What every model of the family shares: config, networks, rec, save/load."""
 
@@ -277,7 +270,8 @@ class _Autoencoder(nn.Module):
             raise ValueError(f"{path}: unknown model {name!r}; known: {sorted(MODELS)}")
         if cls is not _Autoencoder and target is not cls:
             raise ValueError(f"{path} holds a '{name}' model, not a '{cls.name}' model")
-        config = target.Config(**doc["config"])
+        # the host's own conversion and checks, as for a run's [model] section
+        config = api.build_config(target.Config, doc["config"], "model", owner=f"model '{name}'")
         if info is None:
             raw = doc.get("info")
             if raw is None:
@@ -459,7 +453,7 @@ class RRAE(_Autoencoder):
         gram = torch.zeros(self.latent_dim, self.latent_dim, dtype=torch.float64, device=device)
         count = torch.zeros((), dtype=torch.float64, device=device)
         for batch in batches:
-            y = self.encoder(_batch_tensor(batch).to(device)).to(torch.float64)
+            y = self.encoder(api.images_of(batch).to(device)).to(torch.float64)
             gram += y.mT @ y
             count += y.shape[0]
         gram = api.all_reduce_sum(gram)

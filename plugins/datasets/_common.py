@@ -268,12 +268,9 @@ def not_found_message(name: str, what: str, searched: Iterable[Path], fix: str,
 
 # ------------------------------------------------------------------------------------- cache
 def cache_dir() -> Path:
-    """Where decoded arrays are cached: ``$HARNESS_CACHE_DIR`` or
-    ``~/.cache/vrrae-harness/datasets``."""
-    value = os.environ.get("HARNESS_CACHE_DIR", "").strip()
-    if value:
-        return Path(value).expanduser()
-    return Path.home() / ".cache" / "vrrae-harness" / "datasets"
+    """Where decoded arrays are cached: ``datasets/`` in the host's cache folder
+    (:func:`harness.api.cache_dir`)."""
+    return Path(api.cache_dir("datasets"))
 
 
 def content_fingerprint(path: Path, size: int) -> str:

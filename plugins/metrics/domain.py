@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -85,12 +84,8 @@ GENERIC_FLOOR = 0.75
 
 
 def cache_dir() -> Path:
-    """``$HARNESS_CACHE_DIR`` or ``$XDG_CACHE_HOME/vrrae-harness`` (``~/.cache/...``)."""
-    root = os.environ.get("HARNESS_CACHE_DIR")
-    if root:
-        return Path(root).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "vrrae-harness"
+    """The host's cache folder (:func:`harness.api.cache_dir`)."""
+    return Path(api.cache_dir())
 
 
 def prepare(x: torch.Tensor) -> torch.Tensor:

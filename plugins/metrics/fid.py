@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from harness.api import DatasetInfo, FeatureStats, ValueDisplay, fid_from_features
+from harness.api import DatasetInfo, FeatureStats, ValueDisplay, fid_from_features, images_of
 from harness.errors import HarnessError
 
 from ._progress import Progress
@@ -133,7 +133,7 @@ def image_batches(dataset: Dataset, batch_size: int) -> Iterator[torch.Tensor]:
     """Yield image tensors (B, C, H, W) from a dataset of ``(image, label)`` items."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in loader:
-        yield batch[0] if isinstance(batch, list | tuple) else batch
+        yield images_of(batch)
 
 
 def subset_indices(n_total: int, n_reference: int | None) -> list[int] | None:
@@ -317,6 +317,9 @@ class FIDConfig:
         check_extractor(self.feature_extractor)
         if self.batch_size < 1:
             raise HarnessError(f"eval.fid.batch_size must be >= 1, got {self.batch_size}")
+        if self.n_reference is not None and self.n_reference < 1:
+            raise HarnessError(f"eval.fid.n_reference must be at least 1 (training images), or "
+                               f"unset for all of them; got {self.n_reference}")
 
 
 class FID(FeatureMetric):

@@ -95,6 +95,8 @@ class KIDConfig:
         for key in ("subsets", "subset_size", "degree", "batch_size"):
             if getattr(self, key) < 1:
                 raise HarnessError(f"eval.kid.{key} must be >= 1, got {getattr(self, key)}")
+        if self.n_reference is not None and self.n_reference < 1:
+            raise HarnessError(f"eval.kid.n_reference must be >= 1, or unset; got {self.n_reference}")
 
 
 class KID(FeatureMetric):

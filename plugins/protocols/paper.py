@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.api import EvalContext, GridLabels, ProtocolOutput, ValueDisplay
+from harness.api import EvalContext, EvalSizes, GridLabels, ProtocolOutput, ValueDisplay
 from harness.errors import ConfigError, HarnessError
 
 SAMPLER = "sklearn.mixture.GaussianMixture(full)"
@@ -228,6 +228,20 @@ class RandomGeneration:
                 "training does not pull the codes towards N(0, I)); use sampler=gmm or "
                 "sampler=gaussian, which fit a density to the training codes")
 
+    def check_sizes(self, sizes: EvalSizes) -> None:
+        """Before training: the samples fit the memory, and the mixture has at most one
+        component per training code (its responsibilities, codes x components in float64,
+        fit the memory too)."""
+        cfg, key = self.config, "eval.random_generation"
+        sizes.images(f"{key}.n_samples", cfg.n_samples, cfg.n_samples, "the decoded samples")
+        sizes.at_most(f"{key}.gmm_components", cfg.gmm_components, sizes.n_train,
+                      f"the mixture is fitted on the {sizes.n_train} training codes, at least "
+                      "one per component")
+        sizes.memory(f"{key}.gmm_components", cfg.gmm_components,
+                     8 * sizes.n_train * cfg.gmm_components,
+                     f"the mixture's responsibilities ({sizes.n_train} codes x "
+                     f"{cfg.gmm_components} components)")
+
     def sample(self, ctx: EvalContext) -> torch.Tensor:
         """The codes to decode, from the configured sampler."""
         cfg = self.config
@@ -303,6 +317,14 @@ class Interpolation:
 
     def __init__(self, config: InterpolationConfig | None = None) -> None:
         self.config = config or InterpolationConfig()
+
+    def check_sizes(self, sizes: EvalSizes) -> None:
+        """Before training: the interpolated images (and the pairs' ends) fit the memory."""
+        cfg, key = self.config, "eval.interpolation"
+        n_images = cfg.n_pairs * (cfg.n_interp + 2)
+        name = "n_interp" if cfg.n_interp >= cfg.n_pairs else "n_pairs"  # the larger factor
+        sizes.images(f"{key}.{name}", getattr(cfg, name), n_images,
+                     f"{cfg.n_pairs} pairs x ({cfg.n_interp} points + 2 ends)")
 
     def run(self, ctx: EvalContext) -> ProtocolOutput:
         cfg = self.config

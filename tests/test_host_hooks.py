@@ -1,0 +1,69 @@
+"""One way to call hooks: every hook goes through the Host, with one failure policy, and no
+module but harness.plugins reaches into pluggy's manager."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import harness
+from harness import hookimpl
+from harness.errors import PluginError
+from harness.plugins import load_host
+
+
+class Suites:
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    @hookimpl
+    def register_suites(self, register: Any) -> None:
+        for name in self.names:
+            register(name, {"name": name}, f"suite {name}")
+
+
+class BrokenSuites:
+    @hookimpl
+    def register_suites(self, register: Any) -> None:
+        register("half", {"name": "half"})
+        raise RuntimeError("suites are down")
+
+
+def test_suites_come_through_the_host_and_a_broken_plugin_is_named(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HARNESS_STRICT_PLUGINS", raising=False)  # the tests' default is strict
+    host = load_host({"good": Suites("s1", "s2"), "broken": BrokenSuites()}, entry_points=False)
+    found = host.suites()
+    assert found["s1"] == ({"name": "s1"}, "suite s1") and "s2" in found
+    err = capsys.readouterr().err
+    assert "warning: plugin 'broken': hook register_suites failed: RuntimeError: suites are down" in err
+    assert "register_suites failed" in host.records["broken"].error
+    assert host.records["good"].error is None
+
+
+def test_strict_mode_makes_every_hook_failure_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HARNESS_STRICT_PLUGINS", "1")
+    host = load_host({"broken": BrokenSuites()}, entry_points=False)
+    with pytest.raises(PluginError, match="plugin 'broken': hook register_suites failed"):
+        host.suites()
+
+    class BrokenCommands:
+        @hookimpl
+        def register_commands(self, cli: Any) -> None:
+            raise ValueError("no")
+
+    host = load_host({"cmds": BrokenCommands()}, entry_points=False)
+    with pytest.raises(PluginError, match="plugin 'cmds': hook register_commands failed"):
+        host.add_commands(object())
+
+
+def test_no_module_outside_plugins_reaches_into_the_plugin_manager() -> None:
+    root = Path(harness.__file__).parent
+    offenders = [f"{path.name}:{n}" for path in sorted(root.glob("*.py"))
+                 if path.name != "plugins.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.search(r"\bhost\.pm\b|\.pm\.hook\b", line)]
+    assert offenders == []
