@@ -61,7 +61,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,8 @@ else:  # pragma: no cover
 BUDGETS = ("smoke", "cpu", "paper")
 STATE_FILE = "benchmark.json"
 SUITE_KEYS = {"name", "description", "paper", "datasets", "models", "seeds", "protocols",
-              "metrics", "set", "model_set", "beta", "budgets", "published", "claims"}
+              "metrics", "set", "model_set", "beta", "budgets", "published", "claims",
+              "executor", "slurm"}
 BETA_KEYS = {"models", "values", "validation", "select", "fallback"}
 PUBLISHED_KEYS = {"source", "columns", "values"}
 CLAIM_KEYS = {"text", "metric", "model", "than", "test", "datasets", "skip", "evidence", "note"}
@@ -104,6 +104,8 @@ class Suite:
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
     published: dict[str, Any] = field(default_factory=dict)
     claims: list[dict[str, Any]] = field(default_factory=list)
+    executor: dict[str, Any] = field(default_factory=dict)  # [executor]: harness.executors
+    slurm: dict[str, Any] = field(default_factory=dict)  # [slurm]: harness.executors
     source: str = ""
 
     @classmethod
@@ -343,13 +345,13 @@ def run_one(spec: RunSpec, out: Path, threads: int, resume: bool) -> dict[str, A
     return {**record, "status": "failed", "error": _last_error(log)}
 
 
-def _run_all(specs: list[RunSpec], out: Path, jobs: int, resume: bool,
+def _run_all(specs: list[RunSpec], out: Path, executor: Any, resume: bool,
              state: dict[str, Any]) -> None:
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    state["threads_per_run"] = threads
+    """Every run of ``specs`` through ``executor`` (harness.executors: the local pool or
+    Slurm); each finished record goes into ``state`` as it arrives."""
+    state["threads_per_run"] = executor.threads
 
-    def one(spec: RunSpec) -> dict[str, Any]:
-        rec = run_one(spec, out, threads, resume)
+    def one(spec: RunSpec, rec: dict[str, Any]) -> None:
         previous = state["runs"].get(spec.id, {})
         if rec.get("skipped") and "wall_s" in previous:
             rec["wall_s"] = previous["wall_s"]
@@ -358,10 +360,8 @@ def _run_all(specs: list[RunSpec], out: Path, jobs: int, resume: bool,
         tag = "skipped (done)" if rec.get("skipped") else rec["status"]
         print(f"[{spec.id}] {tag}" + (f": {rec.get('error')}" if rec["status"] == "failed"
                                       else ""), file=sys.stderr, flush=True)
-        return rec
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, specs))
+    executor.run(specs, out, resume, one)
 
 
 def _save_state(out: Path, state: dict[str, Any]) -> None:
@@ -404,9 +404,14 @@ def choose_beta(suite: Suite, specs: list[RunSpec], out: Path, dataset: str,
 
 
 def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: int | None = None,
-              jobs: int = 1, sets: list[str] | None = None, resume: bool = True) -> Path:
-    """Run (or resume) every run of ``suite`` into ``out`` and write the report."""
+              jobs: int = 1, sets: list[str] | None = None, resume: bool = True,
+              executor: Any = None) -> Path:
+    """Run (or resume) every run of ``suite`` into ``out`` and write the report; the runs go
+    through ``executor`` (default: the local pool of ``jobs`` processes)."""
+    from .executors import LocalExecutor
+
     out = Path(out)
+    executor = executor or LocalExecutor(jobs)
     suite, run_sets = apply_cli_sets(suite, list(sets or []))
     from .plugins import get_host
 
@@ -442,6 +447,7 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
     state: dict[str, Any] = {
         "suite": asdict(suite), "budget": budget, "seeds": seed_list, "jobs": jobs,
         "sets": run_sets, "machine": machine(), "runs": previous.get("runs", {}),
+        "executor": executor.describe(),
         "beta_selection": [], "unavailable": unavailable,
         # the first start; a continued benchmark keeps it (wall times are per run)
         "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -453,7 +459,7 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
     # sweeps and the models without a sweep first; the swept models' finals once β is chosen
     first = [s for s in specs
              if not (s.phase == "final" and len(suite.sweep_values(s.model, s.dataset)) > 1)]
-    _run_all(first, out, jobs, resume, state)
+    _run_all(first, out, executor, resume, state)
     second = []
     for dataset in suite.datasets:
         for model in suite.models:
@@ -470,7 +476,7 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
                         s.sets = s.sets + [f"model.beta={s.beta!r}"]
                         second.append(s)
     _save_state(out, state)
-    _run_all(second, out, jobs, resume, state)
+    _run_all(second, out, executor, resume, state)
     state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _save_state(out, state)
     from .benchmark_report import write_report
