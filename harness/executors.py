@@ -167,9 +167,14 @@ class SlurmOptions:
 def load_executor_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     """``[executor] name = "slurm"`` and a ``[slurm]`` table from a TOML file (a cluster's
     settings, kept apart from the suites)."""
-    from .config import load_toml
-
-    data = load_toml(Path(path))
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--executor-config '{path}' cannot be read: {exc}") from exc
     unknown = set(data) - {"executor", "slurm"}
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; valid: executor, slurm")
@@ -233,18 +238,36 @@ def result_path(out: Path, run_id: str) -> Path:
     return out / SLURM_DIR / RESULTS_DIR / f"{run_id}.json"
 
 
-def queue_states(job_ids: list[str]) -> dict[str, str]:
-    """``squeue``'s state of each job id still known to Slurm (array elements one by one);
-    ids it no longer lists have ended. None of them known: an empty dict."""
+def queue_states(job_ids: list[str]) -> dict[str, str] | None:
+    """``squeue``'s state of each of this user's jobs (array elements one by one), for the
+    ``job_ids`` asked; an id it no longer lists has ended. None when squeue itself failed
+    (controller unreachable): nothing can be concluded, and nothing is resubmitted."""
     if not job_ids:
         return {}
-    base = sorted({j.split("_")[0] for j in job_ids})
-    proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(base)],
-                          capture_output=True, text=True, check=False, timeout=120)
+    import getpass
+
+    try:
+        proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-u", getpass.getuser()],
+                              capture_output=True, text=True, check=False, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    wanted = set(job_ids)
     states = {}
     for line in proc.stdout.splitlines():
         job, _, state = line.strip().partition("|")
-        states[job] = state.strip()
+        if job in wanted:
+            states[job] = state.strip()
+    return states
+
+
+def _squeue(job_ids: list[str]) -> dict[str, str]:
+    """:func:`queue_states`, or an error saying squeue failed."""
+    states = queue_states(job_ids)
+    if states is None:
+        raise HarnessError("squeue failed: the Slurm controller cannot be reached from here, "
+                           "so which runs are still queued or running is unknown; try again")
     return states
 
 
@@ -284,8 +307,10 @@ class SlurmExecutor:
                 on_result(spec, self._done_record(spec, out))
                 continue
             pending[spec.id] = spec
-            job = book.jobs.get(spec.id, {}).get("job_id")
-            if not (job and classify(queue_states([job]).get(job)) != "ended"):
+        live = _squeue([book.jobs[r]["job_id"] for r in pending if r in book.jobs])
+        for run_id, spec in pending.items():
+            job = book.jobs.get(run_id, {}).get("job_id")
+            if not (job and classify(live.get(job)) != "ended"):
                 submit.append(spec)  # not on the cluster: submit (again: a new command)
         self._submit(submit, out, resume, book, fresh=True)
         self._watch(pending, out, resume, book, on_result)
@@ -342,6 +367,10 @@ class SlurmExecutor:
         last = ""
         while pending:
             states = queue_states([book.jobs[r]["job_id"] for r in pending])
+            if states is None:  # squeue failed this time: try again, conclude nothing
+                print("[slurm] squeue failed; trying again", file=sys.stderr, flush=True)
+                time.sleep(self.options.poll)
+                continue
             again = []
             for run_id in list(pending):
                 job = book.jobs[run_id]
@@ -420,7 +449,7 @@ def status_rows(out: str | Path) -> list[dict[str, Any]]:
                            "--out of a `harness benchmark` command")
     state = json.loads((out / STATE_FILE).read_text())
     book = JobBook.load(out)
-    live = queue_states([j["job_id"] for j in book.jobs.values()]) if book.jobs else {}
+    live = _squeue([j["job_id"] for j in book.jobs.values()])
     rows = []
     for spec in state.get("plan", []):
         run_id = spec["id"]

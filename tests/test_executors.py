@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import assert_error_line, cli
+
 from harness import executors
 from harness.benchmark import RunSpec
 from harness.errors import ConfigError
@@ -142,3 +142,25 @@ def test_srun_variables_become_the_rendezvous() -> None:
     assert "RANK" not in kept and "MASTER_PORT" not in kept and kept["WORLD_SIZE"] == "4"
     assert srun_rendezvous({**base, "SLURM_STEP_NUM_TASKS": "1"}) == {}
     assert srun_rendezvous({k: v for k, v in base.items() if k != "SLURM_STEP_ID"}) == {}
+
+
+def test_a_failing_squeue_resubmits_nothing(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    """squeue failing (controller unreachable) is no evidence that a job ended: the
+    executor stops with an error instead of submitting every run again."""
+    calls = []
+
+    def failing(cmd, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(cmd)
+        return executors.subprocess.CompletedProcess(cmd, 1, "", "connect failure")
+
+    monkeypatch.setattr(executors.subprocess, "run", failing)
+    assert executors.queue_states(["7_0"]) is None and calls[0][0] == "squeue"
+    book, _ = _book(tmp_path, 1)
+    book.save()
+    submitted = []
+    ex = SlurmExecutor(SlurmOptions())
+    monkeypatch.setattr(ex, "_submit", lambda *a, **k: submitted.append(a))
+    with pytest.raises(executors.HarnessError, match="squeue failed"):
+        ex.run([_spec()], tmp_path, True, lambda spec, rec: None)
+    assert submitted == []

@@ -16,7 +16,6 @@ Skips (saying why) where a cluster cannot be started: not root, or Slurm/munge m
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from slurm_cluster import Cluster, why_not
 
 pytestmark = pytest.mark.slurm
@@ -46,9 +44,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if why:
         pytest.skip(f"no test Slurm cluster here: {why}")
     pytest.importorskip("submitit", reason="pip install 'vrrae-harness[slurm]'")
-    # a short folder: munged's socket path must fit in a sockaddr (108 bytes)
-    root = Path(os.environ.get("HARNESS_SLURM_ROOT") or tmp_path_factory.mktemp("slurm"))
-    c = Cluster(root)
+    c = Cluster(tmp_path_factory.mktemp("slurm"))
     try:
         c.start()
         yield c
