@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, HarnessError
+from .executors import LocalExecutor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -408,8 +409,6 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
               executor: Any = None) -> Path:
     """Run (or resume) every run of ``suite`` into ``out`` and write the report; the runs go
     through ``executor`` (default: the local pool of ``jobs`` processes)."""
-    from .executors import LocalExecutor
-
     out = Path(out)
     executor = executor or LocalExecutor(jobs)
     suite, run_sets = apply_cli_sets(suite, list(sets or []))
