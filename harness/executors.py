@@ -364,6 +364,16 @@ class SlurmExecutor:
         killed. With ``wait = false``, raise :class:`Submitted` instead of waiting."""
         if pending and not self.options.wait:
             raise Submitted(out, len(pending))
+        try:
+            self._poll(pending, out, resume, book, on_result)
+        except KeyboardInterrupt:
+            print(f"[slurm] stopped waiting; the jobs go on. See them with: harness benchmark "
+                  f"status {out}; the same command again collects them", file=sys.stderr,
+                  flush=True)
+            raise
+
+    def _poll(self, pending: dict[str, Any], out: Path, resume: bool, book: JobBook,
+              on_result: OnResult) -> None:
         last = ""
         while pending:
             states = queue_states([book.jobs[r]["job_id"] for r in pending])
