@@ -355,7 +355,8 @@ class SlurmExecutor:
                                   "log": str(Path(job.paths.stdout).relative_to(out)),
                                   "submitted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         book.save()
-        print(f"[slurm] submitted {len(specs)} run(s): job array {jobs[0].job_id.split('_')[0]}",
+        kind = "job array" if len(jobs) > 1 else "job"
+        print(f"[slurm] submitted {len(specs)} run(s): {kind} {jobs[0].job_id.split('_')[0]}",
               file=sys.stderr, flush=True)
 
     def _watch(self, pending: dict[str, Any], out: Path, resume: bool, book: JobBook,
