@@ -47,7 +47,11 @@ class Executor(Protocol):
     """Runs planned runs to finished records (see the module docstring)."""
 
     name: str
-    threads: int
+
+    @property
+    def threads(self) -> int:
+        """CPU threads of one run (``OMP_NUM_THREADS``)."""
+        ...
 
     def run(self, specs: list[Any], out: Path, resume: bool, on_result: OnResult) -> None: ...
 
