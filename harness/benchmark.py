@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from . import benchmark_suite as bsuite
 from .benchmark_report import results_table, to_markdown, write_report
 from .benchmark_suite import BUDGETS, Suite, check_name, check_seeds
 from .errors import ConfigError, HarnessError
+from .executors import LocalExecutor
 
 __all__ = ["BUDGETS", "RunSpec", "Suite", "load_suite", "list_suites", "plan", "run_suite",
            "run_command"]
@@ -429,26 +429,33 @@ class Progress:
             return line
 
 
-def _run_all(specs: list[RunSpec], out: Path, jobs: int, resume: bool, state: dict[str, Any],
-             progress: Progress, configs: dict[str, Any], host: Any) -> None:
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    state["threads_per_run"] = threads
+def _run_all(specs: list[RunSpec], out: Path, executor: Any, resume: bool,
+             state: dict[str, Any], progress: Progress, configs: dict[str, Any],
+             host: Any) -> None:
+    """Every run of ``specs`` through ``executor`` (:mod:`harness.executors`: the local pool
+    or Slurm); each record goes into ``state`` and a progress line as it arrives."""
+    state["threads_per_run"] = executor.threads
     save = threading.Lock()
+    begun: set[str] = set()
 
-    def one(spec: RunSpec) -> dict[str, Any]:
+    def start(spec: RunSpec) -> None:
+        with save:
+            if spec.id in begun:
+                return
+            begun.add(spec.id)
         progress.started()
-        rec = run_one(spec, out, threads, resume, configs.get(spec.id), host)
+
+    def one(spec: RunSpec, rec: dict[str, Any]) -> None:
+        start(spec)  # a record the executor had without starting the run (a finished one)
         with save:
             previous = state["runs"].get(spec.id, {})
             if rec.get("skipped") and "wall_s" in previous:
                 rec["wall_s"] = previous["wall_s"]
             state["runs"][spec.id] = rec
             bdir.save_state(out, state)
-        progress.finished(spec.id, rec, jobs)
-        return rec
+        progress.finished(spec.id, rec, executor.parallelism)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, specs))
+    executor.run(specs, out, resume, one, on_start=start, planned=configs, host=host)
 
 
 # ------------------------------------------------------------------------------ selection
@@ -575,11 +582,14 @@ def prepare(suite: Suite, *, budget: str, seeds: int | None, sets: list[str],
 
 def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: int | None = None,
               jobs: int = 1, sets: list[str] | None = None, resume: bool = True,
-              host: Any = None) -> dict[str, Any]:
-    """Run (or resume) every run of ``suite`` into ``out`` and write the report; returns the
-    final state (``failed``: the ids of the runs that failed)."""
+              host: Any = None, executor: Any = None) -> dict[str, Any]:
+    """Run (or resume) every run of ``suite`` into ``out`` through ``executor`` (default: the
+    local pool of ``jobs`` processes) and write the report; returns the final state
+    (``failed``: the ids of the runs that failed). An executor that only submits (Slurm with
+    ``wait = false``) raises :class:`harness.executors.Submitted` instead."""
     out, host = Path(out), _host(host)
     check_jobs(jobs)
+    executor = executor or LocalExecutor(jobs)
     bdir.check_folder(out)
     previous = bdir.load_state(out, required=False)
     suite, run_sets, seed_list, specs, configs, unavailable = prepare(
@@ -592,6 +602,7 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
             "suite": _suite_record(suite), "budget": budget, "seeds": seed_list, "jobs": jobs,
             "sets": run_sets, "machine": machine(), "runs": previous.get("runs", {}),
             "sweep_selection": [], "unavailable": unavailable,
+            "executor": executor.describe(),
             "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                 time.gmtime()),
             # every run's model, dataset, seed and --set list (a swept model's final runs get
@@ -601,9 +612,9 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
         bdir.save_state(out, state)
         n_sweep = sum(s.phase == "sweep" for s in specs)
         print(f"benchmark {suite.name} ({budget}): {len(specs)} runs planned ({n_sweep} sweep, "
-              f"{len(specs) - n_sweep} final), {jobs} at a time, into {out}", file=sys.stderr,
-              flush=True)
-        _execute(suite, specs, out, jobs, resume, state, configs, host)
+              f"{len(specs) - n_sweep} final), {executor.summary()}, into {out}",
+              file=sys.stderr, flush=True)
+        _execute(suite, specs, out, executor, resume, state, configs, host)
         state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         planned = {s.id for s in specs}
         state["failed"] = sorted(i for i, r in state["runs"].items()
@@ -613,14 +624,14 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
     return state
 
 
-def _execute(suite: Suite, specs: list[RunSpec], out: Path, jobs: int, resume: bool,
+def _execute(suite: Suite, specs: list[RunSpec], out: Path, executor: Any, resume: bool,
              state: dict[str, Any], configs: dict[str, Any], host: Any) -> None:
     """Sweeps and the models without a sweep first; the swept models' finals once their
     value is chosen (checked against the plan with that value)."""
     swept = {(s.dataset, s.model) for s in specs if s.phase == "sweep"}
     first = [s for s in specs if not (s.phase == "final" and (s.dataset, s.model) in swept)]
     progress = Progress(len(specs))
-    _run_all(first, out, jobs, resume, state, progress, configs, host)
+    _run_all(first, out, executor, resume, state, progress, configs, host)
     second = _finals_after_sweep(suite, specs, out, state)
     unchosen = [s for s in specs if s.phase == "final" and (s.dataset, s.model) in swept
                 and s not in second]
@@ -629,7 +640,7 @@ def _execute(suite: Suite, specs: list[RunSpec], out: Path, jobs: int, resume: b
     for s in second:
         configs[s.id] = _resolve(host, s, s.sets)
     bdir.save_state(out, state)
-    _run_all(second, out, jobs, resume, state, progress, configs, host)
+    _run_all(second, out, executor, resume, state, progress, configs, host)
 
 
 def machine() -> dict[str, Any]:

@@ -10,6 +10,7 @@ Layout::
       benchmark.json  the suite, budget, seeds, --set list, plan, every run's record
       runs/<id>/      one run directory per planned run; runs/<id>.log its output
       report.{md,csv,json,html}, figures/   the report
+      slurm/          with --executor slurm: the jobs' folders and logs, jobs.json, results/
 
 Both :mod:`harness.benchmark` and :mod:`harness.benchmark_report` import this module.
 """
@@ -28,8 +29,9 @@ from .errors import HarnessError
 STATE_FILE = "benchmark.json"
 RUNS_DIR = "runs"
 FIGURES_DIR = "figures"
+SLURM_DIR = "slurm"  # harness.executors: what the Slurm executor keeps
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
-OWNED = frozenset({STATE_FILE, RUNS_DIR, FIGURES_DIR, runs.LOCK_FILE, *REPORT_FILES})
+OWNED = frozenset({STATE_FILE, RUNS_DIR, FIGURES_DIR, SLURM_DIR, runs.LOCK_FILE, *REPORT_FILES})
 
 
 def _is_temp_of_owned(name: str) -> bool:

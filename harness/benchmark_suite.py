@@ -1,6 +1,7 @@
 """Benchmark suites: the TOML a ``harness benchmark`` runs, read and checked with types before
 anything runs. Both :mod:`harness.benchmark` (which runs a suite) and
-:mod:`harness.benchmark_report` (which reports one) import this module; it imports neither.
+:mod:`harness.benchmark_report` (which reports one) import this module; it imports neither
+(only :mod:`harness.executors`, when a suite is read, to check its ``[executor]`` tables).
 
 The host ships no suite of its own: suites come from plugins (``register_suites``; the
 built-in plugin ``harness_plugins.suites`` ships its suites as package data) or from a path.
@@ -28,6 +29,8 @@ A suite's keys::
     [budgets.smoke]                   # --set overrides per budget
     set = ["train.steps=20"]
     [published] / [[claims]]          # numbers to print beside ours, claims to judge
+    [executor]                        # where the runs execute: name = "local" or "slurm"
+    [slurm]                           # partition, time, cpus, gpus, mem, ... (harness.executors)
 
 A ``[beta]`` table (``models``, ``values``, ``validation``, ``select``, ``fallback``) is the
 older spelling of a sweep of ``model.beta`` whose runs set ``data.validation``.
@@ -63,7 +66,7 @@ SUITE_KEYS = {"name": "str", "description": "str", "paper": "str", "datasets": "
               "models": "list[str]", "seeds": "int", "protocols": "list[str]",
               "metrics": "list[str]", "set": "list[str]", "model_set": "table",
               "beta": "table", "sweep": "table", "budgets": "table", "published": "table",
-              "claims": "list[table]"}
+              "claims": "list[table]", "executor": "table", "slurm": "table"}
 SWEEP_KEYS = {"key": "str", "models": "list[str]", "values": "values", "set": "list[str]",
               "select": "str", "fallback": "str", "rule": "str"}
 BETA_KEYS = {"models": "list[str]", "values": "values", "validation": "float",
@@ -283,6 +286,10 @@ class Suite:
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
     published: dict[str, Any] = field(default_factory=dict)
     claims: list[dict[str, Any]] = field(default_factory=list)
+    #: where the runs execute: ``[executor] name`` and the ``[slurm]`` options
+    #: (harness.executors; the command line and --executor-config override them)
+    executor: dict[str, Any] = field(default_factory=dict)
+    slurm: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     @classmethod
@@ -299,6 +306,9 @@ class Suite:
         for i, claim in enumerate(data.get("claims", [])):
             _check_claim(claim, f"{where}: [[claims]] #{i + 1}")
         sweep = parse_sweep(data, where)
+        from .executors import executor_tables  # here: executors imports the folder layout
+
+        executor_tables({k: data[k] for k in ("executor", "slurm") if k in data}, where)
         kept = {k: v for k, v in data.items() if k not in ("beta", "sweep")}
         return cls(**kept, sweep=sweep, source=source)
 

@@ -125,6 +125,9 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
     """Train a model, evaluate it and write a run directory."""
     tune_malloc()  # glibc malloc thresholds, before torch allocates (harness.resources)
     from . import runner
+    from .slurm_launch import adopt_srun_rendezvous
+
+    adopt_srun_rendezvous()  # `srun -n N harness run`: N processes, one run
 
     if resume:
         if not out:
@@ -187,8 +190,39 @@ def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
+def _slurm_options(fn: Any) -> Any:
+    """The ``--executor`` options of ``harness benchmark`` (harness.executors)."""
+    options = [
+        click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+                     help="Where the runs execute: this machine's process pool (default) or "
+                          "a Slurm cluster, one job-array element per run."),
+        click.option("--executor-config", type=click.Path(dir_okay=False, exists=True),
+                     default=None, help="A TOML file with [executor] name and [slurm] options "
+                                        "(the command line overrides it)."),
+        click.option("--partition", default=None, help="Slurm partition."),
+        click.option("--time-limit", "time", type=int, default=None,
+                     help="Slurm time limit per run, minutes (default 60)."),
+        click.option("--gpus", type=int, default=None, help="GPUs per run (default 0)."),
+        click.option("--cpus", type=int, default=None,
+                     help="CPUs per run (default 1; also its thread count)."),
+        click.option("--mem", default=None, help="Memory per run, e.g. 8G."),
+        click.option("--array-parallelism", type=int, default=None,
+                     help="Runs of the job array at once (default 64)."),
+        click.option("--sbatch", multiple=True, metavar="--OPTION[=VALUE]",
+                     help="An extra sbatch option, e.g. --sbatch=--qos=low (repeatable)."),
+        click.option("--max-requeues", type=int, default=None,
+                     help="Resubmissions of a run the cluster killed (default 3)."),
+        click.option("--wait/--no-wait", default=None,
+                     help="Wait for the jobs with live progress (default), or return once "
+                          "submitted."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @cli.command(name="benchmark")
-@click.argument("args", nargs=-1, metavar="SUITE | report DIR")
+@click.argument("args", nargs=-1, metavar="SUITE | report DIR | status DIR")
 @click.option("--list", "list_suites", is_flag=True, help="List the suites and exit.")
 @click.option("--budget", type=click.Choice(["smoke", "cpu", "paper"]), default="smoke",
               show_default=True, help="Scale of steps and sample counts (written in every table).")
@@ -203,32 +237,54 @@ def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue interrupted runs from their last checkpoint (finished runs are "
                    "always skipped).")
+@_slurm_options
 def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: int | None,
-                  jobs: int, sets: tuple[str, ...], out: str | None, resume: bool) -> None:
+                  jobs: int, sets: tuple[str, ...], out: str | None, resume: bool,
+                  executor: str | None, executor_config: str | None, **slurm: Any) -> None:
     """Run a benchmark suite (`harness benchmark paper-synthetic`), list the suites
-    (`--list`), or rewrite the report of a benchmark directory (`report DIR`)."""
-    from . import benchmark
+    (`--list`), rewrite the report of a benchmark directory (`report DIR`), or show where
+    its runs stand (`status DIR`, e.g. after `--executor slurm --no-wait`)."""
+    from . import benchmark, executors
 
     if list_suites:
         for row in benchmark.list_suites():
             click.echo(f"{row['name']:<18} {row['description']}  [{row['source']}]")
         return
-    if args[:1] == ("report",):
-        if len(args) != 2:
-            raise HarnessError("usage: harness benchmark report DIR")
-        from .benchmark_report import write_report
-
-        paths = write_report(args[1])
-        click.echo(f"report written: {paths['md']} (and .csv, .json, .html)")
+    if args[:1] in (("report",), ("status",)):
+        _benchmark_dir_cmd(args)
         return
     if len(args) != 1:
-        raise HarnessError("usage: harness benchmark SUITE [options] (see --list), or "
-                           "harness benchmark report DIR")
+        raise HarnessError("usage: harness benchmark SUITE [options] (see --list), "
+                           "harness benchmark report DIR, or harness benchmark status DIR")
     suite = benchmark.load_suite(args[0])
+    run_on = executors.choose_executor(
+        {"executor": suite.executor, "slurm": suite.slurm}, executor, executor_config, slurm,
+        jobs, f"suite '{suite.source}'")
     target = Path(out) if out else Path("benchmarks") / "out" / f"{suite.name}-{budget}"
-    state = benchmark.run_suite(suite, target, budget=budget, seeds=seeds, jobs=jobs,
-                                sets=list(sets), resume=resume)
+    try:
+        state = benchmark.run_suite(suite, target, budget=budget, seeds=seeds, jobs=jobs,
+                                    sets=list(sets), resume=resume, executor=run_on)
+    except executors.Submitted as sub:
+        click.echo(f"{sub}; see where they stand with: harness benchmark status {target}\n"
+                   "the same command again collects the finished runs (and writes the report "
+                   "once all are done)")
+        return
     benchmark.finish(state, target)
+
+
+def _benchmark_dir_cmd(args: tuple[str, ...]) -> None:
+    """``harness benchmark report DIR`` / ``status DIR``."""
+    if len(args) != 2:
+        raise HarnessError(f"usage: harness benchmark {args[0]} DIR")
+    if args[0] == "status":
+        from . import executors
+
+        click.echo(executors.format_status(executors.status_rows(args[1])))
+        return
+    from .benchmark_report import write_report
+
+    paths = write_report(args[1])
+    click.echo(f"report written: {paths['md']} (and .csv, .json, .html)")
 
 
 def _run_preset(run_dir: Path) -> str | None:
