@@ -339,13 +339,8 @@ def registered_suites(host: Any) -> dict[str, tuple[Any, str]]:
     """Suites from plugins' ``register_suites`` hooks: name -> (file or dict, description).
     The hook goes through the host's one failure policy (a broken plugin is reported and the
     others still register)."""
-    found: dict[str, tuple[Any, str]] = {}
-
-    def register(name: str, suite: Any, description: str = "") -> None:
-        found[str(name)] = (suite, str(description))
-
-    host.call_hook("register_suites", register=register)
-    return found
+    return {str(name): (suite, str(description))
+            for name, (suite, description) in host.suites().items()}
 
 
 def list_suites(host: Any) -> list[dict[str, str]]:
