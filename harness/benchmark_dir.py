@@ -23,9 +23,10 @@ from typing import Any
 
 from . import runs
 from .atomic import atomic_write_text
-from .benchmark_suite import BUDGETS
 from .errors import HarnessError
 
+#: the budgets a benchmark runs at (a suite's ``[budgets.NAME]``, a state's ``budget``)
+BUDGETS = ("smoke", "cpu", "paper")
 STATE_FILE = "benchmark.json"
 RUNS_DIR = "runs"
 FIGURES_DIR = "figures"

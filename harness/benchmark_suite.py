@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .benchmark_dir import BUDGETS
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -52,7 +53,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-BUDGETS = ("smoke", "cpu", "paper")
 #: the most seeds a suite or ``--seeds`` may ask for (each seed is one run per model and
 #: dataset, and one record in benchmark.json)
 MAX_SEEDS = 100

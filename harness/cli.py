@@ -315,7 +315,8 @@ def _print_summary(run_dir: Path) -> None:
                    "--set overrides it)" if preset != "none" else "  preset: none")
     click.echo(f"results of {run.get('model', '?')} on {run.get('dataset', '?')} "
                f"(seed {run.get('seed', '?')}):")
-    paper = display.published_values(str(run.get("model")), str(run.get("dataset")))
+    paper = display.published_values(str(run.get("model")), str(run.get("dataset")),
+                                     get_host())
     for line in display.summary_lines(doc, get_host(), paper=paper):
         click.echo(line)
     features = sorted({str((r.get("stamp") or {}).get("feature_extractor"))

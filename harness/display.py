@@ -64,19 +64,22 @@ def protocol_title(name: str, host: Any = None) -> str:
     return title if isinstance(title, str) and title else name
 
 
-def published_values(model: str, dataset: str) -> dict[str, list[tuple[float, str]]]:
+def published_values(model: str, dataset: str,
+                     host: Any = None) -> dict[str, list[tuple[float, str]]]:
     """``"protocol/metric"`` -> [(value, source)] from every registered suite's
     ``[published]`` table for this model and dataset (distinct values only)."""
-    from . import benchmark
+    from . import benchmark_suite
+    from .plugins import get_host
 
+    host = host if host is not None else get_host()
     found: dict[str, list[tuple[float, str]]] = {}
     try:
-        names = [row["name"] for row in benchmark.list_suites()]
+        names = [row["name"] for row in benchmark_suite.list_suites(host)]
     except Exception:
         return found
     for name in names:
         try:
-            published = benchmark.load_suite(name).published
+            published = benchmark_suite.load_suite(name, host).published
         except Exception:  # a broken suite must not break a run's summary
             continue
         numbers = (published.get("values") or {}).get(dataset, {}).get(model)

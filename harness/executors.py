@@ -4,7 +4,7 @@
 
 Why a module of its own: the benchmark plans runs and writes the report; how a run reaches a
 CPU is a separate concern with one small interface, ``run(specs, out, resume, on_result)``:
-the executor gets each planned run to a finished record (the one ``benchmark.run_one``
+the executor gets each planned run to a finished record (the one ``benchmark_run.run_one``
 returns: status, wall time, error) and hands it to ``on_result``; ``on_start`` hears when a
 run is started (locally) or handed to the cluster, ``planned`` (run id -> the configuration
 the plan resolved) lets a finished run be checked against the plan before it is kept. Both executors run the very
@@ -32,12 +32,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import benchmark_dir as bdir
+from .benchmark_dir import STATE_FILE
+from .benchmark_run import check_finished, result_path, run_one
+from .benchmark_run import run_status as _status
 from .errors import ConfigError, HarnessError
 
 EXECUTORS = ("local", "slurm")
 SLURM_DIR = bdir.SLURM_DIR  # submitit's job folders (logs), jobs.json, results/
 JOBS_FILE = "jobs.json"
-RESULTS_DIR = "results"
 #: squeue states of a job that has not started yet / is running; anything else has ended
 QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD",
           "SPECIAL_EXIT", "SUSPENDED", "RESIZING", "REVOKED"}
@@ -111,7 +113,6 @@ class LocalExecutor:
     def run(self, specs: list[Any], out: Path, resume: bool, on_result: OnResult, *,
             on_start: OnStart = _ignore, planned: dict[str, Any] | None = None,
             host: Any = None) -> None:
-        from .benchmark import run_one
 
         def one(spec: Any) -> None:
             on_start(spec)
@@ -267,10 +268,6 @@ class JobBook:
         atomic_write_text(self.path, json.dumps(self.jobs, indent=2, sort_keys=True) + "\n")
 
 
-def result_path(out: Path, run_id: str) -> Path:
-    """Where a job writes the record of its run (JSON; absent: the job did not finish)."""
-    return out / SLURM_DIR / RESULTS_DIR / f"{run_id}.json"
-
 
 def queue_states(job_ids: list[str]) -> dict[str, str] | None:
     """``squeue``'s state of each of this user's jobs (array elements one by one), for the
@@ -342,7 +339,6 @@ class SlurmExecutor:
     def run(self, specs: list[Any], out: Path, resume: bool, on_result: OnResult, *,
             on_start: OnStart = _ignore, planned: dict[str, Any] | None = None,
             host: Any = None) -> None:
-        from .benchmark import _status
 
         out = Path(out).resolve()
         self._planned, self._host = planned or {}, host
@@ -366,7 +362,6 @@ class SlurmExecutor:
     def _done_record(self, spec: Any, out: Path) -> dict[str, Any]:
         """A finished run's record: the one its job wrote, else the skipped-run record (a
         finished run whose settings are not the planned ones is failed, as locally)."""
-        from .benchmark import check_finished, run_one
 
         path = result_path(out, spec.id)
         planned = self._planned.get(spec.id)
@@ -455,7 +450,6 @@ class SlurmExecutor:
     def _ended(self, spec: Any, out: Path, job: dict[str, Any],
                state: str | None) -> dict[str, Any] | None:
         """The record of a run whose job ended; None when it is to be submitted again."""
-        from .benchmark import _status
 
         path = result_path(out, spec.id)
         if path.is_file():
@@ -504,7 +498,6 @@ def _failed(out: Path, run_id: str) -> bool:
 def status_rows(out: str | Path) -> list[dict[str, Any]]:
     """Per planned run of a benchmark directory: status (done / failed / queued / running /
     interrupted / new), job id and log, from its files and, for Slurm jobs, squeue."""
-    from .benchmark import STATE_FILE, _status
 
     out = Path(out)
     if not (out / STATE_FILE).is_file():

@@ -62,10 +62,10 @@ def check_optimizer(model: Any, cfg: TrainConfig) -> None:
     """Build the optimizer once on the model's parameters (nothing is stepped): a value the
     optimizer library refuses is a config error here, not a traceback after the run folder
     was written."""
-    from . import train as trainer
+    from .optim import build_optimizer  # torch: imported only when a run is planned
 
     try:
-        trainer.build_optimizer(model.parameters(), cfg)
+        build_optimizer(model.parameters(), cfg)
     except ConfigError:
         raise
     except (ValueError, TypeError, RuntimeError) as exc:

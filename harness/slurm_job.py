@@ -2,7 +2,7 @@
 
 A module of its own because it imports submitit at the top (its class must be importable
 by name where the job unpickles it), and the harness imports submitit only when Slurm is
-used. The job runs the same ``benchmark.run_one`` a local benchmark runs (one ``harness run``
+used. The job runs the same ``benchmark_run.run_one`` a local benchmark runs (one ``harness run``
 subprocess, ``--resume`` when the run has a checkpoint), then writes the run's record as JSON
 for the waiting ``harness benchmark`` (or ``status``) to read.
 
@@ -35,8 +35,7 @@ class SlurmRun(Checkpointable):
     def __call__(self, spec: dict[str, Any], out: str, threads: int,
                  resume: bool) -> dict[str, Any]:
         from .atomic import atomic_write_text
-        from .benchmark import RunSpec, run_one
-        from .executors import result_path
+        from .benchmark_run import RunSpec, result_path, run_one
 
         record = run_one(RunSpec(**spec), Path(out), threads, resume)
         code = record.get("returncode")

@@ -188,7 +188,7 @@ def test_wrong_image_shape_and_bad_labels_are_refused(isolated) -> None:
 
 # ------------------------------------------------------------------------------------ cache
 def cache_files(isolated: Path) -> list[Path]:
-    folder = isolated / "cache"
+    folder = isolated / "cache" / "datasets"  # the datasets' part of $HARNESS_CACHE_DIR
     return sorted(folder.iterdir()) if folder.exists() else []
 
 
