@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import benchmark, benchmark_dir
+from harness import benchmark, benchmark_dir, benchmark_run
 from harness.benchmark_suite import MAX_SEEDS, Suite
 from harness.cli import main
 from harness.errors import ConfigError, HarnessError
@@ -160,7 +160,7 @@ def test_a_run_folder_held_by_a_live_run_is_never_deleted(tmp_path: Path, live_p
     (run_dir / "config.toml").write_text("[run]\nmodel = 'ae'\n")  # no checkpoint yet
     (run_dir / ".harness.lock").write_text(f"{live_pid}@{platform.node()}\n")
     spec = benchmark.RunSpec("bumps-ae-seed0", "bumps", "ae", 0, "final")
-    rec = benchmark.run_one(spec, tmp_path, threads=1, resume=True)
+    rec = benchmark_run.run_one(spec, tmp_path, threads=1, resume=True)
     assert rec["status"] == "failed" and f"in use by PID {live_pid}" in rec["error"]
     assert "command" not in rec  # no harness run was started
     assert sorted(p.name for p in run_dir.iterdir()) == [".harness.lock", "config.toml"]
@@ -238,12 +238,12 @@ def test_a_finished_run_is_checked_against_its_planned_config(tmp_path: Path) ->
     run_dir = tmp_path / "runs" / "bumps-ae-seed0"
     run_dir.mkdir(parents=True)
     (run_dir / "config.toml").write_text(planned.to_toml())
-    assert benchmark.check_finished(run_dir, planned, host) is None
+    assert benchmark_run.check_finished(run_dir, planned, host) is None
     (run_dir / "config.toml").write_text(other.to_toml())
-    assert "train.steps: 5 -> 3" in benchmark.check_finished(run_dir, planned, host)
+    assert "train.steps: 5 -> 3" in benchmark_run.check_finished(run_dir, planned, host)
     (run_dir / "metrics.json").write_text("{}")
     spec = benchmark.RunSpec("bumps-ae-seed0", "bumps", "ae", 0, "final")
-    rec = benchmark.run_one(spec, tmp_path, 1, True, planned, host)
+    rec = benchmark_run.run_one(spec, tmp_path, 1, True, planned, host)
     assert rec["status"] == "failed" and "not the planned run" in rec["error"]
     assert (run_dir / "metrics.json").read_text() == "{}"  # kept
 
