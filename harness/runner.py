@@ -143,6 +143,22 @@ def resume_config(
 
 
 
+def check_before_training(host: Host, config: RunConfig, splits: Any, model: Any,
+                          n_train: int, world: int, *, evaluate: bool) -> Any:
+    """What needs the data and the model, before anything is written: the training plan
+    (batch against model and processes), the trackers, the optimizer, the evaluation sizes
+    and each protocol's word on the model. Returns the plan ``train()`` follows."""
+    train_plan = preflight.plan_training(config.train, n_train, world, model)
+    preflight.check_trackers(config.train)
+    preflight.check_optimizer(model, config.train)
+    preflight.check_eval_sizes(host, config.eval, splits)
+    if evaluate:  # a protocol that cannot evaluate this model refuses it before training
+        from . import evaluation
+
+        evaluation.check_protocols(model, evaluation.build_protocols(config.eval, host=host))
+    return train_plan
+
+
 def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
                    resume: bool = False, evaluate: bool = True,
                    save_samples: bool = False, host: Host | None = None) -> Path:
@@ -180,13 +196,8 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     n_train = preflight.check_splits(splits, config.dataset)
     trainer.seed_everything(config.seed)
     model = build_model(host, config, splits.info)
-    train_plan = preflight.plan_training(config.train, n_train, state.num_processes, model)
-    preflight.check_trackers(config.train)
-    preflight.check_optimizer(model, config.train)
-    preflight.check_eval_sizes(host, config.eval, splits)
-    if evaluate:  # a protocol that cannot evaluate this model refuses it before training
-        from . import evaluation
-        evaluation.check_protocols(model, evaluation.build_protocols(config.eval, host=host))
+    train_plan = check_before_training(host, config, splits, model, n_train,
+                                       state.num_processes, evaluate=evaluate)
     if resume and dir_state.checkpoint is not None:
         ckpt.check_resume_fits(dir_state.checkpoint, seed=config.seed,
                                batch_size=config.train.batch_size, n_train=n_train, model=model)

@@ -23,6 +23,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -113,9 +114,18 @@ def environment(*, device: str | None = None, num_processes: int = 1,
 
 
 # --------------------------------------------------------------------------------- run dir
+def path_part(name: str) -> str:
+    """A component name as one path component: anything but letters, digits, ``.``, ``_``
+    and ``-`` becomes ``_`` (a plugin's ``../../x`` or ``plugin:name`` never leaves the
+    folder it names a child of)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "_"
+
+
 def default_run_dir(config: RunConfig, root: str | Path = "runs") -> Path:
+    """``runs/MODEL-DATASET-seedN-TIMESTAMP``, always a child of ``root``."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{config.model}-{config.dataset}-seed{config.seed}-{stamp}"
+    name = f"{path_part(config.model)}-{path_part(config.dataset)}-seed{config.seed}-{stamp}"
+    return Path(root) / name
 
 
 @dataclass

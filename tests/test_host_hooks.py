@@ -14,6 +14,9 @@ from harness import hookimpl
 from harness.errors import PluginError
 from harness.plugins import load_host
 
+# every test here builds its own host: the process-wide one is reset before and after
+pytestmark = pytest.mark.usefixtures("fresh_host")
+
 
 class Suites:
     def __init__(self, *names: str) -> None:
@@ -67,3 +70,38 @@ def test_no_module_outside_plugins_reaches_into_the_plugin_manager() -> None:
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if re.search(r"\bhost\.pm\b|\.pm\.hook\b", line)]
     assert offenders == []
+
+
+class Figures:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    @hookimpl
+    def report_figures(self, dataset: str, runs: dict[str, str], folder: str,
+                       register: Any) -> None:
+        if self.fail:
+            raise RuntimeError("no figure today")
+        path = Path(folder) / f"{dataset}.png"
+        path.write_bytes(b"png")
+        register(f"{dataset}: {sorted(runs)}", path)
+
+
+def test_report_figures_go_through_the_host_and_a_broken_plugin_only_loses_its_own(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.benchmark_figures import plugin_figures
+
+    monkeypatch.delenv("HARNESS_STRICT_PLUGINS", raising=False)
+    host = load_host({"good": Figures(), "bad": Figures(fail=True)}, entry_points=False)
+    runs = tmp_path / "runs" / "bumps-ae-seed0"
+    runs.mkdir(parents=True)
+    (runs / "metrics.json").write_text("{}")
+    state = {"suite": {"models": ["ae"]}, "runs": {"bumps-ae-seed0": {"dataset": "bumps", "model": "ae", "seed": 0,
+                                         "phase": "final", "status": "done",
+                                         "dir": "runs/bumps-ae-seed0"}}}
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    made = plugin_figures(host, state, tmp_path, folder)
+    assert [(caption, path.name) for caption, path in made] == [("bumps: ['ae']", "bumps.png")]
+    assert "plugin 'bad': hook report_figures failed: RuntimeError: no figure today" in \
+        capsys.readouterr().err

@@ -112,10 +112,10 @@ def test_prdc_metric_stamps_k_the_extractor_and_the_counts() -> None:
     assert stamp["k_precision_recall"] == 3 and stamp["k_density_coverage"] == 5
     assert stamp["n_reference"] == 60 and stamp["n_images"] == 40
     assert stamp["feature_extractor"] == "flat test" and stamp["metric"] == "prdc"
-    assert metric.display["recall"]["direction"] == "higher"
+    assert metric.display["recall"].higher_is_better is True
     copies = Memorisation(extractor=FlatExtractor())
     assert copies(images[:30], reference, info) == {"authenticity": 0.0, "memorised": 1.0}
-    assert Memorisation.display["memorised"]["direction"] == "lower"
+    assert Memorisation.display["memorised"].higher_is_better is False
     with pytest.raises(HarnessError, match="n_reference"):
         PRDC.Config(n_reference=3)
 

@@ -72,8 +72,11 @@ def test_missing_dataset_without_network_fails_fast_through_the_cli(tmp_path: Pa
     proc, elapsed = _run_harness(tmp_path, endpoint, "cifar10")
     assert proc.returncode == 2, proc.stderr
     assert elapsed - reference_s < BOUND_S, f"took {elapsed:.1f} s, offline {reference_s:.1f} s"
-    assert proc.stderr.startswith("Error: "), proc.stderr
-    _check_message(proc.stderr[len("Error: "):], "cifar10", tmp_path / "data", endpoint)
+    before, _, message = proc.stderr.partition("Error: ")
+    # only the start-up progress line ("harness: loading dataset ...") comes before the error
+    assert message and all(line.startswith("harness: ") for line in before.splitlines()), \
+        proc.stderr
+    _check_message(message, "cifar10", tmp_path / "data", endpoint)
 
 
 # (fashion-mnist is left out: Debian's dataset-fashion-mnist may install it locally)

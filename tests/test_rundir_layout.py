@@ -41,3 +41,17 @@ def test_runs_module_uses_the_layout(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     assert runs.inspect_run_dir(tmp_path).foreign == ["notes.txt"]
     assert runs.RunLock(tmp_path).path == layout.lock
+
+
+def test_a_component_name_never_leads_the_default_run_dir_out_of_its_root(tmp_path) -> None:
+    """A plugin model named ``../../pwned`` (or ``plugin:name``) gets a run folder inside
+    ``runs/``, not outside it."""
+    from types import SimpleNamespace
+
+    from harness import runs
+
+    for model in ("../../pwned", "plugin:name", "/abs", ".."):
+        config = SimpleNamespace(model=model, dataset="bumps", seed=0)
+        path = runs.default_run_dir(config, tmp_path / "runs")  # type: ignore[arg-type]
+        assert path.parent == tmp_path / "runs"
+        assert "/" not in path.name and not path.name.startswith(".")
