@@ -29,7 +29,7 @@ def measure(name: str) -> dict:
     from harness_plugins.metrics import domain
 
     from harness.api import DataConfig
-    from harness.plugins import get_host
+    from harness.host.plugins import get_host
 
     host = get_host()
     try:

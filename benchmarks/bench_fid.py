@@ -8,10 +8,10 @@ decaying spectrum, like pool3 features): reference statistics of ``n_ref`` rows 
 not timed: every route gets them, and the harness caches them per dataset), generated rows
 ``n_gen``. Timed, per scoring of one generated set:
 
-* **ours, N x N route** (``harness.fid.fid_from_features``; the reference covariance factor
+* **ours, N x N route** (``harness.evaluation.fid.fid_from_features``; the reference covariance factor
   is computed once per dataset and cached with its statistics, so it is timed separately as
   a one-off cost);
-* **ours, d x d route** (``harness.fid.fid_from_stats``: symmetric ``eigh``);
+* **ours, d x d route** (``harness.evaluation.fid.fid_from_stats``: symmetric ``eigh``);
 * **pytorch-fid** ``calculate_frechet_distance`` (``scipy.linalg.sqrtm`` of C1 C2);
 * **torchmetrics** ``FrechetInceptionDistance`` compute (``eigvals`` of C1 C2, float64).
 
@@ -68,7 +68,7 @@ def distance_routes(n_ref: int, n_gen: int, d: int, repeat: int) -> dict[str, An
     from pytorch_fid.fid_score import calculate_frechet_distance
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    from harness.fid import FeatureStats, fid_from_features, fid_from_stats
+    from harness.evaluation.fid import FeatureStats, fid_from_features, fid_from_stats
 
     ref, gen = features(n_ref, n_gen, d)
     stats = FeatureStats().update(ref)

@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
 
-from harness.resources import tune_malloc  # noqa: E402
+from harness.training.resources import tune_malloc  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 #: Fashion-MNIST's IDX files: under $HARNESS_DATA_ROOT when there, else Debian's package
@@ -146,8 +146,8 @@ def bare_loop(model: torch.nn.Module, images: torch.Tensor, batch: int, device: 
     """Seconds per step of the plainest loop: one uint8 (or float) tensor on the device,
     a device permutation per epoch, one indexing op per batch."""
     from harness.api import StepContext
-    from harness.config import TrainConfig
-    from harness.train import build_optimizer
+    from harness.configuration.run_config import TrainConfig
+    from harness.training.loop import build_optimizer
 
     model.to(device).train()
     opt = build_optimizer(model.parameters(), TrainConfig())
@@ -178,9 +178,9 @@ def bare_loop(model: torch.nn.Module, images: torch.Tensor, batch: int, device: 
 def our_model_and_images(name: str, sets: list[str], device: torch.device
                          ) -> tuple[torch.nn.Module, torch.Tensor]:
     """Our model, built as `harness run` builds it, and the training split as one tensor."""
-    from harness import runner
-    from harness.plugins import get_host
-    from harness.train import seed_everything
+    from harness import commands as runner
+    from harness.host.plugins import get_host
+    from harness.training.loop import seed_everything
 
     case = CONFIGS[name]
     host = get_host()

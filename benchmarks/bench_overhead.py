@@ -12,7 +12,7 @@ the same global batch are trained twice, alternating, ``--repeats`` times:
 * **bare**: a plain loop written here: ``DataLoader(shuffle=True, drop_last=True)``, the
   model's loss, ``zero_grad`` / ``backward`` / ``step`` with the same AdaBelief settings;
   nothing else (no logging, no checks).
-* **harness**: :func:`harness.train.train` with its defaults (log every 10 steps, NaN check
+* **harness**: :func:`harness.training.loop.train` with its defaults (log every 10 steps, NaN check
   every step, progress and JSON-lines log, sharded sampler, Accelerate's backward/step).
 
 Both are timed over the same steady-state window (steps ``warmup+1 .. warmup+steps``; the
@@ -39,8 +39,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from harness.api import DataConfig, DatasetInfo, DataSplits, StepContext
-from harness.config import RunConfig, TrainConfig
-from harness.train import make_accelerator, seed_everything, train
+from harness.configuration.run_config import RunConfig, TrainConfig
+from harness.training.loop import make_accelerator, seed_everything, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine  # noqa: E402
@@ -173,7 +173,7 @@ def machine_with_malloc(malloc: str) -> dict[str, str | int]:
     return {**machine(), "accelerate": accelerate.__version__, "malloc": malloc}
 
 
-#: the glibc malloc settings of ``--malloc env`` (what harness.resources.tune_malloc sets
+#: the glibc malloc settings of ``--malloc env`` (what harness.training.resources.tune_malloc sets
 #: in-process, given as environment variables)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 MALLOC_MODES = ("harness", "glibc", "env")
@@ -183,7 +183,7 @@ def prepare_malloc(mode: str, argv: list[str]) -> str:
     """Put the process under the malloc settings of ``mode``; returns them in words.
 
     * ``harness`` (default): what a user gets: no environment variables, and
-      :func:`harness.resources.tune_malloc` in-process, as `harness run` calls it at start-up.
+      :func:`harness.training.resources.tune_malloc` in-process, as `harness run` calls it at start-up.
     * ``glibc``: glibc's adaptive defaults, untouched.
     * ``env``: re-execute under ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``.
 
@@ -199,7 +199,7 @@ def prepare_malloc(mode: str, argv: list[str]) -> str:
         return "env " + " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
     if mode == "glibc":
         return "glibc defaults (untouched)"
-    from harness.resources import tune_malloc
+    from harness.training.resources import tune_malloc
 
     return "harness in-process: " + tune_malloc()
 
@@ -283,7 +283,7 @@ def quickstart_markdown(doc: dict) -> str:
         "shared machine: wall time is inflated by other jobs, CPU time and faults much less).",
         "",
         "No `MALLOC_*` variables: `this tree` sets glibc's thresholds in-process "
-        "(`harness.resources.tune_malloc`); `baseline` is the code before that change.",
+        "(`harness.training.resources.tune_malloc`); `baseline` is the code before that change.",
         "",
         "| tree | repeat | wall s | user CPU s | system CPU s | minor page faults | peak RSS MB |",
         "|---|---|---|---|---|---|---|",
@@ -393,7 +393,7 @@ def markdown(doc: dict) -> str:
     """The committed summary: the command, the machine, one row per case."""
     m = doc["machine"]
     lines = [
-        "# Training-loop overhead: harness.train vs a bare PyTorch loop",
+        "# Training-loop overhead: harness.training.loop vs a bare PyTorch loop",
         "",
         f"Command: `{doc['command']}`",
         "",

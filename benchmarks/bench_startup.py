@@ -5,7 +5,7 @@
 Each repeat is a fresh Python process doing what ``harness run`` does, in order, timing each
 phase: importing torch; the harness and the plugin host (config resolution); Accelerate's
 process state; loading the data (decoded arrays from the cache: a first, untimed run fills
-it); building the model; the Accelerator; then :func:`harness.train.train` until its first
+it); building the model; the Accelerator; then :func:`harness.training.loop.train` until its first
 step is logged (optimizer, loader, the step itself; the optimizer's imports are timed
 before it as their own phase). Also timed as a subprocess: ``harness --help`` (torch-free).
 
@@ -49,16 +49,16 @@ def child(device: str) -> None:
         last = now
 
     try:
-        from harness.resources import tune_malloc
+        from harness.training.resources import tune_malloc
 
         tune_malloc()
-    except ImportError:  # a baseline tree from before harness.resources
+    except ImportError:  # a baseline tree from before harness.training.resources
         pass
     import torch
 
     mark("import torch")
-    from harness import runner
-    from harness.plugins import get_host
+    from harness import commands as runner
+    from harness.host.plugins import get_host
 
     host = get_host()
     sets = [RUN[i + 1] for i in range(len(RUN)) if RUN[i] == "--set"]
@@ -69,7 +69,7 @@ def child(device: str) -> None:
     mark("harness + plugin host + config")
     from accelerate import PartialState
 
-    from harness import train as trainer
+    from harness.training import loop as trainer
 
     PartialState(cpu=trainer.cpu_launch())
     mark("accelerate + process state")

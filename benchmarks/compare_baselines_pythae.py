@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from harness import DatasetInfo, StepContext
-from harness.atomic import atomic_write_text
+from harness.rundir.atomic import atomic_write_text
 
 SHAPE, K, BATCH = (1, 16, 16), 4, 12
 OUT = Path(__file__).parent / "results" / "baselines_pythae.md"

@@ -2,7 +2,7 @@
 
 Both train on the same standardised bumps (100 training images, 100 test images,
 ``data.seed`` 0) with the bumps preset: L=200, k=2, batch 64 (drop-last: one batch of 64 per
-epoch), lr 1e-3, ``--steps`` steps. Ours is trained by ``harness.train.train`` exactly as
+epoch), lr 1e-3, ``--steps`` steps. Ours is trained by ``harness.training.loop.train`` exactly as
 ``harness run`` does (AdaBelief, the paper's conv networks); the authors' is
 ``RRAEsTorch.RRAE_Trainor_class`` with ``RRAE_CNN`` (its default networks) and its own ``fit``
 (Adam, per-batch truncated SVD), unchanged. Every ``--eval-every`` steps an observer (our
@@ -47,11 +47,11 @@ from typing import Any
 
 import torch
 
-from harness.atomic import atomic_write_text
-from harness.config import resolve
-from harness.plugins import get_host
-from harness.runner import build_model, load_data
-from harness.train import seed_everything, train
+from harness.commands import build_model, load_data
+from harness.configuration.run_config import resolve
+from harness.host.plugins import get_host
+from harness.rundir.atomic import atomic_write_text
+from harness.training.loop import seed_everything, train
 
 K, LATENT, BATCH, LR = 2, 200, 64, 1e-3
 N_PROBE_BATCHES = 16
@@ -116,7 +116,7 @@ def in_eval_mode(model: torch.nn.Module, fn: Callable[[], dict[str, float]]) -> 
 
 # ------------------------------------------------------------------------------------ ours
 def run_ours(seed: int, steps: int, every: int, data: dict[str, Any]) -> dict[str, Any]:
-    """``harness.train.train`` on the bumps preset, observed through ``on_log``."""
+    """``harness.training.loop.train`` on the bumps preset, observed through ``on_log``."""
     host = get_host()
     cfg = resolve(model="rrae", dataset="bumps", seed=seed, host=host,
                   sets=[f"train.steps={steps}", f"train.log_every={every}",

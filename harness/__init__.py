@@ -4,7 +4,7 @@ The public API for plugin authors is :data:`hookimpl` plus the contracts in
 :mod:`harness.api`. Importing this package does not import torch.
 """
 
-from .api import (
+from harness.api import (
     DataConfig,
     DatasetInfo,
     DataSplits,
@@ -13,8 +13,8 @@ from .api import (
     StepContext,
     ValueDisplay,
 )
-from .errors import ConfigError, HarnessError
-from .hookspecs import hookimpl
+from harness.errors import ConfigError, HarnessError
+from harness.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 

@@ -57,13 +57,13 @@ class DataConfig:
     cache: bool = True  # cache decoded arrays so a second run starts fast
     seed: int = 0  # for datasets that are generated (bumps' test centres)
     # fraction of the training split held out as a validation split that REPLACES the test
-    # split for the whole run (harness.validation); the test set is then never touched
+    # split for the whole run (harness.training.validation_split); the test set is then never touched
     validation: float | None = None
 
     def __post_init__(self) -> None:
         """Every value checked once, when the section is built: an empty split, a 0-pixel
         image or a validation fraction outside (0, 1) is refused before any work."""
-        from .errors import ConfigError
+        from harness.errors import ConfigError
 
         for key in ("size", "n_train", "n_test"):
             value = getattr(self, key)
@@ -93,7 +93,7 @@ class StepContext:
     def __init__(self, step: int = 0, seed: int = 0, device: Any = None) -> None:
         import torch
 
-        from . import distributed
+        from harness.training import distributed
 
         self.step = step
         self.seed = seed
@@ -105,13 +105,13 @@ class StepContext:
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """All processes' rows of ``tensor`` (batch-first), in rank order, with gradients."""
-        from .distributed import gather_with_grad
+        from harness.training.distributed import gather_with_grad
 
         return gather_with_grad(tensor)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of ``tensor`` over processes, with gradients."""
-        from .distributed import all_reduce_sum_with_grad
+        from harness.training.distributed import all_reduce_sum_with_grad
 
         return all_reduce_sum_with_grad(tensor)
 
@@ -127,7 +127,7 @@ class StepContext:
         """The local batch size of every process, in rank order."""
         import torch
 
-        from . import distributed
+        from harness.training import distributed
 
         if not distributed.is_distributed():
             return [n_local]
@@ -186,7 +186,7 @@ class GenerativeModel(Protocol):
 
     def forward(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         """The training loss of the *global* batch: ``{"total": ..., "rec": ..., ...}``, each a
-        scalar tensor, identical on every process (see :mod:`harness.distributed`)."""
+        scalar tensor, identical on every process (see :mod:`harness.training.distributed`)."""
         ...
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,7 +233,7 @@ class ValueDisplay:
 
 @dataclass
 class GridLabels:
-    """The labels of an image grid (:func:`harness.figures.labelled_grid`): a title, one
+    """The labels of an image grid (:func:`harness.evaluation.figures.labelled_grid`): a title, one
     label per row and per column (either may be empty), and the columns / rows whose tiles
     are framed in colour (e.g. an interpolation's two real endpoints)."""
 
@@ -326,7 +326,7 @@ class EvalSizes:
 
     def memory(self, key: str, value: int, n_bytes: int, what: str) -> None:
         """Refuse ``key=value`` when what it makes (``what``, ``n_bytes``) exceeds the limit."""
-        from .errors import ConfigError
+        from harness.errors import ConfigError
 
         if n_bytes > self.memory_bytes:
             raise ConfigError(
@@ -335,7 +335,7 @@ class EvalSizes:
 
     def at_most(self, key: str, value: int, limit: int, why: str) -> None:
         """Refuse ``key=value`` above ``limit`` (``why`` names where the limit comes from)."""
-        from .errors import ConfigError
+        from harness.errors import ConfigError
 
         if value > limit:
             raise ConfigError(f"{key}={value} is too large: at most {limit} ({why}); lower it")
@@ -373,7 +373,7 @@ class EvalContext:
         time, on the CPU."""
         from torch.utils.data import DataLoader
 
-        from .data import images_of
+        from harness.training.feeding import images_of
 
         for batch in DataLoader(dataset, batch_size=batch_size or self.batch_size,
                                 shuffle=False):
@@ -407,7 +407,7 @@ class EvalContext:
                 parts = [self.model.encode(x.to(self.device)).detach().float().cpu()
                          for x in self.batches(dataset)]
             if not parts:
-                from .errors import HarnessError
+                from harness.errors import HarnessError
 
                 raise HarnessError(f"the {split} split of '{self.info.name}' is empty: "
                                    "nothing to encode")
@@ -421,7 +421,7 @@ class EvalContext:
             return self.splits.test
         if name in self.splits.extra:
             return self.splits.extra[name]
-        from .errors import HarnessError
+        from harness.errors import HarnessError
 
         raise HarnessError(f"dataset '{self.info.name}' has no split '{name}'; it has train, "
                            f"test{''.join(', ' + k for k in self.splits.extra)}")
@@ -488,7 +488,7 @@ def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
     """A registered dataset's splits, by name, loaded as a run would (``config``: its
     ``data`` section, defaults when None), for plugin commands that need a dataset (e.g.
     ``harness extractor train``). An unknown name raises the registry's error."""
-    from .plugins import get_host
+    from harness.host.plugins import get_host
 
     return get_host().get("dataset", name).load()(config if config is not None else DataConfig())
 
@@ -498,28 +498,28 @@ def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
 #: import torch/numpy, this module must not): collectives, atomic writes, the model format,
 #: and the streaming feature statistics and Frechet distance for metric plugins.
 _SERVICES = {
-    "all_reduce_sum": "harness.distributed:all_reduce_sum",
-    "atomic_path": "harness.atomic:atomic_path",
-    "atomic_write_bytes": "harness.atomic:atomic_write_bytes",
-    "atomic_write_text": "harness.atomic:atomic_write_text",
-    "atomic_write_json": "harness.atomic:atomic_write_json",
-    "build_once": "harness.atomic:build_once",
-    "file_sha256": "harness.atomic:file_sha256",
-    "labelled_grid": "harness.figures:labelled_grid",
-    "save_labelled_grid": "harness.figures:save_labelled_grid",
-    "save_model": "harness.modelfiles:save_model",
-    "build_config": "harness.config:build_dataclass",
-    "images_of": "harness.data:images_of",
-    "cache_dir": "harness.resources:cache_dir",
-    "read_model_files": "harness.modelfiles:read_model_files",
-    "FeatureStats": "harness.fid:FeatureStats",
-    "fid_from_stats": "harness.fid:fid_from_stats",
-    "fid_from_features": "harness.fid:fid_from_features",
-    "frechet_distance": "harness.fid:frechet_distance",
+    "all_reduce_sum": "harness.training.distributed:all_reduce_sum",
+    "atomic_path": "harness.rundir.atomic:atomic_path",
+    "atomic_write_bytes": "harness.rundir.atomic:atomic_write_bytes",
+    "atomic_write_text": "harness.rundir.atomic:atomic_write_text",
+    "atomic_write_json": "harness.rundir.atomic:atomic_write_json",
+    "build_once": "harness.rundir.atomic:build_once",
+    "file_sha256": "harness.rundir.atomic:file_sha256",
+    "labelled_grid": "harness.evaluation.figures:labelled_grid",
+    "save_labelled_grid": "harness.evaluation.figures:save_labelled_grid",
+    "save_model": "harness.rundir.modelfiles:save_model",
+    "build_config": "harness.configuration.run_config:build_dataclass",
+    "images_of": "harness.training.feeding:images_of",
+    "cache_dir": "harness.training.resources:cache_dir",
+    "read_model_files": "harness.rundir.modelfiles:read_model_files",
+    "FeatureStats": "harness.evaluation.fid:FeatureStats",
+    "fid_from_stats": "harness.evaluation.fid:fid_from_stats",
+    "fid_from_features": "harness.evaluation.fid:fid_from_features",
+    "frechet_distance": "harness.evaluation.fid:frechet_distance",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .fid import (  # noqa: F401 - re-exported for type checkers
+    from harness.evaluation.fid import (  # noqa: F401 - re-exported for type checkers
         FeatureStats,
         fid_from_features,
         fid_from_stats,

@@ -20,11 +20,11 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .errors import HarnessError
-from .plugins import get_host
-from .resources import tune_malloc
-from .stopsignal import interrupt_on_termination, next_command
+from harness import __version__
+from harness.errors import HarnessError
+from harness.host.plugins import get_host
+from harness.training.resources import tune_malloc
+from harness.training.stopsignal import interrupt_on_termination, next_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,9 +123,9 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
             sets: tuple[str, ...], seed: int | None, out: str | None, resume: bool,
             no_eval: bool, save_samples: bool) -> None:
     """Train a model, evaluate it and write a run directory."""
-    tune_malloc()  # glibc malloc thresholds, before torch allocates (harness.resources)
-    from . import runner
-    from .slurm_launch import adopt_srun_rendezvous
+    tune_malloc()  # glibc malloc thresholds, before torch allocates (harness.training.resources)
+    from harness import commands as runner
+    from harness.training.slurm_launch import adopt_srun_rendezvous
 
     adopt_srun_rendezvous()  # `srun -n N harness run`: N processes, one run
 
@@ -151,7 +151,8 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
 def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Re-evaluate a saved run and rewrite its metrics.json."""
     tune_malloc()
-    from . import runner, runs
+    from harness import commands as runner
+    from harness.rundir import contents as runs
 
     with runs.RunLock(Path(run_dir)):
         runner.evaluate_run(run_dir, list(sets))
@@ -165,8 +166,9 @@ def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
 def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Export what the protocols score (images as .npz + PNG, the metrics' reference
     statistics) into RUN_DIR/samples/, without touching metrics.json."""
-    from . import runner, runs
-    from .rundir_layout import RunLayout
+    from harness import commands as runner
+    from harness.rundir import contents as runs
+    from harness.rundir.layout import RunLayout
 
     with runs.RunLock(Path(run_dir)):  # not while a resume trains, nor two exports at once
         runner.evaluate_run(run_dir, list(sets), save_samples=True, write_metrics=False)
@@ -180,7 +182,8 @@ def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file.")
 def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
     """Table of results across runs: mean ± std over seeds, per protocol."""
-    from . import report, runs
+    from harness.evaluation import tables as report
+    from harness.rundir import contents as runs
 
     rows = report.collect(run_dirs)
     text = {"markdown": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[fmt](rows)
@@ -191,7 +194,7 @@ def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
 
 
 def _slurm_options(fn: Any) -> Any:
-    """The ``--executor`` options of ``harness benchmark`` (harness.executors)."""
+    """The ``--executor`` options of ``harness benchmark`` (harness.benchmark.executors)."""
     options = [
         click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
                      help="Where the runs execute: this machine's process pool (default) or "
@@ -244,7 +247,8 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
     """Run a benchmark suite (`harness benchmark paper-synthetic`), list the suites
     (`--list`), rewrite the report of a benchmark directory (`report DIR`), or show where
     its runs stand (`status DIR`, e.g. after `--executor slurm --no-wait`)."""
-    from . import benchmark, executors
+    from harness.benchmark import executors
+    from harness.benchmark import suite_runner as benchmark
 
     if list_suites:
         for row in benchmark.list_suites():
@@ -277,19 +281,19 @@ def _benchmark_dir_cmd(args: tuple[str, ...]) -> None:
     if len(args) != 2:
         raise HarnessError(f"usage: harness benchmark {args[0]} DIR")
     if args[0] == "status":
-        from . import executors
+        from harness.benchmark import executors
 
         click.echo(executors.format_status(executors.status_rows(args[1])))
         return
-    from .benchmark_report import write_report
+    from harness.benchmark.report import write_report
 
     paths = write_report(args[1])
     click.echo(f"report written: {paths['md']} (and .csv, .json, .html)")
 
 
 def _run_preset(run_dir: Path) -> str | None:
-    from . import config as cfgmod
-    from .rundir_layout import RunLayout
+    from harness.configuration import run_config as cfgmod
+    from harness.rundir.layout import RunLayout
 
     try:
         return cfgmod.load_toml(RunLayout(run_dir).config).get("run", {}).get("preset")
@@ -298,10 +302,10 @@ def _run_preset(run_dir: Path) -> str | None:
 
 
 def _print_summary(run_dir: Path) -> None:
-    """The run's results in words (harness.display): what each number is, its unit, which
+    """The run's results in words (harness.evaluation.display): what each number is, its unit, which
     way is better, the paper's value when a suite publishes one, and why a protocol has none."""
-    from . import display
-    from .rundir_layout import RunLayout
+    from harness.evaluation import display
+    from harness.rundir.layout import RunLayout
 
     path = RunLayout(run_dir).metrics
     if not path.is_file() or int(os.environ.get("RANK", "0")) != 0:
@@ -332,7 +336,7 @@ def _print_summary(run_dir: Path) -> None:
 # ----------------------------------------------------------------------------------- main
 def _add_plugin_commands() -> None:
     """Plugins' commands (a plugin whose hook fails is named and skipped: see
-    :meth:`harness.plugins.Host.add_commands`)."""
+    :meth:`harness.host.plugins.Host.add_commands`)."""
     get_host().add_commands(cli)
 
 
@@ -396,7 +400,7 @@ def main(argv: list[str] | None = None) -> Any:
     except MemoryError:
         _fail("out of memory: lower train.batch_size / eval.batch_size or the model's size", 1)
     except Exception as exc:  # the last net: no traceback for the user, but say it is a bug
-        from .atomic import reports_full_disk
+        from harness.rundir.atomic import reports_full_disk
 
         if reports_full_disk(exc):  # a library's own exception for ENOSPC (safetensors)
             _fail(_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))), 1)

@@ -68,7 +68,7 @@ def register_suites(register: Any) -> None:
     """Register benchmark suites: ``register(name, suite, description)``.
 
     ``suite`` is the path of a suite TOML file or the same content as a dict (see
-    :mod:`harness.benchmark` for the keys); ``harness benchmark NAME`` runs it and
+    :mod:`harness.benchmark.suite_runner` for the keys); ``harness benchmark NAME`` runs it and
     ``harness benchmark --list`` lists it beside the built-in ones.
     """
 

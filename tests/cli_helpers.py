@@ -49,7 +49,7 @@ def builtin_plugins_only():  # type: ignore[no-untyped-def]
     """Keep third-party plugins installed on the machine out of these tests."""
     import pytest
 
-    from harness import plugins
+    from harness.host import plugins
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HARNESS_LOAD_PLUGINS", "")

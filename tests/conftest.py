@@ -25,7 +25,7 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
 @pytest.fixture
 def fresh_host():
     """Reset the process-wide plugin host before and after a test."""
-    from harness import plugins
+    from harness.host import plugins
 
     plugins.reset_host()
     yield plugins
@@ -36,7 +36,7 @@ def fresh_host():
 def cpu_only(monkeypatch: pytest.MonkeyPatch):
     """Train on the CPU even on a machine with a GPU, for tests about CPU behaviour (bit-level
     resume equality, CPU process groups): ``ACCELERATE_USE_CPU=1``, which
-    ``harness.train.cpu_launch`` and Accelerate both honour, with Accelerate's process-wide
+    ``harness.training.loop.cpu_launch`` and Accelerate both honour, with Accelerate's process-wide
     state reset before and after (a GPU state left by an earlier test would clash)."""
     from accelerate.state import AcceleratorState, GradientState
 

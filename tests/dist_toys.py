@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from harness.api import DatasetInfo, DataSplits, StepContext
-from harness.config import RunConfig, TrainConfig
+from harness.configuration.run_config import RunConfig, TrainConfig
 
 
 class PairDataset(Dataset):

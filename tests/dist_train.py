@@ -22,8 +22,8 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).parent))
 from dist_toys import make_config, make_splits  # noqa: E402
 
-from harness import checkpoint as ckpt  # noqa: E402
-from harness.train import make_accelerator, seed_everything, train  # noqa: E402
+from harness.rundir import checkpoints as ckpt  # noqa: E402
+from harness.training.loop import make_accelerator, seed_everything, train  # noqa: E402
 
 MODELS = {
     "ae": ("AE", {"k": 3}),

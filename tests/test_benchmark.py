@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import benchmark
 from harness.api import DataConfig
-from harness.benchmark_report import claims
+from harness.benchmark import suite_runner as benchmark
+from harness.benchmark.report import claims
 from harness.cli import main
 from harness.errors import ConfigError, HarnessError
-from harness.validation import carve_validation
+from harness.training.validation_split import carve_validation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,7 @@ def test_real_suite_claims_cover_the_datasets_run_and_the_mnist_exception() -> N
 
 
 def test_published_numbers_sit_beside_ours() -> None:
-    from harness.benchmark_report import paper_rows
+    from harness.benchmark.report import paper_rows
 
     ablation = benchmark.load_suite("paper-ablation")
     by = {("mnist", "vrrae", "interpolation/fid"): _row(6.5, 0.5, [0, 1, 2])}
@@ -308,7 +308,7 @@ def test_benchmark_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_final_metrics_go_to_the_trackers() -> None:
-    from harness.runner import log_final_metrics
+    from harness.commands import log_final_metrics
 
     calls = []
 
@@ -329,7 +329,7 @@ def test_preview_grids_go_to_the_trackers_that_take_images() -> None:
     import torch
 
     from harness.api import DatasetInfo
-    from harness.runner import log_final_images
+    from harness.commands import log_final_images
 
     calls: dict[str, tuple] = {}
 
@@ -352,7 +352,7 @@ def test_preview_grids_go_to_the_trackers_that_take_images() -> None:
     assert told == ["tensorboard", "wandb"]
     values, step, kwargs = calls["tensorboard"]
     (batch,) = values.values()
-    # one NHWC uint8 grid (harness.figures): 2 rows x 3 columns of 4 px images scaled up to
+    # one NHWC uint8 grid (harness.evaluation.figures): 2 rows x 3 columns of 4 px images scaled up to
     # 48 px, 3 px apart, each in a grey frame
     assert list(values) == ["final/reconstruction"] and step == 7
     assert kwargs == {"dataformats": "NHWC"} and batch.shape == (1, 108, 159, 3)
@@ -366,8 +366,8 @@ def test_datasets_missing_here_are_probed_once_and_reported(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """paper-real names four datasets; only the ones on this machine are run, and the report
     says why the others were not (instead of 22 failed runs per missing dataset)."""
-    from harness.benchmark_report import sections
-    from harness.plugins import get_host
+    from harness.benchmark.report import sections
+    from harness.host.plugins import get_host
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import benchmark_figures as bf
+from harness.benchmark import figures as bf
 
 
 def _bench(tmp_path: Path) -> dict:
@@ -101,6 +101,6 @@ def test_plugin_figures_come_through_the_hook(tmp_path: Path) -> None:
                                         (1.0000001e-3, "0.0010000001"), ("adam", "adam"),
                                         ("a/b", "a_b"), (3, "3")])
 def test_value_tags_name_each_value(value: object, tag: str) -> None:
-    from harness.benchmark import value_tag
+    from harness.benchmark.suite_runner import value_tag
 
     assert value_tag(value) == tag

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import benchmark, benchmark_dir, benchmark_run
-from harness.benchmark_suite import MAX_SEEDS, Suite
+from harness.benchmark import directory as benchmark_dir
+from harness.benchmark import planned_run as benchmark_run
+from harness.benchmark import suite_runner as benchmark
+from harness.benchmark.suite import MAX_SEEDS, Suite
 from harness.cli import main
 from harness.errors import ConfigError, HarnessError
 
@@ -212,7 +214,7 @@ def test_a_sweep_can_sweep_any_key_and_pick_the_highest(tmp_path: Path) -> None:
     assert all("data.validation=0.2" in s.sets for s in sweeps)
     assert not any("model.beta" in item or "data.validation" in item
                    for s in specs if s.phase == "final" for item in s.sets)
-    from harness.plugins import get_host
+    from harness.host.plugins import get_host
 
     configs = benchmark.check_plan(get_host(), suite, specs)  # the real resolver, no training
     assert configs["sweep-bumps-ae-lr0.01"].train.lr == 0.01
@@ -227,8 +229,8 @@ def test_a_sweep_can_sweep_any_key_and_pick_the_highest(tmp_path: Path) -> None:
 
 
 def test_a_finished_run_is_checked_against_its_planned_config(tmp_path: Path) -> None:
-    from harness import runner
-    from harness.plugins import get_host
+    from harness import commands as runner
+    from harness.host.plugins import get_host
 
     host = get_host()
     planned = runner.resolve_config(model="ae", dataset="bumps", config_file=None,

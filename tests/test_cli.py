@@ -16,7 +16,7 @@ from conftest import cpu_subprocess_env
 
 from harness import hookimpl
 from harness.cli import main
-from harness.config import tomllib
+from harness.configuration.run_config import tomllib
 
 FAST = [
     "--set", "train.steps=4", "--set", "train.batch_size=16", "--set", "train.log_every=1",
@@ -117,7 +117,7 @@ class SampleCounterPlugin:
 def pinned_plugins():  # type: ignore[no-untyped-def]
     """The built-in plugins plus :class:`SampleCounterPlugin`, and nothing installed on the
     machine: the set of metrics, and so of records, is the same in every environment."""
-    from harness import plugins
+    from harness.host import plugins
 
     with builtin_plugins_only():
         plugins.load_host(plugins={"sample-counter": SampleCounterPlugin()})

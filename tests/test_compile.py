@@ -10,11 +10,11 @@ import torch
 from harness_plugins.autoencoders import models
 from harness_plugins.datasets import digits
 
-from harness import compile as hcompile
 from harness.api import DataConfig
-from harness.config import RunConfig, TrainConfig, parse_set
+from harness.configuration.run_config import RunConfig, TrainConfig, parse_set
 from harness.errors import ConfigError
-from harness.train import seed_everything, train
+from harness.training import compile as hcompile
+from harness.training.loop import seed_everything, train
 
 
 def _tiny(splits):  # type: ignore[no-untyped-def]

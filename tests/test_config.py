@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness import config as cfg
+from harness.configuration import run_config as cfg
 from harness.errors import ConfigError, HarnessError
 
 
@@ -115,7 +115,7 @@ def test_bad_eval_options_name_the_new_spelling(item: str, needle: str) -> None:
 
 
 def test_the_default_dataset_comes_from_a_plugin() -> None:
-    from harness.plugins import Host
+    from harness.host.plugins import Host
 
     assert cfg.resolve(model="vrrae", dataset=None).dataset == "bumps"
     empty = Host()  # no plugin declares a default dataset
@@ -126,8 +126,8 @@ def test_the_default_dataset_comes_from_a_plugin() -> None:
 
 def test_default_train_steps_is_written_to_the_run_config(tmp_path) -> None:
     """Issue 9, item 8: config.toml holds every resolved value, the default step count too."""
-    from harness import runs
-    from harness.config import TrainConfig, from_dict, load_toml, resolve
+    from harness.configuration.run_config import TrainConfig, from_dict, load_toml, resolve
+    from harness.rundir import contents as runs
 
     rc = resolve(model="ae", dataset="bumps", sets=[])
     assert rc.train.steps == TrainConfig.DEFAULT_STEPS

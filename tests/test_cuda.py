@@ -36,7 +36,7 @@ def _splits():  # type: ignore[no-untyped-def]
 def _model(splits, seed: int = 0):  # type: ignore[no-untyped-def]
     from harness_plugins.autoencoders.models import VRRAE
 
-    from harness.train import seed_everything
+    from harness.training.loop import seed_everything
 
     seed_everything(seed)
     cfg = VRRAE.Config(k=4, latent_dim=16, arch="mlp", hidden=32, beta=1e-3)
@@ -46,8 +46,8 @@ def _model(splits, seed: int = 0):  # type: ignore[no-untyped-def]
 def _train(tmp_path, name: str, **train_options):  # type: ignore[no-untyped-def]
     from accelerate.state import AcceleratorState, GradientState
 
-    from harness.config import RunConfig, TrainConfig
-    from harness.train import train
+    from harness.configuration.run_config import RunConfig, TrainConfig
+    from harness.training.loop import train
 
     AcceleratorState._reset_state(True)  # each run its own mixed-precision setting
     GradientState._reset_state()
@@ -61,8 +61,8 @@ def _train(tmp_path, name: str, **train_options):  # type: ignore[no-untyped-def
 
 
 def test_batches_are_pinned_for_the_gpu(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from harness import data as hdata
-    from harness import train as trainer
+    from harness.training import feeding as hdata
+    from harness.training import loop as trainer
 
     split = _splits().train
     images, labels = next(iter(hdata.make_loader(split, [[0, 1, 2]], pin_memory=True)))
@@ -82,7 +82,7 @@ def test_batches_are_pinned_for_the_gpu(tmp_path, monkeypatch) -> None:  # type:
 def test_small_splits_are_indexed_on_the_gpu_bit_for_bit() -> None:
     from torch.utils.data._utils.collate import default_collate
 
-    from harness import data as hdata
+    from harness.training import feeding as hdata
 
     split = _splits().train  # digits: float32 images
     rng = np.random.default_rng(0)
@@ -100,7 +100,7 @@ def test_small_splits_are_indexed_on_the_gpu_bit_for_bit() -> None:
 
 
 def test_fp16_uses_the_grad_scaler_and_checkpoints_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from harness import checkpoint as ckpt
+    from harness.rundir import checkpoints as ckpt
 
     result, records, run_dir = _train(tmp_path, "fp16", mixed_precision="fp16")
     assert all(np.isfinite(r["loss"]["total"]) for r in records)
@@ -138,8 +138,8 @@ def test_compiled_mode_matches_eager_on_cuda(tmp_path) -> None:  # type: ignore[
 
 
 def test_resume_on_the_gpu_reaches_the_uninterrupted_weights(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from harness.config import RunConfig, TrainConfig
-    from harness.train import train
+    from harness.configuration.run_config import RunConfig, TrainConfig
+    from harness.training.loop import train
 
     splits = _splits()
 

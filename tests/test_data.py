@@ -1,4 +1,4 @@
-"""Batched fetching (harness.data): the same items, bit for bit, as per-item fetching plus
+"""Batched fetching (harness.training.feeding): the same items, bit for bit, as per-item fetching plus
 default_collate, for every in-memory dataset; worker defaults; the loader's contracts."""
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from harness_plugins.datasets.folders import ImageFileDataset  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torch.utils.data._utils.collate import default_collate  # noqa: E402
 
-from harness import data as hdata  # noqa: E402
 from harness.api import DataConfig  # noqa: E402
 from harness.errors import ConfigError  # noqa: E402
-from harness.train import ShardedBatchSampler  # noqa: E402
+from harness.training import feeding as hdata  # noqa: E402
+from harness.training.loop import ShardedBatchSampler  # noqa: E402
 
 
 def _in_memory_splits(name: str, root) -> list:  # type: ignore[no-untyped-def]

@@ -194,7 +194,7 @@ def check_contract(splits: DataSplits) -> None:
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_every_builtin_dataset_meets_the_contract(name: str, isolated) -> None:
-    from harness import plugins
+    from harness.host import plugins
 
     try:
         host = plugins.load_host()
@@ -222,7 +222,7 @@ def test_listing_imports_nothing_heavy() -> None:
 
 
 def test_the_host_lists_all_six_with_descriptions() -> None:
-    from harness import plugins
+    from harness.host import plugins
 
     try:
         host = plugins.load_host()
@@ -256,7 +256,7 @@ class SquaresPlugin:
 
 
 def test_a_third_party_dataset_registers_and_loads_through_the_host() -> None:
-    from harness import plugins
+    from harness.host import plugins
 
     try:
         host = plugins.load_host(plugins={"squares-plugin": SquaresPlugin()})

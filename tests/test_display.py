@@ -1,5 +1,5 @@
 """What a reader sees of a run's numbers: names in words, units, direction, the paper's value,
-and why a protocol has no number (harness.display)."""
+and why a protocol has no number (harness.evaluation.display)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from harness import display
 from harness.api import ValueDisplay
+from harness.evaluation import display
 
 
 @pytest.fixture
 def host():  # type: ignore[no-untyped-def]
     from cli_helpers import builtin_plugins_only
 
-    from harness import plugins
+    from harness.host import plugins
 
     with builtin_plugins_only():
         yield plugins.get_host()

@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 from cli_helpers import TINY, assert_error_line, builtin_plugins_only, cli
 
-from harness import checkpoint as ckpt
-from harness import preflight, runs
-from harness.config import tomllib
+from harness.configuration import preflight
+from harness.configuration.run_config import tomllib
 from harness.errors import ConfigError
+from harness.rundir import checkpoints as ckpt
+from harness.rundir import contents as runs
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -350,7 +351,7 @@ def test_an_empty_split_is_refused_naming_it() -> None:
 
 def test_unexpected_errors_are_one_line_and_harness_debug_shows_the_traceback(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from harness import runner
+    from harness import commands as runner
 
     def boom(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("division by zero")

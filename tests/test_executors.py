@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from cli_helpers import assert_error_line, cli
 
-from harness import executors
-from harness.benchmark import RunSpec
+from harness.benchmark import executors
+from harness.benchmark.executors import JobBook, SlurmExecutor, SlurmOptions, result_path
+from harness.benchmark.suite_runner import RunSpec
 from harness.errors import ConfigError
-from harness.executors import JobBook, SlurmExecutor, SlurmOptions, result_path
-from harness.slurm_launch import adopt_srun_rendezvous, expand_hostlist, srun_rendezvous
+from harness.training.slurm_launch import adopt_srun_rendezvous, expand_hostlist, srun_rendezvous
 
 
 def test_slurm_options_are_checked_and_become_sbatch_parameters() -> None:
@@ -169,7 +169,7 @@ def test_a_failing_squeue_resubmits_nothing(monkeypatch: pytest.MonkeyPatch,
 def test_a_suites_executor_tables_are_typed_and_checked_when_read(tmp_path: Path) -> None:
     """``[executor]``/``[slurm]`` belong to the suite schema: a bad key or value is refused
     when the suite is read, naming the suite, before any plan or folder exists."""
-    from harness.benchmark_suite import Suite
+    from harness.benchmark.suite import Suite
 
     base = {"name": "s", "datasets": ["bumps"], "models": ["ae"]}
     suite = Suite.from_dict({**base, "executor": {"name": "slurm"},
@@ -188,7 +188,7 @@ def test_a_suites_executor_tables_are_typed_and_checked_when_read(tmp_path: Path
 def test_the_slurm_folder_belongs_to_the_benchmark_directory(tmp_path: Path) -> None:
     """A benchmark continued after ``--executor slurm`` holds ``slurm/``: still its own
     folder (continued), while a folder of the user's is still refused."""
-    from harness import benchmark_dir as bdir
+    from harness.benchmark import directory as bdir
     from harness.errors import HarnessError
 
     (tmp_path / "runs").mkdir()

@@ -103,7 +103,7 @@ def test_shipped_weights_serve_every_run_of_their_dataset_without_training(
         tmp_path: Path, quick_recipe: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness_plugins.metrics import domain, domain_weights
 
-    from harness.validation import carve_validation
+    from harness.training.validation_split import carve_validation
 
     splits = _digits()
     shipped = tmp_path / "weights"
@@ -137,7 +137,7 @@ def test_the_validation_runs_extractor_trains_on_the_whole_training_split(
         tmp_path: Path, quick_recipe: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from harness_plugins.metrics import domain, domain_weights
 
-    from harness.validation import carve_validation
+    from harness.training.validation_split import carve_validation
 
     monkeypatch.setattr(domain_weights, "SHIPPED_DIR", tmp_path / "none")
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from cli_helpers import TINY, assert_error_line, builtin_plugins_only, cli
 
-from harness import atomic, runs
-from harness import checkpoint as ckpt
+from harness.rundir import atomic
+from harness.rundir import checkpoints as ckpt
+from harness.rundir import contents as runs
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(),
                                 reason="finds the file behind a descriptor through /proc")
@@ -53,7 +54,7 @@ class _FullDisk:
 
 
 class _OsWithFullDisk:
-    """``os`` for harness.runs, whose ``fdopen`` hands out a :class:`_FullDisk` for the
+    """``os`` for harness.rundir.contents, whose ``fdopen`` hands out a :class:`_FullDisk` for the
     temporary file of ``target`` (so the real atomic writer runs, and the disk fills up)."""
 
     def __init__(self, target: str) -> None:
@@ -140,7 +141,7 @@ def test_disk_full_writing_metrics_loses_nothing(tmp_path: Path,
 KILLER = textwrap.dedent('''
     import os, signal, sys
     from pathlib import Path
-    from harness import atomic
+    from harness.rundir import atomic
 
     target = sys.argv[1]
 
@@ -200,7 +201,7 @@ def test_build_once_lets_one_process_build_and_the_others_wait(tmp_path: Path) -
     builder = subprocess.Popen([sys.executable, "-c", f"""
 import time
 from pathlib import Path
-from harness.atomic import build_once, atomic_write_bytes
+from harness.rundir.atomic import build_once, atomic_write_bytes
 with build_once(Path({str(target)!r})) as todo:
     assert todo
     print("building", flush=True)
@@ -218,7 +219,7 @@ with build_once(Path({str(target)!r})) as todo:
     killed = subprocess.Popen([sys.executable, "-c", f"""
 import time
 from pathlib import Path
-from harness.atomic import build_once
+from harness.rundir.atomic import build_once
 with build_once(Path({str(target)!r})):
     print("holding", flush=True)
     time.sleep(60)

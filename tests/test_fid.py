@@ -1,4 +1,4 @@
-"""harness.fid: streaming statistics and the Frechet distance against closed forms."""
+"""harness.evaluation.fid: streaming statistics and the Frechet distance against closed forms."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from harness.fid import FeatureStats, fid_from_stats, frechet_distance
+from harness.evaluation.fid import FeatureStats, fid_from_stats, frechet_distance
 
 
 def _random_spd(rng: np.random.Generator, d: int, rank: int | None = None) -> np.ndarray:
@@ -162,7 +162,7 @@ def test_all_reduce_over_two_processes_equals_one_process(tmp_path) -> None:
 
 
 def test_small_generated_set_route_equals_the_d_by_d_route() -> None:
-    from harness.fid import fid_from_features
+    from harness.evaluation.fid import fid_from_features
 
     rng = np.random.default_rng(9)
     d = 400
@@ -180,7 +180,7 @@ def test_small_generated_set_route_equals_the_d_by_d_route() -> None:
 
 
 def test_reference_factor_is_cached_saved_and_invalidated() -> None:
-    from harness.fid import fid_from_features
+    from harness.evaluation.fid import fid_from_features
 
     rng = np.random.default_rng(10)
     ref = FeatureStats().update(rng.normal(size=(200, 30)))

@@ -1,4 +1,4 @@
-"""Pictures that label themselves (harness.figures)."""
+"""Pictures that label themselves (harness.evaluation.figures)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import numpy as np
 import torch
 
 from harness.api import GridLabels
-from harness.figures import BORDER, GAP, MARK, MIN_TILE, labelled_grid, save_labelled_grid
+from harness.evaluation.figures import (
+    BORDER,
+    GAP,
+    MARK,
+    MIN_TILE,
+    labelled_grid,
+    save_labelled_grid,
+)
 
 
 def test_tiles_are_framed_and_marked_columns_coloured() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from cli_helpers import assert_error_line, builtin_plugins_only, cli
 
-from harness import atomic
+from harness.rundir import atomic
 
 RUN = ["run", "--model", "ae", "--dataset", "digits", "--set", "train.steps=4",
        "--set", "train.batch_size=8", "--set", "data.n_train=32", "--set", "data.n_test=8",
@@ -138,7 +138,7 @@ def test_a_full_disk_reported_by_safetensors_is_a_full_disk(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     from safetensors import SafetensorError
 
-    from harness import checkpoint
+    from harness.rundir import checkpoints as checkpoint
 
     def full(*args: object, **kwargs: object) -> None:
         raise SafetensorError(SAFETENSORS_ENOSPC)

@@ -26,9 +26,9 @@ from cli_helpers import TINY, builtin_plugins_only, cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import runs
 from harness.api import DataConfig
-from harness.config import TrainConfig
+from harness.configuration.run_config import TrainConfig
+from harness.rundir import contents as runs
 
 FAST = settings(max_examples=8, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))

@@ -1,5 +1,5 @@
 """One way to call hooks: every hook goes through the Host, with one failure policy, and no
-module but harness.plugins reaches into pluggy's manager."""
+module but harness.host.plugins reaches into pluggy's manager."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import harness
 from harness import hookimpl
 from harness.errors import PluginError
-from harness.plugins import load_host
+from harness.host.plugins import load_host
 
 # every test here builds its own host: the process-wide one is reset before and after
 pytestmark = pytest.mark.usefixtures("fresh_host")
@@ -65,8 +65,8 @@ def test_strict_mode_makes_every_hook_failure_fatal(monkeypatch: pytest.MonkeyPa
 
 def test_no_module_outside_plugins_reaches_into_the_plugin_manager() -> None:
     root = Path(harness.__file__).parent
-    offenders = [f"{path.name}:{n}" for path in sorted(root.glob("*.py"))
-                 if path.name != "plugins.py"
+    offenders = [f"{path.relative_to(root)}:{n}" for path in sorted(root.rglob("*.py"))
+                 if path.relative_to(root).as_posix() != "host/plugins.py"
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if re.search(r"\bhost\.pm\b|\.pm\.hook\b", line)]
     assert offenders == []
@@ -89,7 +89,7 @@ class Figures:
 def test_report_figures_go_through_the_host_and_a_broken_plugin_only_loses_its_own(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.benchmark_figures import plugin_figures
+    from harness.benchmark.figures import plugin_figures
 
     monkeypatch.delenv("HARNESS_STRICT_PLUGINS", raising=False)
     host = load_host({"good": Figures(), "bad": Figures(fail=True)}, entry_points=False)
@@ -105,3 +105,45 @@ def test_report_figures_go_through_the_host_and_a_broken_plugin_only_loses_its_o
     assert [(caption, path.name) for caption, path in made] == [("bumps: ['ae']", "bumps.png")]
     assert "plugin 'bad': hook report_figures failed: RuntimeError: no figure today" in \
         capsys.readouterr().err
+
+
+def _host_imports(path: Path, root: Path) -> set[str]:
+    """The harness modules ``path`` imports, at the top or inside a function alike."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            base = node.module
+            names = [f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            while parts and not ((root.parent / Path(*parts)).with_suffix(".py").is_file()):
+                parts.pop()
+            if parts and parts[0] == "harness":
+                found.add(".".join(parts))
+    return found
+
+
+def test_the_host_has_no_import_circle() -> None:
+    """No module of harness/ imports, even lazily inside a function, a module that imports
+    it back: each layer knows only the layers below it."""
+    root = Path(harness.__file__).parent
+    graph = {".".join(p.relative_to(root.parent).with_suffix("").parts): _host_imports(p, root)
+             for p in root.rglob("*.py") if p.name != "__init__.py"}
+    circles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == path[0]:
+                circles.append(" -> ".join([*path, nxt]))
+            elif nxt not in path and len(path) < 8:
+                visit(nxt, [*path, nxt])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    assert circles == []

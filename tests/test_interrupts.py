@@ -83,7 +83,7 @@ def test_ctrl_c_during_evaluation_names_harness_evaluate(tmp_path: Path) -> None
 def test_sigterm_outside_training_is_a_keyboard_interrupt() -> None:
     """In-process: the handler the CLI installs turns SIGTERM and SIGHUP into the Ctrl-C path
     (before, a SIGHUP outside the training loop killed the process with nothing said)."""
-    from harness import stopsignal
+    from harness.training import stopsignal
 
     old = {s: signal.getsignal(s) for s in stopsignal.STOP_SIGNALS}
     try:
@@ -100,13 +100,14 @@ def test_sigterm_outside_training_is_a_keyboard_interrupt() -> None:
 def test_the_cli_prints_the_command_of_the_phase(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import cli, stopsignal
+    from harness import cli
+    from harness.training import stopsignal
 
     def interrupted(*args: object, **kwargs: object) -> None:
         stopsignal.set_next_command("harness evaluate 'my run'", "the weights are saved")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("harness.runner.evaluate_run", interrupted)
+    monkeypatch.setattr("harness.commands.evaluate_run", interrupted)
     try:
         with pytest.raises(SystemExit) as exc:
             cli.main(["evaluate", str(tmp_path)])

@@ -37,7 +37,7 @@ def test_factories_load_and_follow_the_metric_protocol() -> None:
     import harness_plugins.metrics as plugin
 
     from harness.api import Metric
-    from harness.registry import Component
+    from harness.host.registry import Component
 
     found: dict[str, Any] = {}
     plugin.register_metrics(register=lambda n, f, d: found.__setitem__(n, f))
@@ -167,7 +167,7 @@ def _labelled(images: torch.Tensor, labels: torch.Tensor | None = None) -> Tenso
 def test_fid_metric_uses_harness_fid_and_caches_the_reference() -> None:
     from harness_plugins.metrics.fid import FID
 
-    from harness.fid import FeatureStats, fid_from_stats
+    from harness.evaluation.fid import FeatureStats, fid_from_stats
 
     g = torch.Generator().manual_seed(0)
     reference = _labelled(torch.rand(100, 1, 8, 8, generator=g))

@@ -40,7 +40,7 @@ def test_api_exports_the_fid_statistics_lazily() -> None:
     code = ("import sys, harness.api as api\n"
             "assert 'torch' not in sys.modules, 'harness.api imported torch'\n"
             "from harness.api import FeatureStats, fid_from_features, frechet_distance\n"
-            "import harness.fid as f\n"
+            "import harness.evaluation.fid as f\n"
             "assert FeatureStats is f.FeatureStats and fid_from_features is f.fid_from_features\n"
             "try:\n    api.nope\nexcept AttributeError as e:\n    print(e)\n")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -68,8 +68,8 @@ def test_every_metric_has_a_config_dataclass_with_the_papers_defaults() -> None:
 
 
 def test_build_metrics_passes_config_and_progress() -> None:
-    from harness import config as cfgmod
-    from harness.evaluation import build_metrics
+    from harness.configuration import run_config as cfgmod
+    from harness.evaluation.evaluate import build_metrics
 
     rc = cfgmod.resolve(model="ae", dataset="fashion-mnist",
                         sets=['eval.metrics=["fid", "collapse"]', "eval.fid.n_reference=500"])
@@ -127,9 +127,9 @@ def test_same_protocol_same_stamp_cold_or_warm_in_any_cache_dir(
         RandomGenerationConfig,
     )
 
-    from harness import report
-    from harness.config import EvalConfig
-    from harness.evaluation import evaluate
+    from harness.configuration.run_config import EvalConfig
+    from harness.evaluation import tables as report
+    from harness.evaluation.evaluate import evaluate
 
     monkeypatch.setattr(domain, "MIN_STEPS", 12)
     monkeypatch.setattr(domain, "BATCH", 32)
@@ -205,8 +205,8 @@ def test_save_samples_exports_reference_stats_in_pytorch_fid_layout(
     from harness_plugins.metrics.fid import FID
     from harness_plugins.protocols.paper import RandomGeneration, RandomGenerationConfig
 
-    from harness.config import EvalConfig
-    from harness.evaluation import evaluate
+    from harness.configuration.run_config import EvalConfig
+    from harness.evaluation.evaluate import evaluate
 
     monkeypatch.setattr(domain, "MIN_STEPS", 12)
     monkeypatch.setattr(domain, "BATCH", 32)

@@ -85,7 +85,7 @@ def test_every_hub_backed_loader_fails_fast(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dataset: str
 ) -> None:
     from harness.api import DataConfig
-    from harness.plugins import load_host
+    from harness.host.plugins import load_host
 
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):

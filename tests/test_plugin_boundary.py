@@ -96,7 +96,7 @@ class Boundary:
 
 @pytest.fixture(scope="module")
 def boundary_host():  # type: ignore[no-untyped-def]
-    from harness import plugins
+    from harness.host import plugins
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HARNESS_LOAD_PLUGINS", "")
@@ -108,7 +108,7 @@ def boundary_host():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def finished_run(boundary_host, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """One tiny run with every bad component (shared: training is the slow part)."""
-    from harness import evaluation
+    from harness.evaluation import evaluate as evaluation
 
     evaluation._WARNED.clear()  # messages are said once per process
     out = tmp_path_factory.mktemp("boundary") / "run"
@@ -173,7 +173,7 @@ def test_report_json_is_valid_json_even_from_an_old_metrics_file_with_nan(
 
 def test_harness_debug_prints_the_traceback(monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from harness import evaluation
+    from harness.evaluation import evaluate as evaluation
 
     monkeypatch.setenv("HARNESS_DEBUG", "1")
     monkeypatch.setattr(evaluation, "_WARNED", set())

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 
 from harness import hookimpl
-from harness import plugins as plugins_mod
 from harness.errors import ComponentConflict, PluginError
-from harness.plugins import load_host
-from harness.registry import COMPONENT_HOOKS, KINDS, Component, ComponentShadowed, Registry
+from harness.host import plugins as plugins_mod
+from harness.host.plugins import load_host
+from harness.host.registry import COMPONENT_HOOKS, KINDS, Component, ComponentShadowed, Registry
 
 EXAMPLE_PLUGIN_DIR = Path(__file__).resolve().parent / "example_plugin"
 
@@ -318,7 +318,7 @@ def test_a_run_survives_raising_hooks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A tiny run with a logger plugin that raises from every hook finishes and records."""
-    from harness import runner
+    from harness import commands as runner
 
     monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN_DIR))
     monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "example")  # if it is installed too

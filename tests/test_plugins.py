@@ -2,7 +2,7 @@
 reported and dropped), strict mode, the escape hatches, name conflicts, and meta-tests that
 every hook is documented and exercised.
 
-Entry points are faked by replacing ``harness.plugins.metadata`` with a stand-in whose
+Entry points are faked by replacing ``harness.host.plugins.metadata`` with a stand-in whose
 ``entry_points`` returns :class:`FakeEntryPoint` objects; their ``load()`` is the real
 ``importlib.metadata.EntryPoint.load``, so imports (and import failures) are real. Plugin
 modules are written to ``tmp_path`` and imported from there.
@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 
 from harness import hookimpl, hookspecs
-from harness import plugins as plugins_mod
 from harness.errors import ComponentConflict, HarnessError, PluginError, UnknownComponent
-from harness.plugins import Host, load_host
-from harness.registry import Component, Registry
+from harness.host import plugins as plugins_mod
+from harness.host.plugins import Host, load_host
+from harness.host.registry import Component, Registry
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -64,7 +64,7 @@ class FakeDist:
 
 @dataclass
 class FakeEntryPoint:
-    """What ``harness.plugins`` reads from an entry point, with a real ``load()``."""
+    """What ``harness.host.plugins`` reads from an entry point, with a real ``load()``."""
 
     name: str
     value: str
@@ -491,8 +491,8 @@ def test_loading_and_listing_plugins_does_not_import_torch() -> None:
     code = textwrap.dedent(
         """
         import json, sys
-        import harness.plugins
-        host = harness.plugins.get_host()
+        import harness.host.plugins
+        host = harness.host.plugins.get_host()
         rows = [r.as_dict() for r in host.records.values()]
         for kind in ("model", "dataset", "metric"):
             rows += [c.summary() for c in host.registry(kind)]
@@ -601,7 +601,7 @@ class Recorder:
 
 def test_lifecycle_hooks_see_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny run of the example plugin's model on bumps, with a recording logger plugin."""
-    from harness import runner
+    from harness import commands as runner
 
     monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN_DIR))
     monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "example")  # if it is installed too

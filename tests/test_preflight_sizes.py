@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cli_helpers import TINY, assert_error_line, builtin_plugins_only, cli
 
-from harness import config as cfgmod
-from harness import preflight
 from harness.api import EVAL_MEMORY_ENV, EvalSizes
+from harness.configuration import preflight
+from harness.configuration import run_config as cfgmod
 from harness.errors import ConfigError
 
 AE = ["run", "--model", "ae", "--dataset", "bumps", *TINY]
@@ -77,7 +77,7 @@ def test_the_memory_limit_is_lifted_deliberately(monkeypatch: pytest.MonkeyPatch
 def test_sections_check_their_values_when_built() -> None:
     """Each section refuses a bad value at construction, from Python as from the CLI."""
     from harness.api import DataConfig
-    from harness.config import EvalConfig, TrainConfig
+    from harness.configuration.run_config import EvalConfig, TrainConfig
 
     with pytest.raises(ConfigError, match="train.optimizer 'sgd'"):
         TrainConfig(optimizer="sgd")
@@ -127,8 +127,9 @@ def test_preflight_plan_is_what_training_follows(tmp_path: Path) -> None:
 def test_resume_rebuilds_the_saved_config_once_keeping_its_preset(tmp_path: Path) -> None:
     """A saved config holds its preset's values: a resume rebuilds it as it is (the preset
     name kept, no preset layer below it), and a changed lr is the one change listed."""
-    from harness import runner, runs
-    from harness.plugins import get_host
+    from harness import commands as runner
+    from harness.host.plugins import get_host
+    from harness.rundir import contents as runs
 
     host = get_host()
     config = cfgmod.resolve(model="vrrae", dataset="bumps", sets=["train.steps=7"], host=host)

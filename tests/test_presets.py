@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import config as cfgmod
 from harness.cli import main
-from harness.config import tomllib  # tomli on Python 3.10
+from harness.configuration import run_config as cfgmod
+from harness.configuration.run_config import tomllib  # tomli on Python 3.10
 
 
 @pytest.mark.parametrize(("model", "dataset", "expected"), [
@@ -72,7 +72,8 @@ def test_run_records_and_prints_the_preset(tmp_path: Path,
 def test_resume_with_changed_steps_keeps_every_recorded_field(tmp_path: Path) -> None:
     """``--resume --set train.steps=N`` rewrites config.toml: only train.steps may differ,
     ``run.preset`` included (the rewrite goes through the same plan and writer as a run)."""
-    from harness import runner, runs
+    from harness import commands as runner
+    from harness.rundir import contents as runs
 
     config = cfgmod.resolve(model="vrrae", dataset="bumps", sets=["train.steps=5"])
     assert config.preset == "autoencoders:synthetic"

@@ -1,5 +1,5 @@
 """The built-in protocols (harness_plugins.protocols) and the host's evaluation runner
-(harness.evaluation), with tiny hand-checkable models (no dependency on the autoencoder
+(harness.evaluation.evaluate), with tiny hand-checkable models (no dependency on the autoencoder
 plugin)."""
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from harness_plugins.protocols.paper import reconstruction_error as _rec
 from torch.utils.data import TensorDataset
 
 from harness.api import DatasetInfo, DataSplits, EvalContext
-from harness.config import EvalConfig
+from harness.configuration.run_config import EvalConfig
 from harness.errors import HarnessError
-from harness.evaluation import build_metrics, evaluate, save_image_grid
-from harness.registry import Component, Registry
+from harness.evaluation.evaluate import build_metrics, evaluate, save_image_grid
+from harness.host.registry import Component, Registry
 
 SHAPE = (1, 4, 4)
 P = 16  # pixels per image
@@ -372,7 +372,7 @@ def test_metric_selection_and_options_from_the_eval_section() -> None:
         def get(self, kind: str, name: str) -> Component:
             return registry.get(name)
 
-    from harness.config import Schema, build_eval
+    from harness.configuration.run_config import Schema, build_eval
 
     cfg = build_eval({"fid-like": {"feature_extractor": "domain", "n_reference": "123"}},
                      Schema(Host()))
@@ -406,7 +406,7 @@ def test_standardised_images_are_shown_on_their_own_scale(tmp_path: Any) -> None
     from PIL import Image
 
     from harness.api import DatasetInfo
-    from harness.evaluation import export_samples, to_display
+    from harness.evaluation.evaluate import export_samples, to_display
 
     raw = torch.rand(4, 1, 6, 6) * 0.5
     mean, std = float(raw.mean()), float(raw.std())

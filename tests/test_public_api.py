@@ -29,9 +29,10 @@ def _host_imports(path: Path) -> list[tuple[int, str]]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-            if node.module == "harness":  # `from harness import distributed` is a module too
+            if node.module == "harness":  # `from harness import training` is a module too
                 names += [f"harness.{a.name}" for a in node.names
-                          if (REPO / "harness" / f"{a.name}.py").is_file()]
+                          if (REPO / "harness" / f"{a.name}.py").is_file()
+                          or (REPO / "harness" / a.name / "__init__.py").is_file()]
         else:
             continue
         found += [(node.lineno, n) for n in names if n == "harness" or n.startswith("harness.")]
@@ -49,9 +50,10 @@ def test_plugins_import_only_the_public_api() -> None:
 
 def test_the_import_check_catches_a_private_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("from harness import distributed\nimport harness.fid\nfrom harness.api import X\n")
+    bad.write_text("from harness import training, commands\nimport harness.evaluation.fid\n"
+                   "from harness.api import X\n")
     assert [m for _, m in _host_imports(bad) if m not in PUBLIC] == [
-        "harness.distributed", "harness.fid"]
+        "harness.training", "harness.commands", "harness.evaluation.fid"]
 
 
 def _readme_signatures() -> dict[str, list[ast.FunctionDef]]:

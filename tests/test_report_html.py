@@ -23,7 +23,7 @@ SOURCES = {"rec_error_percent": "protocol", "gaussian_fit_error_percent": "gauss
 def synthetic_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The committed paper-synthetic benchmark.json, with run folders rebuilt from its
     report.json (each seed gets the mean ± its share of the std), then the report written."""
-    from harness.benchmark_report import write_report
+    from harness.benchmark.report import write_report
 
     out = tmp_path_factory.mktemp("synthetic")
     state = json.loads((RESULTS / "benchmark.json").read_text())

@@ -1,4 +1,4 @@
-"""harness.resources: glibc malloc thresholds set in-process, peak memory in the log and the
+"""harness.training.resources: glibc malloc thresholds set in-process, peak memory in the log and the
 run summary."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from harness import resources
+from harness.training import resources
 
 GLIBC = resources._libc() is not None
 
@@ -21,7 +21,7 @@ GLIBC = resources._libc() is not None
 FAULTS = """
 import json, resource, sys
 sys.path[:0] = {path!r}
-from harness.resources import tune_malloc
+from harness.training.resources import tune_malloc
 done = tune_malloc() if {tune} else "defaults"
 import numpy as np
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -78,7 +78,7 @@ def test_tune_malloc_is_a_no_op_off_glibc(monkeypatch) -> None:  # type: ignore[
 
 def test_peak_rss_grows_with_what_the_process_touched() -> None:
     code = (f"import sys; sys.path[:0] = {sys.path!r}\n"
-            "from harness.resources import peak_memory\nimport numpy as np\n"
+            "from harness.training.resources import peak_memory\nimport numpy as np\n"
             "a = peak_memory()['peak_rss_mb']; b = np.ones(1 << 25)\n"
             "print(a, peak_memory('cpu')['peak_rss_mb'])")
     if sys.platform == "win32":  # pragma: no cover
@@ -95,8 +95,8 @@ def test_peak_rss_grows_with_what_the_process_touched() -> None:
 
 
 def test_peak_memory_in_log_records_and_the_run_summary(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from harness import runner
-    from harness.config import resolve
+    from harness import commands as runner
+    from harness.configuration.run_config import resolve
 
     config = resolve(model="ae", dataset="digits", config_file=None, seed=0,
                      sets=["train.steps=4", "train.log_every=2", "train.batch_size=32",

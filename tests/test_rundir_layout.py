@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import runs
-from harness.rundir_layout import RESULT_FILES, RUN_FILES, RunLayout
+from harness.rundir import contents as runs
+from harness.rundir.layout import RESULT_FILES, RUN_FILES, RunLayout
 
 
 def test_layout_names_every_file_of_a_run(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_a_component_name_never_leads_the_default_run_dir_out_of_its_root(tmp_pa
     ``runs/``, not outside it."""
     from types import SimpleNamespace
 
-    from harness import runs
+    from harness.rundir import contents as runs
 
     for model in ("../../pwned", "plugin:name", "/abs", ".."):
         config = SimpleNamespace(model=model, dataset="bumps", seed=0)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import report, runs
 from harness.errors import HarnessError
+from harness.evaluation import tables as report
+from harness.rundir import contents as runs
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:

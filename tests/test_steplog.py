@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from dist_toys import ToyVAE, make_config, make_splits
 
-from harness import steplog
-from harness.steplog import Progress, StepLogger, terminal_columns
-from harness.train import seed_everything, train
+from harness.training import steplog
+from harness.training.loop import seed_everything, train
+from harness.training.steplog import Progress, StepLogger, terminal_columns
 
 
 class FakeClock:

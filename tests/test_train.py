@@ -15,16 +15,16 @@ import pytest
 import torch
 from dist_toys import ToyVAE, make_config, make_splits, weights
 
-from harness import checkpoint as ckpt
-from harness.config import TrainConfig
+from harness.configuration.run_config import TrainConfig
 from harness.errors import ConfigError, NonFiniteLoss
-from harness.sampling import CalibrationSampler, plan_steps
-from harness.train import (
+from harness.rundir import checkpoints as ckpt
+from harness.training.loop import (
     ShardedBatchSampler,
     build_optimizer,
     seed_everything,
     train,
 )
+from harness.training.sampling import CalibrationSampler, plan_steps
 
 
 @pytest.fixture(autouse=True)
@@ -351,7 +351,7 @@ def test_trackers_get_every_log_record(tmp_path):
     once and every log record, flattened."""
     from accelerate.tracking import GeneralTracker
 
-    from harness.train import make_accelerator
+    from harness.training.loop import make_accelerator
 
     class Recorder(GeneralTracker):
         name = "recorder"
@@ -386,7 +386,7 @@ def test_trackers_get_every_log_record(tmp_path):
 
 
 def test_cpu_launch_detection(monkeypatch):
-    from harness.train import cpu_launch
+    from harness.training.loop import cpu_launch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)

@@ -177,7 +177,7 @@ class ArrayDataset(Dataset):
         [0, 1], int64 (n,) labels)``, equal bit for bit to ``default_collate([self[i] for i
         in indices])`` (an empty ``indices`` gives (0, C, H, W) and (0,)).
 
-        This is what :func:`harness.data.make_loader` calls once per batch instead of
+        This is what :func:`harness.training.feeding.make_loader` calls once per batch instead of
         ``__getitem__`` per item plus ``default_collate``."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = len(self)

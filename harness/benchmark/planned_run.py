@@ -1,0 +1,126 @@
+"""One planned run of a benchmark: what it is (:class:`RunSpec`), the ``harness run`` command
+that trains it, where its record stands, and running it as a local child process.
+
+A module of its own because every executor (the local pool in :mod:`harness.benchmark.suite_runner`, a
+Slurm job in :mod:`harness.benchmark.slurm_job`, the waiting side in :mod:`harness.benchmark.executors`) runs and
+reads runs the same way, and none of them may import the benchmark that drives them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.benchmark import directory as bdir
+from harness.errors import HarnessError
+
+#: a Slurm job's record of its run (JSON; absent: the job did not finish), under DIR/slurm/
+RESULTS_DIR = "results"
+
+
+@dataclass
+class RunSpec:
+    id: str
+    dataset: str
+    model: str
+    seed: int
+    phase: str  # "sweep" (choosing the swept key's value) or "final"
+    value: Any = None  # the swept key's value of this run (None: no sweep)
+    sets: list[str] = field(default_factory=list)
+    #: export what was scored (RUN_DIR/samples/): the report's sample figures are built
+    #: from it, so the first seed's final runs save them
+    save_samples: bool = False
+
+
+def run_command(spec: RunSpec, run_dir: Path, resume: bool) -> list[str]:
+    """The ``harness`` argv of one planned run (without the ``harness`` itself): what an
+    executor (a local process, a cluster job) runs for it. ``harness run`` restarts a folder
+    stopped before its first checkpoint itself, under the run's lock."""
+    extra = ["--save-samples"] if spec.save_samples else []
+    if resume and (run_dir / "config.toml").is_file() and (
+            run_dir / "checkpoints" / "latest").is_file():
+        return ["run", "--resume", "--out", str(run_dir), *extra]
+    cmd = ["run", "--model", spec.model, "--dataset", spec.dataset, "--seed", str(spec.seed),
+           "--out", str(run_dir), *extra]
+    for item in spec.sets:
+        cmd += ["--set", item]
+    return cmd
+
+
+def launch_local(argv: list[str], log: Path, threads: int) -> int:
+    """Run ``harness ARGV`` as a child process with its output in ``log``; its exit status.
+    torch sizes its thread pool from OMP_NUM_THREADS at start: N runs share the cores."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as handle:
+        return subprocess.run([sys.executable, "-m", "harness.cli", *argv], stdout=handle,
+                              stderr=subprocess.STDOUT, env=env, check=False).returncode
+
+
+def run_status(run_dir: Path) -> str:
+    """``done`` (results written), ``interrupted`` (a config, no results) or ``new``."""
+    if (run_dir / "metrics.json").is_file():
+        return "done"
+    if (run_dir / "config.toml").is_file():
+        return "interrupted"
+    return "new"
+
+
+def _last_error(log: Path) -> str:
+    if not log.is_file():
+        return "no output"
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error") or "Error:" in ln]
+    return (errors[-1] if errors else (lines[-1] if lines else "no output")).strip()[:500]
+
+
+def check_finished(run_dir: Path, planned: Any, host: Any) -> str | None:
+    """Why the finished run in ``run_dir`` is not the planned run (its ``config.toml``
+    differs), or None when it is."""
+    from harness.configuration import preflight
+    from harness.configuration import run_config as cfgmod
+
+    try:
+        stored = cfgmod.from_dict(cfgmod.load_toml(run_dir / "config.toml"), host=host)
+    except HarnessError as exc:
+        return f"its config.toml cannot be read back ({exc})"
+    changes = preflight.config_changes(stored, planned)
+    if not changes:
+        return None
+    return "it was trained with other settings: " + "; ".join(str(c) for c in changes[:4])
+
+
+def run_one(spec: RunSpec, out: Path, threads: int, resume: bool,
+            planned: Any = None, host: Any = None) -> dict[str, Any]:
+    """One planned run; returns its record (status, wall time, error)."""
+    run_dir = out / bdir.RUNS_DIR / spec.id
+    log = out / bdir.RUNS_DIR / f"{spec.id}.log"
+    record: dict[str, Any] = {**asdict(spec), "dir": str(run_dir.relative_to(out))}
+    busy = bdir.run_busy(run_dir)
+    if busy is not None:
+        return {**record, "status": "failed", "error": f"{run_dir} is in use by PID {busy} "
+                "(a harness run still going, e.g. from a killed benchmark): left alone; run "
+                "the same command again once it has finished"}
+    if run_status(run_dir) == "done":
+        wrong = check_finished(run_dir, planned, host) if planned is not None else None
+        if wrong:
+            return {**record, "status": "failed", "error": f"{run_dir} is finished but not "
+                    f"the planned run: {wrong}; move it aside to train the planned one"}
+        return {**record, "status": "done", "skipped": True}
+    cmd = run_command(spec, run_dir, resume)
+    start = time.perf_counter()
+    code = launch_local(cmd, log, threads)
+    record.update(wall_s=round(time.perf_counter() - start, 2), returncode=code, command=cmd)
+    if code == 0 and run_status(run_dir) == "done":
+        return {**record, "status": "done", "skipped": False}
+    return {**record, "status": "failed", "error": _last_error(log)}
+
+
+def result_path(out: Path, run_id: str) -> Path:
+    """Where a cluster job writes the record of its run for the waiting benchmark."""
+    return out / bdir.SLURM_DIR / RESULTS_DIR / f"{run_id}.json"

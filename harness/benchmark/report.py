@@ -1,0 +1,377 @@
+"""The report of a ``harness benchmark`` directory: Markdown, CSV and JSON tables, the paper's
+claims checked against our numbers, the figures (:mod:`harness.benchmark.figures`: drawn
+from what the runs wrote), and one self-contained HTML page.
+
+Written by :func:`write_report` into the benchmark directory: ``report.md``, ``report.csv``,
+``report.json``, ``report.html`` (figures embedded as data URIs) and ``figures/*.png``.
+Every table names the budget, so a reduced run is never mistaken for the paper's protocol.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.benchmark import directory as bdir
+from harness.evaluation import tables
+
+BUDGET_NOTE = {"smoke": "SMOKE budget: a few steps, tiny sample counts; checks the pipeline, "
+                        "says nothing about the models",
+               "cpu": "CPU budget: reduced steps and sample counts; not the paper's protocol",
+               "paper": "PAPER budget: the suite's full configuration"}
+
+SMOKE_CLAIMS = ("At the smoke budget (a few training steps) these verdicts are computed the "
+                "same way but are not evidence for or against the paper: the models are barely "
+                "trained.")
+
+# ------------------------------------------------------------------------------- numbers
+def _stats(state: dict[str, Any], out: Path) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
+    done = [out / r["dir"] for r in state["runs"].values()
+            if r.get("phase") == "final" and r.get("status") == "done"]
+    rows = tables.collect(done) if done else []
+    by: dict[tuple[str, str, str], Any] = {}
+    for row in rows:
+        key = (row["dataset"], row["model"], f"{row['protocol']}/{row['metric']}")
+        # several stamps of one metric: keep the one with most seeds
+        if key not in by or row["n"] > by[key]["n"]:
+            by[key] = row
+    return rows, by
+
+
+def _fmt(row: dict[str, Any] | None, digits: int = 2) -> str:
+    if row is None:
+        return "not measured"
+    return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f} (n={row['n']})"
+
+
+def claims(state: dict[str, Any], by: dict[Any, Any]) -> list[dict[str, str]]:
+    """The suite's ``[[claims]]``, each judged on every dataset of this benchmark it covers:
+    supported / not supported / not measured, with the numbers and the seeds."""
+    datasets = state["suite"]["datasets"]
+    out: list[dict[str, str]] = []
+    for claim in state["suite"].get("claims", []):
+        wanted = [d for d in (claim.get("datasets") or datasets)
+                  if d not in claim.get("skip", [])]
+        scope = [d for d in wanted if d in datasets]
+        if not scope:
+            out.append({"claim": claim["text"], "dataset": ", ".join(wanted),
+                        "verdict": "not measured",
+                        "evidence": "no run on that dataset in this benchmark"})
+        out += [judge(claim, dataset, by) for dataset in scope]
+    return out
+
+
+def judge(claim: dict[str, Any], dataset: str, by: dict[Any, Any]) -> dict[str, str]:
+    """One claim on one dataset. ``test = "lower"``: the model's mean over seeds is below the
+    mean of each model in ``than``; ``"wider"``: its std over seeds is above each of theirs
+    (needs two seeds or more)."""
+    metric, test = claim["metric"], claim.get("test", "lower")
+    names = [claim["model"], *claim["than"]]
+    rows = [by.get((dataset, m, metric)) for m in names]
+    found = [r for r in rows if r is not None]
+    if len(found) < len(rows) or (test == "wider" and any(r["n"] < 2 for r in found)):
+        verdict = "not measured"
+    elif test == "lower":
+        verdict = ("supported" if all(found[0]["mean"] < r["mean"] for r in found[1:])
+                   else "not supported")
+    else:
+        verdict = ("supported" if all(found[0]["std"] > r["std"] for r in found[1:])
+                   else "not supported")
+    numbers = ", ".join(f"{m} {_fmt(r)}" for m, r in zip(names, rows, strict=True))
+    evidence = ("std over seeds: " if test == "wider" else "") + numbers
+    for extra in claim.get("evidence", []):
+        evidence += f"; {extra}: " + ", ".join(f"{m} {_fmt(by.get((dataset, m, extra)))}"
+                                              for m in names)
+    used = sorted({s for r in rows if r for s in r["seeds"]})
+    evidence += f" ({metric}; {'seeds ' + ','.join(map(str, used)) if used else 'no runs'})"
+    if claim.get("note"):
+        evidence += f". Note: {claim['note']}"
+    return {"claim": claim["text"], "dataset": dataset, "verdict": verdict,
+            "evidence": evidence}
+
+
+def paper_rows(state: dict[str, Any], by: dict[Any, Any]) -> tuple[list[str], list[list[str]],
+                                                                   str]:
+    """The suite's ``[published]`` numbers beside ours: (header, rows, note)."""
+    published = state["suite"].get("published") or {}
+    columns, values = published.get("columns", []), published.get("values", {})
+    header = ["dataset", "model"]
+    for column in columns:
+        header += [f"paper {column}", f"ours {column}"]
+    body = []
+    for dataset in state["suite"]["datasets"]:
+        for model, numbers in values.get(dataset, {}).items():
+            cells = [dataset, model]
+            for column, number in zip(columns, numbers, strict=True):
+                cells += [f"{number:g}", _fmt(by.get((dataset, model, column)))]
+            body.append(cells)
+    missing = [d for d in state["suite"]["datasets"] if d not in values]
+    note = f"source: {published.get('source', 'the paper')}"
+    if missing:
+        note += (f"; the paper reports no numbers for {', '.join(missing)} (it reports "
+                 f"{', '.join(values) or 'none'})")
+    return header, body, note
+
+
+# ------------------------------------------------------------------------------- tables
+def to_markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+_md_table = to_markdown
+
+
+class Header(str):
+    """A column header in words that keeps the raw ``protocol/metric`` key it stands for: the
+    HTML shows the key as a tooltip and in a line under the table, Markdown under the table."""
+
+    key: str
+
+    def __new__(cls, text: str, key: str = "") -> Header:
+        made = super().__new__(cls, text)
+        made.key = key
+        return made
+
+
+def _keys_line(header: list[str]) -> str:
+    keys = [f"{h} = {h.key}" for h in header if isinstance(h, Header) and h.key]
+    return "raw keys (metrics.json, report.csv): " + "; ".join(keys) if keys else ""
+
+
+def _html_table(header: list[str], body: list[list[str]]) -> str:
+    head = "".join(
+        f"<th title='{html.escape(h.key, quote=True)}'>{html.escape(h)}</th>"
+        if isinstance(h, Header) and h.key else f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+                   for row in body)
+    keys = _keys_line(header)
+    foot = f"<p class='keys'>{html.escape(keys)}</p>" if keys else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{foot}"
+
+
+def _cell(row: dict[str, Any] | None) -> str:
+    """mean ± std (n) over seeds; a per-run spread (a ``_std`` key) as its mean only, so no
+    number carries two spreads."""
+    if row is None:
+        return ""
+    if str(row["metric"]).endswith("_std"):
+        return f"{row['mean']:.3f} (n={row['n']})"
+    return _fmt(row, 3)
+
+
+def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], betas: dict[Any, Any],
+                   note: str) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """One results table per protocol (so each fits a page), headers in words with unit and
+    direction (:func:`harness.evaluation.tables.header`), the raw key kept in :class:`Header`."""
+    from harness.evaluation.display import protocol_title
+    from harness.host.plugins import get_host
+
+    host = get_host()
+    models = sorted({(r["dataset"], r["model"]) for r in rows})
+    shown = {(r["protocol"], r["metric"]): r for r in rows}
+    out = []
+    for protocol in sorted({p for p, _ in shown}):
+        metrics = sorted(m for p, m in shown if p == protocol)
+        header = ["dataset", "model", "beta"] + [
+            Header(tables.header(shown[(protocol, m)], with_protocol=False), f"{protocol}/{m}")
+            for m in metrics]
+        body = [[d, m, "" if betas.get((d, m)) is None else f"{betas[(d, m)]:g}"]
+                + [_cell(by.get((d, m, f"{protocol}/{mm}"))) for mm in metrics]
+                for d, m in models]
+        out.append((f"Results: {protocol_title(protocol, host)}",
+                    f"{note}; mean ± std (n runs) over seeds; ↑ higher is better, ↓ lower is "
+                    "better", header, body))
+    return out
+
+
+def _swept_key(state: dict[str, Any]) -> str:
+    sweep = state["suite"].get("sweep") or {}
+    if isinstance(sweep, dict) and sweep.get("key"):
+        return str(sweep["key"]).rpartition(".")[2]
+    return "beta" if state["suite"].get("beta") else ""
+
+
+def _swept_values(state: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    """(dataset, model) -> the swept value its final runs used."""
+    return {(r["dataset"], r["model"]): r.get("value", r.get("beta"))
+            for r in state["runs"].values() if r.get("phase") == "final"}
+
+
+def _value_cell(v: Any) -> str:
+    return "" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def results_table(state: dict[str, Any], out: Path) -> tuple[list[str], list[list[str]]]:
+    """The results: one row per dataset and model, mean ± std (n) over seeds per metric."""
+    rows, by = _stats(state, out)
+    metrics = sorted({(r["protocol"], r["metric"]) for r in rows})
+    models = sorted({(r["dataset"], r["model"]) for r in rows})
+    key = _swept_key(state)
+    values = _swept_values(state)
+    header = ["dataset", "model"] + ([key] if key else []) + [f"{p}/{m}" for p, m in metrics]
+    body = []
+    for d, m in models:
+        v = values.get((d, m))
+        cells = [d, m] + ([_value_cell(v)] if key else [])
+        body.append(cells + [_fmt(by[(d, m, f"{p}/{mm}")], 3) if (d, m, f"{p}/{mm}") in by
+                             else "" for p, mm in metrics])
+    return header, body
+
+
+def _selection_tables(state: dict[str, Any], note: str) -> list[tuple[str, str, list[str],
+                                                                     list[list[str]]]]:
+    found = []
+    for choice in state.get("sweep_selection") or state.get("beta_selection") or []:
+        chosen = json.dumps(choice.get("chosen"))
+        body = [[str(json.loads(v)), "" if x is None else f"{x:.4g}",
+                 "chosen" if choice.get("chosen") is not None and
+                 json.loads(v) == json.loads(chosen) else ""]
+                for v, x in choice.get("values", {}).items()]
+        key = choice.get("key", "model.beta")
+        found.append((f"Sweep of {key}: {choice['model']} on {choice['dataset']}",
+                      f"{note}; rule: {choice['rule']}", [key, choice.get("metric", ""), ""],
+                      body))
+    return found
+
+
+def sections(state: dict[str, Any], out: Path) -> tuple[list[tuple[str, str, list[str],
+                                                                     list[list[str]]]],
+                                                        list[dict[str, str]], list[dict[str, Any]]]:
+    """(title, note, header, body) tables, the claims and the raw rows."""
+    rows, by = _stats(state, out)
+    budget = state["budget"]
+    note = f"budget: {budget} ({BUDGET_NOTE.get(budget, '')})"
+    out_tables = results_tables(rows, by, state, note)
+    if state["suite"].get("published"):
+        pheader, prow, pnote = paper_rows(state, by)
+        out_tables.append(("The paper's numbers beside ours", f"{note}; {pnote}", pheader,
+                           prow))
+    out_tables += _selection_tables(state, note)
+    missing = state.get("unavailable") or {}
+    if missing:
+        out_tables.append(("Datasets not available on this machine (their runs were skipped)",
+                           note, ["dataset", "why"],
+                           [[d, " ".join(str(w).split())[:300]] for d, w in missing.items()]))
+    run_body = [[rid, r.get("phase", ""), r.get("status", ""),
+                 f"{float(r.get('wall_s') or 0):.1f}", r.get("error", "")]
+                for rid, r in sorted(state["runs"].items())]
+    out_tables.append(("Runs: wall time (s) and failures", note,
+                       ["run", "phase", "status", "wall s", "error"], run_body))
+    return out_tables, claims(state, by), rows
+
+
+def _add_claims_of_older_state(state: dict[str, Any], host: Any) -> None:
+    """A benchmark directory written before suites carried ``published`` and ``claims`` gets
+    them from the suite of the same name, when it is still known."""
+    suite = state["suite"]
+    if "claims" in suite or "published" in suite:
+        return
+    from harness.benchmark.suite import load_suite
+    from harness.errors import HarnessError
+
+    try:
+        known = load_suite(suite["name"], host)
+    except HarnessError:
+        return
+    suite["claims"], suite["published"] = known.claims, known.published
+
+
+# ------------------------------------------------------------------------------- writing
+def _markdown(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, str]],
+              figs: list[tuple[str, Path]], out: Path, skipped: str) -> str:
+    suite = state["suite"]
+    machine = ", ".join(f"{k}: {v}" for k, v in state.get("machine", {}).items())
+    md = [f"# Benchmark `{suite['name']}` — budget `{state['budget']}`\n\n"
+          f"{suite.get('description', '')}\n\n"
+          f"- {BUDGET_NOTE.get(state['budget'], '')}\n- seeds: {state['seeds']}; jobs: "
+          f"{state.get('jobs')}; threads per run: {state.get('threads_per_run')}\n"
+          f"- machine: {machine}\n- extra --set: {state.get('sets') or 'none'}\n"]
+    for title, note, header, table in secs:
+        keys = _keys_line(header)
+        md.append(f"\n## {title}\n\n_{note}_\n\n" + (to_markdown(header, table) if table
+                                                          else "")
+                  + (f"\n_{keys}_\n" if keys and table else ""))
+    md.append("\n## Claims of the paper\n\n")
+    if state["budget"] == "smoke":
+        md.append(f"_{SMOKE_CLAIMS}_\n\n")
+    for c in found_claims:
+        md.append(f"- **{c['verdict']}** ({c['dataset']}): {c['claim']}. {c['evidence']}\n")
+    if skipped:
+        md.append(f"\n(figures skipped: {skipped}; pip install matplotlib)\n")
+    md.append("\n## Figures\n\n")
+    md += [f"![{cap}]({p.relative_to(out)})\n\n{cap}\n\n" for cap, p in figs]
+    return "".join(md)
+
+
+def _html(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, str]],
+          figs: list[tuple[str, Path]]) -> str:
+    suite = state["suite"]
+    machine = ", ".join(f"{k}: {v}" for k, v in state.get("machine", {}).items())
+    parts = [f"<h1>Benchmark <code>{html.escape(suite['name'])}</code> — budget "
+             f"<code>{html.escape(state['budget'])}</code></h1>",
+             f"<p>{html.escape(suite.get('description', ''))}</p>",
+             f"<p><b>{html.escape(BUDGET_NOTE.get(state['budget'], ''))}</b></p>",
+             f"<p>seeds: {html.escape(str(state['seeds']))}; machine: {html.escape(machine)}</p>"]
+    for title, note, header, rows_ in secs:
+        parts.append(f"<h2>{html.escape(title)}</h2><p><i>{html.escape(note)}</i></p>"
+                     + (_html_table(header, rows_) if rows_ else ""))
+    parts.append("<h2>Claims of the paper</h2>" + (
+        f"<p><i>{html.escape(SMOKE_CLAIMS)}</i></p>" if state["budget"] == "smoke" else ""))
+    parts.append("<ul>" + "".join(
+        f"<li><b class='{c['verdict'].replace(' ', '-')}'>{html.escape(c['verdict'])}</b> "
+        f"({html.escape(c['dataset'])}): {html.escape(c['claim'])}. "
+        f"{html.escape(c['evidence'])}</li>" for c in found_claims) + "</ul>")
+    parts.append("<h2>Figures</h2>")
+    for cap, p in figs:
+        data = base64.b64encode(p.read_bytes()).decode()
+        parts.append(f"<figure><img alt='{html.escape(cap, quote=True)}' "
+                     f"src='data:image/png;base64,{data}'><figcaption>{html.escape(cap)}"
+                     "</figcaption></figure>")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
+            f"{html.escape(suite['name'])} ({html.escape(state['budget'])})</title><style>"
+            "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
+            "table{border-collapse:collapse;margin:8px 0;max-width:100%}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;"
+            "overflow-wrap:anywhere}th{background:#f3f3f3;text-align:left;cursor:help}"
+            "td{font-variant-numeric:tabular-nums}p.keys{font-size:11px;color:#666;margin:0}"
+            ".supported{color:green}.not-supported{color:#b00}.not-measured{color:#888}"
+            "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+
+
+def write_report(out: str | Path, host: Any = None) -> dict[str, Path]:
+    """Write report.{md,csv,json,html} and figures/ into the benchmark directory ``out``."""
+    from harness.benchmark.figures import figures
+    from harness.rundir.atomic import atomic_write_text
+
+    if host is None:
+        from harness.host.plugins import get_host
+
+        host = get_host()
+    out = Path(out)
+    state = bdir.load_state(out)
+    _add_claims_of_older_state(state, host)
+    secs, found_claims, rows = sections(state, out)
+    figs, skipped = [], ""
+    try:
+        figs = figures(state, out, host)
+    except ImportError as exc:
+        skipped = str(exc)
+    paths = {"md": out / "report.md", "csv": out / "report.csv", "json": out / "report.json",
+             "html": out / "report.html"}
+    atomic_write_text(paths["md"], _markdown(state, secs, found_claims, figs, out, skipped))
+    csv_text = tables.to_csv(rows).splitlines()
+    csv_text[0] += ",budget"
+    csv_text[1:] = [line + f",{state['budget']}" for line in csv_text[1:]]
+    atomic_write_text(paths["csv"], "\n".join(csv_text) + "\n")
+    atomic_write_text(paths["json"], json.dumps(
+        {"suite": state["suite"]["name"], "budget": state["budget"], "seeds": state["seeds"],
+         "machine": state.get("machine"), "rows": rows, "claims": found_claims,
+         "sweep_selection": state.get("sweep_selection") or state.get("beta_selection") or [],
+         "runs": state["runs"]}, indent=2, default=str) + "\n")
+    atomic_write_text(paths["html"], _html(state, secs, found_claims, figs))
+    return paths

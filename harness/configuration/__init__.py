@@ -1,0 +1,1 @@
+"""A run's configuration: its sections, their checks, and the preflight plan."""

@@ -1,0 +1,183 @@
+"""How a run's numbers are shown to a reader: a name in words, a unit, the better direction,
+the paper's value beside it, and one line of why when a protocol produced no number.
+
+The words come from the components themselves (``display`` and ``title`` class attributes,
+see :class:`harness.api.ValueDisplay`); a component that declares nothing is shown by its raw
+key, with the direction it recorded. Published values come from the ``[published]`` tables
+of the registered benchmark suites, so the host names no paper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from harness.api import ValueDisplay
+
+STD_SUFFIX = "_std"
+
+
+def _component(host: Any, kind: str, name: str) -> Any:
+    """The registered class of a component, or None (unknown, or it fails to load)."""
+    if host is None or not name:
+        return None
+    try:
+        return host.get(kind, name).load()
+    except Exception:  # a display must never fail a run that has finished
+        return None
+
+
+def _declared(component: Any, key: str) -> ValueDisplay | None:
+    table = getattr(component, "display", None)
+    value = table.get(key) if isinstance(table, dict) else None
+    return value if isinstance(value, ValueDisplay) else None
+
+
+def _source(record: dict[str, Any], host: Any) -> Any:
+    if record.get("source") == "protocol":
+        return _component(host, "protocol", str(record.get("protocol", "")))
+    return _component(host, "metric", str(record.get("source", "")))
+
+
+def describe(record: dict[str, Any], host: Any = None) -> ValueDisplay:
+    """The display of one metrics.json record: what its component declares for the key,
+    else the spread of a declared ``key_std``'s base, else the raw key (a ``_percent`` key
+    in %) with the record's ``higher_is_better``."""
+    key = str(record.get("metric", ""))
+    component = _source(record, host)
+    found = _declared(component, key)
+    if found is not None:
+        return found
+    if key.endswith(STD_SUFFIX):
+        base = _declared(component, key.removesuffix(STD_SUFFIX))
+        if base is not None:
+            return ValueDisplay(f"{base.name} (std)", base.unit, None)
+    unit = "%" if key.endswith("_percent") or "_percent_" in key else ""
+    direction = record.get("higher_is_better")
+    return ValueDisplay(key, unit, direction if isinstance(direction, bool) else None)
+
+
+def protocol_title(name: str, host: Any = None) -> str:
+    """A protocol's name in words (its ``title``), else its registered name."""
+    title = getattr(_component(host, "protocol", name), "title", None)
+    return title if isinstance(title, str) and title else name
+
+
+def published_values(model: str, dataset: str,
+                     host: Any = None) -> dict[str, list[tuple[float, str]]]:
+    """``"protocol/metric"`` -> [(value, source)] from every registered suite's
+    ``[published]`` table for this model and dataset (distinct values only)."""
+    from harness.benchmark import suite as benchmark_suite
+    from harness.host.plugins import get_host
+
+    host = host if host is not None else get_host()
+    found: dict[str, list[tuple[float, str]]] = {}
+    try:
+        names = [row["name"] for row in benchmark_suite.list_suites(host)]
+    except Exception:
+        return found
+    for name in names:
+        try:
+            published = benchmark_suite.load_suite(name, host).published
+        except Exception:  # a broken suite must not break a run's summary
+            continue
+        numbers = (published.get("values") or {}).get(dataset, {}).get(model)
+        if not numbers:
+            continue
+        for column, value in zip(published.get("columns", []), numbers, strict=False):
+            entry = (float(value), str(published.get("source", name)))
+            if all(v != entry[0] for v, _ in found.get(column, [])):
+                found.setdefault(column, []).append(entry)
+    return found
+
+
+def unscored_reason(name: str, protocol: Any, metrics: Iterable[tuple[str, Any]],
+                    info: Any) -> str:
+    """Why a protocol that returned no number of its own was scored by no metric."""
+    from harness.evaluation.evaluate import _applies, _scores
+
+    metrics = list(metrics)
+    scoring = [m_name for m_name, m in metrics if _scores(m, name, protocol)]
+    kind = getattr(protocol, "kind", "?")
+    if not scoring:
+        selected = ", ".join(m for m, _ in metrics) or "none"
+        return (f"no selected metric scores its {kind} (selected: {selected}); "
+                f"its pictures are in images/{name}.png")
+    refused = [m_name for m_name, m in metrics
+               if _scores(m, name, protocol) and not _applies(m, info)]
+    return (f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to "
+            f"dataset '{info.name}'; its pictures are in images/{name}.png")
+
+
+def format_value(value: float, unit: str, spread: float | None = None) -> str:
+    """``15.43 ± 4.1 %``: four significant digits, the spread two."""
+    shown = f"{value:.4g}"
+    if spread is not None and math.isfinite(spread):
+        shown += f" ± {spread:.2g}"
+    return f"{shown} {unit}".rstrip()
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def result_rows(doc: dict[str, Any], host: Any = None,
+                paper: dict[str, list[tuple[float, str]]] | None = None) -> list[dict[str, Any]]:
+    """One row per number of a metrics document, in words: protocol title, name, value (with
+    its spread when the document has ``key_std`` and ``key`` declares no own line for it),
+    direction, paper value; a protocol with no number gets one row saying why."""
+    results = [r for r in doc.get("results", []) if _numeric(r.get("value"))
+               or r.get("value") is None]
+    keys = {(r.get("protocol"), r.get("metric")) for r in results if _numeric(r.get("value"))}
+    by_key = {(r.get("protocol"), r.get("metric")): r for r in results}
+    rows: list[dict[str, Any]] = []
+    for rec in results:
+        protocol, key = rec.get("protocol"), str(rec.get("metric"))
+        if key.endswith(STD_SUFFIX) and (protocol, key.removesuffix(STD_SUFFIX)) in keys:
+            continue  # shown once, beside its mean
+        shown = describe(rec, host)
+        value = rec.get("value")
+        std = by_key.get((protocol, key + STD_SUFFIX), {}).get("value")
+        rows.append({
+            "protocol": protocol, "title": protocol_title(str(protocol), host),
+            "key": f"{protocol}/{key}", "name": shown.name, "unit": shown.unit,
+            "direction": shown.direction,
+            "value": format_value(value, shown.unit, std if _numeric(std) else None)
+            if _numeric(value) else "not computed: " + _short(rec.get("error") or rec.get("reason")),
+            "paper": ", ".join(f"{v:g} ({src})" for v, src in
+                               (paper or {}).get(f"{protocol}/{key}", [])),
+        })
+    for protocol, reason in (doc.get("unscored") or {}).items():
+        rows.append({"protocol": protocol, "title": protocol_title(protocol, host),
+                     "key": protocol, "name": "no number", "unit": "", "direction": "",
+                     "value": reason, "paper": ""})
+    return rows
+
+
+def _short(error: Any) -> str:
+    text = str(error or "no value").removeprefix("not computed: ")
+    return text[:100] + "... (see metrics.json)" if len(text) > 100 else text
+
+
+def summary_lines(doc: dict[str, Any], host: Any = None, *,
+                  paper: dict[str, list[tuple[float, str]]] | None = None) -> list[str]:
+    """The results of a run as a reader reads them: grouped by protocol, each number with
+    its name, value and unit, the better direction, and the paper's value when known."""
+    rows = result_rows(doc, host, paper)
+    width = max((len(r["name"]) for r in rows), default=0)
+    vwidth = max((len(r["value"]) for r in rows if r["name"] != "no number"), default=0)
+    lines: list[str] = []
+    for title in dict.fromkeys(r["title"] for r in rows):
+        lines.append(f"  {title}")
+        for row in (r for r in rows if r["title"] == title):
+            if row["name"] == "no number":
+                lines.append(f"    no number: {row['value']}")
+                continue
+            line = f"    {row['name']:<{width}}  {row['value']:<{vwidth}}"
+            if row["direction"]:
+                line += f"  ({row['direction']})"
+            if row["paper"]:
+                line += f"  paper: {row['paper']}"
+            lines.append(line.rstrip())
+    return lines

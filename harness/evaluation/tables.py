@@ -1,0 +1,259 @@
+"""Tables across runs: one row per (model, dataset, configuration), one column per
+(protocol, metric), mean ± std over the runs (seeds) that share everything else.
+
+Runs are only averaged when they differ by nothing but ``run.seed``: a different training
+configuration (steps, lr, model.k...) gets its own row, and a different protocol stamp
+(number of samples, feature extractor...) its own column, each marked with a short hash, so a
+number always means one configuration and one protocol.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from harness.configuration.run_config import load_toml
+from harness.errors import HarnessError
+from harness.rundir.contents import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    read_metrics,
+)
+
+
+def _stamp(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (record.get("stamp") or {}).items() if k != "seed"}
+
+
+def stamp_key(record: dict[str, Any]) -> str:
+    """A short hash of the record's protocol stamp, ignoring the seed."""
+    blob = json.dumps(_stamp(record), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def _config_data(run_dir: str | Path) -> dict[str, Any] | None:
+    """The saved configuration without its seed and its ``eval`` section (None if none)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    data = load_toml(path)
+    data.get("run", {}).pop("seed", None)
+    data.pop("eval", None)
+    return data
+
+
+def config_key(run_dir: str | Path) -> str:
+    """A short hash of the run's saved configuration without its seed and its ``eval``
+    section ("" if none saved): evaluation settings that differ show as different protocol
+    stamps (columns), not as different rows."""
+    data = _config_data(run_dir)
+    if data is None:
+        return ""
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _read_finished(run_dir: str | Path) -> dict[str, Any]:
+    """metrics.json of a run; a run stopped before it was written gets an error naming the
+    command that finishes it."""
+    folder = Path(run_dir)
+    if not (folder / METRICS_FILE).is_file() and (folder / CONFIG_FILE).is_file():
+        if (folder / WEIGHTS_FILE).is_file():
+            raise HarnessError(
+                f"'{run_dir}' was stopped during its evaluation (the trained weights are "
+                f"saved, {METRICS_FILE} is not written yet): run `harness evaluate {run_dir}`, "
+                "then report it")
+        if (folder / CHECKPOINT_DIR).is_dir():
+            raise HarnessError(
+                f"'{run_dir}' was stopped during training: continue it with `harness run "
+                f"--resume --out {run_dir}`, then report it")
+    return read_metrics(run_dir)
+
+
+def collect(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Rows: one per (model, dataset, config, protocol, metric, stamp): mean, std, n, seeds."""
+    from harness.evaluation.display import describe
+
+    groups: dict[tuple[str, ...], list[tuple[int, float]]] = defaultdict(list)
+    stamps: dict[str, dict[str, Any]] = {}
+    shown: dict[tuple[str, ...], dict[str, Any]] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    for run_dir in run_dirs:
+        doc = _read_finished(run_dir)
+        run = doc.get("run", {})
+        cfg = config_key(run_dir)
+        configs[cfg] = _flat(_config_data(run_dir) or {})
+        for rec in doc.get("results", []):
+            value = rec.get("value")
+            if not isinstance(value, int | float) or isinstance(value, bool) \
+                    or not math.isfinite(value):  # an old metrics.json may hold NaN
+                continue
+            key = (run.get("model", "?"), run.get("dataset", "?"), cfg,
+                   rec.get("protocol", "?"), rec.get("metric", "?"), stamp_key(rec))
+            stamps[key[-1]] = _stamp(rec)
+            shown[key[3:5]] = rec
+            groups[key].append((int(run.get("seed", 0)), float(value)))
+    rows = []
+    for (model, dataset, cfg, protocol, metric, stamp), values in sorted(groups.items()):
+        xs = [v for _, v in values]
+        mean = sum(xs) / len(xs)
+        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+        rows.append({
+            "model": model, "dataset": dataset, "config": cfg, "protocol": protocol,
+            "metric": metric,
+            "stamp": stamp, "mean": mean, "std": std, "n": len(xs),
+            "seeds": sorted(s for s, _ in values), "stamp_values": stamps[stamp],
+            "config_values": configs.get(cfg, {}),
+            "display": vars(describe(shown[(protocol, metric)], _host())),
+        })
+    return rows
+
+
+def _host() -> Any:
+    from harness.host.plugins import get_host
+
+    try:
+        return get_host()
+    except HarnessError:
+        return None
+
+
+ARROWS = {True: " ↑", False: " ↓", None: ""}
+
+
+def header(row: dict[str, Any], *, with_protocol: bool = True) -> str:
+    """A column's header in words: ``random_generation: FID ↓``, ``...: Reconstruction
+    error (%) ↓`` (↑ higher is better, ↓ lower is better); the raw key goes in the legend."""
+    shown = row.get("display") or {}
+    unit = f" ({shown['unit']})" if shown.get("unit") else ""
+    name = shown.get("name") or row["metric"]
+    words = f"{name}{unit}{ARROWS[shown.get('higher_is_better')]}"
+    return f"{row['protocol']}: {words}" if with_protocol else words
+
+
+def _column(row: dict[str, Any], stamps: dict[tuple[str, str], set[str]]) -> str:
+    base = header(row)
+    if len(stamps[(row["protocol"], row["metric"])]) > 1:
+        base += f" [{row['stamp']}]"
+    return base
+
+
+def _cell(row: dict[str, Any], digits: int) -> str:
+    """mean ± std over seeds; a per-run spread (a ``_std`` key) is shown as its mean only,
+    so no number carries two spreads."""
+    cell = f"{row['mean']:.{digits}f}"
+    if row["n"] > 1 and not str(row["metric"]).endswith("_std"):
+        cell += f" ± {row['std']:.{digits}f}"
+    return cell + (f" (n={row['n']})" if row["n"] > 1 else "")
+
+
+def to_markdown(rows: list[dict[str, Any]], digits: int = 2) -> str:
+    if not rows:
+        return "(no numeric results)\n"
+    stamps: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in rows:
+        stamps[(row["protocol"], row["metric"])].add(row["stamp"])
+    columns = sorted({_column(r, stamps) for r in rows})
+    configs: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for row in rows:
+        configs[(row["model"], row["dataset"])].add(row["config"])
+    table: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for row in rows:
+        cell = _cell(row, digits)
+        model = row["model"]
+        if len(configs[(row["model"], row["dataset"])]) > 1:
+            model += f" [{row['config']}]"
+        table[(model, row["dataset"])][_column(row, stamps)] = cell
+    lines = ["| model | dataset | " + " | ".join(columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for (model, dataset), cells in sorted(table.items()):
+        lines.append(f"| {model} | {dataset} | "
+                     + " | ".join(cells.get(c, "") for c in columns) + " |")
+    return "\n".join(lines + column_keys(rows) + legend(rows) + config_legend(rows)) + "\n"
+
+
+def column_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """The raw ``protocol/metric`` key (as in metrics.json and the CSV) of every header."""
+    keys = {header(r): f"{r['protocol']}/{r['metric']}" for r in rows}
+    out = ["", "Columns (↑ higher is better, ↓ lower is better; mean ± std over seeds, n runs):"]
+    return out + [f"- {h}: `{k}`" for h, k in sorted(keys.items())]
+
+
+def config_legend(rows: list[dict[str, Any]]) -> list[str]:
+    """For every model and dataset split over several configurations (rows ``model
+    [hash]``), the settings that differ between them: ``[d64d6450] train.steps=100``."""
+    by_pair: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        by_pair[(row["model"], row["dataset"])][row["config"]] = row.get("config_values", {})
+    out: list[str] = []
+    for (model, dataset), variants in sorted(by_pair.items()):
+        if len(variants) < 2:
+            continue
+        keys = sorted({k for v in variants.values() for k in v})
+        differing = [k for k in keys if len({json.dumps(v.get(k), sort_keys=True, default=str)
+                                             for v in variants.values()}) > 1]
+        if not out:
+            out += ["", "Rows split by training configuration (what differs between them):"]
+        out.append(f"- {model} on {dataset}:")
+        for cfg, values in sorted(variants.items()):
+            shown = ", ".join(f"{k}={values.get(k, '(absent)')}" for k in differing)
+            out.append(f"  - [{cfg or 'no config.toml'}] {shown or '(same settings)'}")
+    return out
+
+
+def legend(rows: list[dict[str, Any]]) -> list[str]:
+    """For every metric split over several columns, what differs between their stamps:
+    ``[1a2b3c4d] n_samples=1250`` rather than a bare hash."""
+    by_metric: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        by_metric[(row["protocol"], row["metric"])][row["stamp"]] = row.get("stamp_values", {})
+    out: list[str] = []
+    for (protocol, metric), variants in sorted(by_metric.items()):
+        if len(variants) < 2:
+            continue
+        keys = sorted({k for v in variants.values() for k in v})
+        differing = [k for k in keys
+                     if len({json.dumps(v.get(k), sort_keys=True, default=str)
+                             for v in variants.values()}) > 1]
+        if not out:
+            out.append("")
+            out.append("Columns split by protocol stamp (what differs between them):")
+        out.append(f"- {protocol}/{metric}:")
+        for stamp, values in sorted(variants.items()):
+            shown = ", ".join(f"{k}={values.get(k, '(absent)')}" for k in differing)
+            out.append(f"  - [{stamp}] {shown}")
+    return out
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    fields = ["model", "dataset", "config", "protocol", "metric", "stamp", "mean", "std", "n",
+              "seeds"]
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "seeds": " ".join(map(str, row["seeds"]))})
+    return out.getvalue()
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2, allow_nan=False) + "\n"

@@ -1,0 +1,1 @@
+"""The plugin host: finding and loading plugins, and the name -> component tables."""
