@@ -87,3 +87,12 @@ def test_the_reason_for_no_number_names_the_metrics(host) -> None:  # type: igno
                                   [("collapse", Collapse()), ("gaussian-fit", GaussianFit())],
                                   info)
     assert "no selected metric scores its samples" in why and "images/interpolation.png" in why
+
+
+def test_a_long_not_computed_note_pads_no_other_line(host) -> None:  # type: ignore[no-untyped-def]
+    note = {"protocol": "random_generation", "metric": "fid", "value": None, "source": "fid",
+            "higher_is_better": False, "stamp": {}, "error": "x" * 90}
+    lines = display.summary_lines({"results": [DOC["results"][0], note]}, host)
+    rec = next(ln for ln in lines if "Reconstruction error" in ln)
+    assert rec.endswith("26.5 %  (lower is better)"), rec
+    assert any(ln.rstrip().endswith("x" * 90 + "  (lower is better)") for ln in lines), lines

@@ -118,6 +118,9 @@ def format_value(value: float, unit: str, spread: float | None = None) -> str:
     return f"{shown} {unit}".rstrip()
 
 
+NOT_COMPUTED = "not computed: "
+
+
 def _numeric(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -144,7 +147,7 @@ def result_rows(doc: dict[str, Any], host: Any = None,
             "key": f"{protocol}/{key}", "name": shown.name, "unit": shown.unit,
             "direction": shown.direction,
             "value": format_value(value, shown.unit, std if _numeric(std) else None)
-            if _numeric(value) else "not computed: " + _short(rec.get("error") or rec.get("reason")),
+            if _numeric(value) else NOT_COMPUTED + _short(rec.get("error") or rec.get("reason")),
             "paper": ", ".join(f"{v:g} ({src})" for v, src in
                                (paper or {}).get(f"{protocol}/{key}", [])),
         })
@@ -156,7 +159,7 @@ def result_rows(doc: dict[str, Any], host: Any = None,
 
 
 def _short(error: Any) -> str:
-    text = str(error or "no value").removeprefix("not computed: ")
+    text = str(error or "no value").removeprefix(NOT_COMPUTED)
     return text[:100] + "... (see metrics.json)" if len(text) > 100 else text
 
 
@@ -166,7 +169,9 @@ def summary_lines(doc: dict[str, Any], host: Any = None, *,
     its name, value and unit, the better direction, and the paper's value when known."""
     rows = result_rows(doc, host, paper)
     width = max((len(r["name"]) for r in rows), default=0)
-    vwidth = max((len(r["value"]) for r in rows if r["name"] != "no number"), default=0)
+    # numbers line up; a "not computed" note is as long as it is and pads nothing
+    vwidth = max((len(r["value"]) for r in rows if r["name"] != "no number"
+                  and not r["value"].startswith(NOT_COMPUTED)), default=0)
     lines: list[str] = []
     for title in dict.fromkeys(r["title"] for r in rows):
         lines.append(f"  {title}")
