@@ -511,6 +511,7 @@ _SERVICES = {
     "build_config": "harness.configuration.run_config:build_dataclass",
     "images_of": "harness.training.feeding:images_of",
     "cache_dir": "harness.training.resources:cache_dir",
+    "Progress": "harness.progress:Progress",
     "read_model_files": "harness.rundir.modelfiles:read_model_files",
     "FeatureStats": "harness.evaluation.fid:FeatureStats",
     "fid_from_stats": "harness.evaluation.fid:fid_from_stats",

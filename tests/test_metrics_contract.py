@@ -174,25 +174,33 @@ def test_accuracy_warning_for_a_weak_extractor() -> None:
     assert accuracy_warning("my-data", 0.85, 300) is None
 
 
-def test_progress_plain_lines_at_a_steady_cadence(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness_plugins.metrics import _progress
+def test_progress_plain_lines_at_a_steady_cadence() -> None:
+    """Evaluation work uses the host's one Progress (harness.api.Progress)."""
+    from harness_plugins.metrics.extractor import EVAL_PROGRESS_EVERY_S
 
-    err = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", err)  # not a terminal
+    from harness import api
+
+    err = io.StringIO()  # not a terminal
     clock = iter(float(t) for t in range(100))
-    monkeypatch.setattr(_progress.time, "perf_counter", lambda: next(clock))
-    with _progress.Progress("features", 10, interval=3.0) as bar:
+    with api.Progress(10, what="[eval] features", unit="img", every_s=3.0, stream=err,
+                      clock=lambda: next(clock)) as bar:  # fmt: skip
         for _ in range(10):
-            bar.update(1)
+            bar.advance(1)
     lines = err.getvalue().splitlines()
-    # clock: start 0, updates at 1..10: lines at t=3, 6, 9 and the final one
-    assert lines[:3] == ["[eval] features: 3/10 img (3 s)", "[eval] features: 6/10 img (6 s)",
-                         "[eval] features: 9/10 img (9 s)"]  # fmt: skip
-    assert lines[3].startswith("[eval] features: 10/10 img") and len(lines) == 4
-    err.truncate(0)
-    with _progress.Progress("quiet", 5, enabled=False) as bar:
-        bar.update(5)
+    # clock: start 0, updates at 1..10: lines at t=3, 6, 9 and at the last unit
+    assert lines == ["[eval] features: 3/10 img (3 s)", "[eval] features: 6/10 img (6 s)",
+                     "[eval] features: 9/10 img (9 s)", "[eval] features: 10/10 img (10 s)"]
+    err = io.StringIO()
+    with api.Progress(5, what="quiet", stream=err, enabled=False) as bar:
+        bar.advance(5)
     assert err.getvalue() == ""
+    clock = iter(float(t) for t in range(100))  # stopped before its total: close says where
+    with api.Progress(10, what="stopped", unit="img", every_s=50.0, stream=err,
+                      clock=lambda: next(clock)) as bar:  # fmt: skip
+        bar.postfix("loss 0.5")
+        bar.advance(4)
+    assert err.getvalue().splitlines() == ["stopped: 4/10 img (2 s, loss 0.5)"]
+    assert EVAL_PROGRESS_EVERY_S == 10.0
 
 
 def test_save_samples_exports_reference_stats_in_pytorch_fid_layout(

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from dist_toys import ToyVAE, make_config, make_splits
 
+from harness.progress import Progress, terminal_columns
 from harness.training import steplog
 from harness.training.loop import seed_everything, train
-from harness.training.steplog import Progress, StepLogger, terminal_columns
+from harness.training.steplog import StepLogger
 
 
 class FakeClock:
@@ -104,7 +105,7 @@ def _progress_on_terminal(columns: int) -> str:
     try:
         progress = Progress(3, stream=stream, every_s=0.0)
         for i in range(3):
-            progress.advance(lambda i=i: f"line {i + 1}")
+            progress.advance(line=lambda i=i: f"line {i + 1}")
         progress.close()
         stream.flush()
         return _drain(master)

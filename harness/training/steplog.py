@@ -24,95 +24,21 @@ step, ``log(step, loss values, data wait)``, and decides what is due:
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from harness.configuration.run_config import RunConfig
+from harness.progress import PLAIN_EVERY_S, Progress
 from harness.rundir.atomic import atomic_write_text
 from harness.rundir.layout import LOG_FILE, RunLayout
 from harness.training.resources import peak_memory
 
 #: seconds between plain progress lines on stderr when it is not a terminal
-PLAIN_PROGRESS_EVERY_S = 60.0
+PLAIN_PROGRESS_EVERY_S = PLAIN_EVERY_S
 #: seconds between flushes of the JSON-lines log (also flushed at checkpoints and at the end)
 LOG_FLUSH_S = 5.0
-
-
-# ------------------------------------------------------------------------------- progress
-def terminal_columns(stream: Any) -> int:
-    """The width of the terminal ``stream`` writes to; 0 when it is not a terminal or its
-    width is unknown or zero. ``COLUMNS``, when set to an integer, overrides the terminal's
-    own report (as :func:`shutil.get_terminal_size` does)."""
-    try:
-        if not stream.isatty():
-            return 0
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return 0
-    env = os.environ.get("COLUMNS", "").strip()
-    if env:
-        try:
-            return max(0, int(env))
-        except ValueError:
-            pass
-    try:
-        return os.get_terminal_size(stream.fileno()).columns
-    except (AttributeError, OSError, ValueError):
-        return 0
-
-
-class Progress:
-    """Progress over ``total`` units on ``stream`` (stderr by default).
-
-    On a terminal with a width: a tqdm bar, with :meth:`postfix` shown beside it. Otherwise
-    plain lines, at a steady cadence: :meth:`advance` writes ``line()`` when ``every_s``
-    seconds have passed since the previous line (or since the start), and at the last unit.
-    ``line`` is only called when a line is due."""
-
-    def __init__(self, total: int, *, initial: int = 0, unit: str = "step",
-                 stream: TextIO | None = None, every_s: float | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.total, self.done = total, initial
-        self.every_s = PLAIN_PROGRESS_EVERY_S if every_s is None else every_s
-        self._clock = clock
-        self._next = clock() + self.every_s
-        self.bar: Any = None
-        columns = terminal_columns(self.stream)
-        if columns > 0:
-            from tqdm.auto import tqdm
-
-            sized = {"ncols": columns} if os.environ.get("COLUMNS", "").strip() else {
-                "dynamic_ncols": True}
-            self.bar = tqdm(total=total, initial=initial, unit=unit, file=self.stream, **sized)
-
-    @property
-    def plain(self) -> bool:
-        """True when progress goes out as plain lines (no bar)."""
-        return self.bar is None
-
-    def advance(self, line: Callable[[], str]) -> None:
-        """One more unit done."""
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update(1)
-            return
-        now = self._clock()
-        if now >= self._next or self.done == self.total:
-            self._next = now + self.every_s
-            print(line(), file=self.stream, flush=True)
-
-    def postfix(self, values: dict[str, str]) -> None:
-        """Shown beside the bar at its next refresh (nothing in plain mode)."""
-        if self.bar is not None:
-            self.bar.set_postfix(values, refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 # ---------------------------------------------------------------------------- step logger
@@ -176,7 +102,7 @@ class StepLogger:
         if self.main:
             self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
             self.progress = Progress(self.total, initial=self.start, stream=self.stream,
-                                     clock=self.clock)
+                                     every_s=PLAIN_PROGRESS_EVERY_S, clock=self.clock)
             if self.progress.plain:
                 self._plain = _Window(self.clock)
         self.t0 = self._last_flush = self.clock()
@@ -188,7 +114,7 @@ class StepLogger:
 
     def close(self) -> None:
         if self.progress is not None:
-            self.progress.close()
+            self.progress.close(line=self._plain_line if self._plain is not None else None)
             self.progress = None
         if self._file is not None:
             self._file.close()
@@ -211,7 +137,7 @@ class StepLogger:
         if self.progress is not None:
             if self._plain is not None:
                 self._plain.add(values, wait)
-            self.progress.advance(self._plain_line)
+            self.progress.advance(line=self._plain_line)
 
     def _record(self, step: int) -> None:
         now = self.clock()
@@ -300,5 +226,5 @@ def flat_config(config: RunConfig) -> dict[str, Any]:
     return out
 
 
-__all__ = ["LOG_FILE", "LOG_FLUSH_S", "PLAIN_PROGRESS_EVERY_S", "Progress", "StepLogger",
-           "flat", "flat_config", "terminal_columns", "truncate_log"]
+__all__ = ["LOG_FILE", "LOG_FLUSH_S", "PLAIN_PROGRESS_EVERY_S", "StepLogger", "flat",
+           "flat_config", "truncate_log"]

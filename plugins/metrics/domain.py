@@ -58,8 +58,12 @@ from harness import api
 from harness.api import DatasetInfo
 from harness.errors import HarnessError
 
-from ._progress import Progress
-from .extractor import FeatureExtractor, tensors_sha256, write_safetensors_atomic
+from .extractor import (
+    EVAL_PROGRESS_EVERY_S,
+    FeatureExtractor,
+    tensors_sha256,
+    write_safetensors_atomic,
+)
 
 RECIPE_VERSION = 3  # bump when the recipe changes: old caches are ignored
 WEIGHTS_DTYPE = torch.float16  # how trained weights are stored (and then used, as float32)
@@ -225,8 +229,8 @@ def fit_epochs(net: nn.Module, fit_x: torch.Tensor, fit_y: torch.Tensor, *, epoc
             loss.backward()
             opt.step()
             sched.step()
-            bar.set_postfix(f"loss {loss.item():.3f}")
-            bar.update(1)
+            bar.postfix(f"loss {loss.item():.3f}")
+            bar.advance()
 
 
 # ------------------------------------------------------------------ multi-label (attributes)
@@ -268,8 +272,9 @@ def train_classifier(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: one_cycle(s, total))
         gen = torch.Generator().manual_seed(SEED + 1)
         net.train()
-        with Progress(f"training the domain FID classifier of '{what}'", total,
-                      enabled=progress, unit="step") as bar:  # fmt: skip
+        with api.Progress(total, what=f"[eval] training the domain FID classifier of '{what}'",
+                          every_s=EVAL_PROGRESS_EVERY_S, leave=False,
+                          enabled=progress) as bar:  # fmt: skip
             fit_epochs(net, fit_x, fit_y, epochs=epochs, opt=opt, sched=sched, gen=gen,
                        device=device, bar=bar, batch=BATCH, augment=random_shift,
                        loss_fn=_attribute_loss if multi_label else None)  # fmt: skip

@@ -12,6 +12,10 @@ import torch.nn as nn
 
 from harness.api import file_sha256 as sha256_of  # noqa: F401 - re-exported
 
+#: seconds between plain progress lines of evaluation work (reference features, extractor
+#: training) in logs that are not a terminal: shorter than training's, as the work is shorter
+EVAL_PROGRESS_EVERY_S = 10.0
+
 
 def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
     """sha256 of a set of weights: every tensor's name, dtype, shape and bytes, in name order.

@@ -51,10 +51,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from harness import api
 from harness.api import DatasetInfo, FeatureStats, ValueDisplay, fid_from_features, images_of
 from harness.errors import HarnessError
 
-from ._progress import Progress
+from .extractor import EVAL_PROGRESS_EVERY_S
 
 METRIC_VERSION = 2  # bump when what defines an FID number changes
 REFERENCE_VERSION = 3  # bump when the way reference features are computed changes
@@ -217,11 +218,12 @@ class FeatureMetric:
 
     def _features(self, extractor: Any, batches: Any, device: Any, what: str = "",
                   total: int = 0) -> Iterator[torch.Tensor]:  # fmt: skip
-        with Progress(f"{self.name} features of {what}", total,
-                      enabled=self.progress and bool(what)) as bar:  # fmt: skip
+        with api.Progress(total, what=f"[eval] {self.name} features of {what}", unit="img",
+                          every_s=EVAL_PROGRESS_EVERY_S, leave=False,
+                          enabled=self.progress and bool(what)) as bar:  # fmt: skip
             for images in batches:
                 feats = extractor(images, device=device)
-                bar.update(int(feats.shape[0]))
+                bar.advance(int(feats.shape[0]))
                 yield feats
 
     def reference_features(self, reference: Dataset, info: DatasetInfo,

@@ -36,7 +36,6 @@ from harness import api
 from harness.api import DatasetInfo
 from harness.errors import HarnessError
 
-from ._progress import Progress
 from .domain import (
     _fetch,
     accuracy_warning,
@@ -46,7 +45,12 @@ from .domain import (
     fit_epochs,
     split_indices,
 )
-from .extractor import FeatureExtractor, tensors_sha256, write_safetensors_atomic
+from .extractor import (
+    EVAL_PROGRESS_EVERY_S,
+    FeatureExtractor,
+    tensors_sha256,
+    write_safetensors_atomic,
+)
 
 RECIPE_VERSION = 1
 SEED = 0
@@ -156,8 +160,9 @@ def _finetune_and_save(body: nn.Module, train: Dataset, info: DatasetInfo, path:
             opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
         gen = torch.Generator().manual_seed(SEED + 1)
         net.train()
-        with Progress(f"fine-tuning Inception-v3 on '{info.name}'", total, enabled=progress,
-                      unit="step") as bar:  # fmt: skip
+        with api.Progress(total, what=f"[eval] fine-tuning Inception-v3 on '{info.name}'",
+                          every_s=EVAL_PROGRESS_EVERY_S, leave=False,
+                          enabled=progress) as bar:  # fmt: skip
             fit_epochs(net, fit_x, fit_y, epochs=EPOCHS, opt=opt, sched=sched, gen=gen,
                        device=device, bar=bar, batch=BATCH)
         net.eval()
