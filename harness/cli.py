@@ -185,7 +185,7 @@ def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
     from harness.evaluation import tables as report
     from harness.rundir import contents as runs
 
-    rows = report.collect(run_dirs)
+    rows = report.collect(run_dirs, get_host())
     text = {"markdown": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[fmt](rows)
     if output:
         runs.atomic_write_text(output, text)
@@ -287,7 +287,7 @@ def _benchmark_dir_cmd(args: tuple[str, ...]) -> None:
         return
     from harness.benchmark.report import write_report
 
-    paths = write_report(args[1])
+    paths = write_report(args[1], get_host())
     click.echo(f"report written: {paths['md']} (and .csv, .json, .html)")
 
 

@@ -18,7 +18,7 @@ from harness.configuration import preflight
 from harness.configuration import run_config as cfgmod
 from harness.configuration.run_config import RunConfig
 from harness.errors import ConfigError, HarnessError
-from harness.host.plugins import Host, get_host
+from harness.host.plugins import Host, host_or_default
 from harness.rundir import contents as runs
 from harness.rundir.atomic import atomic_dir
 from harness.rundir.layout import RunLayout
@@ -55,7 +55,7 @@ def resolve_config(
 ) -> RunConfig:
     """The run's configuration, every section validated against the installed components
     (unknown names fail with "did you mean")."""
-    host = host or get_host()
+    host = host_or_default(host)
     if dataset is not None:
         host.get("dataset", dataset)  # fail early, with "did you mean"
     return cfgmod.resolve(model=model, dataset=dataset, config_file=config_file, sets=sets,
@@ -90,7 +90,7 @@ def resume_config(
     may differ and are applied; any other difference is refused, naming it. When
     ``config.toml`` is missing or unreadable, the command line's configuration is used
     (checked against the checkpoint before anything is written)."""
-    host = host or get_host()
+    host = host_or_default(host)
     run_dir = Path(out)
     path = RunLayout(run_dir).config
     sets = list(sets or [])
@@ -179,7 +179,7 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
 
     plan = config if isinstance(config, ResumePlan) else ResumePlan(config)
     config = plan.config
-    host = host or get_host()
+    host = host_or_default(host)
     state = PartialState(cpu=trainer.cpu_launch())
     # Every process must agree on the directory (a default name contains a timestamp).
     chosen = [str(out) if out else str(runs.default_run_dir(config))]
@@ -363,8 +363,9 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     # the export replaces samples/ as a whole, once it is complete
     with atomic_dir(RunLayout(run_dir).samples) if save_samples else nullcontext() as samples:
         records = evaluation.evaluate(
-            model, splits, config.eval, seed=config.seed, protocols=protocols, metrics=metrics,
-            device=device, on_images=on_images, on_labels=on_labels, samples_dir=samples)
+            model, splits, config.eval, seed=config.seed, host=host, protocols=protocols,
+            metrics=metrics, device=device, on_images=on_images, on_labels=on_labels,
+            samples_dir=samples)
     previews = {p: (images, nrow, labels.get(p)) for p, (images, nrow, _) in previews.items()}
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
@@ -441,7 +442,7 @@ def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
     if set(overrides) - {"eval"}:
         raise ConfigError("`harness evaluate` only takes --set eval.KEY=VALUE; training settings "
                           "are fixed by the saved run")
-    host = host or get_host()
+    host = host_or_default(host)
     eval_section = _override_eval(dict(data.get("eval", {})), overrides.get("eval", {}), host)
     config = cfgmod.from_dict({**data, "eval": eval_section}, host=host)
     splits = load_data(host, config)

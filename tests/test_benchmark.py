@@ -384,7 +384,7 @@ def test_datasets_missing_here_are_probed_once_and_reported(
     assert "bumps" not in benchmark.probe_datasets(get_host(), bad)
     state = {"suite": {"datasets": ["bumps"], "claims": []}, "budget": "smoke", "runs": {},
              "unavailable": missing}
-    titles = [s[0] for s in sections(state, tmp_path)[0]]
+    titles = [s[0] for s in sections(state, tmp_path, get_host())[0]]
     assert "Datasets not available on this machine (their runs were skipped)" in titles
     with pytest.raises(HarnessError, match="none of the suite's datasets is available here"):
         benchmark.run_suite(benchmark.Suite.from_dict(

@@ -70,17 +70,18 @@ def test_every_metric_has_a_config_dataclass_with_the_papers_defaults() -> None:
 def test_build_metrics_passes_config_and_progress() -> None:
     from harness.configuration import run_config as cfgmod
     from harness.evaluation.evaluate import build_metrics
+    from harness.host.plugins import get_host
 
     rc = cfgmod.resolve(model="ae", dataset="fashion-mnist",
                         sets=['eval.metrics=["fid", "collapse"]', "eval.fid.n_reference=500"])
-    built = dict(build_metrics(rc.eval, progress=True))
+    built = dict(build_metrics(rc.eval, host=get_host(), progress=True))
     fid, collapse = built["fid"], built["collapse"]
     assert fid.config == fid.Config(n_reference=500) and fid.progress is True
     assert fid.config.feature_extractor == "domain"  # the paper's protocol by default
     assert collapse.config == collapse.Config()
     rc = cfgmod.resolve(model="ae", dataset="fashion-mnist",
                         sets=['eval.metrics=["fid"]', "eval.fid.feature_extractor=inception"])
-    ((_, fid),) = build_metrics(rc.eval)
+    ((_, fid),) = build_metrics(rc.eval, host=get_host())
     assert fid.config.feature_extractor == "inception" and fid.progress is False
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.host.plugins import get_host
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "paper-synthetic-cpu"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -42,7 +44,7 @@ def synthetic_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (folder / "metrics.json").write_text(json.dumps(
             {"schema": 1, "run": {"model": run["model"], "dataset": run["dataset"],
                                   "seed": run["seed"]}, "results": results}))
-    write_report(out)
+    write_report(out, get_host())
     return out
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.evaluation import tables as report
+from harness.host.plugins import get_host
 from harness.rundir import contents as runs
 
 
@@ -68,7 +69,7 @@ def test_report_means_and_stds_over_seeds(tmp_path: Path) -> None:
         _fake_run(tmp_path, "a1", "vrrae", 1, 28.0, 40.0),
         _fake_run(tmp_path, "b0", "ae", 0, 27.0, 41.0),
     ]
-    rows = report.collect(dirs)
+    rows = report.collect(dirs, get_host())
     rec = [r for r in rows if r["model"] == "vrrae" and r["metric"] == "rec_error_percent"][0]
     assert rec["mean"] == pytest.approx(27.0)
     assert rec["std"] == pytest.approx(2 ** 0.5)  # sample std of 26, 28
@@ -89,10 +90,10 @@ def test_report_never_averages_different_protocols(tmp_path: Path) -> None:
         _fake_run(tmp_path, "a0", "vrrae", 0, 26.0, 38.0, n_samples=1250),
         _fake_run(tmp_path, "a1", "vrrae", 1, 26.0, 50.0, n_samples=100),
     ]
-    fids = [r for r in report.collect(dirs) if r["metric"] == "fid"]
+    fids = [r for r in report.collect(dirs, get_host()) if r["metric"] == "fid"]
     assert sorted(r["mean"] for r in fids) == [38.0, 50.0]
     assert all(r["n"] == 1 for r in fids)
-    md = report.to_markdown(report.collect(dirs))
+    md = report.to_markdown(report.collect(dirs, get_host()))
     assert "random_generation: FID ↓ [" in md
     # a legend says what differs between the two columns, not only their hashes
     legend = md[md.index("Columns split by protocol stamp"):]
@@ -108,9 +109,9 @@ def test_report_never_averages_different_training_configs(tmp_path: Path) -> Non
     for run, steps, seed in ((a0, 100, 0), (a1, 100, 1), (b2, 5, 2)):
         (run / runs.CONFIG_FILE).write_text(
             f'[run]\nmodel = "vrrae"\ndataset = "mnist"\nseed = {seed}\n[train]\nsteps = {steps}\n')
-    rows = [r for r in report.collect([a0, a1, b2]) if r["metric"] == "rec_error_percent"]
+    rows = [r for r in report.collect([a0, a1, b2], get_host()) if r["metric"] == "rec_error_percent"]
     assert sorted((r["mean"], r["n"]) for r in rows) == [(28.0, 2), (50.0, 1)]
-    md = report.to_markdown(report.collect([a0, a1, b2]))
+    md = report.to_markdown(report.collect([a0, a1, b2], get_host()))
     assert md.count("| vrrae [") == 2  # two configurations, two rows, told apart by hash
     # and a legend says what differs between them
     legend = md[md.index("Rows split by training configuration"):]
@@ -124,7 +125,7 @@ def test_report_never_averages_different_training_configs(tmp_path: Path) -> Non
 def test_a_per_run_spread_is_not_given_a_second_std(tmp_path: Path) -> None:
     dirs = [_fake_run(tmp_path, "a0", "vrrae", 0, 26.0, 38.0),
             _fake_run(tmp_path, "a1", "vrrae", 1, 28.0, 40.0)]
-    md = report.to_markdown(report.collect(dirs))
+    md = report.to_markdown(report.collect(dirs, get_host()))
     assert "| 2.70 (n=2) |" in md  # the mean of fid_std over the seeds, no "± std" of it
     assert "27.00 ± 1.41 (n=2)" in md
 

@@ -28,10 +28,11 @@ SMOKE_CLAIMS = ("At the smoke budget (a few training steps) these verdicts are c
                 "trained.")
 
 # ------------------------------------------------------------------------------- numbers
-def _stats(state: dict[str, Any], out: Path) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
+def _stats(state: dict[str, Any], out: Path,
+           host: Any) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
     done = [out / r["dir"] for r in state["runs"].values()
             if r.get("phase") == "final" and r.get("status") == "done"]
-    rows = tables.collect(done) if done else []
+    rows = tables.collect(done, host) if done else []
     by: dict[tuple[str, str, str], Any] = {}
     for row in rows:
         key = (row["dataset"], row["model"], f"{row['protocol']}/{row['metric']}")
@@ -165,13 +166,10 @@ def _cell(row: dict[str, Any] | None) -> str:
 
 
 def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], betas: dict[Any, Any],
-                   note: str) -> list[tuple[str, str, list[str], list[list[str]]]]:
+                   note: str, host: Any) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """One results table per protocol (so each fits a page), headers in words with unit and
     direction (:func:`harness.evaluation.tables.header`), the raw key kept in :class:`Header`."""
     from harness.evaluation.display import protocol_title
-    from harness.host.plugins import get_host
-
-    host = get_host()
     models = sorted({(r["dataset"], r["model"]) for r in rows})
     shown = {(r["protocol"], r["metric"]): r for r in rows}
     out = []
@@ -208,7 +206,7 @@ def _value_cell(v: Any) -> str:
 
 def results_table(state: dict[str, Any], out: Path) -> tuple[list[str], list[list[str]]]:
     """The results: one row per dataset and model, mean ± std (n) over seeds per metric."""
-    rows, by = _stats(state, out)
+    rows, by = _stats(state, out, None)  # values and raw keys only: no names in words
     metrics = sorted({(r["protocol"], r["metric"]) for r in rows})
     models = sorted({(r["dataset"], r["model"]) for r in rows})
     key = _swept_key(state)
@@ -239,14 +237,14 @@ def _selection_tables(state: dict[str, Any], note: str) -> list[tuple[str, str, 
     return found
 
 
-def sections(state: dict[str, Any], out: Path) -> tuple[list[tuple[str, str, list[str],
+def sections(state: dict[str, Any], out: Path, host: Any) -> tuple[list[tuple[str, str, list[str],
                                                                      list[list[str]]]],
                                                         list[dict[str, str]], list[dict[str, Any]]]:
     """(title, note, header, body) tables, the claims and the raw rows."""
-    rows, by = _stats(state, out)
+    rows, by = _stats(state, out, host)
     budget = state["budget"]
     note = f"budget: {budget} ({BUDGET_NOTE.get(budget, '')})"
-    out_tables = results_tables(rows, by, state, note)
+    out_tables = results_tables(rows, by, state, note, host)
     if state["suite"].get("published"):
         pheader, prow, pnote = paper_rows(state, by)
         out_tables.append(("The paper's numbers beside ours", f"{note}; {pnote}", pheader,
@@ -343,19 +341,15 @@ def _html(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, s
             "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
 
 
-def write_report(out: str | Path, host: Any = None) -> dict[str, Path]:
+def write_report(out: str | Path, host: Any) -> dict[str, Path]:
     """Write report.{md,csv,json,html} and figures/ into the benchmark directory ``out``."""
     from harness.benchmark.figures import figures
     from harness.rundir.atomic import atomic_write_text
 
-    if host is None:
-        from harness.host.plugins import get_host
-
-        host = get_host()
     out = Path(out)
     state = bdir.load_state(out)
     _add_claims_of_older_state(state, host)
-    secs, found_claims, rows = sections(state, out)
+    secs, found_claims, rows = sections(state, out, host)
     figs, skipped = [], ""
     try:
         figs = figures(state, out, host)

@@ -43,6 +43,7 @@ from harness.benchmark.planned_run import RunSpec, run_command
 from harness.benchmark.report import results_table, to_markdown, write_report
 from harness.benchmark.suite import BUDGETS, Suite, check_name, check_seeds
 from harness.errors import ConfigError, HarnessError
+from harness.host.plugins import host_or_default
 
 __all__ = ["BUDGETS", "RunSpec", "Suite", "load_suite", "list_suites", "plan", "run_suite",
            "run_command"]
@@ -52,20 +53,12 @@ STATE_FILE = bdir.STATE_FILE
 RUN_MEMORY_GB = 2.0
 
 
-def _host(host: Any = None) -> Any:
-    if host is not None:
-        return host
-    from harness.host.plugins import get_host
-
-    return get_host()
-
-
 def load_suite(name: str, host: Any = None) -> Suite:
-    return bsuite.load_suite(name, _host(host))
+    return bsuite.load_suite(name, host_or_default(host))
 
 
 def list_suites(host: Any = None) -> list[dict[str, str]]:
-    return bsuite.list_suites(_host(host))
+    return bsuite.list_suites(host_or_default(host))
 
 
 # ---------------------------------------------------------------------------------- plan
@@ -490,7 +483,7 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
     local pool of ``jobs`` processes) and write the report; returns the final state
     (``failed``: the ids of the runs that failed). An executor that only submits (Slurm with
     ``wait = false``) raises :class:`harness.benchmark.executors.Submitted` instead."""
-    out, host = Path(out), _host(host)
+    out, host = Path(out), host_or_default(host)
     check_jobs(jobs)
     executor = executor or LocalExecutor(jobs)
     bdir.check_folder(out)

@@ -356,14 +356,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 class Schema:
     """What resolving a configuration needs to know about the installed components: each
     one's ``Config`` dataclass and the defaults plugins declared. Built from the plugin host
-    (:func:`harness.host.plugins.get_host`), so this module names no component itself.
-    ``model_config_cls`` overrides the model's Config (tests use toy configs)."""
+    given to it, so this module names no component itself. ``model_config_cls`` overrides the
+    model's Config (tests use toy configs)."""
 
-    def __init__(self, host: Any = None, model_config_cls: Any = None) -> None:
-        if host is None:
-            from harness.host.plugins import get_host
-
-            host = get_host()
+    def __init__(self, host: Any, model_config_cls: Any = None) -> None:
         self.host = host
         self.model_config_cls = model_config_cls
 
@@ -537,7 +533,9 @@ def resolve_data(
     for key, value in (("run.model", model_name), ("run.dataset", dataset or run.get("dataset"))):
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{key} must be a name (a string), got {value!r}")
-    schema = Schema(host, model_config_cls)
+    from harness.host.plugins import host_or_default
+
+    schema = Schema(host_or_default(host), model_config_cls)
     dataset_name = dataset or run.get("dataset") or schema.default_dataset()
     # Layers, lowest first: the plugin's preset for (model, dataset), the config file, --set.
     sections: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}

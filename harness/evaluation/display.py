@@ -65,13 +65,10 @@ def protocol_title(name: str, host: Any = None) -> str:
 
 
 def published_values(model: str, dataset: str,
-                     host: Any = None) -> dict[str, list[tuple[float, str]]]:
+                     host: Any) -> dict[str, list[tuple[float, str]]]:
     """``"protocol/metric"`` -> [(value, source)] from every registered suite's
     ``[published]`` table for this model and dataset (distinct values only)."""
     from harness.benchmark import suite as benchmark_suite
-    from harness.host.plugins import get_host
-
-    host = host if host is not None else get_host()
     found: dict[str, list[tuple[float, str]]] = {}
     try:
         names = [row["name"] for row in benchmark_suite.list_suites(host)]

@@ -55,14 +55,6 @@ __all__ = ["build_metrics", "build_protocols", "evaluate", "export_samples", "sa
            "to_display"]
 
 
-def _host(host: Any) -> Any:
-    if host is None:
-        from harness.host.plugins import get_host
-
-        host = get_host()
-    return host
-
-
 def _instantiate(factory: Any, options: Any, progress: bool) -> Any:
     kwargs: dict[str, Any] = {}
     try:
@@ -73,9 +65,8 @@ def _instantiate(factory: Any, options: Any, progress: bool) -> Any:
     return factory(options, **kwargs) if options is not None else factory(**kwargs)
 
 
-def build_protocols(eval_cfg: EvalConfig, *, host: Any = None) -> list[tuple[str, Any]]:
+def build_protocols(eval_cfg: EvalConfig, *, host: Any) -> list[tuple[str, Any]]:
     """``(name, protocol)`` for every protocol of ``eval.protocols``, built from its options."""
-    host = _host(host)
     return [(name, _instantiate(host.get("protocol", name).load(), eval_cfg.options(name),
                                 False)) for name in eval_cfg.protocols]
 
@@ -89,11 +80,10 @@ def check_protocols(model: Any, protocols: list[tuple[str, Any]]) -> None:
             check(model)
 
 
-def build_metrics(eval_cfg: EvalConfig, *, host: Any = None,
+def build_metrics(eval_cfg: EvalConfig, *, host: Any,
                   progress: bool = False) -> list[tuple[str, Any]]:
     """``(name, metric)`` for every metric of ``eval.metrics``, built from its options.
     Configuration errors raise here, before any work is done."""
-    host = _host(host)
     return [(name, _instantiate(host.get("metric", name).load(), eval_cfg.options(name),
                                 progress)) for name in eval_cfg.metrics]
 
@@ -135,8 +125,12 @@ def evaluate(
     ``on_labels(protocol, labels)`` its :class:`harness.api.GridLabels` when it has some.
     ``samples_dir``: also export what was scored there (:func:`export_samples`), and let every
     metric with an ``export(directory)`` method write its reference data (e.g. FID's feature
-    statistics) into ``samples_dir/<metric>/``.
+    statistics) into ``samples_dir/<metric>/``. ``host`` builds the components that were not
+    handed in and names their plugins in errors; None: both lists are given.
     """
+    if host is None and (protocols is None or metrics is None):
+        raise TypeError("evaluate() needs the plugin host to build eval.protocols and "
+                        "eval.metrics, or both lists already built")
     if protocols is None:
         protocols = build_protocols(eval_cfg, host=host)
     check_protocols(model, protocols)
@@ -227,7 +221,7 @@ def _plugin_label(host: Any, kind: str, name: str) -> str:
     """``metric 'fid' (plugin 'metrics')``, or without the plugin where it is not known (a
     component handed in already built)."""
     try:
-        plugin = _host(host).get(kind, name).plugin
+        plugin = host.get(kind, name).plugin
     except Exception:  # not registered (built by a test or a caller): say what we know
         return f"{kind} '{name}'"
     return f"{kind} '{name}' (plugin '{plugin}')"

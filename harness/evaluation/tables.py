@@ -89,8 +89,10 @@ def _read_finished(run_dir: str | Path) -> dict[str, Any]:
     return read_metrics(run_dir)
 
 
-def collect(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Rows: one per (model, dataset, config, protocol, metric, stamp): mean, std, n, seeds."""
+def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, Any]]:
+    """Rows: one per (model, dataset, config, protocol, metric, stamp): mean, std, n, seeds.
+    ``host`` names the numbers in words (:func:`harness.evaluation.display.describe`); None:
+    from what the runs recorded only."""
     from harness.evaluation.display import describe
 
     groups: dict[tuple[str, ...], list[tuple[int, float]]] = defaultdict(list)
@@ -123,18 +125,9 @@ def collect(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
             "stamp": stamp, "mean": mean, "std": std, "n": len(xs),
             "seeds": sorted(s for s, _ in values), "stamp_values": stamps[stamp],
             "config_values": configs.get(cfg, {}),
-            "display": vars(describe(shown[(protocol, metric)], _host())),
+            "display": vars(describe(shown[(protocol, metric)], host)),
         })
     return rows
-
-
-def _host() -> Any:
-    from harness.host.plugins import get_host
-
-    try:
-        return get_host()
-    except HarnessError:
-        return None
 
 
 ARROWS = {True: " ↑", False: " ↓", None: ""}

@@ -385,6 +385,13 @@ def get_host() -> Host:
     return _HOST if _HOST is not None else load_host()
 
 
+def host_or_default(host: Host | None) -> Host:
+    """The one default of the library's entry points (``harness.commands``, the benchmark's
+    ``run_benchmark``/``load_suite``, ``resolve``): the host a caller passed, else this
+    process's. Everything below an entry point receives the host explicitly."""
+    return host if host is not None else get_host()
+
+
 def reset_host() -> None:
     """Forget the loaded host (tests register plugins, then reset)."""
     global _HOST
