@@ -147,7 +147,7 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
 @cli.command(name="evaluate")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="eval.KEY=VALUE",
-              help="Override an eval setting, e.g. --set eval.random_generation.n_samples=500.")
+              help="Override an eval setting, e.g. --set eval.random-generation.n_samples=500.")
 def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Re-evaluate a saved run and rewrite its metrics.json."""
     tune_malloc()

@@ -370,7 +370,7 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
         extra["training"] = training
-    extra.update(_unscored(protocols, metrics, records, splits.info))
+    extra.update(_unscored(protocols, metrics, records, splits.info, host))
     doc = runs.metrics_document(config, records, extra)
     for protocol, (images, nrow, grid) in previews.items():
         evaluation.save_image_grid(images, RunLayout(run_dir).image(protocol), nrow=nrow,
@@ -389,13 +389,13 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
 
 
 def _unscored(protocols: list[tuple[str, Any]], metrics: list[tuple[str, Any]],
-              records: list[dict[str, Any]], info: Any) -> dict[str, Any]:
+              records: list[dict[str, Any]], info: Any, host: Host) -> dict[str, Any]:
     """``{"unscored": {protocol: why}}`` for the protocols that produced no number at all
     (e.g. interpolation on the bumps, where no image metric applies); {} when all did."""
     from harness.evaluation.display import unscored_reason
 
     scored = {rec.get("protocol") for rec in records}
-    why = {name: unscored_reason(name, protocol, metrics, info)
+    why = {name: unscored_reason(name, protocol, metrics, info, host)
            for name, protocol in protocols if name not in scored}
     return {"unscored": why} if why else {}
 

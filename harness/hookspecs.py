@@ -23,6 +23,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def register_models(register: Any) -> None:
     """Register generative models: ``register(name, factory, description)``.
 
+    Every ``register`` of the four component hooks also takes ``aliases=("old_name",)``: the
+    names a component had before a rename, still accepted (with a deprecation warning where
+    a user typed them) and mapped to ``name`` in configurations and reports. Names are
+    lower-case words joined by hyphens (``gaussian-fit``, ``fashion-mnist``).
+
     The factory, once loaded, is a class following :class:`harness.api.GenerativeModel`:
     it has a ``Config`` dataclass (the ``model`` section of a run) and
     ``from_config(config, info)`` building the model for a dataset described by ``info``.

@@ -1,6 +1,6 @@
 """The four baselines (irmae, lorae, rae, wae): each loss term against its formula on
 hand-built inputs, each model's total against its terms, the configs, the prior flag, and the
-random_generation protocol's samplers."""
+random-generation protocol's samplers."""
 
 from __future__ import annotations
 
@@ -249,8 +249,8 @@ def test_prior_sampler_refuses_models_without_a_prior() -> None:
 # ------------------------------------------------------------------------------------- CLI
 TINY = ["--dataset", "bumps", "--set", "train.steps=2", "--set", "train.batch_size=8",
         "--set", "data.n_train=32", "--set", "data.n_test=16", "--set", "eval.metrics=[]",
-        "--set", "eval.random_generation.n_samples=16",
-        "--set", 'eval.protocols=["reconstruction", "random_generation"]']
+        "--set", "eval.random-generation.n_samples=16",
+        "--set", 'eval.protocols=["reconstruction", "random-generation"]']
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -265,7 +265,7 @@ def test_harness_run_trains_each_baseline_on_the_bumps(name: str, tmp_path) -> N
 @pytest.mark.parametrize("name", ["vae", "wae"])
 def test_prior_sampler_runs_for_models_with_a_prior(name: str, tmp_path) -> None:
     with builtin_plugins_only():
-        res = cli("run", "--model", name, *TINY, "--set", "eval.random_generation.sampler=prior",
+        res = cli("run", "--model", name, *TINY, "--set", "eval.random-generation.sampler=prior",
                   "--out", str(tmp_path / "run"))
     assert res.code == 0, res.err
     assert "the model's prior N(0, I)" in (tmp_path / "run" / "metrics.json").read_text()
@@ -274,7 +274,7 @@ def test_prior_sampler_runs_for_models_with_a_prior(name: str, tmp_path) -> None
 @pytest.mark.parametrize("name", ["ae", "rrae", "irmae"])
 def test_prior_sampler_is_refused_before_training(name: str, tmp_path) -> None:
     with builtin_plugins_only():
-        res = cli("run", "--model", name, *TINY, "--set", "eval.random_generation.sampler=prior",
+        res = cli("run", "--model", name, *TINY, "--set", "eval.random-generation.sampler=prior",
                   "--out", str(tmp_path / "run"))
     assert_error_line(res, 2, f"model '{name}' has no prior", "sampler=gmm")
     assert not (tmp_path / "run").exists()

@@ -91,7 +91,7 @@ def _row(mean: float, std: float, seeds: list[int]) -> dict:
 
 
 def test_claims_are_judged_from_the_numbers() -> None:
-    col = "random_generation/gaussian_fit_error_percent"
+    col = "random-generation/gaussian_fit_error_percent"
     rec = "reconstruction/rec_error_percent"
     by = {("bumps", "vrrae", col): _row(10.0, 1.0, [0, 1, 2]),
           ("bumps", "vae", col): _row(30.0, 20.0, [0, 1, 2]),
@@ -120,7 +120,7 @@ def test_claims_are_judged_from_the_numbers() -> None:
 
 def test_real_suite_claims_cover_the_datasets_run_and_the_mnist_exception() -> None:
     real = benchmark.load_suite("paper-real")
-    fid = "random_generation/fid"
+    fid = "random-generation/fid"
     by = {("mnist", m, fid): _row(v, 1.0, [0, 1]) for m, v in
           {"vrrae": 38.0, "vae": 30.0, "rrae": 45.0}.items()}
     found = claims({"suite": {"datasets": ["mnist", "fashion-mnist"], "claims": real.claims}},
@@ -182,10 +182,10 @@ description = "test suite"
 datasets = ["bumps"]
 models = ["vrrae"]
 seeds = 2
-protocols = ["reconstruction", "random_generation", "interpolation", "codes"]
+protocols = ["reconstruction", "random-generation", "interpolation", "codes"]
 metrics = ["gaussian-fit", "collapse"]
-set = ["data.n_test=8", "train.batch_size=16", "eval.random_generation.n_samples=16",
-       "eval.random_generation.gmm_components=2", "eval.interpolation.n_pairs=2",
+set = ["data.n_test=8", "train.batch_size=16", "eval.random-generation.n_samples=16",
+       "eval.random-generation.gmm_components=2", "eval.interpolation.n_pairs=2",
        "train.steps=2"]
 [model_set]
 ae = ["train.lr=1e30"]
@@ -193,7 +193,7 @@ ae = ["train.lr=1e30"]
 models = ["vrrae"]
 values = [0.0, 1e-3]
 validation = 0.2
-select = "random_generation/gaussian_fit_error_percent"
+select = "random-generation/gaussian_fit_error_percent"
 [[claims]]
 text = "vrrae beats ae"
 metric = "reconstruction/rec_error_percent"
@@ -234,9 +234,9 @@ def test_benchmark_runs_isolates_failures_and_reports(tiny_benchmark: Path) -> N
     assert csv[0].endswith(",budget") and all(line.endswith(",smoke") for line in csv[1:])
     assert {p.name for p in (out / "figures").iterdir()} >= {
         "latent-bumps.png", "interpolation-bumps.png", "loss-bumps.png", "sweep-bumps-vrrae.png",
-        "random_generation-bumps.png", "random_generation-bumps.json"}
+        "random-generation-bumps.png", "random-generation-bumps.json"}
     # the sample figure shows the first seed's scored images, which that run saved
-    assert (out / "runs" / "bumps-vrrae-seed0" / "samples" / "random_generation.npz").is_file()
+    assert (out / "runs" / "bumps-vrrae-seed0" / "samples" / "random-generation.npz").is_file()
     assert not (out / "runs" / "bumps-vrrae-seed1" / "samples").exists()
 
 
@@ -319,7 +319,7 @@ def test_final_metrics_go_to_the_trackers() -> None:
     doc = {"results": [{"protocol": "reconstruction", "metric": "rec_error_percent",
                         "value": 12.5},
                        {"protocol": "codes", "metric": "code_variances", "value": [1.0, 2.0]},
-                       {"protocol": "random_generation", "metric": "fid", "value": None}]}
+                       {"protocol": "random-generation", "metric": "fid", "value": None}]}
     logged = log_final_metrics(FakeAccelerator(), doc, step=40)
     assert calls == [({"final/reconstruction/rec_error_percent": 12.5}, 40)] and logged
 

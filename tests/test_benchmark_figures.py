@@ -24,7 +24,7 @@ def _bench(tmp_path: Path) -> dict:
         images = rng.integers(0, 256, (12, 16, 16, 1), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, images=images)
-        (folder / "random_generation.npz").write_bytes(buffer.getvalue())
+        (folder / "random-generation.npz").write_bytes(buffer.getvalue())
         (tmp_path / "runs" / rid / "log.jsonl").write_text("".join(
             json.dumps({"step": s, "loss": {"rec": 100 + s / 10}}) + "\n" for s in range(1, 40)))
         runs[rid] = {"dataset": "bumps", "model": model, "seed": seed, "phase": "final",
@@ -39,15 +39,15 @@ def test_a_sample_figure_is_built_byte_for_byte_from_the_scored_samples(tmp_path
     state = _bench(tmp_path)
     (tmp_path / "figures").mkdir()
     ((caption, png),) = bf.sample_figures(state, tmp_path, tmp_path / "figures")
-    assert png.name == "random_generation-bumps.png" and "samples/random_generation.npz" in caption
+    assert png.name == "random-generation-bumps.png" and "samples/random-generation.npz" in caption
     layout = json.loads(png.with_suffix(".json").read_text())
     figure = np.asarray(Image.open(png).convert("RGB"))
     scale = layout["scale"]
     assert scale == 4 and len(layout["tiles"]) == 2 * bf.N_COLUMNS
     # rows in the suite's model order, each from the model's FIRST seed
     assert [t["source"] for t in layout["tiles"][:: bf.N_COLUMNS]] == [
-        "runs/bumps-vae-seed0/samples/random_generation.npz",
-        "runs/bumps-ae-seed0/samples/random_generation.npz"]
+        "runs/bumps-vae-seed0/samples/random-generation.npz",
+        "runs/bumps-ae-seed0/samples/random-generation.npz"]
     for tile in layout["tiles"]:
         x, y, w, h = tile["box"]
         scored = np.load(tmp_path / tile["source"])["images"][tile["index"]]

@@ -20,7 +20,7 @@ from harness.configuration.run_config import tomllib
 
 FAST = [
     "--set", "train.steps=4", "--set", "train.batch_size=16", "--set", "train.log_every=1",
-    "--set", "eval.random_generation.n_samples=40", "--set", "eval.interpolation.n_pairs=8", "--set", "eval.random_generation.gmm_components=2",
+    "--set", "eval.random-generation.n_samples=40", "--set", "eval.interpolation.n_pairs=8", "--set", "eval.random-generation.gmm_components=2",
     "--set", "data.n_train=40", "--set", "data.n_test=16", "--set", "model.latent_dim=32",
 ]
 
@@ -175,7 +175,7 @@ def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
     before = {n: (out / n).read_bytes()
               for n in ("config.toml", "metrics.json", "metrics.prev.json")}
     for bad in ("eval.interpolation.n_pairs=0", 'eval.protocols=["bogus"]', "eval.batch_size=0",
-                "eval.n_pairs=5", "eval.random_generation.gmm_components=0"):
+                "eval.n_pairs=5", "eval.random-generation.gmm_components=0"):
         code, _, err = run_cli(["evaluate", str(out), "--set", bad], capsys)
         assert code == 2 and err.startswith("Error: ") and "Traceback" not in err, (bad, err)
         assert {n: (out / n).read_bytes() for n in before} == before, bad
@@ -201,8 +201,8 @@ def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
 
 
 SEVEN = ["ae", "vae", "rrae", "vrrae", "rrae-vae", "vae-identity", "vrrae-nokl"]
-TINY_EVAL = ["--set", "eval.random_generation.n_samples=12", "--set", "eval.interpolation.n_pairs=3", "--set",
-             "eval.random_generation.gmm_components=1", "--set", "eval.metrics=[\"collapse\"]"]
+TINY_EVAL = ["--set", "eval.random-generation.n_samples=12", "--set", "eval.interpolation.n_pairs=3", "--set",
+             "eval.random-generation.gmm_components=1", "--set", "eval.metrics=[\"collapse\"]"]
 
 
 @pytest.mark.parametrize("model", SEVEN)
@@ -363,23 +363,23 @@ def test_save_samples_exports_what_was_scored(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     code, _, err = run_cli(["run", "--model", "rrae", "--out", str(out), "--save-samples", *FAST,
-                            "--set", 'eval.protocols=["random_generation", "interpolation"]',
+                            "--set", 'eval.protocols=["random-generation", "interpolation"]',
                             "--set", 'eval.metrics=["collapse"]'], capsys)
     assert code == 0, err
     samples = out / "samples"
-    rg = np.load(samples / "random_generation.npz")["images"]
+    rg = np.load(samples / "random-generation.npz")["images"]
     assert rg.shape == (40, 64, 64, 1) and rg.dtype == np.uint8  # N×H×W×C, 8 bits
     assert np.load(samples / "interpolation.npz")["images"].shape == (8 * 5, 64, 64, 1)
-    pngs = sorted((samples / "random_generation").glob("*.png"))
+    pngs = sorted((samples / "random-generation").glob("*.png"))
     assert len(pngs) == 40 and pngs[0].name == "000000.png"
     from PIL import Image
 
     assert np.array_equal(np.asarray(Image.open(pngs[3])), rg[3, :, :, 0])
     # `harness samples` re-exports the same images and leaves metrics.json alone
     metrics = (out / "metrics.json").read_bytes()
-    (samples / "random_generation.npz").unlink()
+    (samples / "random-generation.npz").unlink()
     code, stdout, err = run_cli(["samples", str(out)], capsys)
     assert code == 0, err
     assert "samples written to" in stdout
-    assert np.array_equal(np.load(samples / "random_generation.npz")["images"], rg)
+    assert np.array_equal(np.load(samples / "random-generation.npz")["images"], rg)
     assert (out / "metrics.json").read_bytes() == metrics

@@ -52,13 +52,13 @@ def test_bad_keys_and_values_name_the_key(item: str, needle: str) -> None:
 def test_toml_round_trip_reproduces_the_config(tmp_path) -> None:
     rc = cfg.resolve(model="toy", dataset="digits", seed=3, model_config_cls=ToyModelConfig,
                      sets=["train.steps=7", "model.k=4",
-                           "eval.random_generation.n_samples=100"])
+                           "eval.random-generation.n_samples=100"])
     path = tmp_path / "config.toml"
     path.write_text(rc.to_toml())
     again = cfg.resolve(model=None, dataset=None, config_file=path, model_config_cls=ToyModelConfig)
     assert again == rc
     assert cfg.from_dict(cfg.load_toml(path), model_config_cls=ToyModelConfig) == rc
-    assert rc.eval.options("random_generation").n_samples == 100
+    assert rc.eval.options("random-generation").n_samples == 100
 
 
 def test_a_config_for_another_model_is_refused(tmp_path) -> None:
@@ -89,20 +89,20 @@ def test_eval_options_belong_to_their_component() -> None:
     # the resolved config lists every option of every selected component
     saved = rc.as_dict()["eval"]
     assert saved["interpolation"] == {"n_pairs": 7, "n_interp": 5}
-    assert "random_generation" not in saved
+    assert "random-generation" not in saved
 
 
 @pytest.mark.parametrize(
     ("item", "needle"),
     [
-        ("eval.n_samples=5", "eval.n_samples is now eval.random_generation.n_samples"),
+        ("eval.n_samples=5", "eval.n_samples is now eval.random-generation.n_samples"),
         ("eval.n_pairs=5", "eval.n_pairs is now eval.interpolation.n_pairs"),
         ("eval.interpolation.n_pair=5",
          "unknown key 'eval.interpolation.n_pair'; valid keys in [eval.interpolation]: "
          "n_pairs, n_interp"),
         ("eval.interpolation.n_pairs=0", "eval.interpolation.n_pairs must be a positive integer"),
-        ("eval.random_generation.gmm_components=0",
-         "eval.random_generation.gmm_components must be a positive integer"),
+        ("eval.random-generation.gmm_components=0",
+         "eval.random-generation.gmm_components must be a positive integer"),
         ("eval.batch_size=0", "eval.batch_size must be a positive integer"),
         ("eval.protocols=[\"interpolaton\"]", "did you mean 'interpolation'"),
         ("eval.nosuch.x=1", "eval.nosuch: no selected protocol or metric is called 'nosuch'"),

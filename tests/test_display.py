@@ -29,11 +29,11 @@ def _rec(protocol: str, metric: str, value: Any, source: str, **extra: Any) -> d
 
 DOC = {"run": {"model": "vrrae", "dataset": "mnist", "seed": 0}, "results": [
     _rec("reconstruction", "rec_error_percent", 26.5, "protocol"),
-    _rec("random_generation", "gaussian_fit_error_percent", 15.4321, "gaussian-fit"),
-    _rec("random_generation", "gaussian_fit_error_percent_std", 4.072, "gaussian-fit"),
-    _rec("random_generation", "fid", 41.0, "fid"),
+    _rec("random-generation", "gaussian_fit_error_percent", 15.4321, "gaussian-fit"),
+    _rec("random-generation", "gaussian_fit_error_percent_std", 4.072, "gaussian-fit"),
+    _rec("random-generation", "fid", 41.0, "fid"),
     _rec("codes", "code_variances", [1.0, 2.0], "collapse"),
-    _rec("random_generation", "weird_score", 3.0, "third-party", higher_is_better=True),
+    _rec("random-generation", "weird_score", 3.0, "third-party", higher_is_better=True),
 ], "unscored": {"interpolation": "fid does not apply to dataset 'bumps'"}}
 
 
@@ -43,7 +43,7 @@ def test_declared_names_units_and_directions(host) -> None:  # type: ignore[no-u
                                                    "lower is better")
     fid = display.describe(DOC["results"][3], host)
     assert fid.name == "FID" and fid.higher_is_better is False
-    assert display.protocol_title("random_generation", host).startswith("Random generation")
+    assert display.protocol_title("random-generation", host).startswith("Random generation")
 
 
 def test_a_component_that_declares_nothing_gets_its_key_and_recorded_direction() -> None:
@@ -69,7 +69,7 @@ def test_summary_shows_std_once_beside_its_mean_and_why_a_protocol_has_none(host
 def test_paper_values_come_from_the_suites_published_tables() -> None:
     paper = display.published_values("vrrae", "mnist", plugins.get_host())
     # paper-real and paper-ablation both publish vrrae on MNIST; distinct values are kept
-    assert [v for v, _ in paper["random_generation/fid"]] == [38.77]
+    assert [v for v, _ in paper["random-generation/fid"]] == [38.77]
     assert sorted(v for v, _ in paper["interpolation/fid"]) == [4.89, 5.89]
     assert display.published_values("vrrae", "bumps", plugins.get_host()) == {}
     lines = display.summary_lines(DOC, None, paper=paper)
@@ -91,7 +91,7 @@ def test_the_reason_for_no_number_names_the_metrics(host) -> None:  # type: igno
 
 
 def test_a_long_not_computed_note_pads_no_other_line(host) -> None:  # type: ignore[no-untyped-def]
-    note = {"protocol": "random_generation", "metric": "fid", "value": None, "source": "fid",
+    note = {"protocol": "random-generation", "metric": "fid", "value": None, "source": "fid",
             "higher_is_better": False, "stamp": {}, "error": "x" * 90}
     lines = display.summary_lines({"results": [DOC["results"][0], note]}, host)
     rec = next(ln for ln in lines if "Reconstruction error" in ln)

@@ -239,15 +239,15 @@ def test_harness_run_uses_the_plugin_model_and_metric(tmp_path: Path) -> None:
         "run", "--model", "tiny-ae", "--dataset", "bumps", "--out", str(out),
         "--set", "train.steps=3", "--set", "train.batch_size=8", "--set", "model.k=2",
         "--set", "data.n_train=32", "--set", "data.n_test=8",
-        "--set", 'eval.protocols=["reconstruction", "random_generation", "interpolation"]',
-        "--set", 'eval.metrics=["mean-intensity"]', "--set", "eval.random_generation.n_samples=16",
-        "--set", "eval.random_generation.gmm_components=2", "--set", "eval.interpolation.n_pairs=4", "--set", "eval.interpolation.n_interp=2",
+        "--set", 'eval.protocols=["reconstruction", "random-generation", "interpolation"]',
+        "--set", 'eval.metrics=["mean-intensity"]', "--set", "eval.random-generation.n_samples=16",
+        "--set", "eval.random-generation.gmm_components=2", "--set", "eval.interpolation.n_pairs=4", "--set", "eval.interpolation.n_interp=2",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / "metrics.json").read_text())
     results = doc["results"]
     by_protocol = {r["protocol"]: r for r in results if r["metric"] == "mean_intensity"}
-    assert set(by_protocol) == {"random_generation", "interpolation"}
+    assert set(by_protocol) == {"random-generation", "interpolation"}
     for record in by_protocol.values():
         assert record["source"] == "mean-intensity"
         assert 0.0 <= record["value"] <= 1.0

@@ -21,9 +21,9 @@ from harness.rundir import atomic
 
 RUN = ["run", "--model", "ae", "--dataset", "digits", "--set", "train.steps=4",
        "--set", "train.batch_size=8", "--set", "data.n_train=32", "--set", "data.n_test=8",
-       "--set", "train.checkpoint_every=2", "--set", 'eval.protocols=["random_generation"]',
-       "--set", 'eval.metrics=["collapse"]', "--set", "eval.random_generation.n_samples=12",
-       "--set", "eval.random_generation.gmm_components=2"]
+       "--set", "train.checkpoint_every=2", "--set", 'eval.protocols=["random-generation"]',
+       "--set", 'eval.metrics=["collapse"]', "--set", "eval.random-generation.n_samples=12",
+       "--set", "eval.random-generation.gmm_components=2"]
 
 
 @pytest.fixture(autouse=True)
@@ -79,12 +79,12 @@ def test_a_run_writes_its_results_readable_by_others(finished: Path) -> None:
 def test_samples_with_fewer_images_replace_the_export(finished: Path, tmp_path: Path) -> None:
     run = copy_of(finished, tmp_path)
     assert cli("samples", str(run)).code == 0
-    folder = run / "samples" / "random_generation"
+    folder = run / "samples" / "random-generation"
     assert len(list(folder.glob("*.png"))) == 12
-    res = cli("samples", str(run), "--set", "eval.random_generation.n_samples=8")
+    res = cli("samples", str(run), "--set", "eval.random-generation.n_samples=8")
     assert res.code == 0, res.err
     assert sorted(p.name for p in folder.iterdir()) == [f"{i:06d}.png" for i in range(8)]
-    with np.load(run / "samples" / "random_generation.npz") as npz:
+    with np.load(run / "samples" / "random-generation.npz") as npz:
         assert npz["images"].shape[0] == 8
     assert not [p for p in run.iterdir() if p.name.startswith(".samples")]  # no debris
 

@@ -16,7 +16,7 @@ from conftest import cpu_subprocess_env
 
 TINY = ["--set", "train.batch_size=16", "--set", "train.log_every=1",
         "--set", "data.n_train=40", "--set", "data.n_test=16", "--set", "model.latent_dim=32",
-        "--set", "eval.interpolation.n_pairs=4", "--set", "eval.random_generation.gmm_components=2",
+        "--set", "eval.interpolation.n_pairs=4", "--set", "eval.random-generation.gmm_components=2",
         "--set", 'eval.metrics=["gaussian-fit"]']
 
 
@@ -65,7 +65,7 @@ def test_sighup_during_training_checkpoints_and_names_resume(tmp_path: Path) -> 
 def test_ctrl_c_during_evaluation_names_harness_evaluate(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = _start(["run", "--model", "vrrae", "--dataset", "bumps", "--out", str(out),
-                   "--set", "train.steps=2", "--set", "eval.random_generation.n_samples=5000",
+                   "--set", "train.steps=2", "--set", "eval.random-generation.n_samples=5000",
                    *TINY])
     text = _send_when(proc, "[eval] interpolation: ", signal.SIGINT)  # then 5000 samples
     assert proc.returncode == 130, text

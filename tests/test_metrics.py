@@ -23,7 +23,7 @@ def test_plugin_registers_lazily_without_importing_torch() -> None:
     code = (
         "import sys, harness_plugins.metrics as m\n"
         "seen = []\n"
-        "m.register_metrics(register=lambda n, f, d: seen.append((n, f)))\n"
+        "m.register_metrics(register=lambda n, f, d, **kw: seen.append((n, f)))\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "print(seen)\n"
     )
@@ -40,8 +40,8 @@ def test_factories_load_and_follow_the_metric_protocol() -> None:
     from harness.host.registry import Component
 
     found: dict[str, Any] = {}
-    plugin.register_metrics(register=lambda n, f, d: found.__setitem__(n, f))
-    assert set(found) == {"fid", "fid_inception", "kid", "gaussian-fit", "collapse", "prdc",
+    plugin.register_metrics(register=lambda n, f, d, **kw: found.__setitem__(n, f))
+    assert set(found) == {"fid", "fid-inception", "kid", "gaussian-fit", "collapse", "prdc",
                           "memorisation", "bump-copies"}
     for name, factory in found.items():
         cls = Component("metric", name, factory, "", "metrics").load()
@@ -302,7 +302,7 @@ def test_domain_extractor_refuses_unlabelled_data() -> None:
     assert not FID().applies(info)  # num_classes None: the protocol runner skips it
     with pytest.raises(HarnessError, match="no labels") as exc:
         FID()(torch.rand(4, 1, 8, 8), unlabelled, info)
-    assert "fid_inception" in str(exc.value)
+    assert "fid-inception" in str(exc.value)
     assert "gaussian-fit" in str(exc.value)
     # labels -1 although num_classes is set: refused too
     with pytest.raises(HarnessError, match="no labels"):

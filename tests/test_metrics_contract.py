@@ -136,7 +136,7 @@ def test_same_protocol_same_stamp_cold_or_warm_in_any_cache_dir(
     monkeypatch.setattr(domain, "BATCH", 32)
     splits = _labelled_toy()
     cfg = EvalConfig()
-    protocols = [("random_generation", RandomGeneration(RandomGenerationConfig(24, 1))),
+    protocols = [("random-generation", RandomGeneration(RandomGenerationConfig(24, 1))),
                  ("interpolation", Interpolation(InterpolationConfig(4, 5)))]
     runs: list[list[dict[str, Any]]] = []
     for cache in ("a", "a", "b", "b"):
@@ -222,7 +222,7 @@ def test_save_samples_exports_reference_stats_in_pytorch_fid_layout(
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     fid = FID()
     evaluate(Tiny(), _labelled_toy(), EvalConfig(), seed=0,
-             protocols=[("random_generation", RandomGeneration(RandomGenerationConfig(24, 1)))],
+             protocols=[("random-generation", RandomGeneration(RandomGenerationConfig(24, 1)))],
              metrics=[("fid", fid)], progress=False, samples_dir=tmp_path / "samples")
     saved = np.load(tmp_path / "samples" / "fid" / "reference_stats.npz")
     stats = fid.reference_stats(_labelled_toy().train, _labelled_toy().info)
@@ -230,5 +230,5 @@ def test_save_samples_exports_reference_stats_in_pytorch_fid_layout(
     assert np.array_equal(saved["mu"], stats.mean) and np.array_equal(saved["sigma"], stats.cov)
     stamp = json.loads((tmp_path / "samples" / "fid" / "stamp.json").read_text())
     assert stamp["feature_extractor"].startswith("domain-cnn")
-    images = np.load(tmp_path / "samples" / "random_generation.npz")["images"]
+    images = np.load(tmp_path / "samples" / "random-generation.npz")["images"]
     assert images.shape == (24, 16, 16, 1) and images.dtype == np.uint8

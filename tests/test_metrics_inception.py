@@ -105,7 +105,7 @@ def test_missing_weights_say_where_we_looked_and_how_to_fix(
     msg = str(exc.value)
     assert str(tmp_path / "hub" / "checkpoints" / inception.FID_WEIGHTS_FILE) in msg
     assert inception.FID_WEIGHTS_URL in msg
-    assert "--set eval.fid_inception.fid_weights=PATH" in msg
+    assert "--set eval.fid-inception.fid_weights=PATH" in msg
     assert "metric fid" in msg
     assert "HARNESS_FID_WEIGHTS" in msg
     # an explicit path that does not exist is an error even if another file exists
@@ -159,18 +159,18 @@ def test_fid_metric_records_the_missing_weights_error_in_evaluate(
     data = TensorDataset(torch.rand(20, 1, 4, 4), torch.zeros(20, dtype=torch.long))
     splits = DataSplits(DatasetInfo("toy", (1, 4, 4)), data, data)
     protocols = [("reconstruction", Reconstruction()),
-                 ("random_generation", RandomGeneration(RandomGenerationConfig(10, 1))),
+                 ("random-generation", RandomGeneration(RandomGenerationConfig(10, 1))),
                  ("interpolation", Interpolation(InterpolationConfig(2, 5)))]
     records = evaluate(Tiny(), splits, EvalConfig(), seed=0, protocols=protocols,
-                       metrics=[("fid_inception", FIDInception())], progress=False)
-    fids = [r for r in records if r["metric"] == "fid_inception"]
-    assert [r["protocol"] for r in fids] == ["random_generation", "interpolation"]
+                       metrics=[("fid-inception", FIDInception())], progress=False)
+    fids = [r for r in records if r["source"] == "fid-inception"]
+    assert [r["protocol"] for r in fids] == ["random-generation", "interpolation"]
     for r in fids:  # one clear "not computed: <how to get the weights>" error
         assert r["value"] is None and r["error"].startswith("not computed: ")
         assert "pt_inception-2015-12-05-6726825d.pth" in r["error"]
     # said once, not once per protocol
     err = capsys.readouterr().err  # the metric named with its plugin when the host knows it
-    assert len(re.findall(r"warning: metric 'fid_inception'( \(plugin '\w+'\))? not computed",
+    assert len(re.findall(r"warning: metric 'fid-inception'( \(plugin '\w+'\))? not computed",
                           err)) == 1, err
     assert records[0]["metric"] == "rec_error_percent" and records[0]["value"] is not None
 

@@ -114,11 +114,11 @@ def finished_run(boundary_host, tmp_path_factory: pytest.TempPathFactory):  # ty
     out = tmp_path_factory.mktemp("boundary") / "run"
     tiny = [a for a in TINY if "eval.protocols" not in a]
     res = cli("run", "--model", "ae", "--dataset", "digits", "--out", str(out), *tiny[:-1],
-              "--set", 'eval.protocols=["reconstruction", "random_generation", "badver", '
+              "--set", 'eval.protocols=["reconstruction", "random-generation", "badver", '
                        '"nested"]',
               "--set", 'eval.metrics=["setval", "nanval", "raiser", "notdict"]',
-              "--set", "eval.random_generation.n_samples=16",
-              "--set", "eval.random_generation.gmm_components=2")
+              "--set", "eval.random-generation.n_samples=16",
+              "--set", "eval.random-generation.gmm_components=2")
     return out, res
 
 
@@ -130,17 +130,17 @@ def test_bad_components_are_not_computed_and_every_other_number_is_written(
     by = {(r["protocol"], r["metric"]): r for r in doc["results"]}
     rec = by["reconstruction", "rec_error_percent"]["value"]
     assert isinstance(rec, float) and 0 < rec < 200
-    setval = by["random_generation", "setval"]
+    setval = by["random-generation", "setval"]
     assert setval["value"] is None and "plugin 'boundary'" in setval["error"]
     assert "set" in setval["error"] and "not computed" in setval["error"]
-    assert by["random_generation", "ok"]["value"] == 1.0
-    nan = by["random_generation", "n"]
+    assert by["random-generation", "ok"]["value"] == 1.0
+    nan = by["random-generation", "n"]
     assert nan["value"] is None and "nan" in nan["reason"] and "plugin 'boundary'" in nan["reason"]
-    assert by["random_generation", "inf"]["value"] == [1.0, None]
-    raiser = by["random_generation", "raiser"]
+    assert by["random-generation", "inf"]["value"] == [1.0, None]
+    raiser = by["random-generation", "raiser"]
     assert raiser["value"] is None and raiser["error"] == "RuntimeError: boom"
     assert raiser["component"] == "metric 'raiser' (plugin 'boundary')"
-    assert "returned a list" in by["random_generation", "notdict"]["error"]
+    assert "returned a list" in by["random-generation", "notdict"]["error"]
     badver = by["badver", "error"]
     assert badver["value"] is None and "version = 'one'" in badver["error"]
     assert "protocol 'badver' (plugin 'boundary')" in badver["error"]

@@ -14,7 +14,7 @@ from harness.configuration import run_config as cfgmod
 from harness.errors import ConfigError
 
 AE = ["run", "--model", "ae", "--dataset", "bumps", *TINY]
-BOTH = ["--set", 'eval.protocols=["random_generation","interpolation"]',
+BOTH = ["--set", 'eval.protocols=["random-generation","interpolation"]',
         "--set", 'eval.metrics=["fid"]']
 
 
@@ -26,7 +26,7 @@ def _builtin_plugins_only() -> object:
 
 @pytest.mark.parametrize("item, needles", [
     ("eval.fid.n_reference=0", ["eval.fid.n_reference", "got 0"]),
-    ("eval.random_generation.n_samples=0", ["eval.random_generation.n_samples", "got 0"]),
+    ("eval.random-generation.n_samples=0", ["eval.random-generation.n_samples", "got 0"]),
     ("eval.interpolation.n_interp=-1", ["eval.interpolation.n_interp", "got -1"]),
 ])
 def test_invalid_eval_options_exit_2_before_training(item: str, needles: list[str],
@@ -40,11 +40,11 @@ def test_invalid_eval_options_exit_2_before_training(item: str, needles: list[st
 @pytest.mark.parametrize("item, needles", [
     ("eval.interpolation.n_interp=100000000",
      ["eval.interpolation.n_interp=100000000 is too large", "GB", EVAL_MEMORY_ENV]),
-    ("eval.random_generation.gmm_components=100000",
-     ["eval.random_generation.gmm_components=100000 is too large", "at most 16",
+    ("eval.random-generation.gmm_components=100000",
+     ["eval.random-generation.gmm_components=100000 is too large", "at most 16",
       "16 training codes"]),
-    ("eval.random_generation.n_samples=100000000000",
-     ["eval.random_generation.n_samples=100000000000 is too large", EVAL_MEMORY_ENV]),
+    ("eval.random-generation.n_samples=100000000000",
+     ["eval.random-generation.n_samples=100000000000 is too large", EVAL_MEMORY_ENV]),
 ])
 def test_evaluation_sizes_are_bounded_before_training(item: str, needles: list[str],
                                                       tmp_path: Path) -> None:

@@ -236,10 +236,10 @@ def _protocols(*names: str) -> list[tuple[str, Any]]:
     built = {
         "reconstruction": Reconstruction(),
         "codes": Codes(),
-        "random_generation": RandomGeneration(RandomGenerationConfig(30, 2)),
+        "random-generation": RandomGeneration(RandomGenerationConfig(30, 2)),
         "interpolation": Interpolation(InterpolationConfig(4, 5)),
     }
-    return [(n, built[n]) for n in (names or ("reconstruction", "random_generation",
+    return [(n, built[n]) for n in (names or ("reconstruction", "random-generation",
                                               "interpolation"))]
 
 
@@ -249,8 +249,8 @@ def _named(*metrics: FakeMetric) -> list[tuple[str, Any]]:
 
 def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     splits, model = _splits(), LinearAE()
-    both = FakeMetric("count", ("random_generation", "interpolation"))
-    skipped = FakeMetric("never", ("random_generation",), applies=False)
+    both = FakeMetric("count", ("random-generation", "interpolation"))
+    skipped = FakeMetric("never", ("random-generation",), applies=False)
     broken = FakeMetric("broken", ("interpolation",),
                         fail=HarnessError("weights missing: see docs"))  # fmt: skip
     seen: dict[str, tuple[int, ...]] = {}
@@ -261,9 +261,9 @@ def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[
     assert model.training  # mode restored
     by = {(r["protocol"], r["metric"]): r for r in records}
     assert set(by) == {("reconstruction", "rec_error_percent"),
-                       ("random_generation", "count"), ("interpolation", "count"),
+                       ("random-generation", "count"), ("interpolation", "count"),
                        ("interpolation", "broken")}  # fmt: skip
-    assert by["random_generation", "count"]["value"] == 30.0
+    assert by["random-generation", "count"]["value"] == 30.0
     assert by["interpolation", "count"]["value"] == 4 * 5
     assert skipped.calls == []
     err = by["interpolation", "broken"]
@@ -273,7 +273,7 @@ def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[
         st = r["stamp"]
         assert st["protocol_version"] == 1 and st["seed"] == 5 and st["dataset"] == "toy"
         assert st["image_size"] == [1, 4, 4]
-    rg = by["random_generation", "count"]["stamp"]
+    rg = by["random-generation", "count"]["stamp"]
     assert rg["n_samples"] == 30 and rg["gmm_components"] == 2
     assert rg["sampler"].startswith("sklearn.mixture.GaussianMixture")
     assert rg["feature_extractor"] == "fake" and rg["reference"] == "train"
@@ -282,13 +282,13 @@ def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[
     assert rec["split"] == "test" and rec["stamp"]["n_images"] == 4
     assert rec["value"] == pytest.approx(
         reconstruction_error(model, splits.test)["rec_error_percent"])
-    assert seen == {"reconstruction": (8, *SHAPE), "random_generation": (30, *SHAPE),
+    assert seen == {"reconstruction": (8, *SHAPE), "random-generation": (30, *SHAPE),
                     "interpolation": (4 * (5 + 2), *SHAPE)}  # fmt: skip
 
 
 def test_a_failing_metric_is_reported_once_however_many_protocols_it_fails_in(
         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    broken = FakeMetric("broken2", ("random_generation", "interpolation"),
+    broken = FakeMetric("broken2", ("random-generation", "interpolation"),
                         fail=HarnessError("not computed: get the weights from X"))
     recs = evaluate(LinearAE(), _splits(), _cfg(), seed=0, protocols=_protocols(),
                     metrics=_named(broken), progress=False)
@@ -298,13 +298,13 @@ def test_a_failing_metric_is_reported_once_however_many_protocols_it_fails_in(
 
 def test_evaluate_is_reproducible_and_protocols_are_selectable() -> None:
     splits = _splits()
-    m1 = FakeMetric("count", ("random_generation",))
+    m1 = FakeMetric("count", ("random-generation",))
     recs = evaluate(LinearAE(), splits, _cfg(), seed=0, protocols=_protocols("reconstruction"),
                     metrics=_named(m1), progress=False)
     assert [r["protocol"] for r in recs] == ["reconstruction"] and m1.calls == []
     images: list[torch.Tensor] = []
     for _ in range(2):
-        evaluate(LinearAE(), splits, _cfg(), seed=0, protocols=_protocols("random_generation"),
+        evaluate(LinearAE(), splits, _cfg(), seed=0, protocols=_protocols("random-generation"),
                  metrics=[], progress=False,
                  on_images=lambda p, im, nrow: images.append(im))  # fmt: skip
     assert torch.equal(images[0], images[1])
@@ -318,14 +318,14 @@ def test_metrics_score_protocols_by_kind_or_by_name() -> None:
                     metrics=_named(by_kind, by_name), progress=False)
     scored = sorted((r["protocol"], r["metric"]) for r in recs if r["source"] != "protocol")
     assert scored == [("interpolation", "by-kind"), ("interpolation", "by-name"),
-                      ("random_generation", "by-kind")]
+                      ("random-generation", "by-kind")]
 
 
 def test_unexpected_metric_exception_is_recorded_with_its_type(
         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    bad = FakeMetric("bad", ("random_generation",), fail=ValueError("boom"))
+    bad = FakeMetric("bad", ("random-generation",), fail=ValueError("boom"))
     recs = evaluate(LinearAE(), _splits(), _cfg(), seed=0,
-                    protocols=_protocols("random_generation"), metrics=_named(bad),
+                    protocols=_protocols("random-generation"), metrics=_named(bad),
                     progress=False)  # fmt: skip
     assert recs[0]["error"] == "ValueError: boom" and recs[0]["value"] is None
 
@@ -359,7 +359,7 @@ def test_metric_selection_and_options_from_the_eval_section() -> None:
         Config = FidLikeConfig
 
         def __init__(self, config: FidLikeConfig, progress: bool = False) -> None:
-            super().__init__("fid-like", ("random_generation",))
+            super().__init__("fid-like", ("random-generation",))
             self.options = (config.feature_extractor, config.n_reference, progress)
 
     registry.add(Component("metric", "fid-like", FidLike, "", "test"))
@@ -371,6 +371,9 @@ def test_metric_selection_and_options_from_the_eval_section() -> None:
 
         def get(self, kind: str, name: str) -> Component:
             return registry.get(name)
+
+        def canonical(self, kind: str, name: str, *, warn: bool = False) -> str:
+            return registry.canonical(name)
 
     from harness.configuration.run_config import Schema, build_eval
 
@@ -419,6 +422,6 @@ def test_standardised_images_are_shown_on_their_own_scale(tmp_path: Any) -> None
     grid = np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255
     cell = grid[2:8, 2:8]  # the first image, inside the 2-pixel padding
     assert np.abs(cell - raw[0, 0].numpy()).max() <= 1 / 255 + 1e-6
-    export_samples(stored, tmp_path / "samples", "random_generation", info=info)
-    exported = np.load(tmp_path / "samples" / "random_generation.npz")["images"]
+    export_samples(stored, tmp_path / "samples", "random-generation", info=info)
+    exported = np.load(tmp_path / "samples" / "random-generation.npz")["images"]
     assert np.abs(exported[..., 0] / 255 - raw[:, 0].numpy()).max() <= 0.5 / 255 + 1e-6

@@ -51,9 +51,9 @@ def synthetic_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tables_have_human_headers_and_std_once(synthetic_report: Path) -> None:
     page = (synthetic_report / "report.html").read_text()
     assert "<th title='reconstruction/rec_error_percent'>Reconstruction error (%) ↓</th>" in page
-    assert "<th title='random_generation/gaussian_fit_error_percent_std'>Gaussian-fit error " \
+    assert "<th title='random-generation/gaussian_fit_error_percent_std'>Gaussian-fit error " \
            "spread over images (%)</th>" in page
-    assert ">random_generation/gaussian_fit_error_percent<" not in page  # no raw header
+    assert ">random-generation/gaussian_fit_error_percent<" not in page  # no raw header
     # the per-image spread is shown as its mean over seeds, without a second "± std"
     md = (synthetic_report / "report.md").read_text()
     table = md[md.index("## Results: Random generation"):]

@@ -51,9 +51,9 @@ def _fake_run(root: Path, name: str, model: str, seed: int, rec: float, fid: flo
         "results": [
             {"protocol": "reconstruction", "metric": "rec_error_percent", "value": rec,
              "source": "protocol", "stamp": {"split": "test", "seed": seed}},
-            {"protocol": "random_generation", "metric": "fid_std", "value": rec / 10,
+            {"protocol": "random-generation", "metric": "fid_std", "value": rec / 10,
              "stamp": {"seed": seed}},
-            {"protocol": "random_generation", "metric": "fid", "value": fid, "source": "fid",
+            {"protocol": "random-generation", "metric": "fid", "value": fid, "source": "fid",
              "stamp": {"n_samples": n_samples, "seed": seed}},
             {"protocol": "interpolation", "metric": "fid", "value": None, "error": "no weights",
              "stamp": {"seed": seed}},
@@ -94,10 +94,10 @@ def test_report_never_averages_different_protocols(tmp_path: Path) -> None:
     assert sorted(r["mean"] for r in fids) == [38.0, 50.0]
     assert all(r["n"] == 1 for r in fids)
     md = report.to_markdown(report.collect(dirs, get_host()))
-    assert "random_generation: FID ↓ [" in md
+    assert "random-generation: FID ↓ [" in md
     # a legend says what differs between the two columns, not only their hashes
     legend = md[md.index("Columns split by protocol stamp"):]
-    assert "- random_generation/fid:" in legend
+    assert "- random-generation/fid:" in legend
     assert "n_samples=1250" in legend and "n_samples=100" in legend
     assert "rec_error_percent" not in legend  # one stamp, one column: no legend entry
 

@@ -32,8 +32,8 @@ pytestmark = pytest.mark.slurm
 TINY = ["--set", "train.batch_size=16", "--set", "data.n_train=64", "--set", "data.n_test=16",
         "--set", "train.log_every=1"]
 BENCH_SETS = ["--set", "train.steps=16", "--set", "train.checkpoint_every=2",
-              "--set", "eval.random_generation.n_samples=16", "--set",
-              "eval.random_generation.gmm_components=2", "--set", "eval.interpolation.n_pairs=2",
+              "--set", "eval.random-generation.n_samples=16", "--set",
+              "eval.random-generation.gmm_components=2", "--set", "eval.interpolation.n_pairs=2",
               "--set", "models=ae,vrrae"]
 KILLED = "bumps-vrrae-seed0"
 

@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 SUITES = {"paper-synthetic", "paper-real", "paper-ablation", "beta-sweep"}
 SMOKE = ["--seeds", "1", "--set", "models=ae", "--set", "train.steps=2",
          "--set", "data.n_test=8", "--set", "train.batch_size=16",
-         "--set", "eval.random_generation.n_samples=16",
-         "--set", "eval.random_generation.gmm_components=2",
+         "--set", "eval.random-generation.n_samples=16",
+         "--set", "eval.random-generation.gmm_components=2",
          "--set", "eval.interpolation.n_pairs=2"]
 
 
@@ -81,4 +81,4 @@ def test_a_wheel_install_lists_and_runs_the_builtin_suites(wheel_venv: Path,
     assert "[1/1 done, 0 running, 0 failed" in run.stderr
     assert "| bumps | ae |" in run.stdout  # the results table, printed at the end
     assert (out / "report.html").is_file() and (out / "figures" /
-                                                "random_generation-bumps.png").is_file()
+                                                "random-generation-bumps.png").is_file()

@@ -91,7 +91,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     # CPU), one seed, one model without a beta sweep per suite
     return Plan(dry=True, seconds=args.minutes * 60, budget="smoke", seeds=1,
                 suite_sets=["data.n_train=512", "data.n_test=128", "train.batch_size=64",
-                            "train.steps=4", "eval.random_generation.n_samples=32",
+                            "train.steps=4", "eval.random-generation.n_samples=32",
                             "eval.interpolation.n_pairs=4", 'eval.metrics=["collapse"]'],
                 rest_tests=args.dry_tests.split(), bench=dict(BENCH_DRY),
                 budgets={"install": 60, "bench": 150}, reserve=60.0,

@@ -23,7 +23,7 @@ A suite's keys::
     models = ["vae", "vrrae"]
     values = [0.0, 1e-4, 1e-3]        # or a table dataset -> list ("*": the others)
     set = ["data.validation=0.1"]     # extra overrides of the sweep runs only
-    select = "random_generation/fid"  # protocol/metric deciding the winner
+    select = "random-generation/fid"  # protocol/metric deciding the winner
     fallback = "reconstruction/rec_error_percent"   # when select has no value
     rule = "lowest"                   # or "highest"
     [budgets.smoke]                   # --set overrides per budget
@@ -314,6 +314,27 @@ class Suite:
         kept = {k: v for k, v in data.items() if k not in ("beta", "sweep")}
         return cls(**kept, sweep=sweep, source=source)
 
+    def with_current_names(self, host: Any) -> Suite:
+        """This suite with every former component name (a protocol or metric renamed since
+        the suite was written) replaced by the current one, each reported once: its
+        ``protocol/metric`` keys must match the rows the runs write."""
+        def key(text: str) -> str:
+            protocol, slash, rest = text.partition("/")
+            return host.canonical("protocol", protocol, warn=True) + slash + rest
+
+        self.protocols = [host.canonical("protocol", n, warn=True) for n in self.protocols]
+        self.metrics = [host.canonical("metric", n, warn=True) for n in self.metrics]
+        if self.sweep is not None:
+            self.sweep.select, self.sweep.fallback = key(self.sweep.select), key(
+                self.sweep.fallback)
+        if self.published.get("columns"):
+            self.published = {**self.published,
+                              "columns": [key(c) for c in self.published["columns"]]}
+        self.claims = [{**c, **{k: key(c[k]) for k in ("metric",) if k in c},
+                        **({"evidence": [key(e) for e in c["evidence"]]} if "evidence" in c
+                           else {})} for c in self.claims]  # fmt: skip
+        return self
+
     def seeds_list(self, n: int | None = None) -> list[int]:
         return list(range(check_seeds(self.seeds if n is None else n, "--seeds")))
 
@@ -352,7 +373,12 @@ def list_suites(host: Any) -> list[dict[str, str]]:
 
 
 def load_suite(name: str, host: Any) -> Suite:
-    """A suite by name (registered by a plugin) or by path to a TOML file."""
+    """A suite by name (registered by a plugin) or by path to a TOML file, in the components'
+    current names."""
+    return _find_suite(name, host).with_current_names(host)
+
+
+def _find_suite(name: str, host: Any) -> Suite:
     path = Path(name)
     if path.suffix == ".toml" and path.is_file():
         return read_suite_file(path)

@@ -439,12 +439,16 @@ def build_eval(values: dict[str, Any], schema: Schema) -> EvalConfig:
     loose = [k for k in values if k not in EVAL_KEYS and not isinstance(values[k], dict)]
     hints = typing.get_type_hints(EvalConfig)
     kwargs = {k: _coerce(v, hints[k], f"eval.{k}") for k, v in top.items()}
-    protocols = list(kwargs.get("protocols") or schema.default_protocols())
-    metrics = list(kwargs.get("metrics") or schema.all_metrics())
+    host = schema.host
+    protocols = [host.canonical("protocol", n, warn=True)
+                 for n in kwargs.get("protocols") or schema.default_protocols()]
+    metrics = [host.canonical("metric", n, warn=True)
+               for n in kwargs.get("metrics") or schema.all_metrics()]
     for kind, names in (("protocol", protocols), ("metric", metrics)):
         for name in names:
-            schema.host.get(kind, name)  # unknown names fail here, with "did you mean"
+            host.get(kind, name)  # unknown names fail here, with "did you mean"
     owners = {name: "protocol" for name in protocols} | {name: "metric" for name in metrics}
+    tables = _renamed_tables(tables, owners, host)
     if loose:
         raise ConfigError(_moved_keys_message(loose, owners, schema))
     unknown = [name for name in tables if name not in owners]
@@ -467,6 +471,23 @@ def build_eval(values: dict[str, Any], schema: Schema) -> EvalConfig:
                                            owner=schema.owner(kind, name))
     return build_dataclass(EvalConfig, {**kwargs, "protocols": protocols, "metrics": metrics},
                            "eval", extra={"components": components})
+
+
+def _renamed_tables(tables: dict[str, Any], owners: dict[str, str],
+                    host: Any) -> dict[str, Any]:
+    """Option tables under a component's former name (``eval.random-generation``) moved to
+    its name; both spellings at once is refused."""
+    out: dict[str, Any] = {}
+    for name, options in tables.items():
+        new = next((c for kind in ("protocol", "metric")
+                    if (c := host.canonical(kind, name)) != name and c in owners), name)
+        if new != name:
+            host.canonical(owners[new], name, warn=True)
+            if new in tables:
+                raise ConfigError(f"eval.{name} and eval.{new} are the same options (the "
+                                  f"component was renamed '{new}'): keep only eval.{new}")
+        out[new] = options
+    return out
 
 
 def _moved_keys_message(keys: list[str], owners: dict[str, str], schema: Schema) -> str:

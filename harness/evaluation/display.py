@@ -90,19 +90,19 @@ def published_values(model: str, dataset: str,
 
 
 def unscored_reason(name: str, protocol: Any, metrics: Iterable[tuple[str, Any]],
-                    info: Any) -> str:
+                    info: Any, host: Any = None) -> str:
     """Why a protocol that returned no number of its own was scored by no metric."""
-    from harness.evaluation.evaluate import _applies, _scores
+    from harness.evaluation.evaluate import _applies, metric_scores
 
     metrics = list(metrics)
-    scoring = [m_name for m_name, m in metrics if _scores(m, name, protocol)]
+    scoring = [m_name for m_name, m in metrics if metric_scores(m, name, protocol, host)]
     kind = getattr(protocol, "kind", "?")
     if not scoring:
         selected = ", ".join(m for m, _ in metrics) or "none"
         return (f"no selected metric scores its {kind} (selected: {selected}); "
                 f"its pictures are in images/{name}.png")
     refused = [m_name for m_name, m in metrics
-               if _scores(m, name, protocol) and not _applies(m, info)]
+               if metric_scores(m, name, protocol, host) and not _applies(m, info)]
     return (f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to "
             f"dataset '{info.name}'; its pictures are in images/{name}.png")
 

@@ -51,7 +51,8 @@ _WARNED: set[str] = set()
 #: ``on_images(protocol, images, nrow)``: preview images for the run directory's PNG grids
 ImageCallback = Callable[[str, Any, int], None]
 
-__all__ = ["build_metrics", "build_protocols", "evaluate", "export_samples", "save_image_grid",
+__all__ = ["build_metrics", "build_protocols", "evaluate", "export_samples", "metric_scores",
+           "save_image_grid",
            "to_display"]
 
 
@@ -88,9 +89,15 @@ def build_metrics(eval_cfg: EvalConfig, *, host: Any,
                                 progress)) for name in eval_cfg.metrics]
 
 
-def _scores(metric: Any, protocol_name: str, protocol: Any) -> bool:
-    return (getattr(protocol, "kind", None) in tuple(getattr(metric, "inputs", ()))
-            or protocol_name in tuple(getattr(metric, "protocols", ())))
+def metric_scores(metric: Any, protocol_name: str, protocol: Any, host: Any) -> bool:
+    """Whether ``metric`` scores what ``protocol`` produced: by the protocol's ``kind``, or
+    because the metric names it in ``protocols`` (a former name counts)."""
+    if getattr(protocol, "kind", None) in tuple(getattr(metric, "inputs", ())):
+        return True
+    named = tuple(getattr(metric, "protocols", ()))
+    if host is not None:
+        named = tuple(host.canonical("protocol", n) for n in named)
+    return protocol_name in named
 
 
 def _applies(metric: Any, info: Any) -> bool:
@@ -146,7 +153,7 @@ def evaluate(
     try:
         for name, protocol in protocols:
             scorers = [(m_name, m) for m_name, m in metrics
-                       if _scores(m, name, protocol) and _applies(m, info)]
+                       if metric_scores(m, name, protocol, host) and _applies(m, info)]
             ctx.needs_data = bool(scorers) or samples_dir is not None
             out, stamp, own = _run_protocol(name, protocol, ctx, seed, host, info)
             records += own

@@ -109,8 +109,11 @@ def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, 
             if not isinstance(value, int | float) or isinstance(value, bool) \
                     or not math.isfinite(value):  # an old metrics.json may hold NaN
                 continue
+            protocol = str(rec.get("protocol", "?"))
+            if host is not None:  # a run from before a protocol's rename
+                protocol = host.canonical("protocol", protocol)
             key = (run.get("model", "?"), run.get("dataset", "?"), cfg,
-                   rec.get("protocol", "?"), rec.get("metric", "?"), stamp_key(rec))
+                   protocol, rec.get("metric", "?"), stamp_key(rec))
             stamps[key[-1]] = _stamp(rec)
             shown[key[3:5]] = rec
             groups[key].append((int(run.get("seed", 0)), float(value)))
@@ -134,7 +137,7 @@ ARROWS = {True: " ↑", False: " ↓", None: ""}
 
 
 def header(row: dict[str, Any], *, with_protocol: bool = True) -> str:
-    """A column's header in words: ``random_generation: FID ↓``, ``...: Reconstruction
+    """A column's header in words: ``random-generation: FID ↓``, ``...: Reconstruction
     error (%) ↓`` (↑ higher is better, ↓ lower is better); the raw key goes in the legend."""
     shown = row.get("display") or {}
     unit = f" ({shown['unit']})" if shown.get("unit") else ""

@@ -282,10 +282,11 @@ class Host:
         registry = self.registries[kind]
 
         def register(comp_name: str, factory: Any, description: str = "", *,
-                     default: bool = False) -> None:
+                     default: bool = False, aliases: tuple[str, ...] = ()) -> None:
             try:
                 registry.add(Component(kind, comp_name, factory, description, plugin,
-                                       default=bool(default), builtin=record.builtin))
+                                       default=bool(default), builtin=record.builtin,
+                                       aliases=tuple(aliases)))
             except ComponentShadowed as exc:
                 # The built-in keeps its name; the newcomer stays as plugin:name.
                 for component in exc.shadowed:
@@ -352,6 +353,21 @@ class Host:
 
     def get(self, kind: str, name: str) -> Component:
         return self.registries[kind].get(name)
+
+    def canonical(self, kind: str, name: str, *, warn: bool = False) -> str:
+        """The current name of component ``name`` (a former name is mapped to it). ``warn``:
+        say once per process on stderr that the former name is deprecated (for names a user
+        typed: configurations, suites; records of old runs are mapped silently)."""
+        new = self.registries[kind].canonical(name)
+        if warn and new != name and (kind, name) not in _TOLD_RENAMED:
+            _TOLD_RENAMED.add((kind, name))
+            print(f"harness: warning: {kind} '{name}' is now called '{new}'; the old name "
+                  "still works for now but is deprecated: write the new one", file=sys.stderr)
+        return new
+
+
+#: (kind, former name) pairs already reported by :meth:`Host.canonical`
+_TOLD_RENAMED: set[tuple[str, str]] = set()
 
 
 def _normalize(name: str) -> str:

@@ -9,6 +9,11 @@ listing never imports heavy libraries. Name clashes:
 * two third-party plugins claiming one name both stay reachable as ``plugin:name``, and asking
   for the bare name is an error that says so (:class:`ComponentConflict`).
 
+A component may keep the names it had before a rename (``aliases``): :meth:`Registry.get`
+finds it by either, and :meth:`Registry.canonical` turns an old name into the new one, which
+is what configurations, records and reports carry. An alias never takes a name a component
+has.
+
 Everything here is generic over the component kinds listed in :data:`KINDS`.
 """
 
@@ -59,6 +64,7 @@ class Component:
     default: bool = False
     builtin: bool = False
     shadowed: bool = False  # a built-in has this name: reachable only as plugin:name
+    aliases: tuple[str, ...] = ()  # former names, still accepted (deprecated)
     _loaded: Any = field(default=None, repr=False)
 
     @property
@@ -99,6 +105,7 @@ class Registry:
             raise ValueError(f"unknown component kind {kind!r}")
         self.kind = kind
         self._by_name: dict[str, list[Component]] = {}
+        self._aliases: dict[str, str] = {}  # former name -> name
 
     def add(self, component: Component) -> None:
         """Add a component; raises :class:`ComponentConflict` if its name is already taken.
@@ -118,6 +125,9 @@ class Registry:
                     f"plugin '{component.plugin}' registers {self.kind} '{component.name}' twice"
                 )
         existing.append(component)
+        for alias in component.aliases:
+            if alias != component.name and alias not in self._by_name:
+                self._aliases.setdefault(alias, component.name)
         builtins = [c for c in existing if c.builtin]
         if len(builtins) == 1:
             # The built-in keeps the bare name; every third-party namesake is shadowed.
@@ -167,8 +177,23 @@ class Registry:
         """The components whose plugin declared them default, in name order."""
         return [c for c in self if c.default]
 
+    def canonical(self, name: str) -> str:
+        """``name`` as configurations carry it: a former name (an alias) becomes the
+        component's name; any other name is returned as it is."""
+        plugin, sep, bare = name.rpartition(":")
+        if bare in self._by_name:
+            return name
+        new = self._aliases.get(bare)
+        return name if new is None else f"{plugin}{sep}{new}"
+
+    def renamed(self) -> dict[str, str]:
+        """Former name -> name, for every alias."""
+        return {old: new for old, new in self._aliases.items() if old not in self._by_name}
+
     def get(self, name: str) -> Component:
-        """The component called ``name`` (or ``plugin:name``), or a helpful error."""
+        """The component called ``name`` (or ``plugin:name``; a former name works too), or a
+        helpful error."""
+        name = self.canonical(name)
         plugin, sep, bare = name.rpartition(":")
         if sep:
             for component in self._by_name.get(bare, []):

@@ -248,7 +248,7 @@ class RAE(_Baseline):
     """Regularized Autoencoder (Ghosh et al., ICLR 2020, eq. 11): loss = rec +
     β (1/B) Σ ½||z_i||² + λ R(D), R = ||θ_D||² (``reg = "l2"``) or the gradient penalty
     (1/B) Σ ||∇_z Σ_j D(z_i)_j||² (``reg = "gp"``). Deterministic: samples come from an
-    ex-post density fitted to the codes (the random_generation protocol's ``gmm`` or
+    ex-post density fitted to the codes (the random-generation protocol's ``gmm`` or
     ``gaussian`` sampler)."""
 
     name = "rae"
@@ -272,7 +272,7 @@ class WAE(_Baseline):
     """Wasserstein Auto-Encoder with the MMD penalty (Tolstikhin et al., ICLR 2018, algorithm 2,
     eq. 4): loss = rec + λ MMD²(codes, N(0, I) draws), the unbiased estimate on the *global*
     batch with the inverse multiquadratic kernel at the paper's scales. Samples: its prior,
-    N(0, I) (``eval.random_generation.sampler = "prior"``), or an ex-post density."""
+    N(0, I) (``eval.random-generation.sampler = "prior"``), or an ex-post density."""
 
     name = "wae"
     Config = WAEConfig

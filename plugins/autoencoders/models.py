@@ -218,7 +218,7 @@ class _Autoencoder(nn.Module):
     @property
     def has_prior(self) -> bool:
         """Whether training pulls the codes towards N(0, I), so that decoding prior draws
-        makes sense (the random_generation protocol's ``prior`` sampler): the variational
+        makes sense (the random-generation protocol's ``prior`` sampler): the variational
         models with a non-zero KL weight (and ``wae``). Deterministic models have none."""
         return self.variational and self.beta > 0
 

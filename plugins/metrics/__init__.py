@@ -26,10 +26,11 @@ def register_metrics(register: Any) -> None:
         "(eval.fid.feature_extractor: domain | inception-finetuned | inception); labelled data",
     )
     register(
-        "fid_inception",
+        "fid-inception",
         "harness_plugins.metrics.fid:FIDInception",
         "the literature's FID: pytorch-fid's ImageNet Inception-v3 pool3 features (weights "
-        "from eval.fid_inception.fid_weights, $HARNESS_FID_WEIGHTS or the torch hub cache)",
+        "from eval.fid-inception.fid_weights, $HARNESS_FID_WEIGHTS or the torch hub cache)",
+        aliases=("fid_inception",),
     )
     register(
         "kid",

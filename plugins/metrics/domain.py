@@ -164,7 +164,7 @@ def check_labelled(dataset: Dataset, info: DatasetInfo, what: str) -> None:
         raise HarnessError(
             f"dataset '{info.name}' has no labels, so the '{what}' FID extractor (a classifier "
             "trained on the dataset's labels, paper A.4) cannot be built. Use the "
-            f"fid_inception metric (ImageNet Inception-v3) instead{hint}"
+            f"fid-inception metric (ImageNet Inception-v3) instead{hint}"
         )
     if n < 20:
         raise HarnessError(

@@ -1,4 +1,4 @@
-"""Metrics ``fid`` (the paper's protocol) and ``fid_inception`` (the literature's FID).
+"""Metrics ``fid`` (the paper's protocol) and ``fid-inception`` (the literature's FID).
 
 **The metric contract** (every module of this plugin follows it): the registered factory is a
 class with a ``Config`` dataclass holding the metric's own options (defaults = the paper's
@@ -17,9 +17,9 @@ file paths, timings).
     the dataset, last layer removed) with a cheaper network. Applies to labelled data only.
   - ``"inception-finetuned"``: the paper's exact extractor, Inception-v3 from the pytorch-fid
     weights fine-tuned on the dataset's labels (:mod:`.inception_finetuned`; GPU recommended).
-  - ``"inception"``: pytorch-fid's ImageNet Inception-v3 (then prefer ``fid_inception``).
+  - ``"inception"``: pytorch-fid's ImageNet Inception-v3 (then prefer ``fid-inception``).
 
-* ``fid_inception`` — the standard FID of the literature: pytorch-fid's ImageNet Inception-v3
+* ``fid-inception`` — the standard FID of the literature: pytorch-fid's ImageNet Inception-v3
   pool3 features (:mod:`.inception`), weights from ``Config.fid_weights``,
   ``$HARNESS_FID_WEIGHTS`` or the torch hub cache; nothing is downloaded. Without the weights
   it raises one :class:`HarnessError` starting ``"not computed: "`` that says how to get them.
@@ -159,12 +159,12 @@ def _safe(name: str) -> str:
 
 
 class FeatureMetric:
-    """What ``fid``, ``fid_inception`` and ``kid`` share: the extractor (built lazily, once),
+    """What ``fid``, ``fid-inception`` and ``kid`` share: the extractor (built lazily, once),
     the reference (identity, subset, disk cache) and the stamp/details bookkeeping."""
 
     name = ""
     higher_is_better = False
-    protocols: tuple[str, ...] = ("random_generation", "interpolation")
+    protocols: tuple[str, ...] = ("random-generation", "interpolation")
     version = METRIC_VERSION
     config: Any
 
@@ -398,7 +398,7 @@ class FID(FeatureMetric):
 
 @dataclass
 class FIDInceptionConfig:
-    """Options of ``fid_inception`` (``eval.fid_inception.<key>``)."""
+    """Options of ``fid-inception`` (``eval.fid-inception.<key>``)."""
 
     #: pytorch-fid weights pt_inception-2015-12-05-6726825d.pth; else $HARNESS_FID_WEIGHTS or
     #: the torch hub cache (nothing is downloaded)
@@ -411,14 +411,14 @@ class FIDInceptionConfig:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise HarnessError(f"eval.fid_inception.batch_size must be >= 1, got "
+            raise HarnessError(f"eval.fid-inception.batch_size must be >= 1, got "
                                f"{self.batch_size}")  # fmt: skip
 
 
 class FIDInception(FID):
-    """``fid_inception``: the literature's FID (pytorch-fid's ImageNet Inception-v3)."""
+    """``fid-inception``: the literature's FID (pytorch-fid's ImageNet Inception-v3)."""
 
-    name = "fid_inception"
+    name = "fid-inception"
     result_key = "fid_inception"
     display = {"fid_inception": ValueDisplay(
         "FID (ImageNet Inception-v3)", "", False,

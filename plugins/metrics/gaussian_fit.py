@@ -122,7 +122,7 @@ class GaussianFit:
 
     name = "gaussian-fit"
     higher_is_better = False
-    protocols = ("random_generation",)
+    protocols = ("random-generation",)
     display = {
         "gaussian_fit_error_percent": ValueDisplay(
             "Gaussian-fit error", "%", False,

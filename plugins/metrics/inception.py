@@ -76,7 +76,7 @@ def missing_weights_message() -> str:
     return (
         f"the pytorch-fid Inception weights are not on this machine. Download {FID_WEIGHTS_URL} "
         f"on a machine with internet and put it in {hub}/ (or anywhere, then set "
-        f"${ENV_VAR}=PATH or --set eval.fid_inception.fid_weights=PATH). The paper's FID "
+        f"${ENV_VAR}=PATH or --set eval.fid-inception.fid_weights=PATH). The paper's FID "
         "(metric fid, dataset-trained features) does not need them."
     )
 

@@ -11,22 +11,24 @@ from typing import Any
 
 from harness import hookimpl
 
+#: (name, class, description, former names)
 PROTOCOLS = (
     ("reconstruction", "Reconstruction",
-     "rec error 100*||X_hat-X||_F/||X||_F over the whole test split (stored basis, z = mu)"),
+     "rec error 100*||X_hat-X||_F/||X||_F over the whole test split (stored basis, z = mu)", ()),
     ("codes", "Codes",
-     "the training set's bottleneck codes, for diagnostics such as posterior collapse"),
-    ("random_generation", "RandomGeneration",
+     "the training set's bottleneck codes, for diagnostics such as posterior collapse", ()),
+    ("random-generation", "RandomGeneration",
      "decode sampled codes: a Gaussian mixture fitted on the training codes (eval."
-     "random_generation.sampler=gmm, the default; .n_samples, .gmm_components), one "
-     "full-covariance Gaussian (gaussian) or the prior N(0, I) (prior)"),
+     "random-generation.sampler=gmm, the default; .n_samples, .gmm_components), one "
+     "full-covariance Gaussian (gaussian) or the prior N(0, I) (prior)", ("random_generation",)),
     ("interpolation", "Interpolation",
      "decode linear interpolations between the codes of seeded random training pairs "
-     "(eval.interpolation.n_pairs, .n_interp interior points)"),
+     "(eval.interpolation.n_pairs, .n_interp interior points)", ()),
 )
 
 
 @hookimpl
 def register_protocols(register: Any) -> None:
-    for name, attr, description in PROTOCOLS:
-        register(name, f"harness_plugins.protocols.paper:{attr}", description, default=True)
+    for name, attr, description, former in PROTOCOLS:
+        register(name, f"harness_plugins.protocols.paper:{attr}", description, default=True,
+                 aliases=former)

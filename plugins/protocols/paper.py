@@ -8,7 +8,7 @@
 * **codes** — the (N, k) bottleneck codes of the training set (``model.encode``), for
   metrics taking codes (e.g. ``collapse``). Shared with random generation: the evaluation
   context encodes the training set once.
-* **random_generation** — ``sampler = "gmm"`` (the default, the paper's): fit a scikit-learn
+* **random-generation** — ``sampler = "gmm"`` (the default, the paper's): fit a scikit-learn
   ``GaussianMixture`` (full covariance, ``random_state=seed``) on the training codes, sample
   ``n_samples`` codes, shuffle them (sklearn returns them grouped by component) and decode;
   ``"gaussian"``: one full-covariance Gaussian fitted on the codes; ``"prior"``: N(0, I) draws,
@@ -144,7 +144,7 @@ class Codes:
 
 
 # -------------------------------------------------------------------------- random generation
-#: ``eval.random_generation.sampler`` -> what its stamp says it is
+#: ``eval.random-generation.sampler`` -> what its stamp says it is
 SAMPLERS = {
     "gmm": SAMPLER,
     "gaussian": "one full-covariance Gaussian (mean, np.cov) fitted on the codes",
@@ -158,7 +158,7 @@ def fit_gmm(codes: torch.Tensor, n_components: int, seed: int) -> Any:
     from sklearn.mixture import GaussianMixture
 
     if n_components > codes.shape[0]:
-        raise ConfigError(f"eval.random_generation.gmm_components={n_components} is more than "
+        raise ConfigError(f"eval.random-generation.gmm_components={n_components} is more than "
                           f"the {codes.shape[0]} training codes; lower it")
     gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed)
     gmm.fit(codes.double().numpy())
@@ -193,7 +193,7 @@ def sample_prior(k: int, n_samples: int, seed: int) -> torch.Tensor:
 
 @dataclass
 class RandomGenerationConfig:
-    """``eval.random_generation``: samples decoded (the paper: 1250), the sampler of the codes
+    """``eval.random-generation``: samples decoded (the paper: 1250), the sampler of the codes
     (``gmm``: the paper's Gaussian mixture; ``gaussian``: one full-covariance Gaussian;
     ``prior``: N(0, I), for models with a prior) and the mixture size (``gmm`` only)."""
 
@@ -202,10 +202,10 @@ class RandomGenerationConfig:
     sampler: str = "gmm"
 
     def __post_init__(self) -> None:
-        _positive("random_generation", n_samples=self.n_samples,
+        _positive("random-generation", n_samples=self.n_samples,
                   gmm_components=self.gmm_components)
         if self.sampler not in SAMPLERS:
-            raise ConfigError(f"eval.random_generation.sampler must be one of "
+            raise ConfigError(f"eval.random-generation.sampler must be one of "
                               f"{', '.join(SAMPLERS)}, got {self.sampler!r}")
 
 
@@ -224,7 +224,7 @@ class RandomGeneration:
         if self.config.sampler == "prior" and not bool(getattr(model, "has_prior", False)):
             name = getattr(model, "name", type(model).__name__)
             raise ConfigError(
-                f"eval.random_generation.sampler=prior: model '{name}' has no prior (its "
+                f"eval.random-generation.sampler=prior: model '{name}' has no prior (its "
                 "training does not pull the codes towards N(0, I)); use sampler=gmm or "
                 "sampler=gaussian, which fit a density to the training codes")
 
@@ -232,7 +232,7 @@ class RandomGeneration:
         """Before training: the samples fit the memory, and the mixture has at most one
         component per training code (its responsibilities, codes x components in float64,
         fit the memory too)."""
-        cfg, key = self.config, "eval.random_generation"
+        cfg, key = self.config, "eval.random-generation"
         sizes.images(f"{key}.n_samples", cfg.n_samples, cfg.n_samples, "the decoded samples")
         sizes.at_most(f"{key}.gmm_components", cfg.gmm_components, sizes.n_train,
                       f"the mixture is fitted on the {sizes.n_train} training codes, at least "
@@ -268,7 +268,7 @@ class RandomGeneration:
         self.check_model(ctx.model)
         images = ctx.decode(self.sample(ctx))
         cfg = self.config
-        ctx.log(f"random_generation: {images.shape[0]} images ({cfg.sampler})")
+        ctx.log(f"random-generation: {images.shape[0]} images ({cfg.sampler})")
         how = {"gmm": f"GMM samples ({cfg.gmm_components} components)",
                "gaussian": "samples of one Gaussian fitted to the codes",
                "prior": "samples of the prior N(0, I)"}[cfg.sampler]
