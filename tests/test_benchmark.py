@@ -404,3 +404,69 @@ def test_a_benchmark_directory_is_continued_only_with_the_same_settings(tmp_path
     with pytest.raises(HarnessError, match="holds benchmark 'x' at budget 'smoke'"):
         benchmark.run_suite(suite, tmp_path, budget="cpu", sets=["train.lr=0.01"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark.json"]
+
+
+TWO_SWEEPS = {"name": "two", "datasets": ["bumps"], "models": ["ae", "lorae", "irmae", "vae"],
+              "protocols": ["reconstruction", "random-generation"], "sweep": [
+                  {"key": "model.reg_weight", "models": ["lorae"], "values": [1e-3, 1e-2],
+                   "set": ["data.validation=0.1"]},
+                  {"key": "model.n_linear", "models": ["irmae"], "values": [2, 4],
+                   "rule": "highest", "select": "reconstruction/rec_error_percent"},
+                  {"key": "model.beta", "models": ["vae"], "values": [1e-3]}]}
+
+
+def test_a_suite_sweeps_one_key_per_model_with_several_sweeps() -> None:
+    suite = benchmark.Suite.from_dict(TWO_SWEEPS, "two")
+    assert [s.key for s in suite.sweeps] == ["model.reg_weight", "model.n_linear", "model.beta"]
+    assert suite.sweep_for("ae") is None and suite.sweep_for("irmae").rule == "highest"
+    specs = {s.id: s for s in benchmark.plan(suite, "smoke", [0, 1], [])}
+    sweeps = sorted(i for i, s in specs.items() if s.phase == "sweep")
+    assert sweeps == ["sweep-bumps-irmae-n_linear2", "sweep-bumps-irmae-n_linear4",
+                      "sweep-bumps-lorae-reg_weight0.001", "sweep-bumps-lorae-reg_weight0.01"]
+    assert "model.reg_weight=0.01" in specs["sweep-bumps-lorae-reg_weight0.01"].sets
+    assert "data.validation=0.1" in specs["sweep-bumps-lorae-reg_weight0.01"].sets
+    assert "data.validation=0.1" not in specs["sweep-bumps-irmae-n_linear2"].sets
+    assert "model.n_linear=2" in specs["sweep-bumps-irmae-n_linear2"].sets
+    # one value: set on the final runs, no sweep runs; the unswept model gets nothing
+    assert "model.beta=0.001" in specs["bumps-vae-seed1"].sets
+    assert not any("model." in s for s in specs["bumps-ae-seed0"].sets)
+    assert specs["bumps-lorae-seed0"].value is None  # chosen after its sweep runs
+
+
+def test_a_model_in_two_sweeps_is_refused() -> None:
+    bad = {**TWO_SWEEPS, "sweep": [*TWO_SWEEPS["sweep"],
+                                   {"key": "train.lr", "models": ["lorae"], "values": [1e-3]}]}
+    with pytest.raises(ConfigError, match="model 'lorae' is in the sweeps of model.reg_weight "
+                                          "and train.lr; a suite sweeps one key per model"):
+        benchmark.Suite.from_dict(bad, "two")
+
+
+def test_the_results_table_names_each_models_swept_key(tmp_path: Path) -> None:
+    from harness.benchmark.report import results_table
+
+    suite = benchmark.Suite.from_dict(TWO_SWEEPS, "two")
+    state = {"suite": benchmark._suite_record(suite), "budget": "smoke", "runs": {
+        "bumps-lorae-seed0": {"dataset": "bumps", "model": "lorae", "phase": "final",
+                              "value": 0.01, "status": "failed"},
+        "bumps-irmae-seed0": {"dataset": "bumps", "model": "irmae", "phase": "final",
+                              "value": 4, "status": "failed"}}}
+    assert results_table(state, tmp_path)[0][:3] == ["dataset", "model", "swept"]
+    from harness.benchmark.report import _swept_column
+
+    _, cell = _swept_column(state)
+    assert (cell("bumps", "lorae"), cell("bumps", "irmae"), cell("bumps", "ae")) == (
+        "reg_weight=0.01", "n_linear=4", "")
+
+
+def test_a_benchmark_recorded_before_the_renames_and_sweep_lists_compares_equal() -> None:
+    """A folder written by the previous version (one [sweep] table, random_generation) is
+    the same benchmark as today's suite: it continues instead of being refused."""
+    suite = benchmark.Suite.from_dict({**TWO_SWEEPS, "sweep": TWO_SWEEPS["sweep"][0]}, "one")
+    new = benchmark._suite_record(suite)
+    old = json.loads(json.dumps(new))
+    old["sweep"] = old["sweep"][0]
+    old["protocols"] = ["reconstruction", "random_generation"]
+    from harness.host.plugins import get_host
+
+    current = benchmark._current_record(old, get_host())
+    assert {k: current[k] for k in benchmark.PLAN_KEYS} == {k: new[k] for k in benchmark.PLAN_KEYS}

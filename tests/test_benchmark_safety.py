@@ -177,9 +177,13 @@ def test_the_same_set_twice_is_not_different(tmp_path: Path) -> None:
     previous = {"suite": benchmark._suite_record(suite), "budget": "smoke", "seeds": [0],
                 "sets": ["train.lr=0.01"], "runs": {}}
     _, given = benchmark.apply_cli_sets(suite, ["train.lr=0.01", "train.lr=0.01"])
-    benchmark._check_same_benchmark(tmp_path, previous, suite, "smoke", given)  # continues
+    from harness.host.plugins import get_host
+
+    host = get_host()
+    benchmark._check_same_benchmark(tmp_path, previous, suite, "smoke", given, host)  # continues
     with pytest.raises(HarnessError, match="was run with --set"):
-        benchmark._check_same_benchmark(tmp_path, previous, suite, "smoke", ["train.lr=0.1"])
+        benchmark._check_same_benchmark(tmp_path, previous, suite, "smoke", ["train.lr=0.1"],
+                                        host)
 
 
 def test_an_edited_suite_is_not_mixed_into_an_old_folder(tmp_path: Path) -> None:

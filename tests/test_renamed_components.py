@@ -99,8 +99,7 @@ evidence = ["random_generation/fid_inception"]
     suite = load_suite(str(path), host)
     assert suite.protocols == ["reconstruction", "random-generation"]
     assert suite.metrics == ["gaussian-fit", "fid-inception"]
-    assert suite.sweep is not None
-    assert suite.sweep.select == "random-generation/gaussian_fit_error_percent"
+    assert suite.sweeps[0].select == "random-generation/gaussian_fit_error_percent"
     assert suite.published["columns"] == ["random-generation/gaussian_fit_error_percent"]
     assert suite.claims[0]["metric"] == "random-generation/gaussian_fit_error_percent"
     assert suite.claims[0]["evidence"] == ["random-generation/fid_inception"]

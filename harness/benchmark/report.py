@@ -165,20 +165,23 @@ def _cell(row: dict[str, Any] | None) -> str:
     return _fmt(row, 3)
 
 
-def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], betas: dict[Any, Any],
+def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], state: dict[str, Any],
                    note: str, host: Any) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """One results table per protocol (so each fits a page), headers in words with unit and
-    direction (:func:`harness.evaluation.tables.header`), the raw key kept in :class:`Header`."""
+    direction (:func:`harness.evaluation.tables.header`), the raw key kept in :class:`Header`;
+    the swept value of each model beside it."""
     from harness.evaluation.display import protocol_title
+
+    key, cell = _swept_column(state)
     models = sorted({(r["dataset"], r["model"]) for r in rows})
     shown = {(r["protocol"], r["metric"]): r for r in rows}
     out = []
     for protocol in sorted({p for p, _ in shown}):
         metrics = sorted(m for p, m in shown if p == protocol)
-        header = ["dataset", "model", "beta"] + [
+        header = ["dataset", "model"] + ([key] if key else []) + [
             Header(tables.header(shown[(protocol, m)], with_protocol=False), f"{protocol}/{m}")
             for m in metrics]
-        body = [[d, m, "" if betas.get((d, m)) is None else f"{betas[(d, m)]:g}"]
+        body = [[d, m] + ([cell(d, m)] if key else [])
                 + [_cell(by.get((d, m, f"{protocol}/{mm}"))) for mm in metrics]
                 for d, m in models]
         out.append((f"Results: {protocol_title(protocol, host)}",
@@ -187,11 +190,15 @@ def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], betas: dict[A
     return out
 
 
-def _swept_key(state: dict[str, Any]) -> str:
-    sweep = state["suite"].get("sweep") or {}
-    if isinstance(sweep, dict) and sweep.get("key"):
-        return str(sweep["key"]).rpartition(".")[2]
-    return "beta" if state["suite"].get("beta") else ""
+def _swept_keys(state: dict[str, Any]) -> dict[str, str]:
+    """model -> the last part of the key its suite sweeps (``model.beta`` -> ``beta``), from
+    the suite as recorded: ``sweep`` (a list; one table in older records) or ``[beta]``."""
+    suite = state["suite"]
+    sweeps = suite.get("sweep") or ({"key": "model.beta", **suite["beta"]}
+                                    if suite.get("beta") else [])
+    sweeps = [sweeps] if isinstance(sweeps, dict) else sweeps
+    return {model: str(s["key"]).rpartition(".")[2] for s in sweeps
+            for model in s.get("models", [])}
 
 
 def _swept_values(state: dict[str, Any]) -> dict[tuple[str, str], Any]:
@@ -204,18 +211,29 @@ def _value_cell(v: Any) -> str:
     return "" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _swept_column(state: dict[str, Any]) -> tuple[str, Any]:
+    """The results table's column of swept values: its header (the key when the suite
+    sweeps one, else "swept") and (dataset, model) -> cell (``key=value`` when several)."""
+    keys, values = _swept_keys(state), _swept_values(state)
+    if not keys:
+        return "", lambda d, m: ""
+    distinct = set(keys.values())
+    if len(distinct) == 1:
+        return distinct.pop(), lambda d, m: _value_cell(values.get((d, m)))
+    return "swept", lambda d, m: (f"{keys[m]}={_value_cell(values.get((d, m)))}"
+                                  if m in keys and values.get((d, m)) is not None else "")
+
+
 def results_table(state: dict[str, Any], out: Path) -> tuple[list[str], list[list[str]]]:
     """The results: one row per dataset and model, mean ± std (n) over seeds per metric."""
     rows, by = _stats(state, out, None)  # values and raw keys only: no names in words
     metrics = sorted({(r["protocol"], r["metric"]) for r in rows})
     models = sorted({(r["dataset"], r["model"]) for r in rows})
-    key = _swept_key(state)
-    values = _swept_values(state)
+    key, cell = _swept_column(state)
     header = ["dataset", "model"] + ([key] if key else []) + [f"{p}/{m}" for p, m in metrics]
     body = []
     for d, m in models:
-        v = values.get((d, m))
-        cells = [d, m] + ([_value_cell(v)] if key else [])
+        cells = [d, m] + ([cell(d, m)] if key else [])
         body.append(cells + [_fmt(by[(d, m, f"{p}/{mm}")], 3) if (d, m, f"{p}/{mm}") in by
                              else "" for p, mm in metrics])
     return header, body

@@ -18,7 +18,8 @@ A suite's keys::
     set = []                          # --set overrides for every run
     [model_set]                       # --set overrides per model
     vae = ["model.beta=1e-3"]
-    [sweep]                           # one key swept over values, the best value kept
+    [[sweep]]                         # one key swept over values, the best value kept;
+                                      # one [[sweep]] per key ([sweep] when there is one)
     key = "model.beta"                # any section.key
     models = ["vae", "vrrae"]
     values = [0.0, 1e-4, 1e-3]        # or a table dataset -> list ("*": the others)
@@ -32,8 +33,10 @@ A suite's keys::
     [executor]                        # where the runs execute: name = "local" or "slurm"
     [slurm]                           # partition, time, cpus, gpus, mem, ... (harness.benchmark.executors)
 
-A ``[beta]`` table (``models``, ``values``, ``validation``, ``select``, ``fallback``) is the
-older spelling of a sweep of ``model.beta`` whose runs set ``data.validation``.
+Each ``[[sweep]]`` applies to its ``models``; a model is in one sweep at most (one key swept
+per model, never a grid). A ``[beta]`` table (``models``, ``values``, ``validation``,
+``select``, ``fallback``) is the older spelling of a sweep of ``model.beta`` whose runs set
+``data.validation``.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ SCALAR = (str, int, float, bool)
 SUITE_KEYS = {"name": "str", "description": "str", "paper": "str", "datasets": "list[str]",
               "models": "list[str]", "seeds": "int", "protocols": "list[str]",
               "metrics": "list[str]", "set": "list[str]", "model_set": "table",
-              "beta": "table", "sweep": "table", "budgets": "table", "published": "table",
+              "beta": "table", "sweep": "table or list[table]", "budgets": "table",
+              "published": "table",
               "claims": "list[table]", "executor": "table", "slurm": "table"}
 SWEEP_KEYS = {"key": "str", "models": "list[str]", "values": "values", "set": "list[str]",
               "select": "str", "fallback": "str", "rule": "str"}
@@ -79,6 +83,7 @@ CLAIM_KEYS = {"text": "str", "metric": "str", "model": "str", "than": "list[str]
 _KIND_WORDS = {"str": "a string", "int": "an integer", "float": "a number",
                "list[str]": "a list of strings", "table": "a table",
                "list[table]": "a list of tables ([[...]])",
+               "table or list[table]": "a table ([...]) or a list of tables ([[...]])",
                "values": "a list of values or a table dataset -> list"}
 
 
@@ -99,6 +104,8 @@ def _kind_ok(value: Any, kind: str) -> bool:
         return isinstance(value, dict)
     if kind == "list[table]":
         return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+    if kind == "table or list[table]":
+        return _kind_ok(value, "table") or _kind_ok(value, "list[table]")
     if kind == "values":
         return isinstance(value, list | dict)
     raise AssertionError(kind)
@@ -177,36 +184,58 @@ def _check_values(values: Any, where: str, numbers_only: bool) -> None:
             raise ConfigError(f"{at} lists a value twice: {items!r}")
 
 
-def parse_sweep(data: dict[str, Any], where: str) -> Sweep | None:
-    """``[sweep]``, or the older ``[beta]`` (a sweep of ``model.beta`` on a validation
-    split) converted to one."""
+def parse_sweeps(data: dict[str, Any], where: str) -> list[Sweep]:
+    """``[[sweep]]`` (one table per swept key), ``[sweep]`` (one), or the older ``[beta]`` (a
+    sweep of ``model.beta`` on a validation split) converted to one. A model is swept by one
+    of them at most: the suite sweeps one key per model, never a grid."""
     if "sweep" in data and "beta" in data:
         raise ConfigError(f"{where}: set [sweep] or the older [beta], not both")
     if "beta" in data:
-        beta = check_table(data["beta"], BETA_KEYS, f"{where}: [beta]")
-        if not beta:
-            return None
-        _check_values(beta.get("values", []), f"{where}: [beta] values", numbers_only=True)
-        frac = beta.get("validation", 0.1)
-        if not 0 < frac < 1:
-            raise ConfigError(f"{where}: [beta] validation must be strictly between 0 and 1, "
-                              f"got {frac!r}")
-        sweep = Sweep("model.beta", beta.get("models", []), beta["values"],
-                      [f"data.validation={frac!r}"],
-                      beta.get("select", Sweep.select), beta.get("fallback", Sweep.fallback))
-    elif "sweep" in data:
-        raw = check_table(data["sweep"], SWEEP_KEYS, f"{where}: [sweep]")
-        if "key" not in raw or "values" not in raw:
-            raise ConfigError(f"{where}: [sweep] must set 'key' (section.key) and 'values'")
-        _check_values(raw["values"], f"{where}: [sweep] values", numbers_only=False)
-        sweep = Sweep(**{"models": [], **raw})
+        sweep = _parse_beta(data["beta"], where)
+        found = [] if sweep is None else [sweep]
     else:
+        tables = data.get("sweep") or []
+        tables = [tables] if isinstance(tables, dict) else tables
+        found = [_parse_sweep(raw, f"{where}: [[sweep]] #{i + 1}" if len(tables) > 1
+                              else f"{where}: [sweep]") for i, raw in enumerate(tables)]
+    owner: dict[str, str] = {}
+    for sweep in found:
+        for model in sweep.models:
+            if model in owner:
+                raise ConfigError(f"{where}: model '{model}' is in the sweeps of {owner[model]} "
+                                  f"and {sweep.key}; a suite sweeps one key per model (list "
+                                  "it in one [[sweep]] only)")
+            owner[model] = sweep.key
+    return found
+
+
+def _parse_beta(beta: Any, where: str) -> Sweep | None:
+    beta = check_table(beta, BETA_KEYS, f"{where}: [beta]")
+    if not beta:
         return None
-    _check_sweep(sweep, data, f"{where}: [{'beta' if 'beta' in data else 'sweep'}]")
+    _check_values(beta.get("values", []), f"{where}: [beta] values", numbers_only=True)
+    frac = beta.get("validation", 0.1)
+    if not 0 < frac < 1:
+        raise ConfigError(f"{where}: [beta] validation must be strictly between 0 and 1, "
+                          f"got {frac!r}")
+    sweep = Sweep("model.beta", beta.get("models", []), beta["values"],
+                  [f"data.validation={frac!r}"],
+                  beta.get("select", Sweep.select), beta.get("fallback", Sweep.fallback))
+    _check_sweep(sweep, f"{where}: [beta]")
     return sweep
 
 
-def _check_sweep(sweep: Sweep, data: dict[str, Any], where: str) -> None:
+def _parse_sweep(raw: Any, where: str) -> Sweep:
+    raw = check_table(raw, SWEEP_KEYS, where)
+    if "key" not in raw or "values" not in raw:
+        raise ConfigError(f"{where} must set 'key' (section.key) and 'values'")
+    _check_values(raw["values"], f"{where} values", numbers_only=False)
+    sweep = Sweep(**{"models": [], **raw})
+    _check_sweep(sweep, where)
+    return sweep
+
+
+def _check_sweep(sweep: Sweep, where: str) -> None:
     section, dot, name = sweep.key.partition(".")
     if not dot or not name or section == "run":
         raise ConfigError(f"{where}: key must be section.key (e.g. model.beta, train.lr), "
@@ -282,7 +311,7 @@ class Suite:
     metrics: list[str] = field(default_factory=list)
     set: list[str] = field(default_factory=list)
     model_set: dict[str, list[str]] = field(default_factory=dict)
-    sweep: Sweep | None = None
+    sweeps: list[Sweep] = field(default_factory=list)  # one key per model at most
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
     published: dict[str, Any] = field(default_factory=dict)
     claims: list[dict[str, Any]] = field(default_factory=list)
@@ -305,14 +334,14 @@ class Suite:
         _check_published(data.get("published", {}), where)
         for i, claim in enumerate(data.get("claims", [])):
             _check_claim(claim, f"{where}: [[claims]] #{i + 1}")
-        sweep = parse_sweep(data, where)
+        sweeps = parse_sweeps(data, where)
         from harness.benchmark.executors import (
             executor_tables,  # here: executors imports the folder layout
         )
 
         executor_tables({k: data[k] for k in ("executor", "slurm") if k in data}, where)
         kept = {k: v for k, v in data.items() if k not in ("beta", "sweep")}
-        return cls(**kept, sweep=sweep, source=source)
+        return cls(**kept, sweeps=sweeps, source=source)
 
     def with_current_names(self, host: Any) -> Suite:
         """This suite with every former component name (a protocol or metric renamed since
@@ -324,9 +353,8 @@ class Suite:
 
         self.protocols = [host.canonical("protocol", n, warn=True) for n in self.protocols]
         self.metrics = [host.canonical("metric", n, warn=True) for n in self.metrics]
-        if self.sweep is not None:
-            self.sweep.select, self.sweep.fallback = key(self.sweep.select), key(
-                self.sweep.fallback)
+        for sweep in self.sweeps:
+            sweep.select, sweep.fallback = key(sweep.select), key(sweep.fallback)
         if self.published.get("columns"):
             self.published = {**self.published,
                               "columns": [key(c) for c in self.published["columns"]]}
@@ -338,8 +366,13 @@ class Suite:
     def seeds_list(self, n: int | None = None) -> list[int]:
         return list(range(check_seeds(self.seeds if n is None else n, "--seeds")))
 
+    def sweep_for(self, model: str) -> Sweep | None:
+        """The sweep that applies to ``model`` (None: it runs as configured)."""
+        return next((s for s in self.sweeps if model in s.models), None)
+
     def sweep_values(self, model: str, dataset: str) -> list[Any]:
-        return self.sweep.values_for(model, dataset) if self.sweep else []
+        sweep = self.sweep_for(model)
+        return sweep.values_for(model, dataset) if sweep is not None else []
 
 
 # ------------------------------------------------------------------------------- finding

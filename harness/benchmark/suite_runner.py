@@ -6,7 +6,8 @@ report. Suites are described in :mod:`harness.benchmark.suite`, the directory it
 Every run takes its model's **preset** for the dataset as its lowest configuration layer, then
 the suite's ``set``, ``model_set``, the budget's ``set`` and the command line's ``--set``.
 
-**Sweeps.** For a model in ``sweep.models`` with more than one value, one sweep run per value
+**Sweeps.** For a model in a sweep's ``models`` (each ``[[sweep]]`` of the suite sweeps its own
+key for its own models) with more than one value, one sweep run per value
 (seed = the first seed, with the sweep's own ``set``, e.g. ``data.validation=0.1`` so the test
 split is never read) is trained and scored; the value with the lowest (``rule = "highest"``:
 highest) ``sweep.select`` wins, ``sweep.fallback`` deciding when that metric has no value.
@@ -152,11 +153,11 @@ def plan(suite: Suite, budget: str, seeds: list[int], extra_sets: list[str]) -> 
         raise ConfigError(f"--budget must be one of {', '.join(BUDGETS)}, got '{budget}'")
     if not seeds:
         raise ConfigError("a benchmark needs at least one seed (--seeds N, N >= 1)")
-    base, sweep, specs = _base_sets(suite, budget), suite.sweep, []
+    base, specs = _base_sets(suite, budget), []
     for dataset in suite.datasets:
         for model in suite.models:
             sets = base + list(suite.model_set.get(model, [])) + list(extra_sets)
-            values = suite.sweep_values(model, dataset)
+            sweep, values = suite.sweep_for(model), suite.sweep_values(model, dataset)
             if len(values) > 1:
                 assert sweep is not None
                 for value in values:
@@ -187,9 +188,9 @@ def _resolve(host: Any, spec: RunSpec, sets: list[str]) -> Any:
 
 def _planned_config(host: Any, spec: RunSpec, suite: Suite) -> Any:
     sets = list(spec.sets)
-    values = suite.sweep_values(spec.model, spec.dataset)
-    if spec.phase == "final" and len(values) > 1 and suite.sweep is not None:
-        sets.append(_assignment(suite.sweep.key, values[0]))  # checked with a swept value
+    sweep, values = suite.sweep_for(spec.model), suite.sweep_values(spec.model, spec.dataset)
+    if spec.phase == "final" and len(values) > 1 and sweep is not None:
+        sets.append(_assignment(sweep.key, values[0]))  # checked with a swept value
     return _resolve(host, spec, sets)
 
 
@@ -374,7 +375,7 @@ def metric_value(run_dir: Path, key: str) -> float | None:
 def choose_value(suite: Suite, specs: list[RunSpec], out: Path, dataset: str,
                  model: str) -> dict[str, Any]:
     """The swept value with the best ``select`` (else ``fallback``) over the sweep runs."""
-    sweep = suite.sweep
+    sweep = suite.sweep_for(model)
     assert sweep is not None
     runs_ = [s for s in specs if s.phase == "sweep" and s.dataset == dataset and s.model == model]
     sign = 1 if sweep.rule == "lowest" else -1
@@ -412,17 +413,17 @@ def _finals_after_sweep(suite: Suite, specs: list[RunSpec], out: Path,
                                            "error": "no value chosen: " + choice["rule"]}
                     continue
                 s.value = choice["chosen"]
-                s.sets = s.sets + [_assignment(suite.sweep.key, s.value)]  # type: ignore[union-attr]
+                s.sets = s.sets + [_assignment(choice["key"], s.value)]
                 second.append(s)
     return second
 
 
 # -------------------------------------------------------------------------------- suites
 def _check_same_benchmark(out: Path, previous: dict[str, Any], suite: Suite, budget: str,
-                          run_sets: list[str]) -> None:
+                          run_sets: list[str], host: Any) -> None:
     if not previous:
         return
-    old = previous["suite"]
+    old = _current_record(previous["suite"], host)
     if old.get("name") != suite.name or previous.get("budget") != budget:
         raise HarnessError(f"'{out}' holds benchmark '{old.get('name')}' at budget "
                            f"'{previous.get('budget')}'; choose another --out")
@@ -445,7 +446,25 @@ PLAN_KEYS = ("set", "model_set", "sweep", "budgets", "protocols", "metrics")
 
 
 def _suite_record(suite: Suite) -> dict[str, Any]:
-    return json.loads(json.dumps(asdict(suite), default=str))
+    """The suite as benchmark.json records it, in its TOML spelling (``sweep``: the list of
+    ``[[sweep]]`` tables), so that ``Suite.from_dict`` reads it back."""
+    record = json.loads(json.dumps(asdict(suite), default=str))
+    record["sweep"] = record.pop("sweeps")
+    return record
+
+
+def _current_record(record: dict[str, Any], host: Any) -> dict[str, Any]:
+    """A suite record written by an older version, as this one writes it: one ``sweep``
+    table (or none) as a list, and renamed components under their current names."""
+    record = dict(record)
+    sweep = record.get("sweep")
+    record["sweep"] = [] if sweep is None else [sweep] if isinstance(sweep, dict) else sweep
+    try:
+        return _suite_record(Suite.from_dict({k: v for k, v in record.items()
+                                              if k != "source" and v != []}, "recorded")
+                             .with_current_names(host)) | {"source": record.get("source", "")}
+    except HarnessError:
+        return record  # a record this version cannot read: compared as it is
 
 
 def prepare(suite: Suite, *, budget: str, seeds: int | None, sets: list[str],
@@ -454,6 +473,7 @@ def prepare(suite: Suite, *, budget: str, seeds: int | None, sets: list[str],
     """Everything checked before the first write: the suite after ``--set``, the plan, every
     planned configuration, the datasets available here, the models buildable."""
     suite, run_sets = apply_cli_sets(suite, list(sets))
+    suite = suite.with_current_names(host)
     for model in suite.models:
         host.get("model", model)  # unknown names fail before anything runs
     for dataset in suite.datasets:
@@ -490,7 +510,7 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
     previous = bdir.load_state(out, required=False)
     suite, run_sets, seed_list, specs, configs, unavailable = prepare(
         suite, budget=budget, seeds=seeds, sets=list(sets or []), host=host)
-    _check_same_benchmark(out, previous, suite, budget, run_sets)
+    _check_same_benchmark(out, previous, suite, budget, run_sets, host)
     out.mkdir(parents=True, exist_ok=True)
     with bdir.BenchmarkLock(out):
         previous = bdir.load_state(out, required=False)  # re-read under the lock
