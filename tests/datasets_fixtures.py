@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -93,15 +94,19 @@ def png_bytes(chw: np.ndarray) -> bytes:
 
 
 def write_parquet_split(path: Path, images: np.ndarray, labels: np.ndarray | None,
-                        image_column: str = "img") -> None:
-    """A Hugging Face-style parquet file: an image struct {bytes, path} and int labels."""
+                        image_column: str = "img",
+                        extra: dict[str, list[Any]] | None = None) -> None:
+    """A Hugging Face-style parquet file: an image struct {bytes, path}, int labels and any
+    ``extra`` columns (e.g. CelebA's attributes)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = {image_column: [{"bytes": png_bytes(im), "path": None} for im in images]}
+    columns: dict[str, Any] = {
+        image_column: [{"bytes": png_bytes(im), "path": None} for im in images]}
     if labels is not None:
         columns["label"] = [int(v) for v in labels]
+    columns.update(extra or {})
     pq.write_table(pa.table(columns), path)
 
 

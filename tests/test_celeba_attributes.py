@@ -98,3 +98,78 @@ def test_celeba_extractor_trains_multi_label_and_the_fid_metrics_apply(
     out = PRDC(PRDC.Config(n_reference=None))(generated, splits.train, info)
     assert set(out) == {"precision", "recall", "density", "coverage"}
     assert PRDC().stamp() == {}  # a fresh object has no stamp until it scores
+
+
+def _attribute_columns(n: int, seed: int, as_bool: bool) -> tuple[dict[str, list], list[int]]:
+    """Columns named like the release's attributes (as flwrlabs/celeba has them) and the
+    masks they mean."""
+    values = np.random.default_rng(seed).random((n, 40)) < 0.3
+    columns = {name: [bool(v) if as_bool else (1 if v else -1) for v in values[:, j]]
+               for j, name in enumerate(CELEBA_ATTRIBUTES)}
+    return columns, [sum(1 << j for j in range(40) if values[i, j]) for i in range(n)]
+
+
+@pytest.mark.parametrize("as_bool", [True, False])
+def test_celeba_parquet_carries_its_attributes_as_columns(isolated, as_bool: bool) -> None:
+    from datasets_fixtures import random_images, write_parquet_split
+    from harness_plugins.datasets import celeba
+
+    masks = {}
+    for i, (split, n) in enumerate((("train", 5), ("valid", 2), ("test", 3))):
+        columns, masks[split] = _attribute_columns(n, i, as_bool)
+        columns = dict(reversed(columns.items()))  # file order is not bit order
+        write_parquet_split(isolated / "pq" / f"{split}-00000.parquet",
+                            random_images(n, (3, 20, 20), i), None, "image",
+                            extra={**columns, "celeb_id": list(range(n))})
+    splits = celeba.load(DataConfig(hub_id=str(isolated / "pq"), size=16))
+    assert splits.info.num_classes == 40
+    assert splits.info.metadata["attributes"] == CELEBA_ATTRIBUTES
+    assert [splits.train[i][1] for i in range(5)] == masks["train"]
+    assert [splits.extra["valid"][i][1] for i in range(2)] == masks["valid"]
+    assert [splits.test[i][1] for i in range(3)] == masks["test"]
+    limited = celeba.load(DataConfig(hub_id=str(isolated / "pq"), size=16, n_train=2))
+    assert [limited.train[i][1] for i in range(2)] == masks["train"][:2]
+
+
+def test_celeba_hugging_face_dataset_attributes_become_labels(isolated) -> None:
+    datasets = pytest.importorskip("datasets")
+    from datasets_fixtures import random_images
+    from harness_plugins.datasets import celeba
+    from PIL import Image
+
+    masks, parts = {}, {}
+    for i, (split, n) in enumerate((("train", 4), ("valid", 2), ("test", 2))):
+        columns, masks[split] = _attribute_columns(n, 10 + i, True)
+        images = [Image.fromarray(im.transpose(1, 2, 0)) for im in
+                  random_images(n, (3, 20, 20), i)]
+        parts[split] = datasets.Dataset.from_dict(
+            {"image": images, "celeb_id": list(range(n)), **columns},
+            features=datasets.Features({"image": datasets.Image(),
+                                        "celeb_id": datasets.Value("int64"),
+                                        **{a: datasets.Value("bool") for a in columns}}))
+    datasets.DatasetDict(parts).save_to_disk(str(isolated / "hf"))
+    splits = celeba.load(DataConfig(hub_id=str(isolated / "hf"), size=16))
+    assert splits.info.metadata["layout"] == "huggingface"
+    assert splits.info.metadata["attributes"] == CELEBA_ATTRIBUTES
+    assert [splits.train[i][1] for i in range(4)] == masks["train"]
+    assert [splits.test[i][1] for i in range(2)] == masks["test"]
+
+
+def test_celeba_columns_that_disagree_or_hold_other_values_are_refused(isolated) -> None:
+    from datasets_fixtures import random_images, write_parquet_split
+    from harness_plugins.datasets import celeba
+    from harness_plugins.datasets._common import CorruptDataset
+
+    columns, _ = _attribute_columns(2, 0, True)
+    write_parquet_split(isolated / "a" / "train.parquet", random_images(2, (3, 8, 8), 0), None,
+                        "image", extra=columns)
+    write_parquet_split(isolated / "a" / "test.parquet", random_images(2, (3, 8, 8), 1), None,
+                        "image", extra={"Smiling": [True, False]})
+    with pytest.raises(CorruptDataset, match="different attribute columns"):
+        celeba.load(DataConfig(hub_id=str(isolated / "a"), size=8, cache=False))
+    bad = {**columns, "Smiling": [2, 1]}
+    for split in ("train", "test"):
+        write_parquet_split(isolated / "b" / f"{split}.parquet", random_images(2, (3, 8, 8), 0),
+                            None, "image", extra=bad)
+    with pytest.raises(CorruptDataset, match="attribute column 'Smiling' row 0 holds 2"):
+        celeba.load(DataConfig(hub_id=str(isolated / "b"), size=8, cache=False))

@@ -300,6 +300,40 @@ def columnar_split_to_arrays(files: list[Path], n: int | None, size: int | None,
                           center_crop, mode)
 
 
+def column_names(files: list[Path]) -> list[str]:
+    """The columns of the first parquet/arrow file (the schema only, for parquet)."""
+    if not files:
+        return []
+    if files[0].suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(files[0]).names)
+    return list(_read_table(files[0]).column_names)
+
+
+def read_columns(files: list[Path], names: list[str], n: int | None) -> dict[str, list[Any]]:
+    """The first ``n`` rows (all: None) of the named columns of parquet/arrow files, in
+    order, as Python lists (parquet reads only those columns)."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, list[Any]] = {name: [] for name in names}
+    for path in files:
+        if path.suffix == ".parquet":
+            try:
+                table = pq.read_table(path, columns=names)
+            except (KeyError, ValueError) as exc:  # a column missing from this file
+                raise CorruptDataset(f"{path}: lacks column(s) of {names}: {exc}") from exc
+        else:
+            table = _read_table(path)
+        done = len(out[names[0]]) if names else 0
+        take = table.num_rows if n is None else min(table.num_rows, n - done)
+        for name in names:
+            out[name].extend(table.column(name).slice(0, take).to_pylist())
+        if n is not None and done + take >= n:
+            break
+    return out
+
+
 def split_columnar_files(files: list[Path]) -> dict[str, list[Path]]:
     """Group parquet/arrow files by split, from their file or folder names."""
     groups: dict[str, list[Path]] = {}

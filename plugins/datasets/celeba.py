@@ -19,8 +19,10 @@ then ``000001.jpg -1 1 ...``) or Kaggle's ``list_attr_celeba.csv`` next to the p
 each image's label is its attributes as a bit mask (bit i set when attribute i is 1), so the
 label stays one int like every dataset's; ``info.metadata["attributes"]`` lists the names in
 bit order and ``info.num_classes`` is their number (40). The domain FID extractor trains on
-them as a multi-label task. Without the file (and for parquet / Hugging Face sources) the
-labels are -1 and the dataset-trained FID does not apply.
+them as a multi-label task. Parquet / arrow files and Hugging Face datasets carry the
+attributes as columns named like the release's (``Smiling``, boolean or 1 / -1), as
+``flwrlabs/celeba`` does: those columns give the same bit masks, in the release's order.
+Without attributes the labels are -1 and the dataset-trained FID does not apply.
 
 Crop and resize: every image is centre-cropped to a square of side min(H, W) — 178×178 out
 of the aligned 178×218 images, cutting 20 rows above and below — then resized to
@@ -136,6 +138,40 @@ def _attribute_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]
     return [h.strip() for h in header], rows
 
 
+#: the release's 40 attributes, in the order of ``list_attr_celeba.txt`` (bit i = attribute i)
+ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
+    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses "
+    "Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache "
+    "Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks "
+    "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
+    "Wearing_Necklace Wearing_Necktie Young"
+).split()
+
+
+def attribute_columns(columns: list[str]) -> list[str]:
+    """The columns of a table that are CelebA attributes (names compared without case), in
+    the release's order; [] when it has none."""
+    by_name = {c.lower(): c for c in columns}
+    return [by_name[a.lower()] for a in ATTRIBUTES if a.lower() in by_name]
+
+
+def masks_from_columns(values: dict[str, list[object]], where: str) -> list[int]:
+    """One bit mask per row from attribute columns (in bit order): True / 1 set the bit,
+    False / 0 / -1 do not; anything else is refused, naming the column and row."""
+    names = list(values)
+    rows = len(values[names[0]]) if names else 0
+    masks = [0] * rows
+    for bit, name in enumerate(names):
+        for row, v in enumerate(values[name]):
+            if isinstance(v, bool) or v in (1, 0, -1):
+                masks[row] |= (1 << bit) if v is True or v == 1 else 0
+            else:
+                raise CorruptDataset(f"{where}: attribute column '{name}' row {row} holds "
+                                     f"{v!r}; expected true/false or 1/-1/0")
+    return masks
+
+
 def read_attributes(path: Path) -> tuple[list[str], dict[str, int]]:
     """Attribute names and each image's bit mask from ``list_attr_celeba.txt`` / ``.csv``;
     a malformed line (wrong number of values, a value other than 1 / -1 / 0) is refused with
@@ -194,21 +230,43 @@ def _load_aligned(folder: Path, images: Path, partition: Path, config: DataConfi
                    attributes[0] if attributes else None)
 
 
+def _columns_labels(images: np.ndarray, values: dict[str, list[object]],
+                    where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images with the attribute bit masks of ``values`` as labels (-1 without any)."""
+    if not values:
+        return images, np.full(len(images), -1, dtype=np.int64)
+    return images, np.asarray(masks_from_columns(values, where), dtype=np.int64)
+
+
+def _same_attributes(found: dict[str, list[str]], where: str) -> list[str] | None:
+    """The attribute columns every split has; refused when the splits disagree."""
+    distinct = {tuple(v) for v in found.values()}
+    if len(distinct) > 1:
+        raise CorruptDataset(f"{where}: the splits have different attribute columns "
+                             f"({', '.join(f'{s}: {len(v)}' for s, v in found.items())})")
+    names = list(distinct.pop()) if distinct else []
+    return names or None
+
+
 def _load_columnar(folder: Path, groups: dict[str, list[Path]], config: DataConfig,
                    size: int) -> DataSplits:
+    found = {split: attribute_columns(_hf.column_names(files)) for split, files in groups.items()}
+    attributes = _same_attributes(found, str(folder))
     arrays = {}
     for split, files in groups.items():
         n = config.n_train if split == "train" else config.n_test
-        key = cache_key(NAME, files, size=size, n=n, layout="columnar")
+        key = cache_key(NAME, files, size=size, n=n, layout="columnar",
+                        attributes=len(attributes or []))
 
         def build(files: list[Path] = files, n: int | None = n) -> tuple[np.ndarray, np.ndarray]:
             images, _ = _hf.columnar_split_to_arrays(files, n, size, True, "RGB")
-            return images, np.full(len(images), -1, dtype=np.int64)
+            values = _hf.read_columns(files, attributes, n) if attributes else {}
+            return _columns_labels(images, values, ", ".join(map(str, files)))
 
         arrays[split] = ArrayDataset(*cached_arrays(key, split, build, enabled=config.cache))
     extra = {"valid": arrays["valid"]} if "valid" in arrays else {}
     return _splits(arrays["train"], arrays["test"], extra, str(folder), config, size,
-                   "parquet/arrow")
+                   "parquet/arrow", [_release_name(a) for a in attributes or []])
 
 
 def _load_hf(hub_id: str, config: DataConfig, size: int) -> DataSplits:
@@ -216,22 +274,35 @@ def _load_hf(hub_id: str, config: DataConfig, size: int) -> DataSplits:
     if "train" not in splits or "test" not in splits:
         raise DatasetNotFound(f"dataset '{NAME}': '{hub_id}' has splits {sorted(splits)}, "
                               "needs train and test")
+    attributes = _same_attributes({s: attribute_columns(list(d.column_names))
+                                   for s, d in splits.items()}, hub_id)
     local = Path(hub_id).expanduser()
     stamps = file_stamps(local) if local.is_dir() else []
     arrays = {}
     for split, data in splits.items():
         n = config.n_train if split == "train" else config.n_test
-        key = cache_key(NAME, stamps, hub=hub_id, size=size, n=n)
+        key = cache_key(NAME, stamps, hub=hub_id, size=size, n=n,
+                        attributes=len(attributes or []))
 
         def build(data: object = data, split: str = split, n: int | None = n
                   ) -> tuple[np.ndarray, np.ndarray]:
-            # CelebA's HF label-like columns (celeb_id) are identities, not classes: drop them
-            images, _ = _hf.hf_split_to_arrays(data, f"{hub_id} [{split}]", n, size, True, "RGB")
-            return images, np.full(len(images), -1, dtype=np.int64)
+            # CelebA's HF label-like columns (celeb_id) are identities, not classes: the labels
+            # are the attribute columns' bit masks instead
+            where = f"{hub_id} [{split}]"
+            images, _ = _hf.hf_split_to_arrays(data, where, n, size, True, "RGB")
+            rows = data if n is None else data.select(range(min(n, len(data))))  # type: ignore[attr-defined]
+            values = {a: list(rows[a]) for a in attributes or []}  # type: ignore[index]
+            return _columns_labels(images, values, where)
 
         arrays[split] = ArrayDataset(*cached_arrays(key, split, build, enabled=config.cache))
     extra = {"valid": arrays["valid"]} if "valid" in arrays else {}
-    return _splits(arrays["train"], arrays["test"], extra, hub_id, config, size, "huggingface")
+    return _splits(arrays["train"], arrays["test"], extra, hub_id, config, size, "huggingface",
+                   [_release_name(a) for a in attributes or []])
+
+
+def _release_name(column: str) -> str:
+    """The release's spelling of an attribute column's name."""
+    return next(a for a in ATTRIBUTES if a.lower() == column.lower())
 
 
 def _splits(train: object, test: object, extra: dict, source: str, config: DataConfig,
