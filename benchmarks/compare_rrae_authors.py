@@ -116,11 +116,12 @@ def in_eval_mode(model: torch.nn.Module, fn: Callable[[], dict[str, float]]) -> 
 
 # ------------------------------------------------------------------------------------ ours
 def run_ours(seed: int, steps: int, every: int, data: dict[str, Any]) -> dict[str, Any]:
-    """``harness.training.loop.train`` on the bumps preset, observed through ``on_log``."""
+    """``harness.training.loop.train`` on the bumps preset (plus ``data["ours_sets"]``, e.g.
+    ``train.optimizer=adam``), observed through ``on_log``."""
     host = get_host()
     cfg = resolve(model="rrae", dataset="bumps", seed=seed, host=host,
                   sets=[f"train.steps={steps}", f"train.log_every={every}",
-                        f"train.checkpoint_every={steps}"])
+                        f"train.checkpoint_every={steps}", *data.get("ours_sets", [])])
     assert (cfg.model_cfg.k, cfg.model_cfg.latent_dim, cfg.train.batch_size) == (K, LATENT, BATCH)
     splits = load_data(host, cfg)
     seed_everything(seed)
@@ -262,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--only", choices=["ours", "authors"], default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a --set for ours (repeatable), e.g. train.optimizer=adam")
+    p.add_argument("--name", default="ours", help="the label of ours in the results "
+                   "(e.g. ours-adam with --set train.optimizer=adam)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/rrae_authors_bumps.json"))
     p.add_argument("--merge", type=Path, nargs="+", default=None,
                    help="only merge these JSON files of earlier runs (e.g. one per seed) into --out")
@@ -280,9 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.out.with_suffix(f".{name}-{seed}.partial.json"), json.dumps(curve))
 
     data["progress"] = progress
+    data["ours_sets"] = args.sets
     runners = {"ours": run_ours, "authors": run_authors}
     if args.only:
         runners = {args.only: runners[args.only]}
+    runners = {(args.name if name == "ours" else name): fn for name, fn in runners.items()}
     results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in runners}
     for seed in args.seeds:
         for name, fn in runners.items():

@@ -17,7 +17,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from harness_plugins.datasets import _common  # noqa: E402
+from harness_plugins.datasets import _common, celeba  # noqa: E402
 from harness_plugins.datasets.cifar10 import write_batch  # noqa: E402
 from harness_plugins.datasets.idx import write_idx  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -165,14 +165,7 @@ def write_celeba(folder: Path, partition: list[int], nested: bool = False, csv: 
     return names
 
 
-CELEBA_ATTRIBUTES = (
-    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
-    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses "
-    "Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache "
-    "Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks "
-    "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
-    "Wearing_Necklace Wearing_Necktie Young"
-).split()
+CELEBA_ATTRIBUTES = list(celeba.ATTRIBUTES)  # the release's 40, in its order
 
 
 def write_celeba_attributes(folder: Path, names: list[str], values: np.ndarray,

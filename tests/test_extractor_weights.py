@@ -16,6 +16,16 @@ from harness.api import DataConfig
 from harness.errors import HarnessError
 
 
+@pytest.fixture(name="pinned", autouse=True)
+def pinned_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in the child process `harness extractor train` starts: these tests then train
+    in-process (monkeypatches apply); the re-exec itself is tested on its own."""
+    from harness_plugins.metrics.domain_weights import REPRODUCIBLE_ENV
+
+    for key, value in REPRODUCIBLE_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.fixture(name="quick_recipe")
 def quick_recipe_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 12-step schedule: these tests check the files and their use, not the accuracy."""
@@ -23,6 +33,38 @@ def quick_recipe_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(domain, "MIN_STEPS", 12)
     monkeypatch.setattr(domain, "EPOCHS", 1)
+
+
+def test_extractor_train_trains_in_a_child_with_the_kernels_pinned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The instruction set of the CPU kernels is chosen when torch loads: the command re-runs
+    itself with REPRODUCIBLE_ENV unless it already has it, and exits with the child's status."""
+    import subprocess
+    import sys
+
+    from harness_plugins.metrics import domain, domain_weights
+
+    from harness import cli
+
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.setattr(domain, "train_weights", _no_training)
+    started: list[Any] = []
+
+    def fake_run(argv: list[str], env: dict[str, str], check: bool) -> Any:
+        started.append((argv, env))
+        return subprocess.CompletedProcess(argv, 3)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    out = tmp_path / "d.safetensors"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["extractor", "train", "--dataset", "digits", "--out", str(out),
+                  "--set", "data.size=8"])
+    assert exc.value.code == 3
+    ((argv, env),) = started
+    assert argv == [sys.executable, "-m", "harness.cli", "extractor", "train", "--dataset",
+                    "digits", "--out", str(out), "--set", "data.size=8"]
+    assert all(env[k] == v for k, v in domain_weights.REPRODUCIBLE_ENV.items())
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
 
 
 def _no_training(*args: Any, **kwargs: Any) -> None:
@@ -52,6 +94,8 @@ def test_extractor_train_writes_weights_and_card_that_fid_accepts_as_a_path(
     assert card["weights_sha256"] == tensors_sha256(load_file(str(out)))
     assert card["file_sha256"] == api.file_sha256(out) and card["n_fit"] == 1350
     assert 0.0 <= card["accuracy"] <= 1.0 and card["command"].startswith("harness extractor")
+    assert card["cpu_kernels"].endswith("(pinned: ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA="
+                                        "AVX2, MKL_CBWR=AVX2,STRICT)")
     assert out.stat().st_size < 600_000  # float16: about 0.5 MB
     assert "use it: --set eval.fid.feature_extractor=" in capsys.readouterr().out
     monkeypatch.setattr(domain.DomainExtractor, "_train_and_save", staticmethod(_no_training))
@@ -183,8 +227,12 @@ def test_shipped_weights_match_their_card(name: str, floor: float) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["digits", "fashion-mnist"])
-def test_retraining_the_shipped_weights_gives_them_bit_for_bit(name: str, tmp_path: Path) -> None:
-    """Minutes (digits) to tens of minutes (Fashion-MNIST) on a CPU: slow."""
+def test_retraining_the_shipped_weights_gives_them_bit_for_bit(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Minutes (digits) to tens of minutes (Fashion-MNIST) on a CPU: slow. The command, as a
+    user runs it: it starts its child with the kernels pinned (an AVX-512 machine retrains
+    the AVX2-made files bit for bit)."""
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     from harness_plugins.metrics.domain_weights import card_path
 
     from harness import cli

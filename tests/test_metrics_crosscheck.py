@@ -49,10 +49,35 @@ def _torchmetrics_fid(ref: np.ndarray, gen: np.ndarray) -> float:
 
 
 def _pytorch_fid(ref: np.ndarray, gen: np.ndarray) -> float:
-    from pytorch_fid.fid_score import calculate_frechet_distance
+    """pytorch-fid 0.3.0's Fréchet distance. It calls ``scipy.linalg.sqrtm(..., disp=False)``,
+    which SciPy 1.18 removed; there the call gets the old meaning of ``disp=False`` back (the
+    root and an error estimate), computed by SciPy's own ``sqrtm``: the reference's maths
+    is untouched."""
+    from pytorch_fid import fid_score
+    from scipy import linalg
 
-    return float(calculate_frechet_distance(ref.mean(0), np.cov(ref, rowvar=False),
-                                            gen.mean(0), np.cov(gen, rowvar=False)))
+    sqrtm = linalg.sqrtm
+
+    def sqrtm_with_disp(a: np.ndarray, disp: bool = True, **kwargs: object) -> object:
+        root = sqrtm(a, **kwargs)
+        if disp:
+            return root
+        err = np.linalg.norm(root @ root - a, "fro") / np.linalg.norm(a, "fro")
+        return root, err
+
+    try:
+        sqrtm(np.eye(2), disp=False)
+        shim = False
+    except TypeError:  # SciPy >= 1.18
+        shim = True
+    if shim:
+        fid_score.linalg.sqrtm = sqrtm_with_disp  # type: ignore[attr-defined]
+    try:
+        return float(fid_score.calculate_frechet_distance(
+            ref.mean(0), np.cov(ref, rowvar=False), gen.mean(0), np.cov(gen, rowvar=False)))
+    finally:
+        if shim:
+            fid_score.linalg.sqrtm = sqrtm  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("n_ref,n_gen,d", [(800, 600, 64), (900, 300, 512)])

@@ -40,12 +40,12 @@ def _data_config(sets: tuple[str, ...]) -> Any:
 
 
 def train_command(dataset: str, out: str | None, sets: tuple[str, ...]) -> None:
-    """Check the options and the output path, load the data, train, write file and card."""
-    from harness import api
+    """Check the options and the output path, then train in a child process started with
+    the reproducible environment (:data:`.domain_weights.REPRODUCIBLE_ENV`) unless this one
+    was: load the data, train, write file and card."""
     from harness.errors import ConfigError
 
-    from .domain import check_labelled
-    from .domain_weights import card_path, write_weights
+    from .domain_weights import reproducible_env_set
 
     config = _data_config(sets)
     target = Path(out or f"{dataset}-domain-extractor.safetensors").expanduser()
@@ -53,6 +53,34 @@ def train_command(dataset: str, out: str | None, sets: tuple[str, ...]) -> None:
         raise ConfigError(f"--out '{target}' must end in .safetensors")
     if target.is_dir() or not target.parent.is_dir():
         raise ConfigError(f"--out '{target}': its folder must exist and it must not be a folder")
+    if not reproducible_env_set():
+        _train_in_child(dataset, target, sets)
+        return
+    _train(dataset, target, config)
+
+
+def _train_in_child(dataset: str, target: Path, sets: tuple[str, ...]) -> None:
+    """The same command in a fresh interpreter with the kernels pinned (they are chosen when
+    torch loads, which this process may have done); its exit status is this command's."""
+    import os
+    import subprocess
+    import sys
+
+    from .domain_weights import REPRODUCIBLE_ENV
+
+    argv = [sys.executable, "-m", "harness.cli", "extractor", "train", "--dataset", dataset,
+            "--out", str(target), *(a for s in sets for a in ("--set", s))]
+    done = subprocess.run(argv, env={**os.environ, **REPRODUCIBLE_ENV}, check=False)
+    if done.returncode:
+        raise SystemExit(done.returncode)
+
+
+def _train(dataset: str, target: Path, config: Any) -> None:
+    from harness import api
+
+    from .domain import check_labelled
+    from .domain_weights import card_path, write_weights
+
     splits = api.load_dataset(dataset, config)
     check_labelled(splits.train, splits.info, "domain")
     card = write_weights(splits.train, splits.info, target, progress=True)

@@ -32,6 +32,24 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 #: threads the reproducible training uses: float reductions split over threads round
 #: differently, so the bit-for-bit promise holds for one thread count
 TRAIN_THREADS = 1
+#: The environment of the reproducible training: one thread, and every CPU kernel library
+#: held to the same instruction set whatever the machine has. Kernels for AVX-512 and for
+#: AVX2 add in other orders (a retrain of the shipped weights on an AVX-512 machine gave other
+#: bits than the AVX2-or-older machine that made them); with these, any x86-64 CPU with AVX2
+#: (Intel or AMD, 2013 on) runs the same code paths: PyTorch's own kernels
+#: (``ATEN_CPU_CAPABILITY``), oneDNN's convolutions (``ONEDNN_MAX_CPU_ISA``) and MKL's matrix
+#: products (``MKL_CBWR``, its conditional numerical reproducibility mode). They are read
+#: when the libraries load, so ``harness extractor train`` trains in a child process.
+REPRODUCIBLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                    "MKL_CBWR": "AVX2,STRICT", "OMP_NUM_THREADS": str(TRAIN_THREADS),
+                    "MKL_NUM_THREADS": str(TRAIN_THREADS)}
+
+
+def reproducible_env_set() -> bool:
+    """True in a process started with :data:`REPRODUCIBLE_ENV`."""
+    import os
+
+    return all(os.environ.get(k) == v for k, v in REPRODUCIBLE_ENV.items())
 REQUIRED_META = ("num_classes", "accuracy", "n_fit", "n_holdout", "recipe_version")
 
 
@@ -110,6 +128,10 @@ def write_weights(train: Any, info: DatasetInfo, out: Path, *, progress: bool = 
         "file_bytes": out.stat().st_size, "dtype": "float16",
         "command": retrain_command(info.name, out.name), "threads": TRAIN_THREADS,
         "torch": torch.__version__, "device": str(device or "cpu"),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability()
+        + (" (pinned: " + ", ".join(f"{k}={v}" for k, v in REPRODUCIBLE_ENV.items()
+                                    if k.isupper() and "THREADS" not in k) + ")"
+           if reproducible_env_set() else " (not pinned)"),
         "train_seconds": round(time.perf_counter() - start, 1),
     }  # fmt: skip
     api.atomic_write_json(card_path(out), card)
