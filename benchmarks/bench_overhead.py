@@ -18,7 +18,8 @@ the same global batch are trained twice, alternating, ``--repeats`` times:
 Both are timed over the same steady-state window (steps ``warmup+1 .. warmup+steps``; the
 harness's from its own log records' ``time`` field, which are taken after the step's
 logging). Reported: median ms/step of each, the overhead ``harness/bare - 1`` from the
-medians, the share of loop time each spends waiting for data, and the harness's fixed
+medians (and, paired, the median over repeats of each repeat's own ratio, which load that
+drifts over minutes on a shared machine does not bias), the share of loop time each spends waiting for data, and the harness's fixed
 per-run costs outside the loop (set-up, final checkpoint, calibration), which a bare loop
 does not have.
 """
@@ -364,6 +365,10 @@ def main() -> None:
             # best-of-repeats: the least disturbed run of each, a second view of the same data
             "overhead_cpu_min": round(min(x["cpu_ms"] for x in harn)
                                       / min(x["cpu_ms"] for x in bare) - 1, 4),
+            # paired: the median of each repeat's harness/bare ratio; the two loops of one
+            # repeat run back to back, so load that drifts over minutes cancels out
+            "overhead_cpu_paired": round(statistics.median(
+                h["cpu_ms"] / b["cpu_ms"] for h, b in zip(harn, bare, strict=True)) - 1, 4),
             "bare_cpu_ms_all": [round(x["cpu_ms"], 3) for x in bare],
             "harness_cpu_ms_all": [round(x["cpu_ms"], 3) for x in harn],
             "bare_wall_ms_all": [round(x["wall_ms"], 3) for x in bare],
@@ -375,7 +380,8 @@ def main() -> None:
         }
         rows.append(row)
         print(f"{name}: CPU ms/step bare {bc:.3f} harness {hc:.3f} overhead "
-              f"{100 * row['overhead_cpu']:+.2f}% | wall ms/step bare {bw:.3f} harness {hw:.3f} "
+              f"{100 * row['overhead_cpu']:+.2f}% (paired {100 * row['overhead_cpu_paired']:+.2f}%)"
+              f" | wall ms/step bare {bw:.3f} harness {hw:.3f} "
               f"overhead {100 * row['overhead_wall']:+.2f}% | data wait bare "
               f"{100 * row['bare_data_wait']:.1f}% harness {100 * row['harness_data_wait']:.1f}%"
               f" | harness fixed cost per run {row['harness_fixed_s']:.2f} s (calibration "
@@ -387,6 +393,15 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "overhead.json").write_text(json.dumps(doc, indent=1) + "\n")
         (RESULTS / "overhead.md").write_text(markdown(doc))
+
+
+def _paired(row: dict) -> str:
+    """The paired overhead (rows written before it existed: recomputed from the repeats)."""
+    value = row.get("overhead_cpu_paired")
+    if value is None:
+        value = statistics.median(h / b - 1 for h, b in zip(row["harness_cpu_ms_all"],
+                                                            row["bare_cpu_ms_all"], strict=True))
+    return f"{100 * value:+.1f}%"
 
 
 def markdown(doc: dict) -> str:
@@ -411,7 +426,7 @@ def markdown(doc: dict) -> str:
         "runs (about +4 ms a step on the conv case, in whichever loop was unlucky).",
         "",
         "| case | batch | steps × repeats | bare CPU ms/step | harness CPU ms/step | "
-        "overhead (CPU; best-of) | bare wall ms/step | harness wall ms/step | overhead (wall) | "
+        "overhead (CPU; best-of; paired) | bare wall ms/step | harness wall ms/step | overhead (wall) | "
         "data wait bare / harness | harness fixed cost per run |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -419,7 +434,8 @@ def markdown(doc: dict) -> str:
         lines.append(
             f"| {r['case']} | {r['batch']} | {r['steps_timed']} × {r['repeats']} | "
             f"{r['bare_cpu_ms_per_step']:.3f} | {r['harness_cpu_ms_per_step']:.3f} | "
-            f"{100 * r['overhead_cpu']:+.1f}% ({100 * r['overhead_cpu_min']:+.1f}%) | "
+            f"{100 * r['overhead_cpu']:+.1f}% ({100 * r['overhead_cpu_min']:+.1f}%; "
+            f"{_paired(r)}) | "
             f"{r['bare_wall_ms_per_step']:.3f} | "
             f"{r['harness_wall_ms_per_step']:.3f} | {100 * r['overhead_wall']:+.1f}% | "
             f"{100 * r['bare_data_wait']:.1f}% / {100 * r['harness_data_wait']:.1f}% | "
