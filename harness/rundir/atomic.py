@@ -34,11 +34,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     ``safetensors.torch.save_file``, ``numpy.lib.format.open_memmap``, PIL); on success the
     file is fsync'ed and renamed to ``path``, on any exception it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-1:]) or ".tmp"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    try:
+    with _temporary(path, ".tmp" + ("".join(path.suffixes[-1:]) or ".tmp")) as (fd, tmp):
+        os.close(fd)
         try:
             yield Path(tmp)
         except Exception as exc:
@@ -47,6 +44,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _temporary(path: Path, suffix: str) -> Iterator[tuple[int, str]]:
+    """``(fd, name)`` of a new temporary file beside ``path``: when the block ends normally
+    the file gets the umask's permissions and replaces ``path``; in any case no temporary
+    file is left."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        yield fd, tmp
         os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
@@ -80,19 +88,10 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _temporary(Path(path), ".tmp") as (fd, _tmp), os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def current_umask() -> int:
