@@ -121,6 +121,32 @@ def test_status_table_and_progress_line(tmp_path: Path) -> None:
     assert_error_line(res, 2, "not a benchmark directory")
 
 
+def test_status_tells_a_run_in_progress_from_a_killed_one(tmp_path: Path) -> None:
+    """A config and no results is ``running`` while a live process holds the run's lock, and
+    ``interrupted`` once that process is gone (its lock is then stale)."""
+    import platform
+    import subprocess
+    import sys
+
+    plan = [{"id": "bumps-ae-seed0"}, {"id": "bumps-vae-seed0"}]
+    (tmp_path / "benchmark.json").write_text(json.dumps({"plan": plan, "runs": {}}))
+    runs = tmp_path / "runs"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for run_id in ("bumps-ae-seed0", "bumps-vae-seed0"):
+            (runs / run_id).mkdir(parents=True)
+            (runs / run_id / "config.toml").write_text("")
+        (runs / "bumps-ae-seed0" / ".harness.lock").write_text(
+            f"{child.pid}@{platform.node()}\n")
+        rows = executors.status_rows(tmp_path)
+        assert [r["status"] for r in rows] == ["running", "interrupted"]
+        assert executors.format_status(rows).splitlines()[0] == "1 interrupted, 1 running"
+    finally:
+        child.kill()
+        child.wait()
+    assert [r["status"] for r in executors.status_rows(tmp_path)] == ["interrupted"] * 2
+
+
 def test_hostlists_expand_like_scontrol() -> None:
     assert expand_hostlist("vm") == ["vm"]
     assert expand_hostlist("node[01-03,7],gpu5") == ["node01", "node02", "node03", "node7", "gpu5"]

@@ -512,7 +512,6 @@ def status_rows(out: str | Path) -> list[dict[str, Any]]:
         rec = state.get("runs", {}).get(run_id, {})
         job = book.jobs.get(run_id, {})
         status = _status(out / bdir.RUNS_DIR / run_id)
-        status = {"interrupted": "interrupted", "new": "new"}.get(status, status)
         if status != "done" and rec.get("status") == "failed":
             status = "failed"
         if job and status != "done":
@@ -532,12 +531,13 @@ def format_status(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     lines = [", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    width = max([len(row["id"]) for row in rows] or [0])  # long sweep ids stay in line
     for row in rows:
         job = f"job {row['job_id']}" + (f" (x{row['submissions']})"
                                         if row["submissions"] > 1 else "") if row["job_id"] else ""
-        line = f"{row['id']:<34} {row['status']:<11} {job:<18} {row['log']}"
+        line = f"{row['id']:<{width}} {row['status']:<11} {job:<18} {row['log']}"
         if row["error"]:
-            line += f"\n{'':<34} {row['error']}"
+            line += f"\n{'':<{width}} {row['error']}"
         lines.append(line.rstrip())
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.benchmark import directory as bdir
 from harness.errors import HarnessError
+from harness.rundir.contents import RunLock
 
 #: a Slurm job's record of its run (JSON; absent: the job did not finish), under DIR/slurm/
 RESULTS_DIR = "results"
@@ -63,11 +64,12 @@ def launch_local(argv: list[str], log: Path, threads: int) -> int:
 
 
 def run_status(run_dir: Path) -> str:
-    """``done`` (results written), ``interrupted`` (a config, no results) or ``new``."""
+    """``done`` (results written), ``running`` (no results, its lock held by a live process),
+    ``interrupted`` (a config, no results, no live owner) or ``new``."""
     if (run_dir / "metrics.json").is_file():
         return "done"
     if (run_dir / "config.toml").is_file():
-        return "interrupted"
+        return "running" if RunLock(run_dir).holder() is not None else "interrupted"
     return "new"
 
 

@@ -305,6 +305,12 @@ class RunLock:
         except (OSError, ValueError, UnicodeDecodeError):
             return None, ""
 
+    def holder(self) -> int | None:
+        """The PID of a live owner (another process), None when free or stale; lets a reader
+        tell a run in progress from one that was killed."""
+        pid, host = self._owner()
+        return pid if pid is not None and _alive(pid, host) else None
+
     def acquire(self) -> None:
         me = f"{os.getpid()}@{platform.node()}"
         for _ in range(3):
