@@ -85,6 +85,24 @@ def test_report_means_and_stds_over_seeds(tmp_path: Path) -> None:
     assert json.loads(report.to_json(rows))[0]["n"] in (1, 2)
 
 
+def test_report_warns_when_runs_repeat_a_seed_and_counts_a_folder_once(tmp_path: Path) -> None:
+    from cli_helpers import cli
+
+    a0 = _fake_run(tmp_path, "a0", "vrrae", 0, 26.0, 38.0)
+    again = _fake_run(tmp_path, "a0-again", "vrrae", 0, 28.0, 40.0)
+    b1 = _fake_run(tmp_path, "b1", "ae", 1, 27.0, 41.0)
+    # the same folder twice (another spelling of its path) is one run, with no warning
+    rows = report.collect([a0, tmp_path / "." / "a0", b1], get_host())
+    assert {r["n"] for r in rows} == {1} and report.repeated_seeds(rows) == []
+    rows = report.collect([a0, again, b1], get_host())
+    assert [r["n"] for r in rows if r["model"] == "vrrae"] == [2, 2, 2]
+    (line,) = report.repeated_seeds(rows)  # one line for the configuration, not per metric
+    assert line.startswith("vrrae on mnist (config ") and "several runs have seed 0" in line
+    res = cli("report", str(a0), str(again), str(b1))
+    assert res.code == 0 and "27.00 ± 1.41 (n=2)" in res.out, res.err
+    assert "harness: warning: vrrae on mnist" in res.err
+
+
 def test_report_never_averages_different_protocols(tmp_path: Path) -> None:
     dirs = [
         _fake_run(tmp_path, "a0", "vrrae", 0, 26.0, 38.0, n_samples=1250),

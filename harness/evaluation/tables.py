@@ -99,7 +99,7 @@ def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, 
     stamps: dict[str, dict[str, Any]] = {}
     shown: dict[tuple[str, ...], dict[str, Any]] = {}
     configs: dict[str, dict[str, Any]] = {}
-    for run_dir in run_dirs:
+    for run_dir in dict.fromkeys(Path(d).resolve() for d in run_dirs):  # a folder counts once
         doc = _read_finished(run_dir)
         run = doc.get("run", {})
         cfg = config_key(run_dir)
@@ -131,6 +131,22 @@ def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, 
             "display": vars(describe(shown[(protocol, metric)], host)),
         })
     return rows
+
+
+def repeated_seeds(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per (model, dataset, configuration) whose runs share a seed: they are averaged
+    like independent seeds, but a repeat of one seed is not one (its spread is only the
+    machine's nondeterminism), so the user is told rather than shown a smaller std."""
+    seen: dict[tuple[str, str, str], list[int]] = {}
+    for row in rows:
+        seeds = row["seeds"]
+        repeats = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeats:
+            seen.setdefault((row["model"], row["dataset"], row["config"]), repeats)
+    return [f"{model} on {dataset} (config {cfg}): several runs have seed "
+            f"{', '.join(map(str, repeats))}; they are averaged as if independent seeds (n "
+            "counts each run). Pass one folder per seed, or give the repeats other seeds "
+            "(--set run.seed=N)" for (model, dataset, cfg), repeats in seen.items()]
 
 
 ARROWS = {True: " ↑", False: " ↓", None: ""}
