@@ -137,8 +137,8 @@ def check_name(name: str, what: str) -> str:
 def check_seeds(n: Any, where: str) -> int:
     if not (isinstance(n, int) and not isinstance(n, bool)) or not 1 <= n <= MAX_SEEDS:
         raise ConfigError(f"{where} must be a whole number from 1 to {MAX_SEEDS}, got {n!r} "
-                          "(more seeds: run several benchmarks with --set seeds=... ranges, or "
-                          "raise harness.benchmark.suite.MAX_SEEDS deliberately)")
+                          "(more seeds: raise harness.benchmark.suite.MAX_SEEDS deliberately; "
+                          "each seed is one run per model and dataset)")
     return n
 
 
