@@ -21,12 +21,11 @@ MIN_TILE = 48  # small images (28 px) are scaled up so the labels do not dwarf t
 
 
 def _font(size: int) -> Any:
+    """Pillow's own scalable font (10.1 and newer): nothing to install, and ``textbbox``
+    measures it (Pillow 9's fixed bitmap font refused to be measured)."""
     from PIL import ImageFont
 
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        return ImageFont.load_default()
+    return ImageFont.load_default(size=size)
 
 
 def _text_width(draw: Any, text: str, font: Any) -> int:
