@@ -39,23 +39,30 @@ MODELS = {
 
 def check_guard(out: Path) -> None:
     """A plain ``Accelerator()`` on a CPU-only multi-process launch sees one process (no DDP)
-    while torch.distributed runs two: ``train`` must refuse it, not train silently wrong."""
+    under Accelerate 1.x while torch.distributed runs two: ``train`` must refuse it, not train
+    silently wrong. Accelerate 0.x picks MULTI_CPU by itself and sees both: ``train`` must then
+    accept it. ``guard.json`` records which case this was and what ``train`` did."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     from harness.errors import HarnessError
 
     plain = Accelerator()
+    seen, world = plain.num_processes, int(os.environ["WORLD_SIZE"])
     splits = make_splits(n_train=40)
     model = zoo_model("ae", splits)
     try:
         train(model, splits, make_config(steps=1, batch_size=16), out / "guard", accelerator=plain)
+        refused = None
     except HarnessError as exc:
-        if os.environ.get("RANK", "0") == "0":  # plain thinks every process is the main one
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "guard.txt").write_text(str(exc))
-    else:
-        raise SystemExit("train accepted an Accelerator that sees 1 of 2 processes")
+        refused = str(exc)
+    if (refused is None) != (seen == world):
+        raise SystemExit(f"train {'accepted' if refused is None else 'refused'} an Accelerator "
+                         f"that sees {seen} of {world} processes: {refused}")
+    if os.environ.get("RANK", "0") == "0":
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "guard.json").write_text(json.dumps({"seen": seen, "world": world,
+                                                    "refused": refused}))
     AcceleratorState._reset_state(True)  # the process group stays; make_accelerator reuses it
 
 
