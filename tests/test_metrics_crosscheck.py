@@ -20,13 +20,18 @@ from harness.api import FeatureStats, fid_from_features, fid_from_stats
 
 
 class Rows(torch.nn.Module):
-    """Identity "extractor": the input rows are the features."""
+    """Identity "extractor": the input rows are the features. torchmetrics 1.0 ignores
+    ``num_features`` and sizes its sums by passing one dummy 299×299 image through the
+    extractor, so an image (a 4-D input) gets a feature row of the right width; newer
+    torchmetrics read ``num_features``. The rows that are scored pass through unchanged."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.num_features = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:  # torchmetrics 1.0's probe for the feature width
+            return torch.zeros(x.shape[0], self.num_features, dtype=torch.float64)
         return x
 
 
