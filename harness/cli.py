@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -24,7 +25,7 @@ from harness import __version__
 from harness.errors import HarnessError
 from harness.host.plugins import get_host
 from harness.training.resources import tune_malloc
-from harness.training.stopsignal import interrupt_on_termination, next_command
+from harness.training.stopsignal import interrupt_on_termination, next_command, set_next_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -267,6 +268,12 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
         {"executor": suite.executor, "slurm": suite.slurm}, executor, executor_config, slurm,
         jobs, f"suite '{suite.source}'")
     target = Path(out) if out else Path("benchmarks") / "out" / f"{suite.name}-{budget}"
+    again = ["harness", "benchmark", args[0], "--budget", budget,
+             *(["--seeds", str(seeds)] if seeds else []), "--jobs", str(jobs),
+             *[part for item in sets for part in ("--set", item)], "--out", str(target)]
+    set_next_command(shlex.join(again) if run_on.name == "local" else
+                     "the same harness benchmark command (the cluster's jobs go on)",
+                     "finished runs are kept, stopped ones resume from their checkpoint")
     try:
         state = benchmark.run_suite(suite, target, budget=budget, seeds=seeds, jobs=jobs,
                                     sets=list(sets), resume=resume, executor=run_on)

@@ -117,3 +117,44 @@ def test_the_cli_prints_the_command_of_the_phase(tmp_path: Path,
     assert exc.value.code == 130
     assert "Interrupted: the weights are saved; continue with:\n  harness evaluate 'my run'" in err
     assert "Aborted" not in err and "Traceback" not in err
+
+
+def test_sigterm_to_a_benchmark_stops_its_running_run_and_starts_no_other(tmp_path: Path) -> None:
+    """A signal sent to `harness benchmark` alone (``kill PID``, a batch system; not Ctrl-C,
+    which reaches the children too) stops the running `harness run` (it checkpoints) and
+    launches none of the queued runs; it used to wait for every queued run to finish."""
+    import json
+
+    from harness.benchmark.planned_run import run_status
+
+    suite = tmp_path / "two.toml"
+    suite.write_text('name = "two"\ndescription = "two runs"\ndatasets = ["bumps"]\n'
+                     'models = ["ae", "vae"]\nseeds = 1\nprotocols = ["reconstruction"]\n'
+                     'metrics = []\n')
+    out = tmp_path / "bench"
+    sets = [part for item in ("train.steps=100000", "train.batch_size=16", "train.log_every=1",
+                              "data.n_train=40", "data.n_test=16")
+            for part in ("--set", item)]
+    env = cpu_subprocess_env(HARNESS_LOAD_PLUGINS="", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "benchmark", str(suite),
+                             "--jobs", "1", *sets, "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # the signal reaches the benchmark only
+    log = out / "runs" / "bumps-ae-seed0.log"
+    deadline = time.monotonic() + 240
+    while not (log.is_file() and "/100000 total=" in log.read_text()):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"the first run never trained:\n{proc.communicate()[0]}")
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, text
+    assert ("Interrupted: finished runs are kept, stopped ones resume from their checkpoint; "
+            f"continue with:\n  harness benchmark {suite} --budget smoke --jobs 1") in text
+    assert f"--out {out}" in text and "Traceback" not in text
+    record = json.loads((out / "benchmark.json").read_text())["runs"]["bumps-ae-seed0"]
+    assert record["status"] == "interrupted" and record["returncode"] == 130
+    assert "checkpoint saved" in log.read_text()
+    assert run_status(out / "runs" / "bumps-ae-seed0") == "interrupted"  # no live owner
+    assert not (out / "runs" / "bumps-vae-seed0").exists()  # the queued run never started

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from harness.benchmark import directory as bdir
 from harness.benchmark.directory import STATE_FILE
-from harness.benchmark.planned_run import check_finished, result_path, run_one
+from harness.benchmark.planned_run import LocalRuns, check_finished, result_path, run_one
 from harness.benchmark.planned_run import run_status as _status
 from harness.errors import ConfigError, HarnessError
 
@@ -114,13 +114,25 @@ class LocalExecutor:
             on_start: OnStart = _ignore, planned: dict[str, Any] | None = None,
             host: Any = None) -> None:
 
+        children = LocalRuns()
+
         def one(spec: Any) -> None:
             on_start(spec)
             on_result(spec, run_one(spec, out, self.threads, resume,
-                                    (planned or {}).get(spec.id), host))
+                                    (planned or {}).get(spec.id), host, children))
 
-        with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-            list(pool.map(one, specs))
+        pool = ThreadPoolExecutor(max_workers=max(1, self.jobs))
+        try:
+            for future in [pool.submit(one, spec) for spec in specs]:
+                future.result()
+        except KeyboardInterrupt:
+            # stop the running children (they checkpoint), start no queued run, and wait
+            # for their records before the interruption goes on to the command line
+            children.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------------------------- slurm

@@ -8,9 +8,12 @@ reads runs the same way, and none of them may import the benchmark that drives t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 from harness.benchmark import directory as bdir
 from harness.errors import HarnessError
 from harness.rundir.contents import RunLock
+from harness.training.stopsignal import STOP_SIGNALS
 
 #: a Slurm job's record of its run (JSON; absent: the job did not finish), under DIR/slurm/
 RESULTS_DIR = "results"
@@ -53,14 +57,52 @@ def run_command(spec: RunSpec, run_dir: Path, resume: bool) -> list[str]:
     return cmd
 
 
-def launch_local(argv: list[str], log: Path, threads: int) -> int:
+#: the exit status of a ``harness run`` stopped by a signal (it saved what it had)
+INTERRUPTED_EXIT = 130
+
+
+class LocalRuns:
+    """The ``harness run`` children of this process that still run. A benchmark that is
+    interrupted (Ctrl-C, SIGTERM, SIGHUP) stops them with SIGINT, so each saves its checkpoint
+    and exits, and launches no more: a signal sent to the benchmark alone (``kill PID``, a
+    batch system) would otherwise wait for every queued run to finish."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self.stopping = False
+
+    def launch(self, argv: list[str], log: Path, env: dict[str, str]) -> int:
+        with log.open("w") as handle, self._lock:
+            if self.stopping:
+                return INTERRUPTED_EXIT
+            child = subprocess.Popen([sys.executable, "-m", "harness.cli", *argv],
+                                     stdout=handle, stderr=subprocess.STDOUT, env=env)
+            self._running.add(child)
+        try:
+            return child.wait()
+        finally:
+            with self._lock:
+                self._running.discard(child)
+
+    def stop(self) -> int:
+        """Launch nothing more; ask every running child to stop. How many were asked."""
+        with self._lock:
+            self.stopping = True
+            for child in self._running:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGINT)
+            return len(self._running)
+
+
+
+def launch_local(argv: list[str], log: Path, threads: int,
+                 children: LocalRuns | None = None) -> int:
     """Run ``harness ARGV`` as a child process with its output in ``log``; its exit status.
     torch sizes its thread pool from OMP_NUM_THREADS at start: N runs share the cores."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as handle:
-        return subprocess.run([sys.executable, "-m", "harness.cli", *argv], stdout=handle,
-                              stderr=subprocess.STDOUT, env=env, check=False).returncode
+    return (children or LocalRuns()).launch(argv, log, env)
 
 
 def run_status(run_dir: Path) -> str:
@@ -98,8 +140,10 @@ def check_finished(run_dir: Path, planned: Any, host: Any) -> str | None:
 
 
 def run_one(spec: RunSpec, out: Path, threads: int, resume: bool,
-            planned: Any = None, host: Any = None) -> dict[str, Any]:
-    """One planned run; returns its record (status, wall time, error)."""
+            planned: Any = None, host: Any = None,
+            children: LocalRuns | None = None) -> dict[str, Any]:
+    """One planned run; returns its record (status, wall time, error). ``children``: the
+    executor's :class:`LocalRuns`, which an interruption stops."""
     run_dir = out / bdir.RUNS_DIR / spec.id
     log = out / bdir.RUNS_DIR / f"{spec.id}.log"
     record: dict[str, Any] = {**asdict(spec), "dir": str(run_dir.relative_to(out))}
@@ -116,10 +160,13 @@ def run_one(spec: RunSpec, out: Path, threads: int, resume: bool,
         return {**record, "status": "done", "skipped": True}
     cmd = run_command(spec, run_dir, resume)
     start = time.perf_counter()
-    code = launch_local(cmd, log, threads)
+    code = launch_local(cmd, log, threads, children)
     record.update(wall_s=round(time.perf_counter() - start, 2), returncode=code, command=cmd)
     if code == 0 and run_status(run_dir) == "done":
         return {**record, "status": "done", "skipped": False}
+    if code == INTERRUPTED_EXIT or -code in STOP_SIGNALS:  # stopped, not failed on its own
+        return {**record, "status": "interrupted", "error": "stopped by a signal; it continues "
+                "from its last checkpoint when the benchmark is run again"}
     return {**record, "status": "failed", "error": _last_error(log)}
 
 
