@@ -139,6 +139,9 @@ def _all_reduce_worker(rank: int, world: int, port: int, x: np.ndarray, out: str
         stats = FeatureStats().update(part).all_reduce()
         if rank == 0:
             torch.save({"count": stats.count, "mean": stats.mean, "cov": stats.cov}, out)
+        # both ranks reach the teardown together: with torch 2.2's gloo, a rank that destroys
+        # its group after the other has exited could wait forever (tox -e lowest hung here)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
