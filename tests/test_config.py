@@ -139,3 +139,20 @@ def test_default_train_steps_is_written_to_the_run_config(tmp_path) -> None:
     by_epochs = resolve(model="ae", dataset="bumps", sets=["train.epochs=3"])
     assert (by_epochs.train.steps, by_epochs.train.epochs) == (None, 3)
     assert by_epochs.as_dict()["train"]["epochs"] == 3 and "steps" not in by_epochs.as_dict()["train"]
+
+
+def test_the_last_training_length_given_wins(tmp_path) -> None:
+    """steps and epochs are one choice: a benchmark budget's train.steps followed by a user's
+    train.epochs trains for the epochs (steps used to win silently), and a --set of either
+    replaces the other from a config file."""
+    from harness.configuration.run_config import resolve
+
+    later_epochs = resolve(model="ae", dataset="bumps", sets=["train.steps=500", "train.epochs=1"])
+    assert (later_epochs.train.steps, later_epochs.train.epochs) == (None, 1)
+    later_steps = resolve(model="ae", dataset="bumps", sets=["train.epochs=1", "train.steps=7"])
+    assert (later_steps.train.steps, later_steps.train.epochs) == (7, None)
+    config_file = tmp_path / "run.toml"
+    config_file.write_text("[train]\nsteps = 500\n")
+    over_file = resolve(model="ae", dataset="bumps", config_file=config_file,
+                        sets=["train.epochs=2"])
+    assert (over_file.train.steps, over_file.train.epochs) == (None, 2)

@@ -319,8 +319,19 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
             except RecursionError as exc:
                 raise ConfigError(f"--set {section}.{name.strip()}: the list nests too "
                                   "deeply") from exc
-        out.setdefault(section, {})[name.strip()] = value
+        name = name.strip()
+        if section == "train" and name in TRAINING_LENGTH:  # the last length given wins
+            out.get("train", {}).pop(_other_length(name), None)
+        out.setdefault(section, {})[name] = value
     return out
+
+
+#: the two ways to say how long to train; one choice, so a later one replaces the other
+TRAINING_LENGTH = ("steps", "epochs")
+
+
+def _other_length(name: str) -> str:
+    return TRAINING_LENGTH[1 - TRAINING_LENGTH.index(name)]
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -568,13 +579,17 @@ def resolve_data(
             for section, values in layer.items():
                 sections[section].update(values)
     above: dict[str, dict[str, Any]] = {s: dict(data.get(s, {})) for s in SECTIONS}
+    # The length of training is one choice: a --set of steps drops the file's epochs and
+    # vice versa (parse_set keeps only the last one given), and a length given above the
+    # preset drops the preset's other one (steps would otherwise win over a user's epochs).
     for section, values in parse_set(sets or []).items():
+        for mine in TRAINING_LENGTH if section == "train" else ():
+            if mine in values:
+                above["train"].pop(_other_length(mine), None)
         above[section].update(values)
-    # The length of training is one choice: steps given above the preset drop the preset's
-    # epochs and vice versa (steps would otherwise win over a user's epochs).
-    for mine, other in (("steps", "epochs"), ("epochs", "steps")):
-        if mine in above["train"] and other not in above["train"]:
-            sections["train"].pop(other, None)
+    for mine in TRAINING_LENGTH:
+        if mine in above["train"] and _other_length(mine) not in above["train"]:
+            sections["train"].pop(_other_length(mine), None)
     for section in SECTIONS:
         sections[section].update(above[section])
     if seed is not None:
