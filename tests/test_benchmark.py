@@ -470,3 +470,24 @@ def test_a_benchmark_recorded_before_the_renames_and_sweep_lists_compares_equal(
 
     current = benchmark._current_record(old, get_host())
     assert {k: current[k] for k in benchmark.PLAN_KEYS} == {k: new[k] for k in benchmark.PLAN_KEYS}
+
+
+def test_report_describes_its_plan_not_every_record_of_the_folder(
+        tiny_benchmark: Path, tmp_path: Path) -> None:
+    """A folder continued with a narrower --set (here: one seed fewer) keeps the other runs,
+    but the report holds the plan's runs only, and says how many it left out."""
+    from harness.benchmark.report import write_report
+    from harness.host.plugins import get_host
+
+    out = tmp_path / "bench"
+    shutil.copytree(tiny_benchmark, out, ignore=shutil.ignore_patterns(".harness.lock"))
+    state = json.loads((out / "benchmark.json").read_text())
+    assert "(n=2)" in (out / "report.md").read_text()
+    state["plan"] = [p for p in state["plan"] if p["id"] != "bumps-vrrae-seed1"]
+    (out / "benchmark.json").write_text(json.dumps(state))
+    write_report(out, get_host())
+    md = (out / "report.md").read_text()
+    assert "| bumps | vrrae |" in md and "(n=2)" not in md and "(n=1)" in md
+    assert "1 run record(s) of this folder outside this command's plan" in md
+    assert "bumps-vrrae-seed1" not in md
+    assert "bumps-vrrae-seed1" in json.loads((out / "benchmark.json").read_text())["runs"]

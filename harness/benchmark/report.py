@@ -297,6 +297,18 @@ def _add_claims_of_older_state(state: dict[str, Any], host: Any) -> None:
     suite["claims"], suite["published"] = known.claims, known.published
 
 
+def _planned_only(state: dict[str, Any]) -> dict[str, Any]:
+    """The state with only the records of its plan: a folder continued with narrower
+    ``--set datasets=`` / ``models=`` / ``seeds=`` keeps the other runs' records and folders,
+    but the report describes the command that wrote it, not a mixture (``left_out`` counts
+    them). A state from before plans were recorded is reported whole."""
+    plan = {spec["id"] for spec in state.get("plan") or []}
+    if not plan:
+        return state
+    kept = {rid: rec for rid, rec in state["runs"].items() if rid in plan}
+    return {**state, "runs": kept, "left_out": len(state["runs"]) - len(kept)}
+
+
 # ------------------------------------------------------------------------------- writing
 def _markdown(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, str]],
               figs: list[tuple[str, Path]], out: Path, skipped: str) -> str:
@@ -306,7 +318,10 @@ def _markdown(state: dict[str, Any], secs: list[Any], found_claims: list[dict[st
           f"{suite.get('description', '')}\n\n"
           f"- {BUDGET_NOTE.get(state['budget'], '')}\n- seeds: {state['seeds']}; jobs: "
           f"{state.get('jobs')}; threads per run: {state.get('threads_per_run')}\n"
-          f"- machine: {machine}\n- extra --set: {state.get('sets') or 'none'}\n"]
+          f"- machine: {machine}\n- extra --set: {state.get('sets') or 'none'}\n"
+          + (f"- {state['left_out']} run record(s) of this folder outside this command's "
+             "plan (other datasets, models or seeds) are not reported\n"
+             if state.get("left_out") else "")]
     for title, note, header, table in secs:
         keys = _keys_line(header)
         md.append(f"\n## {title}\n\n_{note}_\n\n" + (to_markdown(header, table) if table
@@ -365,7 +380,7 @@ def write_report(out: str | Path, host: Any) -> dict[str, Path]:
     from harness.rundir.atomic import atomic_write_text
 
     out = Path(out)
-    state = bdir.load_state(out)
+    state = _planned_only(bdir.load_state(out))
     _add_claims_of_older_state(state, host)
     secs, found_claims, rows = sections(state, out, host)
     figs, skipped = [], ""
