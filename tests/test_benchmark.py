@@ -491,3 +491,8 @@ def test_report_describes_its_plan_not_every_record_of_the_folder(
     assert "1 run record(s) of this folder outside this command's plan" in md
     assert "bumps-vrrae-seed1" not in md
     assert "bumps-vrrae-seed1" in json.loads((out / "benchmark.json").read_text())["runs"]
+    # a figure of an earlier report that this one does not make is removed
+    (out / "figures" / "loss-mnist.png").write_bytes(b"old")
+    write_report(out, get_host())
+    assert not (out / "figures" / "loss-mnist.png").exists()
+    assert (out / "figures" / "loss-bumps.png").is_file()

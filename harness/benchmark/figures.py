@@ -234,4 +234,14 @@ def figures(state: dict[str, Any], out: Path, host: Any) -> list[tuple[str, Path
             made.append((f"{choice['dataset']}/{choice['model']}: {choice.get('metric')} vs "
                          f"{choice.get('key', 'the swept value')}",
                          save_figure(fig, folder / name)))
+    _drop_stale(folder, made)
     return made
+
+
+def _drop_stale(folder: Path, made: list[tuple[str, Path]]) -> None:
+    """Remove the figures (and their .json layouts) an earlier report wrote and this one did
+    not, e.g. of a dataset the folder's plan no longer holds: the folder is the report's."""
+    keep = {p.with_suffix(suffix).name for _, p in made for suffix in (".png", ".json")}
+    for path in folder.iterdir():
+        if path.suffix in (".png", ".json") and path.name not in keep:
+            path.unlink()
