@@ -98,6 +98,7 @@ def test_report_warns_when_runs_repeat_a_seed_and_counts_a_folder_once(tmp_path:
     assert [r["n"] for r in rows if r["model"] == "vrrae"] == [2, 2, 2]
     (line,) = report.repeated_seeds(rows)  # one line for the configuration, not per metric
     assert line.startswith("vrrae on mnist (config ") and "several runs have seed 0" in line
+    assert line.endswith("(harness run --seed N)")
     res = cli("report", str(a0), str(again), str(b1))
     assert res.code == 0 and "27.00 ± 1.41 (n=2)" in res.out, res.err
     assert "harness: warning: vrrae on mnist" in res.err

@@ -76,16 +76,6 @@ class BenchmarkLock(runs.RunLock):
                 f"({exc})") from None
 
 
-def run_busy(run_dir: Path) -> int | None:
-    """The PID of a live process holding ``run_dir``'s run lock (e.g. a ``harness run`` whose
-    benchmark was killed), else None. Such a run folder is never deleted nor restarted."""
-    lock = runs.RunLock(run_dir)
-    if not lock.path.exists():
-        return None
-    pid, host = lock._owner()
-    return pid if pid is not None and runs._alive(pid, host) else None
-
-
 def save_state(out: Path, state: dict[str, Any]) -> None:
     atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2, default=str) + "\n")
 

@@ -85,15 +85,13 @@ class LocalRuns:
             with self._lock:
                 self._running.discard(child)
 
-    def stop(self) -> int:
-        """Launch nothing more; ask every running child to stop. How many were asked."""
+    def stop(self) -> None:
+        """Launch nothing more; ask every running child to stop."""
         with self._lock:
             self.stopping = True
             for child in self._running:
                 with contextlib.suppress(ProcessLookupError):
                     child.send_signal(signal.SIGINT)
-            return len(self._running)
-
 
 
 def launch_local(argv: list[str], log: Path, threads: int,
@@ -147,7 +145,7 @@ def run_one(spec: RunSpec, out: Path, threads: int, resume: bool,
     run_dir = out / bdir.RUNS_DIR / spec.id
     log = out / bdir.RUNS_DIR / f"{spec.id}.log"
     record: dict[str, Any] = {**asdict(spec), "dir": str(run_dir.relative_to(out))}
-    busy = bdir.run_busy(run_dir)
+    busy = RunLock(run_dir).holder()
     if busy is not None:
         return {**record, "status": "failed", "error": f"{run_dir} is in use by PID {busy} "
                 "(a harness run still going, e.g. from a killed benchmark): left alone; run "

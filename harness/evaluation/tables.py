@@ -146,7 +146,7 @@ def repeated_seeds(rows: list[dict[str, Any]]) -> list[str]:
     return [f"{model} on {dataset} (config {cfg}): several runs have seed "
             f"{', '.join(map(str, repeats))}; they are averaged as if independent seeds (n "
             "counts each run). Pass one folder per seed, or give the repeats other seeds "
-            "(--set run.seed=N)" for (model, dataset, cfg), repeats in seen.items()]
+            "(harness run --seed N)" for (model, dataset, cfg), repeats in seen.items()]
 
 
 ARROWS = {True: " ↑", False: " ↓", None: ""}

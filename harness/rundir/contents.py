@@ -306,8 +306,9 @@ class RunLock:
             return None, ""
 
     def holder(self) -> int | None:
-        """The PID of a live owner (another process), None when free or stale; lets a reader
-        tell a run in progress from one that was killed."""
+        """The PID of a live owner (another process), None when free or stale: a run in
+        progress, told from one that was killed; such a folder is never deleted nor
+        restarted."""
         pid, host = self._owner()
         return pid if pid is not None and _alive(pid, host) else None
 
