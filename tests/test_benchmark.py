@@ -392,17 +392,17 @@ def test_datasets_missing_here_are_probed_once_and_reported(
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-def test_a_benchmark_directory_is_continued_only_with_the_same_settings(tmp_path: Path) -> None:
+def test_a_benchmark_directory_holds_one_suite_at_one_budget(tmp_path: Path) -> None:
     suite = benchmark.Suite.from_dict({"name": "x", "datasets": ["bumps"], "models": ["ae"]},
                                       "x")
     (tmp_path / "benchmark.json").write_text(json.dumps(
-        {"suite": {"name": "x"}, "budget": "smoke", "seeds": [0], "sets": ["train.lr=0.01"],
-         "runs": {}}))
-    with pytest.raises(HarnessError, match=r"was run with --set \['train.lr=0.01'\], this "
-                                           r"command has \(none\)"):
-        benchmark.run_suite(suite, tmp_path, budget="smoke")
+        {"suite": {"name": "x"}, "budget": "smoke", "seeds": [0], "sets": [], "runs": {}}))
     with pytest.raises(HarnessError, match="holds benchmark 'x' at budget 'smoke'"):
-        benchmark.run_suite(suite, tmp_path, budget="cpu", sets=["train.lr=0.01"])
+        benchmark.run_suite(suite, tmp_path, budget="cpu")
+    other = benchmark.Suite.from_dict({"name": "y", "datasets": ["bumps"], "models": ["ae"]},
+                                      "y")
+    with pytest.raises(HarnessError, match="holds benchmark 'x' at budget 'smoke'"):
+        benchmark.run_suite(other, tmp_path, budget="smoke")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark.json"]
 
 
@@ -458,18 +458,23 @@ def test_the_results_table_names_each_models_swept_key(tmp_path: Path) -> None:
         "reg_weight=0.01", "n_linear=4", "")
 
 
-def test_a_benchmark_recorded_before_the_renames_and_sweep_lists_compares_equal() -> None:
-    """A folder written by the previous version (one [sweep] table, random_generation) is
-    the same benchmark as today's suite: it continues instead of being refused."""
-    suite = benchmark.Suite.from_dict({**TWO_SWEEPS, "sweep": TWO_SWEEPS["sweep"][0]}, "one")
-    new = benchmark._suite_record(suite)
-    old = json.loads(json.dumps(new))
-    old["sweep"] = old["sweep"][0]
-    old["protocols"] = ["reconstruction", "random_generation"]
+def test_a_run_recorded_under_a_renamed_protocol_is_still_the_planned_run(
+        tmp_path: Path) -> None:
+    """A finished run written by the previous version (``random_generation``) is kept by
+    today's plan (``random-generation``) instead of being refused."""
+    from harness import commands as runner
+    from harness.benchmark.planned_run import not_the_planned_run
     from harness.host.plugins import get_host
 
-    current = benchmark._current_record(old, get_host())
-    assert {k: current[k] for k in benchmark.PLAN_KEYS} == {k: new[k] for k in benchmark.PLAN_KEYS}
+    host = get_host()
+    planned = runner.resolve_config(
+        model="ae", dataset="bumps", config_file=None, seed=0, host=host,
+        sets=['eval.protocols=["reconstruction", "random-generation"]'])
+    (tmp_path / "config.toml").write_text(
+        planned.to_toml().replace('"random-generation"', '"random_generation"'))
+    (tmp_path / "metrics.json").write_text("{}")
+    assert "random_generation" in (tmp_path / "config.toml").read_text()
+    assert not_the_planned_run(tmp_path, planned, host) is None
 
 
 def test_report_describes_its_plan_not_every_record_of_the_folder(

@@ -168,33 +168,86 @@ def test_a_run_folder_held_by_a_live_run_is_never_deleted(tmp_path: Path, live_p
     assert sorted(p.name for p in run_dir.iterdir()) == [".harness.lock", "config.toml"]
 
 
-def test_the_same_set_twice_is_not_different(tmp_path: Path) -> None:
-    assert benchmark.normalise_sets(["train.lr=0.01", "train.lr = 0.01"]) == ["train.lr=0.01"]
-    assert benchmark.same_sets(["train.lr=1e-2", "train.lr=1e-2"], ["train.lr=0.01"])
-    assert not benchmark.same_sets(["train.lr=1e-2"], ["train.lr=1e-3"])
-    suite = benchmark.Suite.from_dict({"name": "x", "datasets": ["bumps"], "models": ["ae"]},
-                                      "x")
-    previous = {"suite": benchmark._suite_record(suite), "budget": "smoke", "seeds": [0],
-                "sets": ["train.lr=0.01"], "runs": {}}
-    _, given = benchmark.apply_cli_sets(suite, ["train.lr=0.01", "train.lr=0.01"])
+def _folder_with_runs(out: Path, suite: Suite, sets: list[str], *,
+                      finished: bool = True) -> dict[str, object]:
+    """``out`` as a benchmark leaves it: every planned run of ``suite`` with ``--set sets``
+    finished (config.toml, metrics.json) or interrupted (config.toml, a checkpoint)."""
     from harness.host.plugins import get_host
 
-    host = get_host()
-    benchmark._check_same_benchmark(tmp_path, previous, suite, "smoke", given, host)  # continues
-    with pytest.raises(HarnessError, match="was run with --set"):
-        benchmark._check_same_benchmark(tmp_path, previous, suite, "smoke", ["train.lr=0.1"],
-                                        host)
+    suite, run_sets = benchmark.apply_cli_sets(suite, sets)
+    specs = benchmark.plan(suite, "smoke", [0], run_sets)
+    configs = benchmark.check_plan(get_host(), suite, specs)
+    for spec in specs:
+        run_dir = out / "runs" / spec.id
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "config.toml").write_text(configs[spec.id].to_toml())
+        (run_dir / ("metrics.json" if finished else "checkpoints/latest")).write_text("{}")
+    return configs
+
+
+def _kept_runs_check(out: Path, suite: Suite, sets: list[str], resume: bool = True) -> None:
+    from harness.host.plugins import get_host
+
+    suite, run_sets = benchmark.apply_cli_sets(suite, sets)
+    specs = benchmark.plan(suite, "smoke", [0], run_sets)
+    benchmark._check_kept_runs(out, specs, benchmark.check_plan(get_host(), suite, specs),
+                               resume, get_host())
+
+
+AE_ONLY = {"name": "x", "datasets": ["bumps"], "models": ["ae"]}
+
+
+def test_a_folder_continues_with_the_same_overrides_however_written(tmp_path: Path) -> None:
+    assert benchmark.normalise_sets(["train.lr=0.01", "train.lr = 0.01"]) == ["train.lr=0.01"]
+    _folder_with_runs(tmp_path, Suite.from_dict(dict(AE_ONLY), "x"), ["train.lr=0.01"])
+    _kept_runs_check(tmp_path, Suite.from_dict(dict(AE_ONLY), "x"),
+                     ["train.lr=1e-2", "train.lr = 0.01"])  # continues
+    with pytest.raises(HarnessError, match=r"holds 1 run\(s\) made with other settings than "
+                                           r"this command plans: bumps-ae-seed0 \(it was "
+                                           r"trained with other settings: train.lr: 0.01 -> 0.1"):
+        _kept_runs_check(tmp_path, Suite.from_dict(dict(AE_ONLY), "x"), ["train.lr=0.1"])
+
+
+def test_a_suite_edit_that_leaves_the_kept_runs_alone_continues_the_folder(
+        tmp_path: Path) -> None:
+    """The check is per run: settings for a model (or a budget) these runs do not use
+    change nothing they were trained with, so the folder continues; a change to theirs is
+    refused, naming the run and the setting."""
+    _folder_with_runs(tmp_path, Suite.from_dict(dict(AE_ONLY), "x"), [])
+    _kept_runs_check(tmp_path, Suite.from_dict(
+        {**AE_ONLY, "model_set": {"vae": ["train.lr=0.5"]},
+         "budgets": {"paper": {"set": ["train.steps=7"]}}}, "x"), [])
+    with pytest.raises(HarnessError, match=r"bumps-ae-seed0 .*train.steps: \d+ -> 7"):
+        _kept_runs_check(tmp_path, Suite.from_dict(
+            {**AE_ONLY, "budgets": {"smoke": {"set": ["train.steps=7"]}}}, "x"), [])
+
+
+def test_an_interrupted_run_that_would_resume_is_held_to_the_plan(tmp_path: Path) -> None:
+    """A resume continues with the settings saved in the run, so an interrupted run with a
+    checkpoint is checked like a finished one; with --no-resume it starts afresh."""
+    _folder_with_runs(tmp_path, Suite.from_dict(dict(AE_ONLY), "x"), [], finished=False)
+    _kept_runs_check(tmp_path, Suite.from_dict(dict(AE_ONLY), "x"), [])
+    with pytest.raises(HarnessError, match=r"it was started with other settings: train.lr"):
+        _kept_runs_check(tmp_path, Suite.from_dict(dict(AE_ONLY), "x"), ["train.lr=0.5"])
+    _kept_runs_check(tmp_path, Suite.from_dict(dict(AE_ONLY), "x"), ["train.lr=0.5"],
+                     resume=False)  # nothing is kept
+    (tmp_path / "runs" / "bumps-ae-seed0" / "checkpoints" / "latest").unlink()
+    _kept_runs_check(tmp_path, Suite.from_dict(dict(AE_ONLY), "x"), ["train.lr=0.5"])
 
 
 def test_an_edited_suite_is_not_mixed_into_an_old_folder(tmp_path: Path) -> None:
-    data = {"name": "x", "datasets": ["bumps"], "models": ["ae"], "set": ["train.steps=1"]}
-    old = benchmark.Suite.from_dict(dict(data), "x")
+    data = {**AE_ONLY, "set": ["train.steps=1"]}
+    old = Suite.from_dict(dict(data), "x")
+    _folder_with_runs(tmp_path, old, [])
     (tmp_path / "benchmark.json").write_text(json.dumps(
         {"suite": benchmark._suite_record(old), "budget": "smoke", "seeds": [0], "sets": [],
          "runs": {}}))
-    edited = benchmark.Suite.from_dict({**data, "set": ["train.steps=2"]}, "x")
-    with pytest.raises(HarnessError, match="another version of suite 'x' .changed: set."):
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    edited = Suite.from_dict({**data, "set": ["train.steps=2"]}, "x")
+    with pytest.raises(HarnessError, match=r"bumps-ae-seed0 \(it was trained with other "
+                                           r"settings: train.steps: 1 -> 2\)"):
         benchmark.run_suite(edited, tmp_path)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_sweep_values_past_six_digits_get_their_own_runs() -> None:
@@ -243,14 +296,14 @@ def test_a_finished_run_is_checked_against_its_planned_config(tmp_path: Path) ->
                                   sets=["train.steps=5"], seed=0, host=host)
     run_dir = tmp_path / "runs" / "bumps-ae-seed0"
     run_dir.mkdir(parents=True)
-    (run_dir / "config.toml").write_text(planned.to_toml())
-    assert benchmark_run.check_finished(run_dir, planned, host) is None
-    (run_dir / "config.toml").write_text(other.to_toml())
-    assert "train.steps: 5 -> 3" in benchmark_run.check_finished(run_dir, planned, host)
     (run_dir / "metrics.json").write_text("{}")
+    (run_dir / "config.toml").write_text(planned.to_toml())
+    assert benchmark_run.not_the_planned_run(run_dir, planned, host) is None
+    (run_dir / "config.toml").write_text(other.to_toml())
+    assert "train.steps: 5 -> 3" in benchmark_run.not_the_planned_run(run_dir, planned, host)
     spec = benchmark.RunSpec("bumps-ae-seed0", "bumps", "ae", 0, "final")
     rec = benchmark_run.run_one(spec, tmp_path, 1, True, planned, host)
-    assert rec["status"] == "failed" and "not the planned run" in rec["error"]
+    assert rec["status"] == "failed" and "not the planned one" in rec["error"]
     assert (run_dir / "metrics.json").read_text() == "{}"  # kept
 
 

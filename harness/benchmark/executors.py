@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from harness.benchmark import directory as bdir
 from harness.benchmark.directory import STATE_FILE
-from harness.benchmark.planned_run import LocalRuns, check_finished, result_path, run_one
+from harness.benchmark.planned_run import LocalRuns, not_the_planned_run, result_path, run_one
 from harness.benchmark.planned_run import run_status as _status
 from harness.errors import ConfigError, HarnessError
 
@@ -380,8 +380,8 @@ class SlurmExecutor:
         if path.is_file():
             rec = json.loads(path.read_text())
             if rec.get("status") == "done" and (
-                    planned is None or check_finished(out / bdir.RUNS_DIR / spec.id, planned,
-                                                      self._host) is None):
+                    planned is None or not_the_planned_run(out / bdir.RUNS_DIR / spec.id,
+                                                           planned, self._host) is None):
                 return rec
         return run_one(spec, out, self.threads, True, planned, self._host)
 

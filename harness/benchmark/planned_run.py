@@ -42,13 +42,19 @@ class RunSpec:
     save_samples: bool = False
 
 
+def resumes(run_dir: Path, resume: bool) -> bool:
+    """Whether the planned run continues ``run_dir`` from its checkpoint (with the settings
+    saved there) rather than start it afresh."""
+    return resume and (run_dir / "config.toml").is_file() and (
+        run_dir / "checkpoints" / "latest").is_file()
+
+
 def run_command(spec: RunSpec, run_dir: Path, resume: bool) -> list[str]:
     """The ``harness`` argv of one planned run (without the ``harness`` itself): what an
     executor (a local process, a cluster job) runs for it. ``harness run`` restarts a folder
     stopped before its first checkpoint itself, under the run's lock."""
     extra = ["--save-samples"] if spec.save_samples else []
-    if resume and (run_dir / "config.toml").is_file() and (
-            run_dir / "checkpoints" / "latest").is_file():
+    if resumes(run_dir, resume):
         return ["run", "--resume", "--out", str(run_dir), *extra]
     cmd = ["run", "--model", spec.model, "--dataset", spec.dataset, "--seed", str(spec.seed),
            "--out", str(run_dir), *extra]
@@ -121,12 +127,17 @@ def _last_error(log: Path) -> str:
     return (errors[-1] if errors else (lines[-1] if lines else "no output")).strip()[:500]
 
 
-def check_finished(run_dir: Path, planned: Any, host: Any) -> str | None:
-    """Why the finished run in ``run_dir`` is not the planned run (its ``config.toml``
-    differs), or None when it is."""
+def not_the_planned_run(run_dir: Path, planned: Any, host: Any, resume: bool = True) -> str | None:
+    """Why the run kept in ``run_dir`` cannot stand for the planned run, or None when it can
+    (or when nothing there would be kept). A finished run, and an interrupted one that would
+    resume, are kept only if their ``config.toml`` is the planned configuration: a resume
+    continues with the settings saved there, whatever the plan says now."""
     from harness.configuration import preflight
     from harness.configuration import run_config as cfgmod
 
+    finished = run_status(run_dir) == "done"
+    if not finished and not (run_status(run_dir) == "interrupted" and resumes(run_dir, resume)):
+        return None
     try:
         stored = cfgmod.from_dict(cfgmod.load_toml(run_dir / "config.toml"), host=host)
     except HarnessError as exc:
@@ -134,7 +145,8 @@ def check_finished(run_dir: Path, planned: Any, host: Any) -> str | None:
     changes = preflight.config_changes(stored, planned)
     if not changes:
         return None
-    return "it was trained with other settings: " + "; ".join(str(c) for c in changes[:4])
+    return (f"it was {'trained' if finished else 'started'} with other settings: "
+            + "; ".join(str(c) for c in changes[:4]))
 
 
 def run_one(spec: RunSpec, out: Path, threads: int, resume: bool,
@@ -150,11 +162,11 @@ def run_one(spec: RunSpec, out: Path, threads: int, resume: bool,
         return {**record, "status": "failed", "error": f"{run_dir} is in use by PID {busy} "
                 "(a harness run still going, e.g. from a killed benchmark): left alone; run "
                 "the same command again once it has finished"}
+    wrong = not_the_planned_run(run_dir, planned, host, resume) if planned is not None else None
+    if wrong:
+        return {**record, "status": "failed", "error": f"{run_dir} holds a run that is not "
+                f"the planned one: {wrong}; move it aside to train the planned one"}
     if run_status(run_dir) == "done":
-        wrong = check_finished(run_dir, planned, host) if planned is not None else None
-        if wrong:
-            return {**record, "status": "failed", "error": f"{run_dir} is finished but not "
-                    f"the planned run: {wrong}; move it aside to train the planned one"}
         return {**record, "status": "done", "skipped": True}
     cmd = run_command(spec, run_dir, resume)
     start = time.perf_counter()

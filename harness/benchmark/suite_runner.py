@@ -40,7 +40,7 @@ from typing import Any
 from harness.benchmark import directory as bdir
 from harness.benchmark import suite as bsuite
 from harness.benchmark.executors import LocalExecutor
-from harness.benchmark.planned_run import RunSpec, run_command
+from harness.benchmark.planned_run import RunSpec, not_the_planned_run, run_command
 from harness.benchmark.report import results_table, to_markdown, write_report
 from harness.benchmark.suite import BUDGETS, Suite, check_name, check_seeds
 from harness.errors import ConfigError, HarnessError
@@ -73,16 +73,6 @@ def value_tag(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
 
 
-def _canonical(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        try:
-            return float(value)
-        except ValueError:
-            return value.strip()
-
-
 def normalise_sets(sets: list[str]) -> list[str]:
     """``--set`` items with one entry per key (the last one wins, as in ``harness run``),
     spaces around ``=`` dropped: the same overrides given twice are the same overrides."""
@@ -94,14 +84,6 @@ def normalise_sets(sets: list[str]) -> list[str]:
         by_key.pop(key.strip(), None)
         by_key[key.strip()] = value.strip()
     return [f"{k}={v}" for k, v in by_key.items()]
-
-
-def same_sets(a: list[str], b: list[str]) -> bool:
-    """Equal overrides: same keys, values equal as numbers/JSON (``1e-2`` is ``0.01``)."""
-    def parsed(items: list[str]) -> dict[str, Any]:
-        return {k: _canonical(v) for k, _, v in (i.partition("=") for i in normalise_sets(items))}
-
-    return parsed(a) == parsed(b)
 
 
 def _names(value: str) -> list[str]:
@@ -419,30 +401,33 @@ def _finals_after_sweep(suite: Suite, specs: list[RunSpec], out: Path,
 
 
 # -------------------------------------------------------------------------------- suites
-def _check_same_benchmark(out: Path, previous: dict[str, Any], suite: Suite, budget: str,
-                          run_sets: list[str], host: Any) -> None:
-    if not previous:
-        return
-    old = _current_record(previous["suite"], host)
-    if old.get("name") != suite.name or previous.get("budget") != budget:
-        raise HarnessError(f"'{out}' holds benchmark '{old.get('name')}' at budget "
+def _check_same_benchmark(out: Path, previous: dict[str, Any], suite: Suite,
+                          budget: str) -> None:
+    """A folder holds one suite at one budget: another one is refused up front."""
+    if previous and (previous["suite"].get("name") != suite.name
+                     or previous.get("budget") != budget):
+        raise HarnessError(f"'{out}' holds benchmark '{previous['suite'].get('name')}' at budget "
                            f"'{previous.get('budget')}'; choose another --out")
-    if not same_sets(previous.get("sets") or [], run_sets):
-        raise HarnessError(f"'{out}' was run with --set {previous.get('sets') or '(none)'}, this "
-                           f"command has {run_sets or '(none)'}: its finished runs would be "
-                           "mixed with different settings; choose another --out, or repeat "
-                           "the same --set to continue it")
-    new = _suite_record(suite)
-    changed = sorted(k for k in set(old) | set(new)
-                     if k in PLAN_KEYS and old.get(k) != new.get(k) and k in old)
-    if changed:
-        raise HarnessError(f"'{out}' was run with another version of suite '{suite.name}' "
-                           f"(changed: {', '.join(changed)}); choose another --out, or "
-                           "restore the suite file to continue it")
 
 
-#: the suite keys that decide what runs; a folder is continued only with the same ones
-PLAN_KEYS = ("set", "model_set", "sweep", "budgets", "protocols", "metrics")
+def _check_kept_runs(out: Path, specs: list[RunSpec], configs: dict[str, Any], resume: bool,
+                     host: Any) -> None:
+    """Refuse, before any run starts, a folder whose finished (or resumable) runs were trained
+    with other settings than this command plans for them: an edited suite, another budget
+    table, another ``--set``. The rule is per run, so a change that leaves a run's
+    configuration alone (another dataset's budget, say) continues the folder. A swept model's
+    final runs are checked once their value is chosen."""
+    swept = {(s.dataset, s.model) for s in specs if s.phase == "sweep"}
+    wrong = [f"{s.id} ({why})" for s in specs
+             if not (s.phase == "final" and (s.dataset, s.model) in swept)
+             and (why := not_the_planned_run(out / bdir.RUNS_DIR / s.id, configs[s.id], host,
+                                             resume))]
+    if wrong:
+        shown = "; ".join(wrong[:3]) + (f"; and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+        raise HarnessError(
+            f"'{out}' holds {len(wrong)} run(s) made with other settings than this command "
+            f"plans: {shown}. Choose another --out, or give the suite file and --set list the "
+            f"folder was run with (its benchmark.json records both) to continue it")
 
 
 def _suite_record(suite: Suite) -> dict[str, Any]:
@@ -451,20 +436,6 @@ def _suite_record(suite: Suite) -> dict[str, Any]:
     record = json.loads(json.dumps(asdict(suite), default=str))
     record["sweep"] = record.pop("sweeps")
     return record
-
-
-def _current_record(record: dict[str, Any], host: Any) -> dict[str, Any]:
-    """A suite record written by an older version, as this one writes it: one ``sweep``
-    table (or none) as a list, and renamed components under their current names."""
-    record = dict(record)
-    sweep = record.get("sweep")
-    record["sweep"] = [] if sweep is None else [sweep] if isinstance(sweep, dict) else sweep
-    try:
-        return _suite_record(Suite.from_dict({k: v for k, v in record.items()
-                                              if k != "source" and v != []}, "recorded")
-                             .with_current_names(host)) | {"source": record.get("source", "")}
-    except HarnessError:
-        return record  # a record this version cannot read: compared as it is
 
 
 def prepare(suite: Suite, *, budget: str, seeds: int | None, sets: list[str],
@@ -510,7 +481,8 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
     previous = bdir.load_state(out, required=False)
     suite, run_sets, seed_list, specs, configs, unavailable = prepare(
         suite, budget=budget, seeds=seeds, sets=list(sets or []), host=host)
-    _check_same_benchmark(out, previous, suite, budget, run_sets, host)
+    _check_same_benchmark(out, previous, suite, budget)
+    _check_kept_runs(out, specs, configs, resume, host)
     out.mkdir(parents=True, exist_ok=True)
     with bdir.BenchmarkLock(out):
         previous = bdir.load_state(out, required=False)  # re-read under the lock
