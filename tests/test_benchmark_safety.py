@@ -319,6 +319,18 @@ def test_progress_says_k_of_n_running_eta_and_failures() -> None:
     assert lines[1] == "[2/3 done, 0 running, 1 failed, ETA 15 s] b failed: Error: boom"
 
 
+def test_a_resumed_benchmark_estimates_from_the_times_its_skipped_runs_recorded() -> None:
+    stream = io.StringIO()
+    progress = benchmark.Progress(4, stream)
+    for run_id, rec in (("a", {"status": "done", "skipped": True, "wall_s": 300.0}),
+                        ("b", {"status": "done", "skipped": True})):  # b: no time recorded
+        progress.started()
+        progress.finished(run_id, rec, jobs=1)
+    assert stream.getvalue().splitlines() == [
+        "[1/4 done, 0 running, 0 failed, ETA 15 min] a skipped (done)",
+        "[2/4 done, 0 running, 0 failed, ETA 10 min] b skipped (done)"]
+
+
 def test_a_benchmark_with_failed_runs_exits_1_and_says_how_to_continue(tmp_path: Path) -> None:
     state = {"suite": {"name": "x", "datasets": ["bumps"], "models": ["ae"]}, "budget": "smoke",
              "runs": {"bumps-ae-seed0": {"phase": "final", "status": "failed",

@@ -277,8 +277,9 @@ class Progress:
         self.total, self.done, self.running, self.failed = total, 0, 0, 0
         self.stream = stream or sys.stderr
         self.start = time.perf_counter()
-        self.trained_s = 0.0  # wall time of the runs that trained (skipped ones took none)
-        self.trained = 0
+        # the runs with a wall time: those that trained now, and the finished ones skipped
+        # with the time recorded when they trained (a resumed benchmark's ETA from the start)
+        self.timed_s, self.timed = 0.0, 0
         self.lock = threading.Lock()
 
     def started(self) -> None:
@@ -287,18 +288,18 @@ class Progress:
 
     def eta(self, jobs: int) -> str:
         left = self.total - self.done
-        if not self.trained or not left:
+        if not self.timed or not left:
             return "ETA unknown" if left else "ETA 0 s"
-        seconds = self.trained_s / self.trained * math.ceil(left / max(1, jobs))
+        seconds = self.timed_s / self.timed * math.ceil(left / max(1, jobs))
         return "ETA " + (f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s")
 
     def finished(self, spec_id: str, rec: dict[str, Any], jobs: int) -> str:
         with self.lock:
             self.running -= 1
             self.done += 1
-            if not rec.get("skipped") and "wall_s" in rec:
-                self.trained += 1
-                self.trained_s += float(rec["wall_s"])
+            if "wall_s" in rec:
+                self.timed += 1
+                self.timed_s += float(rec["wall_s"])
             self.failed += rec["status"] == "failed"
             what = ("skipped (done)" if rec.get("skipped") else rec["status"]) + (
                 f": {rec.get('error')}" if rec["status"] == "failed" else "")
