@@ -166,6 +166,7 @@ def test_fid_metric_records_the_missing_weights_error_in_evaluate(
     fids = [r for r in records if r["source"] == "fid-inception"]
     assert [r["protocol"] for r in fids] == ["random-generation", "interpolation"]
     for r in fids:  # one clear "not computed: <how to get the weights>" error
+        assert r["metric"] == "fid_inception"  # the key its value has when computed
         assert r["value"] is None and r["error"].startswith("not computed: ")
         assert "pt_inception-2015-12-05-6726825d.pth" in r["error"]
     # said once, not once per protocol

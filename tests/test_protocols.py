@@ -296,6 +296,21 @@ def test_a_failing_metric_is_reported_once_however_many_protocols_it_fails_in(
     assert capsys.readouterr().err.count("get the weights from X") == 1
 
 
+def test_a_failing_metric_leaves_nulls_under_the_keys_its_numbers_would_have(
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """A failed ``prdc`` must be missing from the precision/recall columns of a report, not
+    add a ``prdc`` column: its null records take the keys its ``display`` declares."""
+    from harness.api import ValueDisplay
+
+    broken = FakeMetric("pr", ("random-generation",), fail=HarnessError("no features"))
+    broken.display = {"precision": ValueDisplay("precision"), "recall": ValueDisplay("recall")}
+    recs = evaluate(LinearAE(), _splits(), _cfg(), seed=0, protocols=_protocols(),
+                    metrics=_named(broken), progress=False)
+    failed = [(r["metric"], r["value"], r["error"]) for r in recs if r["source"] == "pr"]
+    assert failed == [("precision", None, "no features"), ("recall", None, "no features")]
+    assert capsys.readouterr().err.count("no features") == 1
+
+
 def test_evaluate_is_reproducible_and_protocols_are_selectable() -> None:
     splits = _splits()
     m1 = FakeMetric("count", ("random-generation",))

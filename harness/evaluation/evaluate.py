@@ -356,13 +356,21 @@ def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, spl
         message = _not_computed(label, exc)
         if isinstance(exc, ComponentFault):
             message = f"not computed: {label} {message}"
-        return [{**base, "metric": name, "value": None, "error": message,
-                 "component": label, "stamp": dict(stamp)}]
+        return [{**base, "metric": key, "value": None, "error": message,
+                 "component": label, "stamp": dict(stamp)} for key in _value_keys(metric, name)]
     if progress:
         shown = {r["metric"]: r["value"] for r in records if not isinstance(r["value"], list)}
         print(f"[eval] {protocol}: {name} = {shown} ({elapsed:.1f} s)", file=sys.stderr,
               flush=True)
     return [{**r, "stamp": dict(r["stamp"])} for r in records]
+
+
+def _value_keys(metric: Any, name: str) -> list[str]:
+    """The keys a metric's numbers are recorded under (its ``display`` declares them), so a
+    failed one leaves its null records in the same places as the numbers it would have
+    given; a metric that declares none is recorded under its name."""
+    display = getattr(metric, "display", None)
+    return list(display) if isinstance(display, dict) and display else [name]
 
 
 def save_image_grid(images: Any, path: str | os.PathLike[str], nrow: int = 8,
