@@ -187,7 +187,7 @@ def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
     from harness.rundir import contents as runs
 
     rows = report.collect(run_dirs, get_host())
-    for line in report.repeated_seeds(rows):
+    for line in report.repeated_seeds(rows) + report.mixed_environments(rows):
         click.echo(f"harness: warning: {line}", err=True)
     text = {"markdown": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[fmt](rows)
     if output:

@@ -501,3 +501,30 @@ def test_report_describes_its_plan_not_every_record_of_the_folder(
     write_report(out, get_host())
     assert not (out / "figures" / "loss-mnist.png").exists()
     assert (out / "figures" / "loss-bumps.png").is_file()
+
+
+def test_report_gives_each_runs_threads_and_flags_a_configuration_trained_on_several(
+        tiny_benchmark: Path, tmp_path: Path) -> None:
+    """A folder resumed with another --jobs holds seeds trained with other thread counts,
+    which round differently: the runs table gives each run's threads, and a warning section
+    names the configuration, the seeds and what differs."""
+    from harness.benchmark.report import write_report
+    from harness.host.plugins import get_host
+
+    out = tmp_path / "bench"
+    shutil.copytree(tiny_benchmark, out, ignore=shutil.ignore_patterns(".harness.lock"))
+    threads = json.loads((out / "benchmark.json").read_text())["threads_per_run"]
+    md = (out / "report.md").read_text()
+    assert "| bumps-vrrae-seed1 | final | done | " in md
+    row = next(line for line in md.splitlines() if line.startswith("| bumps-vrrae-seed1 |"))
+    assert row.split(" | ")[4] == str(threads)
+    assert "different numerical environments" not in md
+    env_file = out / "runs" / "bumps-vrrae-seed1" / "environment.json"
+    env = json.loads(env_file.read_text())
+    env_file.write_text(json.dumps({**env, "torch_threads": threads + 1}))
+    write_report(out, get_host())
+    md = (out / "report.md").read_text()
+    assert "## Runs of one configuration trained in different numerical environments" in md
+    assert (f"(torch_threads={threads}: seed 0; torch_threads={threads + 1}: seed 1)" in md)
+    assert "different numerical environments" in (out / "report.html").read_text()
+

@@ -104,6 +104,32 @@ def test_report_warns_when_runs_repeat_a_seed_and_counts_a_folder_once(tmp_path:
     assert "harness: warning: vrrae on mnist" in res.err
 
 
+def test_report_says_which_runs_were_trained_in_other_numerical_environments(
+        tmp_path: Path) -> None:
+    """Two seeds at 2 threads and one at 1 round differently (a benchmark resumed with
+    another --jobs did that): the report names the runs and what differs. A key that only
+    some runs recorded (an older environment.json) is no difference."""
+    from cli_helpers import cli
+
+    dirs = [_fake_run(tmp_path, f"a{s}", "vrrae", s, 26.0 + s, 38.0) for s in range(3)]
+    for seed, env in enumerate([
+            {"torch_threads": 2, "device": "cpu", "packages": {"torch": "2.14.1"}},
+            {"torch_threads": 2, "device": "cpu", "packages": {"torch": "2.14.1"},
+             "cpu_capability": "AVX512"},
+            {"torch_threads": 1, "device": "cpu", "packages": {"torch": "2.14.1"},
+             "cpu_capability": "AVX512"}]):
+        (dirs[seed] / runs.ENVIRONMENT_FILE).write_text(json.dumps(env))
+    assert report.numerics(dirs[1]) == {"torch": "2.14.1", "device": "cpu",
+                                        "cpu_capability": "AVX512", "torch_threads": 2}
+    rows = report.collect(dirs, get_host())
+    (line,) = report.mixed_environments(rows)  # one line for the configuration
+    assert line.startswith("vrrae on mnist (config ")
+    assert "(torch_threads=2: seeds 0, 1; torch_threads=1: seed 2)" in line
+    assert report.mixed_environments(report.collect(dirs[:2], get_host())) == []
+    res = cli("report", *map(str, dirs))
+    assert res.code == 0 and "harness: warning: vrrae on mnist" in res.err, res.err
+
+
 def test_report_never_averages_different_protocols(tmp_path: Path) -> None:
     dirs = [
         _fake_run(tmp_path, "a0", "vrrae", 0, 26.0, 38.0, n_samples=1250),

@@ -273,11 +273,17 @@ def sections(state: dict[str, Any], out: Path, host: Any) -> tuple[list[tuple[st
         out_tables.append(("Datasets not available on this machine (their runs were skipped)",
                            note, ["dataset", "why"],
                            [[d, " ".join(str(w).split())[:300]] for d, w in missing.items()]))
+    mixed = tables.mixed_environments(rows)
+    if mixed:
+        out_tables.append(("Runs of one configuration trained in different numerical "
+                           "environments", note, ["what differs"], [[line] for line in mixed]))
     run_body = [[rid, r.get("phase", ""), r.get("status", ""),
-                 f"{float(r.get('wall_s') or 0):.1f}", r.get("error", "")]
+                 f"{float(r.get('wall_s') or 0):.1f}",
+                 str(tables.numerics(out / r["dir"]).get("torch_threads", "")) if "dir" in r
+                 else "", r.get("error", "")]
                 for rid, r in sorted(state["runs"].items())]
-    out_tables.append(("Runs: wall time (s) and failures", note,
-                       ["run", "phase", "status", "wall s", "error"], run_body))
+    out_tables.append(("Runs: wall time (s), threads and failures", note,
+                       ["run", "phase", "status", "wall s", "threads", "error"], run_body))
     return out_tables, claims(state, by), rows
 
 
@@ -317,7 +323,8 @@ def _markdown(state: dict[str, Any], secs: list[Any], found_claims: list[dict[st
     md = [f"# Benchmark `{suite['name']}` — budget `{state['budget']}`\n\n"
           f"{suite.get('description', '')}\n\n"
           f"- {BUDGET_NOTE.get(state['budget'], '')}\n- seeds: {state['seeds']}; jobs: "
-          f"{state.get('jobs')}; threads per run: {state.get('threads_per_run')}\n"
+          f"{state.get('jobs')}; threads per run (this command): "
+          f"{state.get('threads_per_run')}\n"
           f"- machine: {machine}\n- extra --set: {state.get('sets') or 'none'}\n"
           + (f"- {state['left_out']} run record(s) of this folder outside this command's "
              "plan (other datasets, models or seeds) are not reported\n"

@@ -24,6 +24,7 @@ from harness.errors import HarnessError
 from harness.rundir.contents import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    ENVIRONMENT_FILE,
     METRICS_FILE,
     WEIGHTS_FILE,
     read_metrics,
@@ -89,6 +90,27 @@ def _read_finished(run_dir: str | Path) -> dict[str, Any]:
     return read_metrics(run_dir)
 
 
+#: what a run's environment.json holds that decides its float rounding: the same
+#: configuration and seed give other numbers when one of these differs (measured: a 2-thread
+#: and a 1-thread run of one AE seed end 0.7 points of test error apart)
+NUMERICS = ("torch", "device", "cuda", "cpu_capability", "torch_threads", "num_processes",
+            "mixed_precision")
+
+
+def numerics(run_dir: str | Path) -> dict[str, Any]:
+    """The :data:`NUMERICS` a run recorded (``{}`` for a run without a readable
+    environment.json: an old or copied folder)."""
+    try:
+        env = json.loads((Path(run_dir) / ENVIRONMENT_FILE).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(env, dict):
+        return {}
+    packages = env.get("packages") if isinstance(env.get("packages"), dict) else {}
+    return {k: packages.get("torch") if k == "torch" else env.get(k)
+            for k in NUMERICS if k in env or (k == "torch" and "torch" in packages)}
+
+
 def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, Any]]:
     """Rows: one per (model, dataset, config, protocol, metric, stamp): mean, std, n, seeds.
     ``host`` names the numbers in words (:func:`harness.evaluation.display.describe`); None:
@@ -96,6 +118,7 @@ def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, 
     from harness.evaluation.display import describe
 
     groups: dict[tuple[str, ...], list[tuple[int, float]]] = defaultdict(list)
+    environments: dict[tuple[str, ...], list[tuple[int, dict[str, Any]]]] = defaultdict(list)
     stamps: dict[str, dict[str, Any]] = {}
     shown: dict[tuple[str, ...], dict[str, Any]] = {}
     configs: dict[str, dict[str, Any]] = {}
@@ -104,6 +127,7 @@ def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, 
         run = doc.get("run", {})
         cfg = config_key(run_dir)
         configs[cfg] = _flat(_config_data(run_dir) or {})
+        env = numerics(run_dir)
         for rec in doc.get("results", []):
             value = rec.get("value")
             if not isinstance(value, int | float) or isinstance(value, bool) \
@@ -117,6 +141,7 @@ def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, 
             stamps[key[-1]] = _stamp(rec)
             shown[key[3:5]] = rec
             groups[key].append((int(run.get("seed", 0)), float(value)))
+            environments[key].append((int(run.get("seed", 0)), env))
     rows = []
     for (model, dataset, cfg, protocol, metric, stamp), values in sorted(groups.items()):
         xs = [v for _, v in values]
@@ -127,6 +152,8 @@ def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, 
             "metric": metric,
             "stamp": stamp, "mean": mean, "std": std, "n": len(xs),
             "seeds": sorted(s for s, _ in values), "stamp_values": stamps[stamp],
+            "environments": _distinct(environments[(model, dataset, cfg, protocol, metric,
+                                                    stamp)]),
             "config_values": configs.get(cfg, {}),
             "display": vars(describe(shown[(protocol, metric)], host)),
         })
@@ -147,6 +174,45 @@ def repeated_seeds(rows: list[dict[str, Any]]) -> list[str]:
             f"{', '.join(map(str, repeats))}; they are averaged as if independent seeds (n "
             "counts each run). Pass one folder per seed, or give the repeats other seeds "
             "(harness run --seed N)" for (model, dataset, cfg), repeats in seen.items()]
+
+
+def _distinct(seeded: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``[{"numerics": {...}, "seeds": [...]}, ...]``: the runs of one row by environment."""
+    by: dict[str, dict[str, Any]] = {}
+    for seed, env in seeded:
+        entry = by.setdefault(json.dumps(env, sort_keys=True, default=str),
+                              {"numerics": env, "seeds": []})
+        entry["seeds"].append(seed)
+    return [{**e, "seeds": sorted(e["seeds"])} for e in by.values()]
+
+
+def mixed_environments(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per (model, dataset, configuration) whose runs were trained in different
+    numerical environments (:data:`NUMERICS`): each run is a fair sample, but the set is not
+    what a rerun in one environment gives, so the user is told which runs differ in what."""
+    seen: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if len(row.get("environments", [])) > 1:
+            seen.setdefault((row["model"], row["dataset"], row["config"]), row["environments"])
+    lines = []
+    for (model, dataset, cfg), envs in seen.items():
+        recorded = set.intersection(*(set(e["numerics"]) for e in envs))  # by every run
+        differing = [k for k in sorted(recorded)
+                     if len({json.dumps(e["numerics"][k], default=str) for e in envs}) > 1]
+        if not differing:
+            continue
+        by_values: dict[str, list[int]] = {}
+        for e in envs:
+            shown = ", ".join(f"{k}={e['numerics'][k]}" for k in differing)
+            by_values.setdefault(shown, []).extend(e["seeds"])
+        parts = "; ".join(f"{shown}: seed{'s' if len(seeds) > 1 else ''} "
+                          + ", ".join(map(str, sorted(seeds)))
+                          for shown, seeds in by_values.items())
+        lines.append(f"{model} on {dataset} (config {cfg}): its runs were trained in different "
+                     f"numerical environments ({parts}); these round differently, so the "
+                     "numbers are not those one environment gives. Rerun them alike (harness "
+                     "benchmark --jobs sets the threads per run) to compare bit for bit")
+    return lines
 
 
 ARROWS = {True: " ↑", False: " ↓", None: ""}
