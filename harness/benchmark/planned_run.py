@@ -135,8 +135,9 @@ def not_the_planned_run(run_dir: Path, planned: Any, host: Any, resume: bool = T
     from harness.configuration import preflight
     from harness.configuration import run_config as cfgmod
 
-    finished = run_status(run_dir) == "done"
-    if not finished and not (run_status(run_dir) == "interrupted" and resumes(run_dir, resume)):
+    status = run_status(run_dir)
+    finished = status == "done"
+    if not finished and not (status == "interrupted" and resumes(run_dir, resume)):
         return None
     try:
         stored = cfgmod.from_dict(cfgmod.load_toml(run_dir / "config.toml"), host=host)

@@ -108,7 +108,7 @@ def environment(*, device: str | None = None, num_processes: int = 1,
         "mixed_precision": mixed_precision,
         "torch_threads": torch.get_num_threads(),
         # the CPU kernel set torch dispatches to (AVX2, AVX512, ...): it changes the rounding
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)(),
         "plugins": [p.as_dict() for p in plugins],
         "argv": sys.argv,
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
