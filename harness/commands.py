@@ -448,7 +448,7 @@ def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
     splits = load_data(host, config)
     preflight.check_eval_sizes(host, config.eval, splits)  # before any model work
     model = build_model(host, config, splits.info)
-    runs.load_weights(run_dir, model)
+    runs.load_weights(run_dir, model, name=config.model, config=config.model_cfg)
     previous: dict[str, Any] = {}
     if RunLayout(run_dir).metrics.is_file():
         previous = runs.read_metrics(run_dir).get("training") or {}

@@ -7,6 +7,7 @@ refused from its header before it is inflated."""
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -127,6 +128,48 @@ def test_a_garbage_model_config_is_named_by_evaluate(garbage: bytes, finished: P
     (run / "model_config.json").write_bytes(garbage)
     res = cli("evaluate", str(run))
     assert_error_line(res, 2, "model_config.json' is damaged", "--resume")
+
+
+@pytest.mark.parametrize("damage", ["no model_config.json", "no weights_sha256",
+                                    "forged description", "bit flip and no checksum"])
+def test_the_weights_check_never_fails_open(damage: str, finished: Path, tmp_path: Path) -> None:
+    """A description that is missing, lacks the checksum or describes another model is
+    refused (it used to skip the check: exit 0 and metrics.json overwritten with a damaged
+    model's numbers); the advice (`run --resume`) repairs the folder as written."""
+    run = copy_of(finished, tmp_path)
+    described = run / "model_config.json"
+    doc = json.loads(described.read_text())
+    if damage == "no model_config.json":
+        described.unlink()
+    elif damage == "no weights_sha256":
+        del doc["weights_sha256"]
+        described.write_text(json.dumps(doc))
+    elif damage == "forged description":
+        described.write_text('{"model": "vae", "config": {"k": 99}, "format": 1}')
+    else:
+        del doc["weights_sha256"]
+        described.write_text(json.dumps(doc))
+        data = bytearray((run / "model.safetensors").read_bytes())
+        data[-4] ^= 0x01
+        (run / "model.safetensors").write_bytes(bytes(data))
+    before = (run / "metrics.json").read_bytes()
+    res = cli("evaluate", str(run))
+    assert_error_line(res, 2, "model_config.json", "--resume")
+    assert (run / "metrics.json").read_bytes() == before
+    assert cli("run", "--resume", "--out", str(run)).code == 0
+    assert cli("evaluate", str(run)).code == 0
+
+
+def test_a_description_of_the_same_model_with_other_settings_is_refused(
+        finished: Path, tmp_path: Path) -> None:  # fmt: skip
+    run = copy_of(finished, tmp_path)
+    described = run / "model_config.json"
+    doc = json.loads(described.read_text())
+    setting = sorted(k for k, v in doc["config"].items() if type(v) is int)[0]
+    doc["config"][setting] += 1
+    described.write_text(json.dumps(doc))
+    res = cli("evaluate", str(run))
+    assert_error_line(res, 2, "does not describe the run's model", setting)
 
 
 # ------------------------------------------------------------------------ full disk

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,33 +72,53 @@ def read_model_files(directory: str | Path, *, device: str = "cpu") -> tuple[dic
 
 
 def read_description(directory: Path, *, fix: str) -> dict[str, Any]:
-    """``model_config.json`` of ``directory`` ({} when there is none: saved before it was
-    written); garbage in it is refused naming the file."""
+    """``model_config.json`` of ``directory``. It must be there and record the weights'
+    SHA-256: without it a damaged weights file would be scored as if it were the trained
+    model, so a missing file or checksum is refused like a wrong one, naming the file."""
     path = directory / MODEL_CONFIG_FILE
     if not path.is_file():
-        return {}
+        raise HarnessError(f"'{path}' is missing: the weights beside it cannot be checked; {fix}")
     try:
         doc = json.loads(path.read_bytes().decode("utf-8"))
         if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
             raise ValueError("not a model description (a JSON object with a 'config' table)")
-        if not isinstance(doc.get("weights_sha256", ""), str):
-            raise ValueError("'weights_sha256' is not a string")
+        digest = doc.get("weights_sha256")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError("no 'weights_sha256' (the SHA-256 of the weights, 64 hex digits)")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise HarnessError(f"'{path}' is damaged ({one_line(exc)}); {fix}") from exc
     return doc
 
 
 def check_weights(path: Path, doc: dict[str, Any], *, fix: str) -> None:
-    """The weights file must have the SHA-256 its description recorded (when it did)."""
-    expected = doc.get("weights_sha256")
-    if expected and file_sha256(path) != expected:
+    """The weights file must have the SHA-256 its description recorded."""
+    if file_sha256(path) != doc["weights_sha256"]:
         raise HarnessError(f"'{path}' is damaged: its SHA-256 is not the one "
                            f"{MODEL_CONFIG_FILE} recorded when it was saved; {fix}")
 
 
-def load_weights(directory: str | Path, model: Any) -> None:
-    """Load the weights saved in ``directory`` into ``model``; every tensor must be there,
-    with the model's shape, and finite. Errors name the file and say how to repair it."""
+def check_description(directory: Path, doc: dict[str, Any], *, name: str, config: Any,
+                      fix: str) -> None:
+    """The description must name the model the run's config builds, with its settings: a
+    ``model_config.json`` from another model is refused before its weights are scored."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    expected = json.loads(json.dumps(dict(config)))
+    if doc.get("model") != name or doc.get("config") != expected:
+        differs = sorted(k for k in set(expected) | set(doc.get("config") or {})
+                         if (doc.get("config") or {}).get(k, object) != expected.get(k, object))
+        what = (f"model {doc.get('model')!r}, not {name!r}" if doc.get("model") != name
+                else f"settings differ: {', '.join(differs[:3])}")
+        raise HarnessError(f"'{directory / MODEL_CONFIG_FILE}' does not describe the run's model "
+                           f"({what}); {fix}")
+
+
+def load_weights(directory: str | Path, model: Any, *, name: str | None = None,
+                 config: Any = None) -> None:
+    """Load the weights saved in ``directory`` into ``model``; their description must be
+    there with its checksum (and name the model ``name`` with ``config`` when given), every
+    tensor must be there, with the model's shape, and finite. Errors name the file and say
+    how to repair it."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -109,7 +130,10 @@ def load_weights(directory: str | Path, model: Any) -> None:
             "(resume it with `harness run --resume --out DIR`)"
         )
     fix = f"rewrite it from the last checkpoint with `harness run --resume --out {directory}`"
-    check_weights(path, read_description(directory, fix=fix), fix=fix)
+    doc = read_description(directory, fix=fix)
+    if name is not None:
+        check_description(directory, doc, name=name, config=config, fix=fix)
+    check_weights(path, doc, fix=fix)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
