@@ -148,19 +148,53 @@ def test_cifar_corrupt_parquet_and_image_are_named(isolated) -> None:
 
 
 def test_cifar_images_of_the_wrong_shape_are_refused(isolated) -> None:
-    train = random_images(2, (3, 32, 32))
     folder = isolated / "mixed"
-    write_parquet_split(folder / "train.parquet", train, [0, 1])
+    write_parquet_split(folder / "train.parquet", random_images(2, (3, 32, 32)), [0, 1])
     write_parquet_split(folder / "test.parquet", random_images(2, (3, 24, 24)), [0, 1])
-    splits = cifar10.load(DataConfig(root=str(folder)))  # each split is consistent
-    assert splits.info.shape == (3, 32, 32)
-    write_parquet_split(folder / "test.parquet",
-                        np.concatenate([random_images(1, (3, 24, 24))]), [0])
-    write_parquet_split(folder / "train-2.parquet", random_images(1, (3, 24, 24)), [0])
-    with pytest.raises(CorruptDataset, match=r"image 1 has shape \(3, 32, 32\), the first had "
-                                             r"\(3, 24, 24\)") as info:
+    with pytest.raises(CorruptDataset, match=r"image 0 is 24×24, not the dataset's 32×32") as info:
         cifar10.load(DataConfig(root=str(folder), cache=False))
-    assert str(folder / "train-2.parquet") in str(info.value)
+    assert str(folder / "test.parquet") in str(info.value)
+
+
+@pytest.mark.parametrize("size", [None, 32])
+def test_a_cifar_parquet_of_28x28_images_is_not_cifar10(size: int | None, isolated) -> None:
+    """Images all of another size used to train as "cifar10" (each split was consistent);
+    data.size resizes CIFAR-10's own images, it does not make other images CIFAR-10."""
+    folder = isolated / "small"
+    for split in ("train", "test"):
+        write_parquet_split(folder / f"{split}.parquet", random_images(3, (3, 28, 28)), [0, 1, 2])
+    with pytest.raises(CorruptDataset, match=r"28×28, not the dataset's 32×32"):
+        cifar10.load(DataConfig(root=str(folder), cache=False, size=size))
+
+
+@pytest.mark.parametrize("labels, needle", [
+    ([0.7, 1.7, 2.7], "label 0 is 0.7, not an integer class index"),
+    (["cat", "dog", "cat"], "label 0 is 'cat' (str), not an integer class index"),
+    ([[1, 2], [0], [3]], "label 0 is [1, 2] (list), not an integer class index"),
+    ([0, 10**12, 1], "label 1000000000000 is out of range"),
+    ([0, 10, 1], "label 10 is out of range: labels must be -1 (none) or 0..9 (10 classes)"),
+])
+def test_labels_that_are_no_class_index_are_refused_at_load(labels: list, needle: str,
+                                                            isolated) -> None:
+    """Float labels used to be truncated (0.7 -> class 0) and trained on; strings and lists
+    were internal errors; 10**12 sized a classifier after training."""
+    folder = isolated / "labels"
+    write_parquet_split(folder / "train.parquet", random_images(3, (3, 32, 32)), None,
+                        extra={"label": labels})
+    write_parquet_split(folder / "test.parquet", random_images(3, (3, 32, 32)), [0, 1, 2])
+    with pytest.raises(CorruptDataset) as info:
+        cifar10.load(DataConfig(root=str(folder), cache=False))
+    assert needle in str(info.value)
+    assert f"{folder / 'train.parquet'} column 'label'" in str(info.value)
+
+
+def test_integral_float_labels_are_class_indices(isolated) -> None:
+    folder = isolated / "floats"
+    write_parquet_split(folder / "train.parquet", random_images(3, (3, 32, 32)), None,
+                        extra={"label": [0.0, 9.0, None]})
+    write_parquet_split(folder / "test.parquet", random_images(3, (3, 32, 32)), [0, 1, 2])
+    splits = cifar10.load(DataConfig(root=str(folder), cache=False))
+    assert splits.train.labels.tolist() == [0, 9, -1]
 
 
 def test_cifar_missing_gives_paths_and_fix_quickly(isolated) -> None:

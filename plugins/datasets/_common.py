@@ -397,6 +397,50 @@ def cached_streamed(key: str, split: str, n: int, shape: tuple[int, int, int],
     return hit
 
 
+# ------------------------------------------------------------------------------------ labels
+#: labels beyond this are no class index of any dataset (a bit mask of 62 attributes at most)
+MAX_LABEL = 1 << 62
+
+
+def integral_labels(values: Sequence[Any] | np.ndarray, where: str,
+                    num_classes: int | None = None, *, bit_mask: bool = False) -> np.ndarray:
+    """``values`` as int64 labels (None and -1: no label), refusing what is no class index:
+    a string or a list, a boolean, a fraction (``1.7`` would be truncated to class 1 and
+    trained on), and a value outside ``-1 .. num_classes - 1`` (bit masks: below
+    ``2 ** num_classes``), which would size a classifier after training. ``where`` names
+    the file and column in the error."""
+    limit = MAX_LABEL if num_classes is None else (1 << num_classes if bit_mask else num_classes)
+    out = np.empty(len(values), dtype=np.int64)
+    array = np.asarray(values) if isinstance(values, np.ndarray) else None
+    if array is not None and array.dtype.kind in "iu":
+        if array.size and (int(array.min()) < -1 or int(array.max()) >= limit):
+            bad = int(array.max()) if int(array.max()) >= limit else int(array.min())
+            raise CorruptDataset(_label_error(where, bad, limit, num_classes, bit_mask))
+        return array.astype(np.int64).reshape(-1)
+    for i, value in enumerate(values.tolist() if array is not None else values):
+        if value is None:
+            out[i] = -1
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            raise CorruptDataset(f"{where}: label {i} is {value!r} ({type(value).__name__}), "
+                                 "not an integer class index; fix the column")
+        if isinstance(value, float | np.floating) and not float(value).is_integer():
+            raise CorruptDataset(f"{where}: label {i} is {value!r}, not an integer class "
+                                 "index (it would be truncated); fix the column")
+        if not -1 <= int(value) < limit:
+            raise CorruptDataset(_label_error(where, int(value), limit, num_classes, bit_mask))
+        out[i] = int(value)
+    return out
+
+
+def _label_error(where: str, value: int, limit: int, num_classes: int | None,
+                 bit_mask: bool) -> str:
+    allowed = ("-1 (none) or a bit mask of the " + f"{num_classes} attributes" if bit_mask
+               else f"-1 (none) or 0..{limit - 1}" + ("" if num_classes is None
+                                                      else f" ({num_classes} classes)"))
+    return f"{where}: label {value} is out of range: labels must be {allowed}; fix the column"
+
+
 # ---------------------------------------------------------------------------------- resizing
 def resize_batch(images: np.ndarray, size: int | None, chunk: int = 2048) -> np.ndarray:
     """Resize (N, C, H, W) images to size×size (bilinear, antialiased), keeping the dtype
@@ -451,13 +495,21 @@ def head_count(n: int | None, name: str) -> int | None:
 def build_splits(info: Any, train: ArrayDataset | Dataset, test: ArrayDataset | Dataset,
                  config: Any, extra: dict[str, Dataset] | None = None) -> Any:
     """A :class:`harness.api.DataSplits` keeping the first ``data.n_train`` / ``data.n_test``
-    items, with the kept sizes recorded in ``info.metadata``."""
+    items, with the kept sizes recorded in ``info.metadata``. Labels outside the dataset's
+    classes are refused here, for every loader."""
     from harness.api import DataSplits
 
     n_train = head_count(config.n_train, "n_train")
     n_test = head_count(config.n_test, "n_test")
     train = _head(train, n_train)
     test = _head(test, n_test)
+    if info.num_classes is not None:
+        bit_mask = str(info.metadata.get("labels", "")).startswith("bit mask")
+        for split in (train, test):
+            labels = getattr(split, "labels", None)
+            if isinstance(labels, np.ndarray):
+                integral_labels(labels, f"'{info.source}' (labels)", info.num_classes,
+                                bit_mask=bit_mask)
     info.metadata["n_train"] = len(train)  # type: ignore[arg-type]
     info.metadata["n_test"] = len(test)  # type: ignore[arg-type]
     return DataSplits(info=info, train=train, test=test, extra=dict(extra or {}))

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import CorruptDataset, DatasetNotFound, pil_to_chw
+from ._common import CorruptDataset, DatasetNotFound, integral_labels, pil_to_chw
 
 IMAGE_COLUMNS = ("image", "img", "pixel_values")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "celeb_id")
@@ -208,8 +208,9 @@ def decode_image_cell(cell: Any, where: str) -> Any:
 
 
 def hf_split_to_arrays(split: Any, where: str, n: int | None, size: int | None,
-                       center_crop: bool, mode: str,
-                       out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       center_crop: bool, mode: str, out: np.ndarray | None = None, *,
+                       num_classes: int | None = None,
+                       native: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode a Hugging Face split (first ``n`` rows) to uint8 (N, C, H, W) and labels."""
     columns = list(split.column_names)
     image_col = _pick(columns, IMAGE_COLUMNS)
@@ -219,22 +220,29 @@ def hf_split_to_arrays(split: Any, where: str, n: int | None, size: int | None,
     if n is not None:
         split = split.select(range(min(n, len(split))))
     rows = split.select_columns([c for c in (image_col, label_col) if c])
-    return rows_to_arrays(
-        ((row[image_col], row[label_col] if label_col else -1) for row in rows),
-        len(rows), where, size, center_crop, mode,
-    )
+    labels = (integral_labels(rows[label_col], f"{where} column '{label_col}'", num_classes)
+              if label_col else np.full(len(rows), -1, dtype=np.int64))
+    images = decode_images((row[image_col] for row in rows), len(rows), where, size,
+                           center_crop, mode, native)
+    return images, labels
 
 
-def rows_to_arrays(rows: Iterator[tuple[Any, Any]] | Any, n: int, where: str,
-                   size: int | None, center_crop: bool, mode: str
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``n`` (image cell, label) rows into arrays; every image must end up the same
-    shape, else the file is refused with its name."""
+def decode_images(cells: Iterator[Any] | Any, n: int, where: str, size: int | None,
+                  center_crop: bool, mode: str, native: tuple[int, int] | None = None
+                  ) -> np.ndarray:
+    """Decode ``n`` image cells into one uint8 array; every image must end up the same
+    shape, and with ``native`` (H, W) be that size before any resizing (a named dataset's
+    own size: 28×28 images are not CIFAR-10), else the file is refused with its name."""
     images: np.ndarray | None = None
-    labels = np.full(n, -1, dtype=np.int64)
     count = 0
-    for i, (cell, label) in enumerate(rows):
-        chw = pil_to_chw(decode_image_cell(cell, where), size, center_crop, mode)
+    for i, cell in enumerate(cells):
+        image = decode_image_cell(cell, where)
+        if native is not None and tuple(image.size[::-1]) != native:
+            raise CorruptDataset(
+                f"{where}: image {i} is {image.size[1]}×{image.size[0]}, not the dataset's "
+                f"{native[0]}×{native[1]}: these are not its files (data.size resizes the "
+                "dataset's own images, it does not make other images the dataset)")
+        chw = pil_to_chw(image, size, center_crop, mode)
         if images is None:
             images = np.empty((n, *chw.shape), dtype=np.uint8)
         elif chw.shape != images.shape[1:]:
@@ -243,13 +251,12 @@ def rows_to_arrays(rows: Iterator[tuple[Any, Any]] | Any, n: int, where: str,
                 "(set data.size to resize every image)"
             )
         images[i] = chw
-        labels[i] = -1 if label is None else int(label)
         count += 1
     if images is None:
         raise CorruptDataset(f"{where}: holds no images")
     if count != n:
         raise CorruptDataset(f"{where}: expected {n} rows, read {count}")
-    return images, labels
+    return images
 
 
 def columnar_files(folder: Path) -> list[Path]:
@@ -276,10 +283,13 @@ def _read_table(path: Path) -> Any:
 
 
 def columnar_split_to_arrays(files: list[Path], n: int | None, size: int | None,
-                             center_crop: bool, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the images (and labels) of the given parquet/arrow files, in order."""
+                             center_crop: bool, mode: str, *, num_classes: int | None = None,
+                             native: tuple[int, int] | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the images (and labels) of the given parquet/arrow files, in order; labels
+    are checked per file (:func:`integral_labels`: the error names the file and column)."""
     cells: list[Any] = []
-    labels: list[Any] = []
+    labels: list[np.ndarray] = []
     for path in files:
         table = _read_table(path)
         columns = list(table.column_names)
@@ -290,14 +300,15 @@ def columnar_split_to_arrays(files: list[Path], n: int | None, size: int | None,
         take = table.num_rows if n is None else min(table.num_rows, n - len(cells))
         cells.extend(table.column(image_col).slice(0, take).to_pylist())
         if label_col:
-            labels.extend(table.column(label_col).slice(0, take).to_pylist())
+            labels.append(integral_labels(table.column(label_col).slice(0, take).to_pylist(),
+                                          f"{path} column '{label_col}'", num_classes))
         else:
-            labels.extend([-1] * take)
+            labels.append(np.full(take, -1, dtype=np.int64))
         if n is not None and len(cells) >= n:
             break
     where = ", ".join(str(p) for p in files)
-    return rows_to_arrays(zip(cells, labels, strict=True), len(cells), where, size,
-                          center_crop, mode)
+    images = decode_images(cells, len(cells), where, size, center_crop, mode, native)
+    return images, np.concatenate(labels) if labels else np.empty(0, dtype=np.int64)
 
 
 def column_names(files: list[Path]) -> list[str]:

@@ -48,6 +48,8 @@ ALIASES = ("cifar10", "cifar-10", "CIFAR10")
 HUB_ID = "uoft-cs/cifar10"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")
+#: CIFAR-10's own image size (H, W): images of another size are not CIFAR-10's files
+NATIVE = (32, 32)
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
 FIX = (
@@ -159,7 +161,8 @@ def _load_columnar(folder: Path, groups: dict[str, list[Path]], config: DataConf
         key = cache_key(NAME, groups[split], size=config.size, n=n, layout="columnar")
 
         def build(split: str = split, n: int | None = n) -> tuple[np.ndarray, np.ndarray]:
-            return _hf.columnar_split_to_arrays(groups[split], n, config.size, False, "RGB")
+            return _hf.columnar_split_to_arrays(groups[split], n, config.size, False, "RGB",
+                                               num_classes=len(CLASSES), native=NATIVE)
 
         arrays[split] = cached_arrays(key, split, build, enabled=config.cache)
     return _splits(ArrayDataset(*arrays["train"]), ArrayDataset(*arrays["test"]), str(folder),
@@ -203,7 +206,7 @@ def _load_hf(hub_id: str, config: DataConfig) -> DataSplits:
 
         def build(split: str = split, n: int | None = n) -> tuple[np.ndarray, np.ndarray]:
             return _hf.hf_split_to_arrays(splits[split], f"{hub_id} [{split}]", n, config.size,
-                                          False, "RGB")
+                                          False, "RGB", num_classes=len(CLASSES), native=NATIVE)
 
         arrays[split] = cached_arrays(key, split, build, enabled=config.cache)
     return _splits(ArrayDataset(*arrays["train"]), ArrayDataset(*arrays["test"]), hub_id,
@@ -213,6 +216,9 @@ def _load_hf(hub_id: str, config: DataConfig) -> DataSplits:
 def _splits(train: Any, test: Any, source: str, config: DataConfig, layout: str,
             classes: list[str] | tuple[str, ...] = CLASSES) -> DataSplits:
     shape = split_shape(train)
+    if config.size is None and shape[1:] != NATIVE:
+        raise CorruptDataset(f"{source}: images are {shape[1]}×{shape[2]}, not CIFAR-10's "
+                             f"{NATIVE[0]}×{NATIVE[1]}: these are not its files")
     info = DatasetInfo(name=NAME, shape=shape, num_classes=len(classes), source=source,  # type: ignore[arg-type]
                        metadata={"classes": list(classes), "layout": layout})
     return build_splits(info, train, test, config)

@@ -24,12 +24,12 @@ from harness.api import DataConfig, DatasetInfo, DataSplits
 from . import _hf
 from ._common import (
     ArrayDataset,
-    CorruptDataset,
     DatasetNotFound,
     build_splits,
     cache_key,
     cached_arrays,
     file_stamps,
+    integral_labels,
     resize_batch,
 )
 from ._sources import Sources, load_from_sources
@@ -137,11 +137,7 @@ def _info(family: Family, shape: tuple[int, int, int], source: str,
 
 
 def _check_labels(labels: np.ndarray, family: Family, where: Path | str) -> None:
-    if labels.size and (labels.min() < 0 or labels.max() >= len(family.classes)):
-        raise CorruptDataset(
-            f"{where}: labels must be in 0..{len(family.classes) - 1}, found "
-            f"{int(labels.min())}..{int(labels.max())}"
-        )
+    integral_labels(labels, str(where), len(family.classes))
 
 
 def _load_local(family: Family, config: DataConfig,
@@ -180,8 +176,8 @@ def _load_hf(family: Family, config: DataConfig, hub_id: str) -> DataSplits:
 
         def build(split: str = split, n: int | None = n) -> tuple[np.ndarray, np.ndarray]:
             images, labels = _hf.hf_split_to_arrays(
-                splits[split], f"{hub_id} [{split}]", n, config.size, False, "L"
-            )
+                splits[split], f"{hub_id} [{split}]", n, config.size, False, "L",
+                num_classes=len(family.classes), native=(28, 28))
             _check_labels(labels, family, f"{hub_id} [{split}]")
             return images, labels
 
