@@ -128,11 +128,36 @@ def test_a_damaged_state_is_refused_with_the_way_out(
     (out / "benchmark.json").write_bytes(content)
     line = _error(capsys, ["benchmark", "report", str(out)])
     assert "is damaged" in line and "mv " in line and "run the same harness benchmark" in line
+    assert _error(capsys, ["benchmark", "status", str(out)]) == line  # one reader for all
     suite = tmp_path / "s.toml"
     suite.write_text(GOOD)
     with pytest.raises(HarnessError, match="is damaged"):
         benchmark.run_suite(benchmark.load_suite(str(suite)), out)
     assert (out / "benchmark.json").read_bytes() == content
+
+
+def test_the_damaged_state_advice_works_as_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Following the advice (move benchmark.json aside, run the same command) used to leave
+    the folder refused: the moved file was 'a file a benchmark does not write'."""
+    import re
+    import shlex
+
+    suite = tmp_path / "s.toml"
+    suite.write_text(GOOD.replace('"train.steps=1"', '"train.steps=1", "data.n_train=16", "train.batch_size=8", '
+                                  '"data.n_test=8", \'eval.protocols=["reconstruction"]\''))
+    out = tmp_path / "bench"
+    command = ["benchmark", str(suite), "--out", str(out)]
+    main(command)
+    capsys.readouterr()
+    (out / "benchmark.json").write_bytes(b'{"suite": {"name": "s"}, "bud')
+    line = _error(capsys, ["benchmark", "status", str(out)])
+    mv = shlex.split(re.search(r"\(mv ([^)]*)\)", line).group(1))
+    os.rename(*mv)
+    main(command)
+    state = json.loads((out / "benchmark.json").read_text())
+    assert state["runs"]["bumps-ae-seed0"]["status"] == "done"
+    assert (out / "benchmark.json.damaged").is_file()
 
 
 @pytest.fixture

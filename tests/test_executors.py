@@ -101,10 +101,18 @@ def test_an_ended_job_is_done_its_own_failure_or_resubmitted(tmp_path: Path) -> 
                                                           "wall_s": 1.5}
 
 
+def _state(plan: list[dict], runs: dict[str, dict]) -> dict:
+    """A benchmark.json holding ``plan`` and ``runs`` (records completed with their keys)."""
+    records = {rid: {"dataset": "bumps", "model": rid.split("-")[1], "phase": "final", **rec}
+               for rid, rec in runs.items()}
+    return {"suite": {"name": "s"}, "budget": "smoke", "seeds": [0], "sets": [], "plan": plan,
+            "runs": records}
+
+
 def test_status_table_and_progress_line(tmp_path: Path) -> None:
     plan = [{"id": "bumps-ae-seed0"}, {"id": "bumps-vrrae-seed0"}, {"id": "bumps-vae-seed0"}]
-    (tmp_path / "benchmark.json").write_text(json.dumps({"plan": plan, "runs": {
-        "bumps-vae-seed0": {"status": "failed", "error": "Error: no"}}}))
+    (tmp_path / "benchmark.json").write_text(json.dumps(_state(plan, {
+        "bumps-vae-seed0": {"status": "failed", "error": "Error: no"}})))
     (tmp_path / "runs" / "bumps-vrrae-seed0").mkdir(parents=True)
     (tmp_path / "runs" / "bumps-vrrae-seed0" / "metrics.json").write_text("{}")
     rows = executors.status_rows(tmp_path)  # no jobs.json: no squeue call
@@ -121,6 +129,30 @@ def test_status_table_and_progress_line(tmp_path: Path) -> None:
     assert_error_line(res, 2, "not a benchmark directory")
 
 
+def test_status_shows_why_slurm_holds_a_queued_job(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    """A job pending on a drained node said only "queued": squeue's reason is shown."""
+    plan = [{"id": "bumps-ae-seed0"}]
+    (tmp_path / "benchmark.json").write_text(json.dumps(_state(plan, {})))
+    book, _ = _book(tmp_path, 1)
+    book.save()
+    calls = []
+
+    def squeue(cmd, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(cmd)
+        return executors.subprocess.CompletedProcess(
+            cmd, 0, "7_0|PENDING|ReqNodeNotAvail, UnavailableNodes:node1\n8_0|RUNNING|None\n", "")
+
+    monkeypatch.setattr(executors.subprocess, "run", squeue)
+    rows = executors.status_rows(tmp_path)
+    assert [(r["status"], r["reason"]) for r in rows] == [
+        ("queued", "ReqNodeNotAvail, UnavailableNodes:node1")]
+    line = executors.format_status(rows).splitlines()[1]
+    assert line.endswith("(waiting: ReqNodeNotAvail, UnavailableNodes:node1)"), line
+    assert "%r" in calls[0][calls[0].index("-o") + 1]
+    assert executors.queue_states(["7_0", "8_0"]) == {"7_0": "PENDING", "8_0": "RUNNING"}
+
+
 def test_status_tells_a_run_in_progress_from_a_killed_one(tmp_path: Path) -> None:
     """A config and no results is ``running`` while a live process holds the run's lock, and
     ``interrupted`` once that process is gone (its lock is then stale)."""
@@ -129,7 +161,7 @@ def test_status_tells_a_run_in_progress_from_a_killed_one(tmp_path: Path) -> Non
     import sys
 
     plan = [{"id": "bumps-ae-seed0"}, {"id": "bumps-vae-seed0"}]
-    (tmp_path / "benchmark.json").write_text(json.dumps({"plan": plan, "runs": {}}))
+    (tmp_path / "benchmark.json").write_text(json.dumps(_state(plan, {})))
     runs = tmp_path / "runs"
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

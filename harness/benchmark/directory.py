@@ -32,7 +32,11 @@ RUNS_DIR = "runs"
 FIGURES_DIR = "figures"
 SLURM_DIR = "slurm"  # harness.benchmark.executors: what the Slurm executor keeps
 REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
-OWNED = frozenset({STATE_FILE, RUNS_DIR, FIGURES_DIR, SLURM_DIR, runs.LOCK_FILE, *REPORT_FILES})
+#: where the advice for a damaged ``benchmark.json`` moves it (so the folder stays a
+#: benchmark directory after following it)
+DAMAGED_STATE_FILE = f"{STATE_FILE}.damaged"
+OWNED = frozenset({STATE_FILE, DAMAGED_STATE_FILE, RUNS_DIR, FIGURES_DIR, SLURM_DIR,
+                   runs.LOCK_FILE, *REPORT_FILES})
 
 
 def _is_temp_of_owned(name: str) -> bool:
@@ -54,7 +58,7 @@ def check_folder(out: Path) -> None:
         shown = ", ".join(repr(e) for e in foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise HarnessError(f"--out '{out}' holds files a benchmark does not write ({shown}): "
                            "nothing there is touched; choose a new or empty folder for --out")
-    has_state = (out / STATE_FILE).exists() or (out / RUNS_DIR).is_dir()
+    has_state = any((out / name).exists() for name in (STATE_FILE, DAMAGED_STATE_FILE, RUNS_DIR))
     if entries and not has_state and set(entries) - {runs.LOCK_FILE}:
         raise HarnessError(f"--out '{out}' is not a benchmark directory (it has no "
                            f"{STATE_FILE} and no {RUNS_DIR}/) but is not empty either: its "
@@ -81,19 +85,22 @@ def save_state(out: Path, state: dict[str, Any]) -> None:
 
 
 RUN_KEYS = ("dataset", "model", "phase", "status")
-STATE_SHAPE = {"suite": dict, "budget": str, "seeds": list, "sets": list, "runs": dict}
+STATE_SHAPE = {"suite": dict, "budget": str, "seeds": list, "sets": list, "plan": list,
+               "runs": dict}
 
 
 def _damaged(path: Path, why: str) -> HarnessError:
     return HarnessError(
         f"'{path}' is damaged ({why}). The runs under {path.parent / RUNS_DIR} are kept: move "
-        f"the file aside (mv '{path}' '{path}.damaged') and run the same harness benchmark "
-        "command again; its finished runs are checked against the plan and kept")
+        f"the file aside (mv '{path}' '{path.parent / DAMAGED_STATE_FILE}') and run the same "
+        "harness benchmark command again; its finished runs are checked against the plan and kept")
 
 
 def load_state(out: Path, *, required: bool = True) -> dict[str, Any]:
     """``benchmark.json`` read and checked: every top-level key with its type, the budget,
-    each run's record a table. A damaged file is refused with the way out."""
+    the plan's runs and each run's record a table. A damaged file is refused with the way
+    out. The one reader of the file: ``benchmark``, ``benchmark report`` and ``benchmark
+    status`` all read it here."""
     path = out / STATE_FILE
     if not path.is_file():
         if required:
@@ -112,6 +119,9 @@ def load_state(out: Path, *, required: bool = True) -> dict[str, Any]:
             raise _damaged(path, f"'{key}' is missing or not a {kind.__name__}")
     if state["budget"] not in BUDGETS or not isinstance(state["suite"].get("name"), str):
         raise _damaged(path, "'budget' or 'suite.name' is not valid")
+    if not all(isinstance(spec, dict) and isinstance(spec.get("id"), str)
+               for spec in state["plan"]):
+        raise _damaged(path, "'plan' is not a list of planned runs (tables with an 'id')")
     for run_id, rec in state["runs"].items():
         if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in RUN_KEYS):
             raise _damaged(path, f"runs.{run_id} is not a run record (needs {', '.join(RUN_KEYS)})")

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.benchmark import directory as bdir
-from harness.benchmark.directory import STATE_FILE
 from harness.benchmark.planned_run import LocalRuns, not_the_planned_run, result_path, run_one
 from harness.benchmark.planned_run import run_status as _status
 from harness.errors import ConfigError, HarnessError
@@ -281,37 +280,46 @@ class JobBook:
 
 
 
-def queue_states(job_ids: list[str]) -> dict[str, str] | None:
-    """``squeue``'s state of each of this user's jobs (array elements one by one), for the
-    ``job_ids`` asked; an id it no longer lists has ended. None when squeue itself failed
-    (controller unreachable): nothing can be concluded, and nothing is resubmitted."""
+def queue_entries(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
+    """``squeue``'s ``(state, reason)`` of each of this user's jobs (array elements one by
+    one), for the ``job_ids`` asked; an id it no longer lists has ended. The reason says why
+    a job waits (``Priority``, ``ReqNodeNotAvail``: a drained node, ...). None when squeue
+    itself failed (controller unreachable): nothing can be concluded, and nothing is
+    resubmitted."""
     if not job_ids:
         return {}
     import getpass
 
     try:
-        proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-u", getpass.getuser()],
+        proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-u", getpass.getuser()],
                               capture_output=True, text=True, check=False, timeout=120)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode != 0:
         return None
     wanted = set(job_ids)
-    states = {}
+    entries = {}
     for line in proc.stdout.splitlines():
-        job, _, state = line.strip().partition("|")
+        job, _, rest = line.strip().partition("|")
+        state, _, reason = rest.partition("|")
         if job in wanted:
-            states[job] = state.strip()
-    return states
+            entries[job] = (state.strip(), reason.strip())
+    return entries
 
 
-def _squeue(job_ids: list[str]) -> dict[str, str]:
-    """:func:`queue_states`, or an error saying squeue failed."""
-    states = queue_states(job_ids)
-    if states is None:
+def queue_states(job_ids: list[str]) -> dict[str, str] | None:
+    """``squeue``'s state of each job asked (:func:`queue_entries` without the reasons)."""
+    entries = queue_entries(job_ids)
+    return None if entries is None else {job: state for job, (state, _) in entries.items()}
+
+
+def _squeue(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """:func:`queue_entries`, or an error saying squeue failed."""
+    entries = queue_entries(job_ids)
+    if entries is None:
         raise HarnessError("squeue failed: the Slurm controller cannot be reached from here, "
                            "so which runs are still queued or running is unknown; try again")
-    return states
+    return entries
 
 
 def classify(state: str | None) -> str:
@@ -366,7 +374,7 @@ class SlurmExecutor:
         live = _squeue([book.jobs[r]["job_id"] for r in pending if r in book.jobs])
         for run_id, spec in pending.items():
             job = book.jobs.get(run_id, {}).get("job_id")
-            if not (job and classify(live.get(job)) != "ended"):
+            if not (job and classify(live.get(job, (None,))[0]) != "ended"):
                 submit.append(spec)  # not on the cluster: submit (again: a new command)
         self._submit(submit, out, resume, book, fresh=True)
         self._watch(pending, out, resume, book, on_result)
@@ -509,36 +517,39 @@ def _failed(out: Path, run_id: str) -> bool:
 
 def status_rows(out: str | Path) -> list[dict[str, Any]]:
     """Per planned run of a benchmark directory: status (done / failed / queued / running /
-    interrupted / new), job id and log, from its files and, for Slurm jobs, squeue."""
+    interrupted / new), job id and log, from its files and, for Slurm jobs, squeue (with
+    the reason a queued job waits)."""
 
     out = Path(out)
-    if not (out / STATE_FILE).is_file():
-        raise HarnessError(f"'{out}' is not a benchmark directory (no {STATE_FILE}); pass the "
-                           "--out of a `harness benchmark` command")
-    state = json.loads((out / STATE_FILE).read_text())
+    state = bdir.load_state(out)
     book = JobBook.load(out)
     live = _squeue([j["job_id"] for j in book.jobs.values()])
     rows = []
-    for spec in state.get("plan", []):
+    for spec in state["plan"]:
         run_id = spec["id"]
-        rec = state.get("runs", {}).get(run_id, {})
+        rec = state["runs"].get(run_id, {})
         job = book.jobs.get(run_id, {})
         status = _status(out / bdir.RUNS_DIR / run_id)
         if status != "done" and rec.get("status") == "failed":
             status = "failed"
+        reason = ""
         if job and status != "done":
-            kind = classify(live.get(job["job_id"]))
+            queue_state, reason = live.get(job["job_id"], (None, ""))
+            kind = classify(queue_state)
             status = kind if kind != "ended" else (
                 "failed" if _failed(out, run_id) else status)
         rows.append({"id": run_id, "status": status, "job_id": job.get("job_id", ""),
                      "submissions": job.get("submissions", 0),
                      "log": job.get("log") or f"{bdir.RUNS_DIR}/{run_id}.log",
+                     "reason": reason if status == "queued" and reason not in ("", "None")
+                     else "",
                      "error": rec.get("error", "") if status == "failed" else ""})
     return rows
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
-    """The table ``harness benchmark status`` prints, with a count line."""
+    """The table ``harness benchmark status`` prints, with a count line; a queued job shows
+    why Slurm holds it (``waiting: ReqNodeNotAvail``)."""
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -548,6 +559,8 @@ def format_status(rows: list[dict[str, Any]]) -> str:
         job = f"job {row['job_id']}" + (f" (x{row['submissions']})"
                                         if row["submissions"] > 1 else "") if row["job_id"] else ""
         line = f"{row['id']:<{width}} {row['status']:<11} {job:<18} {row['log']}"
+        if row.get("reason"):
+            line += f" (waiting: {row['reason']})"
         if row["error"]:
             line += f"\n{'':<{width}} {row['error']}"
         lines.append(line.rstrip())
