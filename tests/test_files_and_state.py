@@ -213,6 +213,22 @@ def test_deeply_nested_toml_is_an_error_line(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("what", ["suite", "--executor-config"])
+def test_deeply_nested_suite_and_executor_files_are_error_lines(what: str,
+                                                                tmp_path: Path) -> None:
+    """The --config path was fixed; a suite nested 5000 deep was still a RecursionError
+    (an internal error): every user TOML file goes through the one reader."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    good = tmp_path / "good.toml"
+    good.write_text('name = "s"\ndatasets = ["bumps"]\nmodels = ["ae"]\n')
+    argv = (["benchmark", str(deep)] if what == "suite"
+            else ["benchmark", str(good), "--executor-config", str(deep)])
+    res = cli(*argv, "--out", str(tmp_path / "out"))
+    assert_error_line(res, 2, f"{what} '{deep}'", "too deeply")
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------ gzip'd IDX bomb
 def _gz_idx(path: Path, shape: tuple[int, ...], payload: int) -> Path:
     """A gzip'd IDX file whose header declares ``shape`` and which inflates to ``payload``

@@ -213,14 +213,9 @@ class SlurmOptions:
 def load_executor_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     """``[executor] name = "slurm"`` and a ``[slurm]`` table from a TOML file (a cluster's
     settings, kept apart from the suites)."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"--executor-config '{path}' cannot be read: {exc}") from exc
+    from harness.configuration.run_config import read_toml
+
+    data = read_toml(Path(path), "--executor-config")
     unknown = set(data) - {"executor", "slurm"}
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; valid: executor, slurm")

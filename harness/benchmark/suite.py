@@ -43,18 +43,13 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.benchmark.directory import BUDGETS
+from harness.configuration.run_config import read_toml
 from harness.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 #: the most seeds a suite or ``--seeds`` may ask for (each seed is one run per model and
 #: dataset, and one record in benchmark.json)
@@ -379,15 +374,7 @@ class Suite:
 def read_suite_file(path: Any, source: str | None = None) -> Suite:
     """A suite from a TOML file (a path, or an ``importlib.resources`` file)."""
     source = source or str(path)
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"suite '{source}' is not UTF-8 text (byte {exc.start}): is it "
-                          "the right file?") from exc
-    except OSError as exc:
-        raise ConfigError(f"suite '{source}' cannot be read: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"suite '{source}' is not valid TOML: {exc}") from exc
+    data = read_toml(path, "suite", source)
     return Suite.from_dict(data, source)
 
 

@@ -334,23 +334,32 @@ def _other_length(name: str) -> str:
     return TRAINING_LENGTH[1 - TRAINING_LENGTH.index(name)]
 
 
+def read_toml(path: Any, what: str, source: str | None = None) -> dict[str, Any]:
+    """The one reader of the TOML files a user hands over (a run configuration, a suite, an
+    executor configuration): bytes that are not UTF-8, a file that cannot be read, invalid
+    TOML and nesting too deep for the parser (a RecursionError) are each one ``Error:``
+    line, ``"{what} '{source}' ..."``. ``path`` may be an ``importlib.resources`` file."""
+    source = source or str(path)
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} '{source}' is not UTF-8 text (byte {exc.start}): is it the right file?"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{what} '{source}' cannot be read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} '{source}' is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{what} '{source}' nests arrays or tables too deeply to be a "
+                          f"{what}: is it the right file?") from exc
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"config file '{path}' is not UTF-8 text (byte {exc.start}): is it the right file?"
-        ) from exc
-    except OSError as exc:
-        raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from exc
-    except RecursionError as exc:
-        raise ConfigError(f"config file '{path}' nests arrays or tables too deeply to be a "
-                          "run configuration: is it the right file?") from exc
+    data = read_toml(path, "config file")
     bad = [s for s in SECTIONS + ("run",) if s in data and not isinstance(data[s], dict)]
     if bad:
         raise ConfigError(f"config file '{path}': [{bad[0]}] must be a table (section), "
