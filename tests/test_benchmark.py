@@ -396,7 +396,8 @@ def test_a_benchmark_directory_holds_one_suite_at_one_budget(tmp_path: Path) -> 
     suite = benchmark.Suite.from_dict({"name": "x", "datasets": ["bumps"], "models": ["ae"]},
                                       "x")
     (tmp_path / "benchmark.json").write_text(json.dumps(
-        {"suite": {"name": "x"}, "budget": "smoke", "seeds": [0], "sets": [], "runs": {}}))
+        {"suite": {"name": "x"}, "budget": "smoke", "seeds": [0], "sets": [], "plan": [],
+         "runs": {}}))
     with pytest.raises(HarnessError, match="holds benchmark 'x' at budget 'smoke'"):
         benchmark.run_suite(suite, tmp_path, budget="cpu")
     other = benchmark.Suite.from_dict({"name": "y", "datasets": ["bumps"], "models": ["ae"]},

@@ -266,7 +266,7 @@ def test_an_edited_suite_is_not_mixed_into_an_old_folder(tmp_path: Path) -> None
     _folder_with_runs(tmp_path, old, [])
     (tmp_path / "benchmark.json").write_text(json.dumps(
         {"suite": benchmark._suite_record(old), "budget": "smoke", "seeds": [0], "sets": [],
-         "runs": {}}))
+         "plan": [], "runs": {}}))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     edited = Suite.from_dict({**data, "set": ["train.steps=2"]}, "x")
     with pytest.raises(HarnessError, match=r"bumps-ae-seed0 \(it was trained with other "
