@@ -158,16 +158,21 @@ def eval_memory_bytes() -> int:
 
 
 def check_eval_sizes(host: Any, eval_cfg: Any, splits: Any) -> None:
-    """Every selected protocol's sizes against the memory and the data, before training:
-    each protocol that defines ``check_sizes(sizes)`` (see :class:`harness.api.EvalSizes`)
-    refuses what no evaluation here could hold."""
+    """Every selected protocol's and metric's sizes against the memory and the data, before
+    training: each that defines ``check_sizes(sizes)`` (see :class:`harness.api.EvalSizes`)
+    refuses what no evaluation here could hold or score (a metric: a reference too small
+    for it, a weights file made for other images)."""
     from harness.api import EvalSizes
-    from harness.evaluation.evaluate import build_protocols
+    from harness.evaluation.evaluate import _applies, build_metrics, build_protocols, metric_scores
 
     sizes = EvalSizes(n_train=len(splits.train), n_test=len(splits.test),
                       image_shape=tuple(int(s) for s in splits.info.shape),
                       memory_bytes=eval_memory_bytes())
-    for _name, protocol in build_protocols(eval_cfg, host=host):
-        check = getattr(protocol, "check_sizes", None)
+    protocols = build_protocols(eval_cfg, host=host)
+    scoring = [metric for _name, metric in build_metrics(eval_cfg, host=host)
+               if _applies(metric, splits.info)
+               and any(metric_scores(metric, name, p, host) for name, p in protocols)]
+    for checked in (*(p for _name, p in protocols), *scoring):
+        check = getattr(checked, "check_sizes", None)
         if callable(check):
             check(sizes)

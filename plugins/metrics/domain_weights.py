@@ -57,21 +57,37 @@ def card_path(weights: Path) -> Path:
     return weights.with_name(weights.name.removesuffix(".safetensors") + ".card.json")
 
 
-def read_weights(path: str | Path, info: DatasetInfo | None = None
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:  # fmt: skip
-    """(tensors, metadata) of a domain-extractor weights file; a missing or foreign file, or
-    one made for images of another shape than ``info``'s, is refused naming the file."""
+#: no domain-extractor weights file is larger (the recipe's network is about 0.5 MB in
+#: float16; a head for thousands of classes stays far below): a larger file is another file,
+#: refused before it is read into memory
+MAX_WEIGHTS_BYTES = 64 << 20
+
+
+def inspect_weights(path: str | Path, shape: tuple[int, ...] | list[int] | None = None
+                    ) -> dict[str, str]:  # fmt: skip
+    """The metadata of a domain-extractor weights file, checked from its header alone
+    (nothing is loaded, so it is cheap before training): a file (not a folder) of a
+    plausible size, with the recipe's metadata, holding the recipe's tensors with their
+    shapes, and (with ``shape``) made for images of that shape. Refusals name the file."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise HarnessError(f"domain extractor weights '{path}' is a folder, not a weights file; "
+                           "give the .safetensors file `harness extractor train --out FILE` "
+                           "wrote")  # fmt: skip
     if not path.is_file():
         raise HarnessError(f"domain extractor weights '{path}' do not exist; write them with "
                            "`harness extractor train --dataset NAME --out FILE`")  # fmt: skip
+    size = path.stat().st_size
+    if size > MAX_WEIGHTS_BYTES:
+        raise HarnessError(f"'{path}' is {size / 1e6:.4g} MB: no domain extractor weights file "
+                           f"is larger than {MAX_WEIGHTS_BYTES >> 20} MiB (the recipe's are "
+                           "about 0.5 MB); is it the right file?")  # fmt: skip
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
-        state = load_file(str(path))
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise HarnessError(f"'{path}' is not a readable safetensors file ({exc})") from exc
     missing = [k for k in REQUIRED_META if k not in meta]
@@ -79,9 +95,48 @@ def read_weights(path: str | Path, info: DatasetInfo | None = None
         raise HarnessError(f"'{path}' is not a domain extractor weights file (its metadata "
                            f"lacks {', '.join(missing)}); write one with `harness extractor "
                            "train`")  # fmt: skip
-    if info is not None and "shape" in meta and json.loads(meta["shape"]) != list(info.shape):
-        raise HarnessError(f"'{path}' was trained on images of shape {meta['shape']}, the "
-                           f"dataset '{info.name}' has {list(info.shape)}")  # fmt: skip
+    try:
+        made_for = json.loads(meta["shape"]) if "shape" in meta else None
+        expected = _recipe_shapes(int((made_for or [shapes.get("body.0.weight", [0, 1])[1]])[0]),
+                                  int(meta["num_classes"]))
+    except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+        raise HarnessError(f"'{path}' is not a domain extractor weights file (its metadata "
+                           f"does not describe the recipe's network: {exc})") from exc
+    if shapes != expected:
+        wrong = sorted(k for k in set(shapes) | set(expected) if shapes.get(k) != expected.get(k))
+        raise HarnessError(f"'{path}' does not hold the domain extractor's network (tensors "
+                           f"missing or of other shapes: {', '.join(wrong[:3])}); write one "
+                           "with `harness extractor train`")  # fmt: skip
+    if shape is not None and made_for is not None and made_for != list(shape):
+        raise HarnessError(f"'{path}' was trained on images of shape {made_for}, the "
+                           f"dataset has {list(shape)}: train one for it with `harness "
+                           "extractor train --dataset NAME --out FILE`")  # fmt: skip
+    return meta
+
+
+def _recipe_shapes(channels: int, num_classes: int) -> dict[str, list[int]]:
+    """Each tensor's shape in the recipe's network for these channels and classes (built on
+    the meta device: no memory is used)."""
+    from .domain import DomainClassifier
+
+    with torch.device("meta"):
+        net = DomainClassifier(channels, num_classes)
+    return {k: list(v.shape) for k, v in net.state_dict().items()}
+
+
+def read_weights(path: str | Path, info: DatasetInfo | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:  # fmt: skip
+    """(tensors, metadata) of a domain-extractor weights file, once :func:`inspect_weights`
+    accepted it (for ``info``'s image shape when given)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta = inspect_weights(path, info.shape if info is not None else None)
+    path = Path(path).expanduser()
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise HarnessError(f"'{path}' is not a readable safetensors file ({exc})") from exc
     return state, meta
 
 

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -104,10 +104,10 @@ def check_extractor(name: str, key: str = "eval.fid.feature_extractor") -> None:
     """Refuse an unknown extractor name, or a weights path that is not a readable
     domain-extractor file, before any work."""
     if is_weights_path(name):
-        from .domain_weights import read_weights
+        from .domain_weights import inspect_weights
 
         try:
-            read_weights(name)
+            inspect_weights(name)
         except HarnessError as exc:
             raise HarnessError(f"{key}: {exc}") from exc
         return
@@ -195,6 +195,22 @@ class FeatureMetric:
     def details(self) -> dict[str, Any]:
         """Provenance of the last value: cache hits, file paths, timings."""
         return dict(self._details)
+
+    def check_sizes(self, sizes: Any) -> None:
+        """Before training (:func:`harness.configuration.preflight.check_eval_sizes`): the
+        training set holds the reference the metric needs, and a weights file given as the
+        extractor was made for this data's image shape."""
+        check = getattr(self.config, "check_reference", None)
+        if callable(check):
+            check(sizes.n_train)
+        if self._extractor is None and is_weights_path(self.extractor_name):
+            from .domain_weights import inspect_weights
+
+            try:
+                inspect_weights(self.extractor_name, sizes.image_shape)
+            except HarnessError as exc:
+                key = f"eval.{getattr(self.config, 'metric', self.name)}.feature_extractor"
+                raise HarnessError(f"{key}: {exc}") from exc
 
     # ---------------------------------------------------------------------- internals
     @property
@@ -302,11 +318,16 @@ class FeatureMetric:
 
 
 @dataclass
-class FIDConfig:
-    """Options of ``fid`` (``eval.fid.<key>``); the defaults are the paper's protocol."""
+class ReferenceOptions:
+    """The options every feature metric shares (``eval.<metric>.<key>``), declared and
+    checked once here: ``fid``, ``fid-inception``, ``kid``, ``prdc`` and ``memorisation``
+    subclass it (a subclass may change a default). :meth:`min_reference` is the one rule for
+    how many reference images a metric needs: ``n_reference`` is checked against it when the
+    options are built, the training set's size before training (:meth:`check_reference`)."""
 
-    #: domain (default: CNN trained on the dataset's labels) | inception-finetuned | inception
-    feature_extractor: str = "domain"
+    #: the metric these options belong to (its ``eval.<metric>`` key, in messages)
+    metric: ClassVar[str] = "fid"
+
     #: pytorch-fid weights file (inception, inception-finetuned); else $HARNESS_FID_WEIGHTS or
     #: the torch hub cache
     fid_weights: str | None = None
@@ -315,13 +336,47 @@ class FIDConfig:
     #: images per feature-extraction batch (does not change the value)
     batch_size: int = 256
 
+    def min_reference(self) -> tuple[int, str]:
+        """(the fewest reference images the metric can use, why)."""
+        return 2, "a covariance, or an unbiased MMD, needs 2"
+
     def __post_init__(self) -> None:
-        check_extractor(self.feature_extractor)
+        key = f"eval.{self.metric}"
         if self.batch_size < 1:
-            raise HarnessError(f"eval.fid.batch_size must be >= 1, got {self.batch_size}")
-        if self.n_reference is not None and self.n_reference < 1:
-            raise HarnessError(f"eval.fid.n_reference must be at least 1 (training images), or "
-                               f"unset for all of them; got {self.n_reference}")
+            raise HarnessError(f"{key}.batch_size must be >= 1, got {self.batch_size}")
+        need, why = self.min_reference()
+        if self.n_reference is not None and self.n_reference < need:
+            raise HarnessError(f"{key}.n_reference must be at least {need} ({why}), or unset "
+                               f"for all the training images; got {self.n_reference}")
+
+    def check_reference(self, n_train: int) -> None:
+        """Before training: the reference (``n_reference`` of the training images, or all
+        of them) holds the images the metric needs."""
+        from harness.errors import ConfigError
+
+        need, why = self.min_reference()
+        if n_train < need:
+            raise ConfigError(f"eval.{self.metric} needs at least {need} reference images "
+                              f"({why}), but the training set has {n_train}; raise "
+                              f"data.n_train, or drop {self.metric} from eval.metrics")
+
+
+@dataclass
+class FeatureOptions(ReferenceOptions):
+    """:class:`ReferenceOptions` and the choice of features (a metric that may use any)."""
+
+    #: domain (default: CNN trained on the dataset's labels) | inception-finetuned | inception,
+    #: or the path of a weights file written by `harness extractor train`
+    feature_extractor: str = "domain"
+
+    def __post_init__(self) -> None:
+        check_extractor(self.feature_extractor, f"eval.{self.metric}.feature_extractor")
+        super().__post_init__()
+
+
+@dataclass
+class FIDConfig(FeatureOptions):
+    """Options of ``fid`` (``eval.fid.<key>``); the defaults are the paper's protocol."""
 
 
 class FID(FeatureMetric):
@@ -397,22 +452,15 @@ class FID(FeatureMetric):
 
 
 @dataclass
-class FIDInceptionConfig:
-    """Options of ``fid-inception`` (``eval.fid-inception.<key>``)."""
+class FIDInceptionConfig(ReferenceOptions):
+    """Options of ``fid-inception`` (``eval.fid-inception.<key>``): the shared ones, with
+    pytorch-fid's weights ``pt_inception-2015-12-05-6726825d.pth`` (else
+    $HARNESS_FID_WEIGHTS or the torch hub cache; nothing is downloaded)."""
 
-    #: pytorch-fid weights pt_inception-2015-12-05-6726825d.pth; else $HARNESS_FID_WEIGHTS or
-    #: the torch hub cache (nothing is downloaded)
-    fid_weights: str | None = None
-    #: training images used as the reference (None: all of them)
-    n_reference: int | None = None
+    metric: ClassVar[str] = "fid-inception"
     batch_size: int = 64
 
     feature_extractor = "inception"  # fixed: this metric is the ImageNet-Inception FID
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise HarnessError(f"eval.fid-inception.batch_size must be >= 1, got "
-                               f"{self.batch_size}")  # fmt: skip
 
 
 class FIDInception(FID):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from harness.api import DatasetInfo, ValueDisplay
 from harness.errors import HarnessError
 
-from .fid import FeatureMetric, check_extractor
+from .fid import FeatureMetric, FeatureOptions
 
 KID_VERSION = 1
 
@@ -76,14 +76,14 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, *, subsets: int = 
 
 
 @dataclass
-class KIDConfig:
-    """Options of ``kid`` (``eval.kid.<key>``); defaults: torchmetrics' and torch-fidelity's."""
+class KIDConfig(FeatureOptions):
+    """Options of ``kid`` (``eval.kid.<key>``): the shared feature options, and the subsets;
+    defaults: torchmetrics' and torch-fidelity's."""
 
-    feature_extractor: str = "domain"  # the same choices as fid
-    fid_weights: str | None = None
-    n_reference: int | None = None  # training images whose features are kept (None: all)
-    batch_size: int = 256
+    metric: ClassVar[str] = "kid"
+
     subsets: int = 100
+    #: rows of each side per subset (at least 2: the unbiased MMD divides by m (m - 1))
     subset_size: int = 1000
     degree: int = 3
     gamma: float | None = None  # None: 1 / feature dimension
@@ -91,12 +91,10 @@ class KIDConfig:
     seed: int = 0  # for the subset draws
 
     def __post_init__(self) -> None:
-        check_extractor(self.feature_extractor, "eval.kid.feature_extractor")
-        for key in ("subsets", "subset_size", "degree", "batch_size"):
-            if getattr(self, key) < 1:
-                raise HarnessError(f"eval.kid.{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_reference is not None and self.n_reference < 1:
-            raise HarnessError(f"eval.kid.n_reference must be >= 1, or unset; got {self.n_reference}")
+        for key, least in (("subsets", 1), ("subset_size", 2), ("degree", 1)):
+            if getattr(self, key) < least:
+                raise HarnessError(f"eval.kid.{key} must be >= {least}, got {getattr(self, key)}")
+        super().__post_init__()
 
 
 class KID(FeatureMetric):

@@ -39,7 +39,7 @@ matrix), on the GPU when the run has one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
@@ -47,7 +47,7 @@ from torch.utils.data import Dataset
 from harness.api import DatasetInfo, ValueDisplay
 from harness.errors import HarnessError
 
-from .fid import FeatureMetric, check_extractor
+from .fid import FeatureMetric, FeatureOptions
 
 NEIGHBOURS_VERSION = 1
 CHUNK = 2048
@@ -116,39 +116,42 @@ def authenticity(train: torch.Tensor, fake: torch.Tensor, *, chunk: int = CHUNK,
 
 
 @dataclass
-class NeighboursConfig:
-    """Options shared by ``prdc`` and ``memorisation`` (``eval.<metric>.<key>``)."""
+class NeighboursConfig(FeatureOptions):
+    """Options of ``memorisation``, and shared with ``prdc`` (``eval.<metric>.<key>``)."""
 
-    #: the same choices as fid (default: the dataset-trained CNN) or a weights file
-    feature_extractor: str = "domain"
-    fid_weights: str | None = None
+    metric: ClassVar[str] = "memorisation"
+
     #: training images compared with (None: all); a fixed random subset (seed 0)
     n_reference: int | None = 10_000
-    batch_size: int = 256
     #: reference rows per distance chunk (does not change the value)
     chunk: int = CHUNK
 
     def __post_init__(self) -> None:
-        check_extractor(self.feature_extractor, "eval.<metric>.feature_extractor")
-        for key in ("batch_size", "chunk"):
-            if getattr(self, key) < 1:
-                raise HarnessError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_reference is not None and self.n_reference < 6:
-            raise HarnessError(f"n_reference must be at least 6, got {self.n_reference}")
+        if self.chunk < 1:
+            raise HarnessError(f"eval.{self.metric}.chunk must be >= 1, got {self.chunk}")
+        super().__post_init__()
 
 
 @dataclass
 class PRDCConfig(NeighboursConfig):
     """Options of ``prdc``: the neighbourhood sizes of the two papers."""
 
+    metric: ClassVar[str] = "prdc"
+
     k_precision_recall: int = 3
     k_density_coverage: int = 5
 
+    def min_reference(self) -> tuple[int, str]:
+        """A k-th nearest-neighbour radius needs more than k reference images."""
+        k = max(self.k_precision_recall, self.k_density_coverage)
+        key = "k_precision_recall" if k == self.k_precision_recall else "k_density_coverage"
+        return k + 1, f"eval.prdc.{key}={k}: the k-th nearest-neighbour radius needs k + 1"
+
     def __post_init__(self) -> None:
-        super().__post_init__()
         for key in ("k_precision_recall", "k_density_coverage"):
             if getattr(self, key) < 1:
                 raise HarnessError(f"eval.prdc.{key} must be >= 1, got {getattr(self, key)}")
+        super().__post_init__()
 
 
 class NeighbourMetric(FeatureMetric):
