@@ -493,6 +493,28 @@ def build_eval(values: dict[str, Any], schema: Schema) -> EvalConfig:
                            "eval", extra={"components": components})
 
 
+def _canonical_eval_layer(values: dict[str, Any], host: Any) -> dict[str, Any]:
+    """One layer of ``eval`` (a preset, a file, the --set list) with each component's option
+    table (``random_generation``, or ``random_generation.n_samples`` from --set) under the
+    component's current name, so a later layer using a former name overrides an earlier one
+    using the new name (``harness run --resume`` with the original command line) instead of
+    the two spellings being refused as the same options given twice."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        head, dot, rest = key.partition(".")
+        kind = next((k for k in ("protocol", "metric") if head not in EVAL_KEYS
+                     and host.canonical(k, head) != head), None)
+        if kind is not None:
+            new = host.canonical(kind, head, warn=True)
+            renamed = new + dot + rest
+            if renamed in values:
+                raise ConfigError(f"eval.{key} and eval.{renamed} are the same options (the "
+                                  f"component was renamed '{new}'): keep only eval.{renamed}")
+            key = renamed
+        out[key] = value
+    return out
+
+
 def _renamed_tables(tables: dict[str, Any], owners: dict[str, str],
                     host: Any) -> dict[str, Any]:
     """Option tables under a component's former name (``eval.random-generation``) moved to
@@ -587,11 +609,15 @@ def resolve_data(
             preset_name, layer = found
             for section, values in layer.items():
                 sections[section].update(values)
+    sections["eval"] = _canonical_eval_layer(sections["eval"], schema.host)
     above: dict[str, dict[str, Any]] = {s: dict(data.get(s, {})) for s in SECTIONS}
+    above["eval"] = _canonical_eval_layer(above["eval"], schema.host)
     # The length of training is one choice: a --set of steps drops the file's epochs and
     # vice versa (parse_set keeps only the last one given), and a length given above the
     # preset drops the preset's other one (steps would otherwise win over a user's epochs).
     for section, values in parse_set(sets or []).items():
+        if section == "eval":
+            values = _canonical_eval_layer(values, schema.host)
         for mine in TRAINING_LENGTH if section == "train" else ():
             if mine in values:
                 above["train"].pop(_other_length(mine), None)
