@@ -508,8 +508,8 @@ def _canonical_eval_layer(values: dict[str, Any], host: Any) -> dict[str, Any]:
             new = host.canonical(kind, head, warn=True)
             renamed = new + dot + rest
             if renamed in values:
-                raise ConfigError(f"eval.{key} and eval.{renamed} are the same options (the "
-                                  f"component was renamed '{new}'): keep only eval.{renamed}")
+                raise ConfigError(f"eval.{head} and eval.{new} are the same options (the "
+                                  f"component was renamed '{new}'): keep only eval.{new}")
             key = renamed
         out[key] = value
     return out
