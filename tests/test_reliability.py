@@ -38,3 +38,32 @@ def test_resume_with_the_original_command_using_a_former_option_name(tmp_path: P
     # both spellings in one layer are still the same options given twice
     res = cli(*command, "--set", "eval.random-generation.n_samples=8", "--resume")
     assert res.code == 2 and "are the same options" in res.err, res.err
+
+
+@pytest.mark.parametrize("folder", ["new", "empty"])
+def test_a_submission_sbatch_refuses_writes_nothing(folder: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """sbatch refusing the array (here: an invalid partition) used to leave benchmark.json
+    and slurm/ behind; the fixed command then ran into a half-made folder."""
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sbatch", "squeue", "scancel", "sinfo"):
+        fake = bin_dir / tool
+        fake.write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid "
+                        "partition name specified' >&2\nexit 1\n")
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\ndatasets = ["bumps"]\nmodels = ["ae"]\nset = ["train.steps=1"]\n')
+    out = tmp_path / "bench"
+    if folder == "empty":
+        out.mkdir()
+    res = cli("benchmark", str(suite), "--out", str(out), "--executor", "slurm",
+              "--partition", "nosuch")
+    assert res.code == 2 and "Error: sbatch refused the job array" in res.err, res.err
+    assert "Invalid partition name" in res.err
+    if folder == "new":
+        assert not out.exists()
+    else:
+        assert list(out.iterdir()) == []

@@ -326,6 +326,16 @@ def classify(state: str | None) -> str:
     return "ended"
 
 
+class SubmissionRefused(HarnessError):
+    """sbatch refused a job array (a bad partition, ``--mem lots``, an array above the
+    cluster's limit). ``nothing_submitted``: no job of this benchmark directory was ever
+    accepted, so what the command wrote can be taken back (:func:`run_suite`)."""
+
+    def __init__(self, message: str, *, nothing_submitted: bool) -> None:
+        super().__init__(message)
+        self.nothing_submitted = nothing_submitted
+
+
 @dataclass
 class SlurmExecutor:
     """Each run one element of a Slurm job array, submitted through submitit; waits (with a
@@ -408,8 +418,9 @@ class SlurmExecutor:
                                       [str(out)] * len(specs), [self.threads] * len(specs),
                                       [resume] * len(specs))
         except Exception as exc:  # sbatch refused (partition, limits): its message says why
-            raise HarnessError(f"sbatch refused the job array: {' '.join(str(exc).split())[:800]}"
-                               ) from exc
+            raise SubmissionRefused(
+                f"sbatch refused the job array: {' '.join(str(exc).split())[:800]}",
+                nothing_submitted=not book.jobs) from exc
         for spec, job in zip(specs, jobs, strict=True):
             entry = book.jobs.get(spec.id, {})
             count = 1 if fresh else int(entry.get("submissions", 0)) + 1
@@ -570,7 +581,7 @@ def make_executor(name: str, jobs: int, slurm: SlurmOptions | None) -> Executor:
 
 
 __all__ = ["EXECUTORS", "Executor", "choose_executor", "LocalExecutor", "SlurmExecutor", "SlurmOptions",
-           "Submitted", "format_status", "load_executor_file", "make_executor", "status_rows",
+           "SubmissionRefused", "Submitted", "format_status", "load_executor_file", "make_executor", "status_rows",
 ]
 
 

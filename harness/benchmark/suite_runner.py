@@ -26,6 +26,7 @@ is listed with its error, the suite goes on, and the command ends with exit stat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -39,7 +40,7 @@ from typing import Any
 
 from harness.benchmark import directory as bdir
 from harness.benchmark import suite as bsuite
-from harness.benchmark.executors import LocalExecutor
+from harness.benchmark.executors import LocalExecutor, SubmissionRefused
 from harness.benchmark.planned_run import RunSpec, not_the_planned_run, run_command
 from harness.benchmark.report import results_table, to_markdown, write_report
 from harness.benchmark.suite import BUDGETS, Suite, check_name, check_seeds
@@ -484,7 +485,38 @@ def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: in
         suite, budget=budget, seeds=seeds, sets=list(sets or []), host=host)
     _check_same_benchmark(out, previous, suite, budget)
     _check_kept_runs(out, specs, configs, resume, host)
+    written_before = {p.name for p in out.iterdir()} if out.is_dir() else None
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_locked(suite, out, budget, jobs, run_sets, seed_list, specs, configs,
+                           unavailable, resume, host, executor)
+    except SubmissionRefused as exc:
+        if exc.nothing_submitted:
+            _take_back(out, written_before)
+        raise
+
+
+def _take_back(out: Path, written_before: set[str] | None) -> None:
+    """Remove what this command wrote into ``out`` (``written_before``: the names that were
+    there; None: the folder did not exist): a refused submission leaves nothing behind."""
+    import shutil
+
+    for path in out.iterdir():
+        if written_before is None or path.name not in written_before:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    if written_before is None:
+        with contextlib.suppress(OSError):
+            out.rmdir()
+
+
+def _run_locked(suite: Suite, out: Path, budget: str, jobs: int, run_sets: list[str],
+                seed_list: list[int], specs: list[RunSpec], configs: dict[str, Any],
+                unavailable: dict[str, str], resume: bool, host: Any,
+                executor: Any) -> dict[str, Any]:
+    """:func:`run_suite` once the plan is checked: under the folder's lock."""
     with bdir.BenchmarkLock(out):
         previous = bdir.load_state(out, required=False)  # re-read under the lock
         state: dict[str, Any] = {
