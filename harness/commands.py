@@ -449,9 +449,7 @@ def evaluate_run(run_dir: str | Path, sets: list[str] | None = None, *,
     preflight.check_eval_sizes(host, config.eval, splits)  # before any model work
     model = build_model(host, config, splits.info)
     runs.load_weights(run_dir, model, name=config.model, config=config.model_cfg)
-    previous: dict[str, Any] = {}
-    if RunLayout(run_dir).metrics.is_file():
-        previous = runs.read_metrics(run_dir).get("training") or {}
+    previous = runs.previous_training(run_dir)
     print(f"evaluating {run_dir} ({config.model} on {config.dataset})", file=sys.stderr)
     if write_metrics:
         set_next_command(f"harness evaluate {shlex.quote(str(run_dir))}",

@@ -67,3 +67,48 @@ def test_a_submission_sbatch_refuses_writes_nothing(folder: str, tmp_path: Path,
         assert not out.exists()
     else:
         assert list(out.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("finished") / "run"
+    with builtin_plugins_only():
+        res = cli(*RUN, "--set", "train.steps=2", "--set", "eval.random-generation.n_samples=12",
+                  "--set", "eval.random-generation.gmm_components=2", "--out", str(out))
+    assert res.code == 0, res.err
+    return out
+
+
+def _copy(run: Path, tmp_path: Path, name: str = "copy") -> Path:
+    import shutil
+
+    target = tmp_path / name
+    shutil.copytree(run, target)
+    return target
+
+
+@pytest.mark.parametrize("foreign", ['{"accuracy": 0.9}', '{"results": []}', "[]"])
+def test_report_names_a_folder_whose_metrics_are_foreign(foreign: str, finished: Path,
+                                                         tmp_path: Path) -> None:
+    """A foreign metrics.json used to be left out of the report without a word."""
+    from cli_helpers import assert_error_line
+
+    run = _copy(finished, tmp_path)
+    (run / "metrics.json").write_text(foreign)
+    res = cli("report", str(finished), str(run))
+    assert_error_line(res, 2, f"'{run / 'metrics.json'}' is not a harness metrics document",
+                      f"harness evaluate {run}")
+
+
+@pytest.mark.parametrize("content", [b"garbage", b'{"accuracy": 0.9}'])
+def test_the_advice_for_a_damaged_metrics_file_works(content: bytes, finished: Path,
+                                                     tmp_path: Path) -> None:
+    """The advice ("re-create it with `harness evaluate RUN`") used to fail on the very file
+    it was about: evaluate read it first and stopped with the same error."""
+    run = _copy(finished, tmp_path)
+    (run / "metrics.json").write_bytes(content)
+    res = cli("evaluate", str(run))
+    assert res.code == 0, res.err
+    assert "is damaged or not a harness metrics document: it is replaced" in res.err
+    assert (run / "metrics.prev.json").read_bytes() == content
+    assert cli("report", str(run)).code == 0

@@ -410,10 +410,28 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
                            f"`harness evaluate {run_dir}`") from exc
     except OSError as exc:
         raise HarnessError(f"'{path}' cannot be read: {exc.strerror or exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("results", []), list):
-        raise HarnessError(f"'{path}' is not a harness metrics document; re-create it with "
-                           f"`harness evaluate {run_dir}`")
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) \
+            or not isinstance(doc.get("run"), dict):
+        raise HarnessError(f"'{path}' is not a harness metrics document (it needs 'run' and "
+                           f"'results'); re-create it with `harness evaluate {run_dir}`")
     return doc
+
+
+def previous_training(run_dir: str | Path) -> dict[str, Any]:
+    """The ``training`` record of the run's ``metrics.json`` that an evaluation replaces
+    (``{}`` when there is none). A damaged or foreign file is no reason to refuse: the
+    evaluation rewrites it (the advice for such a file is `harness evaluate`), keeping it as
+    ``metrics.prev.json``; a warning names it."""
+    if not RunLayout(run_dir).metrics.is_file():
+        return {}
+    try:
+        training = read_metrics(run_dir).get("training")
+    except HarnessError:
+        print(f"harness: warning: '{RunLayout(run_dir).metrics}' is damaged or not a harness "
+              f"metrics document: it is replaced (kept as {PREVIOUS_METRICS_FILE}); its "
+              "training record is lost", file=sys.stderr)
+        return {}
+    return training if isinstance(training, dict) else {}
 
 
 __all__ = [
@@ -422,7 +440,7 @@ __all__ = [
     "RunLayout", "SAMPLES_DIR", "WEIGHTS_FILE",
     "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_run_dir",
     "default_run_dir", "environment", "load_weights", "metrics_document", "prepare_run_dir",
-    "read_metrics", "repair_log", "save_model", "write_config", "write_metrics",
+    "previous_training", "read_metrics", "repair_log", "save_model", "write_config", "write_metrics",
 ]
 
 
