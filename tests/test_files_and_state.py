@@ -74,6 +74,10 @@ def test_a_run_writes_its_results_readable_by_others(finished: Path) -> None:
     assert mask == 0o022
     for name in ("metrics.json", "config.toml", "model.safetensors", "model_config.json"):
         assert (finished / name).stat().st_mode & 0o777 == 0o644, name
+    # the checkpoints' files too (safetensors writes 0600 of its own)
+    files = [f for f in (finished / "checkpoints").rglob("*") if f.is_file()]
+    assert any(f.suffix == ".safetensors" for f in files)
+    assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o644 for f in files}
 
 
 # ------------------------------------------------------------------------ harness samples

@@ -43,7 +43,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from harness.errors import HarnessError, one_line
-from harness.rundir.atomic import atomic_write_text, file_sha256, fsync_dir
+from harness.rundir.atomic import atomic_write_text, default_mode, file_sha256, fsync_dir
 from harness.rundir.layout import WEIGHTS_FILE
 
 LATEST = "latest"
@@ -264,6 +264,9 @@ def save_checkpoint(
         if rank == 0:
             _write_json(tmp / CHECKSUMS, {f.name: file_sha256(f) for f in sorted(tmp.iterdir())})
             for f in tmp.iterdir():
+                # safetensors creates its files 0600: every file follows the umask, as the
+                # run's other files do (checkpoints are shared on clusters too)
+                os.chmod(f, default_mode())
                 _fsync_file(f)
             fsync_dir(tmp)
             if final.exists():  # the same step saved again (e.g. Ctrl-C right after a checkpoint)
