@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from harness.cli import main
@@ -58,3 +60,19 @@ def builtin_plugins_only():  # type: ignore[no-untyped-def]
             yield
         finally:
             plugins.reset_host()
+
+
+@contextlib.contextmanager
+def live_process():  # type: ignore[no-untyped-def]
+    """A child process alive exactly as long as the ``with`` block (a lock's live owner): it
+    blocks reading its stdin, and is killed and reaped when the block ends. A stand-in that
+    sleeps N seconds would die under a loaded machine while the test still relies on it."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()

@@ -7,11 +7,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import live_process
 
 from harness.benchmark import directory as benchmark_dir
 from harness.benchmark import planned_run as benchmark_run
@@ -162,10 +161,8 @@ def test_the_damaged_state_advice_works_as_written(
 
 @pytest.fixture
 def live_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
+    with live_process() as proc:
+        yield proc.pid
 
 
 def test_a_second_benchmark_on_one_folder_is_refused(tmp_path: Path, live_pid: int) -> None:

@@ -11,13 +11,11 @@ import os
 import pickle
 import platform
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import TINY, assert_error_line, builtin_plugins_only, cli
+from cli_helpers import TINY, assert_error_line, builtin_plugins_only, cli, live_process
 
 from harness.configuration import preflight
 from harness.configuration.run_config import tomllib
@@ -299,16 +297,12 @@ def test_checkpoint_metadata_out_of_range_is_refused_naming_the_file(
 def test_a_folder_in_use_is_refused_naming_the_pid_and_a_stale_lock_is_taken_over(
         finished: Path, tmp_path: Path) -> None:
     run = copy_of(finished, tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
+    with live_process() as holder:
         (run / runs.LOCK_FILE).write_text(f"{holder.pid}@{platform.node()}\n")
         res = cli("run", "--resume", "--out", str(run))
         assert_error_line(res, 2, f"in use by PID {holder.pid}")
         assert_error_line(cli("evaluate", str(run)), 2, f"in use by PID {holder.pid}")
         before = (run / "metrics.json").read_bytes()
-    finally:
-        holder.kill()
-        holder.wait()
     assert (run / "metrics.json").read_bytes() == before
     res = cli("run", "--resume", "--out", str(run))  # the holder is dead: the lock is stale
     assert res.code == 0, res.err

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_error_line, cli
+from cli_helpers import assert_error_line, cli, live_process
 
 from harness.benchmark import executors
 from harness.benchmark.executors import JobBook, SlurmExecutor, SlurmOptions, result_path
@@ -157,14 +157,11 @@ def test_status_tells_a_run_in_progress_from_a_killed_one(tmp_path: Path) -> Non
     """A config and no results is ``running`` while a live process holds the run's lock, and
     ``interrupted`` once that process is gone (its lock is then stale)."""
     import platform
-    import subprocess
-    import sys
 
     plan = [{"id": "bumps-ae-seed0"}, {"id": "bumps-vae-seed0"}]
     (tmp_path / "benchmark.json").write_text(json.dumps(_state(plan, {})))
     runs = tmp_path / "runs"
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
+    with live_process() as child:
         for run_id in ("bumps-ae-seed0", "bumps-vae-seed0"):
             (runs / run_id).mkdir(parents=True)
             (runs / run_id / "config.toml").write_text("")
@@ -173,9 +170,6 @@ def test_status_tells_a_run_in_progress_from_a_killed_one(tmp_path: Path) -> Non
         rows = executors.status_rows(tmp_path)
         assert [r["status"] for r in rows] == ["running", "interrupted"]
         assert executors.format_status(rows).splitlines()[0] == "1 interrupted, 1 running"
-    finally:
-        child.kill()
-        child.wait()
     assert [r["status"] for r in executors.status_rows(tmp_path)] == ["interrupted"] * 2
 
 

@@ -190,30 +190,46 @@ def test_killed_while_writing_metrics_the_folder_resumes(tmp_path: Path) -> None
     _no_temp_files(out)
 
 
-def test_build_once_lets_one_process_build_and_the_others_wait(tmp_path: Path) -> None:
+def test_build_once_lets_one_process_build_and_the_others_wait(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """`harness benchmark --jobs 2` starts two runs that need the same trained extractor: the
-    second waits for the first and loads its file instead of training a second copy."""
+    second waits for the first and loads its file instead of training a second copy. Driven
+    by events, not sleeps: the builder finishes only once this process is seen waiting."""
+    import threading
     import time
 
     from harness.api import build_once
 
     target = tmp_path / "cache" / "extractor.bin"
     builder = subprocess.Popen([sys.executable, "-c", f"""
-import time
+import sys
 from pathlib import Path
 from harness.rundir.atomic import build_once, atomic_write_bytes
 with build_once(Path({str(target)!r})) as todo:
     assert todo
     print("building", flush=True)
-    time.sleep(1.5)
+    sys.stdin.readline()  # until the test has seen the other process wait
     atomic_write_bytes(Path({str(target)!r}), b"weights")
-"""], stdout=subprocess.PIPE, text=True)
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert builder.stdout is not None and builder.stdout.readline().strip() == "building"
-    start = time.perf_counter()
-    with build_once(target, waiting="waiting") as todo:
-        waited = time.perf_counter() - start
-        assert todo is False and target.read_bytes() == b"weights"
-    assert builder.wait(timeout=30) == 0 and waited > 0.5
+    found: dict[str, object] = {}
+
+    def waiter() -> None:
+        with build_once(target, waiting="waiting for the builder") as todo:
+            found.update(todo=todo, content=target.read_bytes() if target.is_file() else None)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    guard = time.monotonic() + 600  # a hang guard only
+    while "waiting for the builder" not in capsys.readouterr().err:
+        assert thread.is_alive() and time.monotonic() < guard, found
+        time.sleep(0.01)
+    assert builder.stdin is not None
+    builder.stdin.write("go\n")
+    builder.stdin.close()
+    thread.join()
+    assert found == {"todo": False, "content": b"weights"}
+    assert builder.wait() == 0
     # a builder killed mid-build leaves no lock behind: the next process builds
     target.unlink()
     killed = subprocess.Popen([sys.executable, "-c", f"""
@@ -222,7 +238,7 @@ from pathlib import Path
 from harness.rundir.atomic import build_once
 with build_once(Path({str(target)!r})):
     print("holding", flush=True)
-    time.sleep(60)
+    time.sleep(3600)  # killed below once it holds the lock
 """], stdout=subprocess.PIPE, text=True)
     assert killed.stdout is not None and killed.stdout.readline().strip() == "holding"
     killed.kill()

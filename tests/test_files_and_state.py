@@ -10,13 +10,12 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import assert_error_line, builtin_plugins_only, cli
+from cli_helpers import assert_error_line, builtin_plugins_only, cli, live_process
 
 from harness.rundir import atomic
 
@@ -96,15 +95,11 @@ def test_samples_with_fewer_images_replace_the_export(finished: Path, tmp_path: 
 
 def test_samples_takes_the_run_lock(finished: Path, tmp_path: Path) -> None:
     run = copy_of(finished, tmp_path)
-    holder = subprocess.Popen(["sleep", "60"])
-    try:
+    with live_process() as holder:
         (run / ".harness.lock").write_text(f"{holder.pid}@{os.uname().nodename}\n")
         res = cli("samples", str(run))
         assert_error_line(res, 2, f"in use by PID {holder.pid}")
         assert not (run / "samples").exists()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 # ------------------------------------------------------------------------ final weights

@@ -26,7 +26,13 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _send_when(proc: subprocess.Popen[str], needle: str, sig: int, timeout: float = 240) -> str:
+#: how long a test waits for an event before calling it a hang: never reached by a merely
+#: slow (loaded) machine, where each wait simply lasts longer
+HANG_GUARD_S = 1800
+
+
+def _send_when(proc: subprocess.Popen[str], needle: str, sig: int,
+               timeout: float = HANG_GUARD_S) -> str:
     """Read the output until a line contains ``needle``, send ``sig``, return all output."""
     assert proc.stdout is not None
     seen: list[str] = []
@@ -76,7 +82,7 @@ def test_ctrl_c_during_evaluation_names_harness_evaluate(tmp_path: Path) -> None
     # `harness report` on the folder says what to run instead of only refusing
     env = cpu_subprocess_env(HARNESS_LOAD_PLUGINS="")
     report = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(out)],
-                            env=env, capture_output=True, text=True, timeout=120)
+                            env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert report.returncode == 2 and f"run `harness evaluate {out}`" in report.stderr
 
 
@@ -141,14 +147,14 @@ def test_sigterm_to_a_benchmark_stops_its_running_run_and_starts_no_other(tmp_pa
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # the signal reaches the benchmark only
     log = out / "runs" / "bumps-ae-seed0.log"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + HANG_GUARD_S
     while not (log.is_file() and "/100000 total=" in log.read_text()):
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
             pytest.fail(f"the first run never trained:\n{proc.communicate()[0]}")
         time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
-    text, _ = proc.communicate(timeout=120)
+    text, _ = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 130, text
     assert ("Interrupted: finished runs are kept, stopped ones resume from their checkpoint; "
             f"continue with:\n  harness benchmark {suite} --budget smoke --jobs 1") in text
