@@ -14,6 +14,28 @@ os.environ.setdefault("HARNESS_STRICT_PLUGINS", "1")
 
 import pytest  # noqa: E402
 
+#: Modules of quick in-process checks (configuration, data loaders, reports, executors'
+#: bookkeeping: no training beyond a toy, no `harness run` subprocess). `python -m pytest -m
+#: "not e2e"` runs only these, in under a minute on two loaded cores (docs/testing.md); every
+#: other module is marked ``e2e``, so a new test file counts as end-to-end until it is shown
+#: to be quick and listed here.
+FAST_MODULES = frozenset({
+    "test_benchmark_figures.py", "test_bumps_standardisation.py", "test_config.py",
+    "test_data.py", "test_dataset_limits.py", "test_datasets.py", "test_datasets_files.py",
+    "test_datasets_idx.py", "test_dependencies.py", "test_display.py", "test_executors.py",
+    "test_figures.py", "test_host_hooks.py", "test_presets.py", "test_protocols.py",
+    "test_public_api.py", "test_renamed_components.py", "test_report_html.py",
+    "test_rundir_layout.py", "test_runs_report.py", "test_steplog.py", "test_svd.py",
+    "test_toxfile.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test outside :data:`FAST_MODULES` ``e2e``."""
+    for item in items:
+        if item.path.name not in FAST_MODULES:
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
