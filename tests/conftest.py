@@ -31,9 +31,11 @@ FAST_MODULES = frozenset({
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test outside :data:`FAST_MODULES` ``e2e``."""
+    """Mark ``e2e`` every test outside :data:`FAST_MODULES`, and the ``slow``/``slurm`` ones
+    inside it (``-m "not e2e"`` replaces the default ``-m``, which left those out)."""
     for item in items:
-        if item.path.name not in FAST_MODULES:
+        if item.path.name not in FAST_MODULES or item.get_closest_marker("slow") \
+                or item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.e2e)
 
 
