@@ -220,7 +220,7 @@ def hf_split_to_arrays(split: Any, where: str, n: int | None, size: int | None,
     if n is not None:
         split = split.select(range(min(n, len(split))))
     rows = split.select_columns([c for c in (image_col, label_col) if c])
-    labels = (integral_labels(rows[label_col], f"{where} column '{label_col}'", num_classes)
+    labels = (integral_labels(list(rows[label_col]), f"{where} column '{label_col}'", num_classes)
               if label_col else np.full(len(rows), -1, dtype=np.int64))
     images = decode_images((row[image_col] for row in rows), len(rows), where, size,
                            center_crop, mode, native)
