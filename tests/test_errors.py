@@ -241,7 +241,8 @@ def test_a_config_that_no_longer_fits_the_weights_is_named(finished: Path, tmp_p
     path = run / "config.toml"
     path.write_text(path.read_text().replace("latent_dim = 8", "latent_dim = 12"))
     res = cli("evaluate", str(run))
-    assert_error_line(res, 2, "model.safetensors' does not fit the model", "[model] section")
+    assert_error_line(res, 2, "model_config.json' does not describe the run's model",
+                      "settings differ: latent_dim", "[model] section")
 
 
 def _both_checkpoints(run: Path) -> list[Path]:

@@ -110,7 +110,9 @@ def check_description(directory: Path, doc: dict[str, Any], *, name: str, config
         what = (f"model {doc.get('model')!r}, not {name!r}" if doc.get("model") != name
                 else f"settings differ: {', '.join(differs[:3])}")
         raise HarnessError(f"'{directory / MODEL_CONFIG_FILE}' does not describe the run's model "
-                           f"({what}); {fix}")
+                           f"({what}): was the [model] section of config.toml edited after "
+                           "training? Restore the values the run was trained with; if the "
+                           f"description is what was damaged, {fix}")
 
 
 def load_weights(directory: str | Path, model: Any, *, name: str | None = None,
