@@ -131,7 +131,8 @@ def test_gmm_sampling_is_deterministic_with_the_seed() -> None:
     splits, model = _splits(), LinearAE()
     codes = _ctx(model, splits, batch_size=7).encode_split("train")
     assert codes.shape == (60, 3)
-    assert torch.allclose(codes, model.encode(splits.train.tensors[0]).detach())
+    # Batches of 7 and one batch of 60 take different matmul kernels: equal to round-off only.
+    assert torch.allclose(codes, model.encode(splits.train.tensors[0]).detach(), atol=1e-6)
     kw: dict[str, Any] = dict(n_samples=50, gmm_components=3, batch_size=16)
     a = random_generation_images(model, splits, seed=1, **kw)
     b = random_generation_images(model, splits, seed=1, **kw)
