@@ -178,18 +178,27 @@ def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
 
 @cli.command(name="report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]),
-              default="markdown", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv", "json"]),
+              default="text", show_default=True,
+              help="text: one table per protocol that fits 100 columns; markdown: every "
+                   "column side by side, with the raw keys; csv, json: every number.")
+@click.option("--wide", is_flag=True, help="text: every column of a protocol in one table, "
+              "however wide.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file.")
-def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
+def report_cmd(run_dirs: tuple[str, ...], fmt: str, wide: bool, output: str | None) -> None:
     """Table of results across runs: mean ± std over seeds, per protocol."""
     from harness.evaluation import tables as report
+    from harness.evaluation.text_table import to_text
     from harness.rundir import contents as runs
 
     rows = report.collect(run_dirs, get_host())
     for line in report.repeated_seeds(rows) + report.mixed_environments(rows):
         click.echo(f"harness: warning: {line}", err=True)
-    text = {"markdown": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[fmt](rows)
+    if fmt == "text":
+        text = to_text(rows, width=None if wide else 100)
+    else:
+        text = {"markdown": report.to_markdown, "csv": report.to_csv,
+                "json": report.to_json}[fmt](rows)
     if output:
         runs.atomic_write_text(output, text)
     else:
@@ -282,7 +291,7 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
                    "the same command again collects the finished runs (and writes the report "
                    "once all are done)")
         return
-    benchmark.finish(state, target)
+    benchmark.finish(state, target, host=get_host())
 
 
 def _benchmark_dir_cmd(args: tuple[str, ...]) -> None:

@@ -42,6 +42,11 @@ def _stats(state: dict[str, Any], out: Path,
     return rows, by
 
 
+def final_rows(state: dict[str, Any], out: Path, host: Any) -> list[dict[str, Any]]:
+    """The rows (:func:`harness.evaluation.tables.collect`) of the finished final runs."""
+    return _stats(state, out, host)[0]
+
+
 def _fmt(row: dict[str, Any] | None, digits: int = 2) -> str:
     if row is None:
         return "not measured"
@@ -222,21 +227,6 @@ def _swept_column(state: dict[str, Any]) -> tuple[str, Any]:
         return distinct.pop(), lambda d, m: _value_cell(values.get((d, m)))
     return "swept", lambda d, m: (f"{keys[m]}={_value_cell(values.get((d, m)))}"
                                   if m in keys and values.get((d, m)) is not None else "")
-
-
-def results_table(state: dict[str, Any], out: Path) -> tuple[list[str], list[list[str]]]:
-    """The results: one row per dataset and model, mean ± std (n) over seeds per metric."""
-    rows, by = _stats(state, out, None)  # values and raw keys only: no names in words
-    metrics = sorted({(r["protocol"], r["metric"]) for r in rows})
-    models = sorted({(r["dataset"], r["model"]) for r in rows})
-    key, cell = _swept_column(state)
-    header = ["dataset", "model"] + ([key] if key else []) + [f"{p}/{m}" for p, m in metrics]
-    body = []
-    for d, m in models:
-        cells = [d, m] + ([cell(d, m)] if key else [])
-        body.append(cells + [_fmt(by[(d, m, f"{p}/{mm}")], 3) if (d, m, f"{p}/{mm}") in by
-                             else "" for p, mm in metrics])
-    return header, body
 
 
 def _selection_tables(state: dict[str, Any], note: str) -> list[tuple[str, str, list[str],

@@ -41,9 +41,10 @@ from harness.benchmark import directory as bdir
 from harness.benchmark import suite as bsuite
 from harness.benchmark.executors import LocalExecutor
 from harness.benchmark.planned_run import RunSpec, not_the_planned_run, run_command
-from harness.benchmark.report import results_table, to_markdown, write_report
+from harness.benchmark.report import final_rows, write_report
 from harness.benchmark.suite import BUDGETS, Suite, check_name, check_seeds
 from harness.errors import ConfigError, HarnessError
+from harness.evaluation.text_table import to_text
 from harness.host.plugins import host_or_default
 
 __all__ = ["BUDGETS", "RunSpec", "Suite", "load_suite", "list_suites", "plan", "run_suite",
@@ -562,12 +563,13 @@ class BenchmarkFailed(HarnessError):
     exit_code = 1
 
 
-def finish(state: dict[str, Any], out: Path, stream: Any = None) -> None:
-    """Print the results table and where the report is; raise :class:`BenchmarkFailed`
-    (exit 1, with how to continue) when a planned run failed."""
+def finish(state: dict[str, Any], out: Path, stream: Any = None, host: Any = None) -> None:
+    """Print the results as terminal tables (one per protocol, 100 columns, numbers named
+    in words; the report files hold every key) and where the report is; raise
+    :class:`BenchmarkFailed` (exit 1, with how to continue) when a planned run failed."""
     stream = stream or sys.stdout
-    header, body = results_table(state, Path(out))
-    print(to_markdown(header, body) if body else "(no finished run: no results)", file=stream)
+    rows = final_rows(state, Path(out), host)
+    print(to_text(rows) if rows else "(no finished run: no results)", file=stream)
     print(f"benchmark written to {out} (report.md, report.html)", file=stream, flush=True)
     failed = state.get("failed") or []
     if failed:
