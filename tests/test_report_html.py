@@ -90,5 +90,26 @@ def test_every_table_fits_a_1280_px_window(synthetic_report: Path) -> None:
             "return [...document.querySelectorAll('th')].map(t => t.textContent)")
         assert not [h for h in headers if "/" in h and "_" in h], headers  # no raw keys
         driver.save_screenshot(str(synthetic_report / "screenshot-1280.png"))
+        # no header breaks inside a word ("datase t"), even in a window too narrow for the
+        # widest table (it scrolls in its box instead): each word (a hyphen may end a line) is one box
+        driver.set_window_size(480, 2400)
+        driver.refresh()
+        broken = driver.execute_script("""
+            const out = [];
+            for (const th of document.querySelectorAll('th')) {
+              const node = th.firstChild;
+              if (!node || node.nodeType !== 3) continue;
+              const text = node.textContent;
+              for (const m of text.matchAll(/[^\\s-]+/g)) {
+                const r = document.createRange();
+                r.setStart(node, m.index); r.setEnd(node, m.index + m[0].length);
+                if (r.getClientRects().length > 1) out.push(m[0]);
+              }
+            }
+            return out;""")
+        assert broken == [], broken
+        assert driver.execute_script(
+            "return document.documentElement.scrollWidth <= "
+            "document.documentElement.clientWidth")  # the page itself never scrolls sideways
     finally:
         driver.quit()

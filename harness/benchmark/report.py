@@ -157,7 +157,9 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
                    for row in body)
     keys = _keys_line(header)
     foot = f"<p class='keys'>{html.escape(keys)}</p>" if keys else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{foot}"
+    # a table wider than the page scrolls in its box; headers wrap between words only
+    return (f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>"
+            f"</table></div>{foot}")
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -364,8 +366,9 @@ def _html(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, s
             f"{html.escape(suite['name'])} ({html.escape(state['budget'])})</title><style>"
             "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
             "table{border-collapse:collapse;margin:8px 0;max-width:100%}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;"
-            "overflow-wrap:anywhere}th{background:#f3f3f3;text-align:left;cursor:help}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}"
+            "th{background:#f3f3f3;text-align:left;cursor:help;min-width:5.5em}"
+            "div.wide{overflow-x:auto;max-width:100%}"
             "td{font-variant-numeric:tabular-nums}p.keys{font-size:11px;color:#666;margin:0}"
             ".supported{color:green}.not-supported{color:#b00}.not-measured{color:#888}"
             "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
