@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 from typing import Any
@@ -263,8 +264,7 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
     from harness.benchmark import suite_runner as benchmark
 
     if list_suites:
-        for row in benchmark.list_suites():
-            click.echo(f"{row['name']:<18} {row['description']}  [{row['source']}]")
+        _list_suites(benchmark)
         return
     if args[:1] in (("report",), ("status",)):
         _benchmark_dir_cmd(args)
@@ -292,6 +292,27 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
                    "once all are done)")
         return
     benchmark.finish(state, target, host=get_host())
+
+
+def _list_suites(benchmark: Any) -> None:
+    """``harness benchmark --list``: each suite, what it runs, and per budget its number of
+    runs and what the suite says that budget costs."""
+    for row in benchmark.list_suites():
+        click.echo(f"{row['name']:<18} {row['description']}")
+        about = benchmark.suite_overview(row["name"])
+        if "error" in about:
+            click.echo(f"  cannot be read: {about['error']}")
+            continue
+        what = (f"{', '.join(about['models'])} on {', '.join(about['datasets'])}; "
+                f"{about['seeds']} seed{'s' if about['seeds'] > 1 else ''}; from {row['source']}")
+        click.echo(textwrap.fill(what, 100, initial_indent="  ", subsequent_indent="    ",
+                                 break_on_hyphens=False, break_long_words=False))
+        for b in about["budgets"]:
+            runs = f"{b['runs']} runs" + (f" ({b['sweep']} sweep)" if b["sweep"] else "")
+            head = f"  --budget {b['budget']:<6} {runs:<20} "
+            click.echo(textwrap.fill(b["note"], 100, initial_indent=head,
+                                     subsequent_indent=" " * len(head)) if b["note"]
+                       else head.rstrip())
 
 
 def _benchmark_dir_cmd(args: tuple[str, ...]) -> None:

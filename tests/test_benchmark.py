@@ -303,7 +303,15 @@ def test_benchmark_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         main(["benchmark", "report", str(REPO)])
     assert "not a benchmark directory" in capsys.readouterr().err
     main(["benchmark", "--list"])
-    assert "paper-synthetic" in capsys.readouterr().out
+    listed = capsys.readouterr().out.splitlines()
+    # each suite: what it runs, then per budget its planned runs and what it costs
+    at = listed.index(next(line for line in listed if line.startswith("paper-synthetic ")))
+    assert listed[at + 1].startswith("  ae, vae, rrae, vrrae on bumps; 5 seeds; from ")
+    assert listed[at + 2].split()[:4] == ["--budget", "smoke", "20", "runs"]
+    paper = next(line for line in listed[at:] if line.startswith("  --budget paper"))
+    assert "measured once on 2 cores" in paper and "min" in paper
+    baselines = listed[listed.index(next(x for x in listed if x.startswith("baselines "))):]
+    assert "128 runs (62 sweep)" in next(x for x in baselines if "--budget cpu" in x)
     assert sys.executable
 
 

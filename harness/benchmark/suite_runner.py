@@ -63,6 +63,26 @@ def list_suites(host: Any = None) -> list[dict[str, str]]:
     return bsuite.list_suites(host_or_default(host))
 
 
+def suite_overview(name: str, host: Any = None) -> dict[str, Any]:
+    """What ``harness benchmark --list`` says of one suite beyond its description: its
+    models, datasets and seeds, and per budget how many runs it plans (sweep + final) and
+    its note (where a suite says what a budget costs). A suite that cannot be read says why
+    instead of hiding the others."""
+    try:
+        suite = bsuite.load_suite(name, host_or_default(host))
+    except HarnessError as exc:
+        return {"error": str(exc)}
+    seeds = list(range(suite.seeds))
+    budgets = []
+    for budget in BUDGETS:
+        specs = plan(suite, budget, seeds, [])
+        n_sweep = sum(s.phase == "sweep" for s in specs)
+        budgets.append({"budget": budget, "runs": len(specs), "sweep": n_sweep,
+                        "note": str((suite.budgets.get(budget) or {}).get("note", ""))})
+    return {"models": list(suite.models), "datasets": list(suite.datasets),
+            "seeds": suite.seeds, "budgets": budgets}
+
+
 # ---------------------------------------------------------------------------------- plan
 def value_tag(value: Any) -> str:
     """A run id's part for a swept value: short (``1e-06``) when that names the value
