@@ -196,6 +196,24 @@ def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
         click.echo(text, nl=False)
 
 
+@cli.command(name="diff")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--strict", is_flag=True,
+              help="Count training-configuration and environment differences too.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def diff_cmd(a: str, b: str, strict: bool, as_json: bool) -> None:
+    """Whether two results (runs, benchmark folders, exports) are comparable, and if not why,
+    most important first. Exit 0: comparable, 1: not, 2: bad input (docs/results.md)."""
+    from harness.results import diff, schema
+
+    host = get_host()
+    found = diff.compare(schema.load(a, host), schema.load(b, host), labels=(f"A = {a}", f"B = {b}"),
+                         strict=strict)
+    click.echo(json.dumps(found.as_dict(), indent=2) if as_json else found.text())
+    sys.exit(0 if found.comparable else 1)
+
+
 def _slurm_options(fn: Any) -> Any:
     """The ``--executor`` options of ``harness benchmark`` (harness.benchmark.executors)."""
     options = [

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -114,6 +114,14 @@ def _environment(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     return env, out
 
 
+def _canonical(protocol: str, host: Any, upgraded: list[str]) -> str:
+    """A protocol's current name (a result from before a rename names the same task)."""
+    canonical = host.canonical("protocol", protocol) if host is not None else protocol
+    if canonical != protocol:
+        upgraded.append(f"protocol '{protocol}' read under its new name '{canonical}'")
+    return canonical
+
+
 def read_run(run_dir: str | Path, host: Any = None) -> dict[str, Any]:
     """The result document of one finished run folder (validated; older folders upgraded in
     memory)."""
@@ -146,12 +154,7 @@ def read_run(run_dir: str | Path, host: Any = None) -> dict[str, Any]:
     for rec in doc.get("results", []):
         if not _number(rec.get("value")):
             continue  # a list (code variances), or a number not computed
-        protocol = str(rec["protocol"])
-        if host is not None:
-            canonical = host.canonical("protocol", protocol)
-            if canonical != protocol:
-                upgraded.append(f"protocol '{protocol}' read under its new name '{canonical}'")
-                protocol = canonical
+        protocol = _canonical(str(rec["protocol"]), host, upgraded)
         stamp = dict(rec.get("stamp") or {})
         if "protocol_version" not in stamp:
             stamp["protocol_version"] = 1
@@ -205,15 +208,20 @@ def _merge(docs: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[st
     return task_table, entries
 
 
-def _row_entry(row: dict[str, Any], upgraded: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _row_entry(row: dict[str, Any], upgraded: list[str], host: Any = None,
+               sets: Mapping[tuple[str, str], dict[str, Any]] | None = None,
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A task and an entry from one report.json row (the summary only: no per-seed values)."""
     config = dict(row.get("config_values") or {})
     if not config:
+        config = dict((sets or {}).get((row["dataset"], row["model"]), {}))
         upgraded.append("report rows without config_values (an older report): the "
-                        "configuration and the data section are unknown")
+                        "configuration is the benchmark's --set list only, and the data "
+                        "section is taken as the defaults")
     data = {k[len("data."):]: v for k, v in config.items() if k.startswith("data.")}
     stamp = dict(row["stamp_values"])
-    task = T.describe_task(row["dataset"], row["protocol"], row["metric"], stamp, data)
+    protocol = _canonical(row["protocol"], host, upgraded)
+    task = T.describe_task(row["dataset"], protocol, row["metric"], stamp, data)
     display = row.get("display") or {}
     environments = [{"environment": e.get("numerics", {}), "seeds": e.get("seeds", [])}
                     for e in row.get("environments") or []]
@@ -228,6 +236,21 @@ def _row_entry(row: dict[str, Any], upgraded: list[str]) -> tuple[dict[str, Any]
              "higher_is_better": display.get("higher_is_better"), "wall_time_s": None,
              "environments": environments}
     return task, entry
+
+
+def _run_sets(runs: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(dataset, model) -> the ``--set`` values its final runs had (``KEY=VALUE``, a value
+    read as JSON where it is JSON): what an older report knows of a configuration."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs:
+        values = out.setdefault((run["dataset"], run["model"]), {})
+        for item in run.get("sets") or []:
+            key, _, text = str(item).partition("=")
+            try:
+                values[key] = json.loads(text)
+            except ValueError:
+                values[key] = text
+    return out
 
 
 def read_benchmark(folder: str | Path, host: Any = None) -> dict[str, Any]:
@@ -267,7 +290,7 @@ def read_benchmark(folder: str | Path, host: Any = None) -> dict[str, Any]:
         upgraded.append("read from report.json: per-seed values are not kept there")
         task_table, entries = {}, []
         for row in report["rows"]:
-            task, entry = _row_entry(row, upgraded)
+            task, entry = _row_entry(row, upgraded, host, _run_sets(finals))
             task_table[task["id"]] = task
             entries.append(entry)
     walls = [r["wall_s"] for r in state["runs"].values() if _number(r.get("wall_s"))]

@@ -73,10 +73,20 @@ def pinned_values(stamp: Mapping[str, Any],
     for key, value in stamp.items():
         if key not in NOT_PINNED:
             out[_CATEGORY_OF.get(key, DEFINITION)][key] = value
-    for key, value in (data or {}).items():
-        if key not in DATA_LOCATION:
-            out["dataset split"][f"data.{key}"] = value
+    for key, value in pinned_data(data).items():
+        out["dataset split"][f"data.{key}"] = value
     return out
+
+
+def pinned_data(data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``data`` keys that decide the splits and differ from the harness's defaults: a
+    default pins nothing, so a run that wrote its defaults, one that left them out and an
+    older report that recorded no configuration name the same task (docs/results.md)."""
+    from harness.api import DataConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(DataConfig)}
+    return {k: v for k, v in (data or {}).items()
+            if k not in DATA_LOCATION and not (k in defaults and defaults[k] == v)}
 
 
 def pins(stamp: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> dict[str, str]:
@@ -97,7 +107,7 @@ def describe_task(dataset: str, protocol: str, key: str, stamp: Mapping[str, Any
     return {"id": f"{name}@{whole}", "name": name, "dataset": dataset, "protocol": protocol,
             "metric": stamp.get("metric"), "key": key, "version": version, "hash": whole,
             "pins": hashes, "stamp": dict(stamp),
-            "data": {k: v for k, v in (data or {}).items() if k not in DATA_LOCATION}}
+            "data": pinned_data(data)}
 
 
 # --------------------------------------------------------------- defaults and versions
