@@ -214,6 +214,28 @@ def diff_cmd(a: str, b: str, strict: bool, as_json: bool) -> None:
     sys.exit(0 if found.comparable else 1)
 
 
+@cli.command(name="export")
+@click.argument("sources", nargs=-1, required=True, metavar="RUN_OR_BENCHMARK...")
+@click.option("--out", required=True, type=click.Path(), help="A new folder.")
+@click.option("--lab", default=None, help="Who produced the results (default: the host name).")
+@click.option("--push-to-hub", "repo", default=None, metavar="REPO",
+              help="Then upload the folder as a Hugging Face dataset repository.")
+@click.option("--private", is_flag=True, help="With --push-to-hub: a private repository.")
+def export_cmd(sources: tuple[str, ...], out: str, lab: str | None, repo: str | None,
+               private: bool) -> None:
+    """Write runs' or benchmarks' results as a Hugging Face dataset folder (parquet + card)
+    and plain JSON (docs/results.md)."""
+    from harness.results import export
+
+    if repo:
+        export.hub_api()
+    docs = export.export(list(sources), out, lab=lab, host=get_host())
+    click.echo(f"exported {sum(len(d['entries']) for d in docs)} results of {len(docs)} "
+               f"source(s) to {out} ({export.DATA_FILE}, results.json, README.md)")
+    if repo:
+        click.echo(f"uploaded: {export.push_to_hub(out, repo, private=private)}")
+
+
 def _slurm_options(fn: Any) -> Any:
     """The ``--executor`` options of ``harness benchmark`` (harness.benchmark.executors)."""
     options = [
