@@ -236,6 +236,21 @@ def export_cmd(sources: tuple[str, ...], out: str, lab: str | None, repo: str | 
         click.echo(f"uploaded: {export.push_to_hub(out, repo, private=private)}")
 
 
+@cli.command(name="leaderboard")
+@click.argument("sources", nargs=-1, required=True, metavar="DIR_OR_FILES...")
+@click.option("--out", required=True, type=click.Path(), help="The site folder.")
+def leaderboard_cmd(sources: tuple[str, ...], out: str) -> None:
+    """One static HTML page (and Markdown) ranking models per task from exported results,
+    comparable ones only; the others listed with the reason (docs/results.md)."""
+    from harness.results import leaderboard
+
+    boards = leaderboard.write(list(sources), out, get_host())
+    split = sum(1 for b in boards if b["excluded"])
+    click.echo(f"leaderboard written: {Path(out) / leaderboard.PAGE_FILE} (and "
+               f"{leaderboard.MARKDOWN_FILE}): {len(boards)} task(s), {split} with results "
+               "that are not comparable with the ranking")
+
+
 def _slurm_options(fn: Any) -> Any:
     """The ``--executor`` options of ``harness benchmark`` (harness.benchmark.executors)."""
     options = [

@@ -20,14 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.results import tasks as T
+from harness.results.schema import NOT_TRAINING
 
 #: the order in which differences are named (most important first)
 IMPORTANCE = ("version", T.DEFINITION, *T.PIN_CATEGORIES)
 #: categories named in the plural ("extractor weights differ")
 PLURAL = ("extractor weights", "reference statistics", "sample counts")
-#: configuration keys that say where, not what (another lab's folders), or are the seed
-NOT_TRAINING = ("run.seed", "data.root", "data.cache", "train.checkpoint_every",
-                "train.log_every", "train.trackers", "train.num_workers")
 #: the numerical environment, most important first (what changes rounding most)
 NUMERICS = ("torch", "device", "cuda", "cpu_capability", "mixed_precision", "num_processes",
             "torch_threads")

@@ -29,7 +29,7 @@ CARD_FILE = "README.md"
 EXPORT_FORMAT = "vrrae-harness/results-export"
 
 
-def _machine(doc: dict[str, Any]) -> str:
+def machine_words(doc: dict[str, Any]) -> str:
     """The machine in words: CPU and cores (a benchmark records them), else the platform;
     the device(s) its runs used."""
     machine = doc.get("machine") or {}
@@ -53,7 +53,7 @@ def rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for doc in docs:
         suite = doc.get("suite") or {}
-        machine = _machine(doc)
+        machine = machine_words(doc)
         for e in doc["entries"]:
             task = doc["tasks"][e["task"]]
             envs = [env["environment"] for env in e["environments"]]

@@ -27,6 +27,19 @@ SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 
 
+#: configuration keys that say where or how often, not what is trained (another lab's
+#: folders, logging), and the seed: left out of an entry's ``config_hash``
+NOT_TRAINING = ("run.seed", "data.root", "data.cache", "train.checkpoint_every",
+                "train.log_every", "train.trackers", "train.num_workers")
+
+
+def training_hash(flat: dict[str, Any]) -> str:
+    """The training configuration's hash: the runs of one lab that differ only in their
+    seed (or where their data lives) share it, and their seeds are pooled."""
+    return T.digest({k: v for k, v in flat.items()
+                     if k not in NOT_TRAINING and not k.startswith("eval.")}, 8)
+
+
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     """The result schema, read from the package."""
@@ -126,7 +139,8 @@ def read_run(run_dir: str | Path, host: Any = None) -> dict[str, Any]:
     """The result document of one finished run folder (validated; older folders upgraded in
     memory)."""
     from harness.configuration.run_config import load_toml
-    from harness.evaluation.tables import _flat, _read_finished, config_key
+    from harness.evaluation.display import describe
+    from harness.evaluation.tables import _flat, _read_finished
 
     folder = Path(run_dir)
     doc = _read_finished(folder)
@@ -163,10 +177,11 @@ def read_run(run_dir: str | Path, host: Any = None) -> dict[str, Any]:
         task_table[task["id"]] = task
         entries.append({
             "task": task["id"], "model": model, "dataset": dataset,
-            "config_hash": config_key(folder), "configuration": _flat(config),
+            "config_hash": training_hash(_flat(config)) if config else "",
+            "configuration": _flat(config),
             "seeds": [seed], "values": [float(rec["value"])],
             **summary([float(rec["value"])]),
-            "higher_is_better": rec.get("higher_is_better"),
+            "higher_is_better": describe(rec, host).higher_is_better,
             "wall_time_s": wall,
             "environments": [{"environment": numeric, "seeds": [seed]}] if numeric else [],
         })
