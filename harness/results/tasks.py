@@ -27,8 +27,7 @@ from typing import Any
 #: ``harness diff`` names differences). A stamp key in none of them is in ``definition``.
 PIN_CATEGORIES: dict[str, tuple[str, ...]] = {
     "extractor weights": ("feature_extractor", "feature_weights_sha256", "extractor_dataset",
-                          "extractor_accuracy", "extractor_n_fit", "extractor_n_holdout",
-                          "kernel"),
+                          "extractor_accuracy", "extractor_n_fit", "extractor_n_holdout"),
     "dataset split": ("dataset", "image_size", "data.n_train", "data.n_test", "data.size",
                       "data.seed", "data.hub_id", "data.validation", "split"),
     "reference statistics": ("reference", "reference_dataset", "n_reference", "subset_seed"),
