@@ -5,7 +5,6 @@ is checked in a real headless Chromium."""
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,10 +12,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cli_helpers import assert_error_line, cli  # noqa: E402
+from headless_chromium import chromium, needs_chromium  # noqa: E402
 from results_helpers import write_run  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 FID = "fashion-mnist/random-generation/fid"
 
 
@@ -99,20 +97,10 @@ def test_out_holding_other_files_is_refused(site, tmp_path: Path) -> None:
     cli("leaderboard", *map(str, labs.values()), "--out", str(site[0]))
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                    reason="needs Debian's chromium and chromium-driver")
+@needs_chromium
 def test_the_page_in_headless_chromium(site) -> None:
-    pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     out, _ = site
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM  # type: ignore[assignment]
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,2400"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = chromium(1280, 2400)
     try:
         driver.get((out / "index.html").as_uri())
         width = driver.execute_script("return document.documentElement.clientWidth")
