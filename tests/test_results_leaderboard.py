@@ -122,3 +122,26 @@ def test_the_page_in_headless_chromium(site) -> None:
         assert rights and max(rights) <= width, rights
     finally:
         driver.quit()
+
+
+def test_two_labs_exports_of_table_1_merge(tmp_path: Path) -> None:
+    """The committed Table 1 at two budgets, exported as two labs: the same tasks, so one
+    ranking per task, each lab's training length beside its numbers."""
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    for lab, name in (("lab-cpu", "paper-synthetic-cpu"), ("lab-paper", "paper-synthetic-paper")):
+        assert cli("export", str(results / name), "--out", str(tmp_path / lab),
+                   "--lab", lab).code == 0
+    assert cli("diff", str(tmp_path / "lab-cpu"), str(tmp_path / "lab-paper")).code == 0
+    res = cli("leaderboard", str(tmp_path / "lab-cpu"), str(tmp_path / "lab-paper"),
+              "--out", str(tmp_path / "site"))
+    assert res.code == 0, res.err
+    rec = _section((tmp_path / "site" / "leaderboard.md").read_text(),
+                   "bumps/reconstruction/rec_error_percent")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in rec.splitlines()
+            if line.startswith("| ") and "rank" not in line]
+    assert [(r[1], r[4], r[6], r[2].split()[0]) for r in rows] == [
+        ("vrrae", "lab-paper", "steps 2000", "5.336"), ("vrrae", "lab-cpu", "steps 1000", "7.162"),
+        ("ae", "lab-paper", "steps 2000", "13.55"), ("ae", "lab-cpu", "steps 1000", "13.57"),
+        ("vae", "lab-paper", "steps 2000", "14.97"), ("vae", "lab-cpu", "steps 1000", "16.14"),
+        ("rrae", "lab-cpu", "steps 1000", "50.7"), ("rrae", "lab-paper", "steps 2000", "51.44")]
+    assert "Not comparable" not in rec

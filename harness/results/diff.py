@@ -233,6 +233,11 @@ def compare(a_docs: list[dict[str, Any]], b_docs: list[dict[str, Any]], *,
         alone = sorted(set(names) - set(other))
         if alone and common:
             notes.append(f"only {side} has {len(alone)} task(s): {_names(alone)}")
+    for side in (a, b):
+        upgraded = sorted({u for d in side.docs for u in d["upgraded"]})
+        if upgraded:
+            notes.append(f"{side.label.split(' ')[0]} was read from older files: "
+                         + "; ".join(upgraded))
     comparable = not reasons and not (strict and notes)
     if strict and notes and not reasons:
         reasons = [f"--strict: {n}" for n in notes]
