@@ -125,3 +125,27 @@ def test_a_real_run_writes_a_valid_metrics_json(tmp_path: Path) -> None:
         ["bumps/reconstruction/rec_error_percent"]
     env = doc["entries"][0]["environments"][0]["environment"]
     assert env["packages"]["torch"] and env["torch_threads"] >= 1
+
+
+def test_a_benchmark_with_its_runs_keeps_per_seed_values(tmp_path: Path) -> None:
+    """With its runs' folders present, a benchmark's result has every seed's value, the
+    runs' configurations and environments, and the wall time the benchmark recorded."""
+    bench = tmp_path / "bench"
+    runs = {}
+    for seed, fid in ((0, 40.0), (1, 44.0), (2, 45.0)):
+        write_run(bench / "runs" / f"vrrae-seed{seed}", seed=seed, fid=fid, threads=1 + seed % 2)
+        runs[f"vrrae-seed{seed}"] = {"id": f"vrrae-seed{seed}", "dataset": "fashion-mnist",
+                                     "model": "vrrae", "seed": seed, "phase": "final",
+                                     "status": "done", "dir": f"runs/vrrae-seed{seed}",
+                                     "wall_s": 100.0 + seed}
+    (bench / "benchmark.json").write_text(json.dumps(
+        {"suite": {"name": "mine"}, "budget": "cpu", "seeds": [0, 1, 2], "runs": runs}))
+    doc = schema.read_benchmark(bench)
+    fid = next(e for e in doc["entries"] if doc["tasks"][e["task"]]["key"] == "fid")
+    assert fid["seeds"] == [0, 1, 2] and fid["values"] == [40.0, 44.0, 45.0]
+    assert fid["mean"] == pytest.approx(43.0) and fid["std"] == pytest.approx(7 ** 0.5)
+    half = 4.302652729749464 * 7 ** 0.5 / 3 ** 0.5  # t(0.975, 2)
+    assert fid["ci95"] == pytest.approx([43.0 - half, 43.0 + half], rel=1e-12)
+    assert fid["wall_time_s"] == pytest.approx(303.0) and doc["wall_time_s"] == pytest.approx(303.0)
+    assert sorted(env["environment"]["torch_threads"] for env in fid["environments"]) == [1, 1, 2]
+    assert doc["upgraded"] == []
