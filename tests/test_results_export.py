@@ -113,3 +113,12 @@ def test_push_offline_fails_clearly_and_keeps_the_export(
               "--push-to-hub", "lab/x")
     assert_error_line(res, 1, "could not upload", "lab/x", "the export is written")
     assert (tmp_path / "e" / "data" / "results.parquet").is_file()
+
+
+def test_an_out_that_cannot_be_a_folder_is_refused_before_reading(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    run = str(write_run(tmp_path / "run"))
+    assert_error_line(cli("export", run, "--out", str(tmp_path / "afile" / "sub")), 2,
+                      "'afile' is a file, not a directory")
+    assert_error_line(cli("leaderboard", run, "--out", str(tmp_path / "afile")), 2,
+                      "is a file, not a directory")

@@ -133,6 +133,9 @@ def card(docs: list[dict[str, Any]], lab: str) -> str:
 
 def check_out(out: Path) -> None:
     """--out must be new or empty: an export never mixes with other files."""
+    from harness.rundir.contents import check_out_path
+
+    check_out_path(out)  # a file, or a file or an unwritable folder on the way
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HarnessError(f"--out '{out}' already exists and is not an empty folder; choose "
                            "a new folder (nothing was written)")

@@ -184,6 +184,9 @@ def page(result: list[dict[str, Any]], sources: list[str]) -> str:
 
 def check_out(out: Path) -> None:
     """--out is new, empty, or a leaderboard written before (replaced as a whole)."""
+    from harness.rundir.contents import check_out_path
+
+    check_out_path(out)  # a file, or a file or an unwritable folder on the way
     if out.exists() and (not out.is_dir()
                          or any(p.name not in SITE_FILES for p in out.iterdir())):
         raise HarnessError(f"--out '{out}' holds other files than a leaderboard "
