@@ -119,6 +119,6 @@ def test_an_out_that_cannot_be_a_folder_is_refused_before_reading(tmp_path: Path
     (tmp_path / "afile").write_text("x")
     run = str(write_run(tmp_path / "run"))
     assert_error_line(cli("export", run, "--out", str(tmp_path / "afile" / "sub")), 2,
-                      "'afile' is a file, not a directory")
+                      "afile' is a file, not a directory")
     assert_error_line(cli("leaderboard", run, "--out", str(tmp_path / "afile")), 2,
                       "is a file, not a directory")
