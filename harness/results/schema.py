@@ -282,9 +282,9 @@ def read_benchmark(folder: str | Path, host: Any = None) -> dict[str, Any]:
     upgraded: list[str] = []
     finals = [r for r in state["runs"].values()
               if r.get("phase", "final") == "final" and r.get("status", "done") == "done"]
-    present = [r for r in finals if (folder / r["dir"] / "metrics.json").is_file()]
+    present = [r for r in finals if r.get("dir") and (folder / r["dir"] / "metrics.json").is_file()]
     if finals and len(present) == len(finals):
-        walls = {r["dir"]: r.get("wall_s") for r in finals}
+        walls = {r["dir"]: r.get("wall_s") for r in present}
         docs = []
         for r in present:
             doc = read_run(folder / r["dir"], host)
