@@ -205,11 +205,11 @@ def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
 def diff_cmd(a: str, b: str, strict: bool, as_json: bool) -> None:
     """Whether two results (runs, benchmark folders, exports) are comparable, and if not why,
     most important first. Exit 0: comparable, 1: not, 2: bad input (docs/results.md)."""
-    from harness.results import diff, schema
+    from harness.results import diff, documents
 
     host = get_host()
-    found = diff.compare(schema.load(a, host), schema.load(b, host), labels=(f"A = {a}", f"B = {b}"),
-                         strict=strict)
+    found = diff.compare(documents.load(a, host), documents.load(b, host),
+                         labels=(f"A = {a}", f"B = {b}"), strict=strict)
     click.echo(json.dumps(found.as_dict(), indent=2) if as_json else found.text())
     sys.exit(0 if found.comparable else 1)
 

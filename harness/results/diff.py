@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.results import tasks as T
-from harness.results.schema import NOT_TRAINING
+from harness.results.documents import NOT_TRAINING
 
 #: the order in which differences are named (most important first)
 IMPORTANCE = ("version", T.DEFINITION, *T.PIN_CATEGORIES)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.results import schema
+from harness.results import documents, validation
 from harness.results.tasks import versions_of
 
 DATA_FILE = "data/results.parquet"
@@ -151,18 +151,18 @@ def export(paths: list[str], out: str | Path, *, lab: str | None = None,
 
     out = Path(out)
     check_out(out)
-    docs = schema.load_all(paths, host)
+    docs = documents.load_all(paths, host)
     lab = lab or platform.node() or "unknown lab"
     for doc in docs:
         doc["lab"] = lab
-        schema.validate(doc, where=doc["source"], writing=True)
+        validation.validate(doc, where=doc["source"], writing=True)
     table = pa.Table.from_pylist(rows(docs), schema=_arrow_schema())
-    bundle = {"schema": EXPORT_FORMAT, "schema_version": schema.SCHEMA_VERSION, "lab": lab,
+    bundle = {"schema": EXPORT_FORMAT, "schema_version": validation.SCHEMA_VERSION, "lab": lab,
               "results": docs}
     with atomic_dir(out) as tmp:
         (tmp / "data").mkdir()
         pq.write_table(table, tmp / DATA_FILE)
-        (tmp / schema.RESULTS_FILE).write_text(json.dumps(bundle, indent=1, default=str) + "\n",
+        (tmp / documents.RESULTS_FILE).write_text(json.dumps(bundle, indent=1, default=str) + "\n",
                                                encoding="utf-8")
         (tmp / CARD_FILE).write_text(card(docs, lab), encoding="utf-8")
     return docs

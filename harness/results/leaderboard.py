@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.results import schema
+from harness.results import documents
 from harness.results.diff import task_differences
 from harness.results.export import machine_words
 
@@ -49,7 +49,7 @@ def contenders(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[st
                                                                   strict=True))
             values = [v for _, v in pairs]
             out.append({**items[0], "seeds": [s for s, _ in pairs], "values": values,
-                        **schema.summary(values),
+                        **documents.summary(values),
                         "machine": ", ".join(sorted({i["machine"] for i in items}))})
         else:
             out += items
@@ -199,7 +199,7 @@ def write(paths: list[str], out: str | Path, host: Any = None) -> list[dict[str,
 
     out = Path(out)
     check_out(out)
-    docs = schema.load_all(paths, host)
+    docs = documents.load_all(paths, host)
     if not any(doc["entries"] for doc in docs):
         raise HarnessError("no result to rank: the inputs hold no numeric result")
     sources = [str(p) for p in paths]
