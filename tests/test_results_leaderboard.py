@@ -145,3 +145,26 @@ def test_two_labs_exports_of_table_1_merge(tmp_path: Path) -> None:
         ("vae", "lab-paper", "steps 2000", "14.97"), ("vae", "lab-cpu", "steps 1000", "16.14"),
         ("rrae", "lab-cpu", "steps 1000", "50.7"), ("rrae", "lab-paper", "steps 2000", "51.44")]
     assert "Not comparable" not in rec
+
+
+def test_a_retrained_extractor_splits_the_committed_fashion_mnist_results(tmp_path: Path) -> None:
+    """Table 2 (paper-real) was scored with the domain extractor v2, the baselines with v3:
+    their reconstruction errors share one ranking, their FIDs do not, and the page says why."""
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    for lab, name in (("lab-table2", "paper-real-fashion-mnist-cpu"),
+                      ("lab-baselines", "baselines-cpu-fashion-mnist")):
+        assert cli("export", str(results / name), "--out", str(tmp_path / lab),
+                   "--lab", lab).code == 0
+    res = cli("leaderboard", str(tmp_path / "lab-table2"), str(tmp_path / "lab-baselines"),
+              "--out", str(tmp_path / "site"))
+    assert res.code == 0, res.err
+    md = (tmp_path / "site" / "leaderboard.md").read_text()
+    rec = _section(md, "fashion-mnist/reconstruction/rec_error_percent")
+    assert "labs: lab-baselines, lab-table2" in rec and "Not comparable" not in rec
+    fid = _section(md, "fashion-mnist/random-generation/fid")
+    assert "labs: lab-baselines\n" in fid
+    excluded = [line for line in fid.splitlines() if line.startswith("- ")]
+    assert sorted(line.split()[1] for line in excluded) == ["ae", "rrae", "vae", "vrrae"]
+    assert all("(lab-table2" in line and "extractor weights differ: feature_extractor "
+               "domain-cnn v3 penultimate 128 vs domain-cnn v2 penultimate 128" in line
+               for line in excluded), excluded
