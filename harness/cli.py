@@ -206,6 +206,61 @@ def report_cmd(run_dirs: tuple[str, ...], fmt: str, wide: bool, output: str | No
         click.echo(text, nl=False)
 
 
+@cli.command(name="diff")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--strict", is_flag=True,
+              help="Count training-configuration and environment differences too.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def diff_cmd(a: str, b: str, strict: bool, as_json: bool) -> None:
+    """Whether two results (runs, benchmark folders, exports) are comparable, and if not why,
+    most important first. Exit 0: comparable, 1: not, 2: bad input (docs/results.md)."""
+    from harness.results import diff, documents
+
+    host = get_host()
+    found = diff.compare(documents.load(a, host), documents.load(b, host),
+                         labels=(f"A = {a}", f"B = {b}"), strict=strict)
+    click.echo(json.dumps(found.as_dict(), indent=2) if as_json else found.text())
+    sys.exit(0 if found.comparable else 1)
+
+
+@cli.command(name="export")
+@click.argument("sources", nargs=-1, required=True, metavar="RUN_OR_BENCHMARK...")
+@click.option("--out", required=True, type=click.Path(), help="A new folder.")
+@click.option("--lab", default=None, help="Who produced the results (default: the host name).")
+@click.option("--push-to-hub", "repo", default=None, metavar="REPO",
+              help="Then upload the folder as a Hugging Face dataset repository.")
+@click.option("--private", is_flag=True, help="With --push-to-hub: a private repository.")
+def export_cmd(sources: tuple[str, ...], out: str, lab: str | None, repo: str | None,
+               private: bool) -> None:
+    """Write runs' or benchmarks' results as a Hugging Face dataset folder (parquet + card)
+    and plain JSON (docs/results.md)."""
+    from harness.results import export
+
+    if repo:
+        export.hub_api()
+    docs = export.export(list(sources), out, lab=lab, host=get_host())
+    click.echo(f"exported {sum(len(d['entries']) for d in docs)} results of {len(docs)} "
+               f"source(s) to {out} ({export.DATA_FILE}, results.json, README.md)")
+    if repo:
+        click.echo(f"uploaded: {export.push_to_hub(out, repo, private=private)}")
+
+
+@cli.command(name="leaderboard")
+@click.argument("sources", nargs=-1, required=True, metavar="DIR_OR_FILES...")
+@click.option("--out", required=True, type=click.Path(), help="The site folder.")
+def leaderboard_cmd(sources: tuple[str, ...], out: str) -> None:
+    """One static HTML page (and Markdown) ranking models per task from exported results,
+    comparable ones only; the others listed with the reason (docs/results.md)."""
+    from harness.results import leaderboard
+
+    boards = leaderboard.write(list(sources), out, get_host())
+    split = sum(1 for b in boards if b["excluded"])
+    click.echo(f"leaderboard written: {Path(out) / leaderboard.PAGE_FILE} (and "
+               f"{leaderboard.MARKDOWN_FILE}): {len(boards)} task(s), {split} with results "
+               "that are not comparable with the ranking")
+
+
 def _slurm_options(fn: Any) -> Any:
     """The ``--executor`` options of ``harness benchmark`` (harness.benchmark.executors)."""
     options = [

@@ -395,10 +395,14 @@ def write_report(out: str | Path, host: Any) -> dict[str, Path]:
     csv_text[0] += ",budget"
     csv_text[1:] = [line + f",{state['budget']}" for line in csv_text[1:]]
     atomic_write_text(paths["csv"], "\n".join(csv_text) + "\n")
-    atomic_write_text(paths["json"], json.dumps(
+    report = json.loads(json.dumps(
         {"suite": state["suite"]["name"], "budget": state["budget"], "seeds": state["seeds"],
          "machine": state.get("machine"), "rows": rows, "claims": found_claims,
          "sweep_selection": state.get("sweep_selection") or state.get("beta_selection") or [],
-         "runs": state["runs"]}, indent=2, default=str) + "\n")
+         "runs": state["runs"]}, default=str))
+    from harness.results.validation import validate  # the result schema (docs/results.md)
+
+    validate(report, "benchmark_report", where=str(paths["json"]), writing=True)
+    atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
     atomic_write_text(paths["html"], _html(state, secs, found_claims, figs))
     return paths
