@@ -345,7 +345,9 @@ def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, spl
     label = _plugin_label(host, "metric", name)
     base = {"protocol": protocol, "split": "train", "source": name}
     try:
-        result = metric(data, reference, splits.info, device=device)
+        # a metric that reports a null on held-out images (memorisation) gets the test split
+        held_out = {"held_out": splits.test} if getattr(metric, "uses_held_out", False) else {}
+        result = metric(data, reference, splits.info, device=device, **held_out)
         extra, _ = to_json(_optional(metric, "stamp"), strict=False)
         details, _ = to_json(_optional(metric, "details"), strict=False)
         elapsed = time.perf_counter() - start
