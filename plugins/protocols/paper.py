@@ -38,7 +38,7 @@ N_PREVIEW = 64
 __all__ = [
     "SAMPLERS", "Codes", "Interpolation", "RandomGeneration", "Reconstruction", "fit_gmm",
     "interpolate_codes", "interpolation_pairs", "reconstruction_error", "sample_codes",
-    "sample_gaussian", "sample_prior",
+    "sample_gaussian", "sample_prior", "gmm_fit_report", "GMM_MAX_ITER",
 ]
 
 
@@ -152,22 +152,48 @@ SAMPLERS = {
 }
 
 
-def fit_gmm(codes: torch.Tensor, n_components: int, seed: int) -> Any:
-    """scikit-learn GaussianMixture (full covariance) fitted on the codes, seeded. Refuses
-    more components than codes (sklearn would fail with a less helpful message)."""
+#: scikit-learn's default EM cap, kept as the default so committed numbers reproduce; pythae
+#: fits its mixture with 2000 (``eval.random-generation.gmm_max_iter``)
+GMM_MAX_ITER = 100
+
+
+def fit_gmm(codes: torch.Tensor, n_components: int, seed: int,
+            max_iter: int = GMM_MAX_ITER) -> Any:  # fmt: skip
+    """scikit-learn GaussianMixture (full covariance) fitted on the codes, seeded, at most
+    ``max_iter`` EM iterations. Refuses more components than codes (sklearn would fail with
+    a less helpful message)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
     if n_components > codes.shape[0]:
         raise ConfigError(f"eval.random-generation.gmm_components={n_components} is more than "
                           f"the {codes.shape[0]} training codes; lower it")
-    gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed)
-    gmm.fit(codes.double().numpy())
+    gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed,
+                          max_iter=max_iter)  # fmt: skip
+    with warnings.catch_warnings():  # recorded by gmm_fit_report instead
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm.fit(codes.double().numpy())
     return gmm
 
 
-def sample_codes(codes: torch.Tensor, n_samples: int, n_components: int, seed: int) -> torch.Tensor:
-    """Fit the GMM on ``codes`` and draw ``n_samples`` codes, shuffled with ``seed``."""
-    gmm = fit_gmm(codes, n_components, seed)
+def gmm_fit_report(gmm: Any) -> dict[str, Any]:
+    """Whether EM converged (scikit-learn's tolerance on the lower bound), after how many
+    iterations, and the final per-code log-likelihood lower bound."""
+    return {"gmm_converged": bool(gmm.converged_), "gmm_n_iter": int(gmm.n_iter_),
+            "gmm_max_iter": int(gmm.max_iter),
+            "gmm_log_likelihood": float(gmm.lower_bound_)}  # fmt: skip
+
+
+def sample_codes(codes: torch.Tensor, n_samples: int, n_components: int, seed: int,
+                 max_iter: int = GMM_MAX_ITER,
+                 report: dict[str, Any] | None = None) -> torch.Tensor:  # fmt: skip
+    """Fit the GMM on ``codes`` and draw ``n_samples`` codes, shuffled with ``seed``;
+    ``report`` (a dict) receives :func:`gmm_fit_report`."""
+    gmm = fit_gmm(codes, n_components, seed, max_iter)
+    if report is not None:
+        report.update(gmm_fit_report(gmm))
     samples, _ = gmm.sample(n_samples)
     order = np.random.default_rng(seed).permutation(n_samples)
     return torch.from_numpy(samples[order]).float()
@@ -200,10 +226,13 @@ class RandomGenerationConfig:
     n_samples: int = 1250
     gmm_components: int = 10
     sampler: str = "gmm"
+    #: EM iterations at most (scikit-learn's 100; pythae uses 2000). Whether the fit
+    #: converged, its iterations and log-likelihood are in the protocol's details
+    gmm_max_iter: int = GMM_MAX_ITER
 
     def __post_init__(self) -> None:
         _positive("random-generation", n_samples=self.n_samples,
-                  gmm_components=self.gmm_components)
+                  gmm_components=self.gmm_components, gmm_max_iter=self.gmm_max_iter)
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"eval.random-generation.sampler must be one of "
                               f"{', '.join(SAMPLERS)}, got {self.sampler!r}")
@@ -242,15 +271,16 @@ class RandomGeneration:
                      f"the mixture's responsibilities ({sizes.n_train} codes x "
                      f"{cfg.gmm_components} components)")
 
-    def sample(self, ctx: EvalContext) -> torch.Tensor:
-        """The codes to decode, from the configured sampler."""
+    def sample(self, ctx: EvalContext, report: dict[str, Any] | None = None) -> torch.Tensor:
+        """The codes to decode, from the configured sampler (``report``: the GMM's fit)."""
         cfg = self.config
         if cfg.sampler == "prior":
             return sample_prior(int(ctx.model.bottleneck_dim), cfg.n_samples, ctx.seed)
         codes = ctx.encode_split("train")
         if cfg.sampler == "gaussian":
             return sample_gaussian(codes, cfg.n_samples, ctx.seed)
-        return sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed)
+        return sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed,
+                            cfg.gmm_max_iter, report)
 
     def stamp(self) -> dict[str, Any]:
         """What defines the samples; the sampler is part of it, so two samplers never share
@@ -260,22 +290,28 @@ class RandomGeneration:
                                "reference": "train"}
         if cfg.sampler == "gmm":
             out["gmm_components"] = cfg.gmm_components
+            if cfg.gmm_max_iter != GMM_MAX_ITER:  # the default's stamp is the one before it
+                out["gmm_max_iter"] = cfg.gmm_max_iter
         if cfg.sampler != "prior":
             out["codes"] = "model.encode(train)"
         return out
 
     def run(self, ctx: EvalContext) -> ProtocolOutput:
         self.check_model(ctx.model)
-        images = ctx.decode(self.sample(ctx))
+        fit: dict[str, Any] = {}
+        images = ctx.decode(self.sample(ctx, fit))
         cfg = self.config
         ctx.log(f"random-generation: {images.shape[0]} images ({cfg.sampler})")
+        if fit and not fit["gmm_converged"]:
+            ctx.log(f"random-generation: the GMM did not converge in {fit['gmm_n_iter']} EM "
+                    "iterations; raise eval.random-generation.gmm_max_iter (pythae: 2000)")
         how = {"gmm": f"GMM samples ({cfg.gmm_components} components)",
                "gaussian": "samples of one Gaussian fitted to the codes",
                "prior": "samples of the prior N(0, I)"}[cfg.sampler]
         labels = GridLabels(title=f"Random generation: the first {min(N_PREVIEW, len(images))}"
                                   f" of {len(images)} decoded {how}")
         return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8,
-                              preview_labels=labels, stamp=self.stamp())
+                              preview_labels=labels, stamp=self.stamp(), details=fit)
 
 
 # ------------------------------------------------------------------------------ interpolation
