@@ -64,8 +64,9 @@ CHUNK = 2048
 GRAM_TOLERANCE = 1e-9
 
 
-def _sq_norms(x: torch.Tensor) -> torch.Tensor:
-    return (x * x).sum(1)
+def _sq_norms(x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Squared row norms, a block of rows at a time (no temporary as large as ``x``)."""
+    return torch.cat([(part * part).sum(1) for part in x.split(chunk)]) if len(x) else x.sum(1)
 
 
 def _gram_sq(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor,
