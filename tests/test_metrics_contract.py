@@ -232,3 +232,36 @@ def test_save_samples_exports_reference_stats_in_pytorch_fid_layout(
     assert stamp["feature_extractor"].startswith("domain-cnn")
     images = np.load(tmp_path / "samples" / "random-generation.npz")["images"]
     assert images.shape == (24, 16, 16, 1) and images.dtype == np.uint8
+
+
+def test_evaluate_hands_memorisation_the_test_split_for_its_held_out_null() -> None:
+    from harness_plugins.metrics.neighbours import Memorisation, authenticity
+    from harness_plugins.protocols.paper import RandomGeneration, RandomGenerationConfig
+
+    from harness.configuration.run_config import EvalConfig
+    from harness.evaluation.evaluate import evaluate
+
+    class Pixels:
+        name = "pixels"
+
+        def __call__(self, images: torch.Tensor, device: object = None) -> torch.Tensor:
+            return images.double().flatten(1)
+
+        def describe(self) -> dict[str, str]:
+            return {"feature_extractor": "pixels (test)", "feature_weights_sha256": ""}
+
+    toy = _labelled_toy(120)
+    g = torch.Generator().manual_seed(5)
+    test = TensorDataset(torch.rand(40, 1, 16, 16, generator=g), torch.zeros(40).long())
+    splits = DataSplits(toy.info, toy.train, test)
+    records = evaluate(Tiny(), splits, EvalConfig(), seed=0,
+                       protocols=[("random-generation",
+                                   RandomGeneration(RandomGenerationConfig(16, 1)))],
+                       metrics=[("memorisation", Memorisation(extractor=Pixels()))],
+                       progress=False)  # fmt: skip
+    values = {r["metric"]: r["value"] for r in records if r.get("source") == "memorisation"}
+    train = torch.stack([toy.train[i][0] for i in range(120)]).double().flatten(1)
+    null = authenticity(train, test.tensors[0].double().flatten(1))
+    assert values["memorised_held_out"] == null["memorised"]
+    assert values["authenticity_held_out"] == null["authenticity"]
+    assert {"authenticity", "memorised"} <= set(values)
