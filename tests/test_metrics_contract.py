@@ -265,3 +265,56 @@ def test_evaluate_hands_memorisation_the_test_split_for_its_held_out_null() -> N
     assert values["memorised_held_out"] == null["memorised"]
     assert values["authenticity_held_out"] == null["authenticity"]
     assert {"authenticity", "memorised"} <= set(values)
+
+
+def test_reference_option_scores_against_test_or_both_with_the_train_test_gap() -> None:
+    from harness_plugins.protocols.paper import (
+        Interpolation,
+        InterpolationConfig,
+        RandomGeneration,
+        RandomGenerationConfig,
+    )
+
+    from harness.configuration.run_config import EvalConfig
+    from harness.errors import ConfigError
+    from harness.evaluation.evaluate import evaluate
+
+    class MeanGap:
+        """|mean pixel of the images − mean pixel of the reference|."""
+
+        name = "mean-gap"
+        higher_is_better = False
+        inputs = ("samples",)
+
+        def __call__(self, images: torch.Tensor, reference: Any, info: Any,
+                     device: Any = None) -> dict[str, float]:  # fmt: skip
+            ref = torch.stack([reference[i][0] for i in range(len(reference))])
+            return {"mean_gap": float((images.mean() - ref.mean()).abs())}
+
+        def stamp(self) -> dict[str, str]:
+            return {"reference": "train"}  # as fid's stamp says: the protocol's choice wins
+
+    toy = _labelled_toy(60)
+    test_images = torch.full((20, 1, 16, 16), 0.9)
+    splits = DataSplits(toy.info, toy.train, TensorDataset(test_images, torch.zeros(20).long()))
+    metric = MeanGap()
+
+    def run(reference: str) -> dict[str, dict[str, Any]]:
+        protocol = RandomGeneration(RandomGenerationConfig(16, 1, reference=reference))
+        recs = evaluate(Tiny(), splits, EvalConfig(), seed=0,
+                        protocols=[("random-generation", protocol)],
+                        metrics=[("mean-gap", metric)], progress=False)  # fmt: skip
+        return {r["metric"]: r for r in recs if r.get("source") == "mean-gap"}
+
+    train, test, both = run("train"), run("test"), run("both")
+    assert set(train) == {"mean_gap"} and train["mean_gap"]["stamp"]["reference"] == "train"
+    assert test["mean_gap"]["stamp"]["reference"] == "test" and test["mean_gap"]["split"] == "test"
+    assert test["mean_gap"]["value"] != pytest.approx(train["mean_gap"]["value"])
+    assert both["mean_gap"]["value"] == pytest.approx(train["mean_gap"]["value"])
+    assert both["mean_gap_test"]["value"] == pytest.approx(test["mean_gap"]["value"])
+    assert both["mean_gap_gap"]["value"] == pytest.approx(
+        test["mean_gap"]["value"] - train["mean_gap"]["value"])
+    assert RandomGeneration().stamp()["reference"] == "train"  # the paper's, the default
+    assert Interpolation(InterpolationConfig(reference="test")).config.reference == "test"
+    with pytest.raises(ConfigError, match="reference must be one of"):
+        RandomGenerationConfig(reference="validation")

@@ -38,8 +38,21 @@ N_PREVIEW = 64
 __all__ = [
     "SAMPLERS", "Codes", "Interpolation", "RandomGeneration", "Reconstruction", "fit_gmm",
     "interpolate_codes", "interpolation_pairs", "reconstruction_error", "sample_codes",
-    "sample_gaussian", "sample_prior", "gmm_fit_report", "GMM_MAX_ITER",
+    "sample_gaussian", "sample_prior", "gmm_fit_report", "GMM_MAX_ITER", "REFERENCES",
 ]
+
+
+#: what the metrics compare a protocol's images with (``eval.<protocol>.reference``): the
+#: training split (the paper, A.4: "between the feature vectors of the training data and
+#: those of the generated images"), the held-out test split, or both, which also records the
+#: train-vs-test gap of every value (``<value>_test``, ``<value>_gap`` = test − train)
+REFERENCES = ("train", "test", "both")
+
+
+def _check_reference(section: str, reference: str) -> None:
+    if reference not in REFERENCES:
+        raise ConfigError(f"eval.{section}.reference must be one of {', '.join(REFERENCES)} "
+                          f"(train: the paper's), got {reference!r}")
 
 
 def _positive(section: str, **values: int) -> None:
@@ -229,10 +242,13 @@ class RandomGenerationConfig:
     #: EM iterations at most (scikit-learn's 100; pythae uses 2000). Whether the fit
     #: converged, its iterations and log-likelihood are in the protocol's details
     gmm_max_iter: int = GMM_MAX_ITER
+    #: the split the metrics compare the samples with (``REFERENCES``; stamped)
+    reference: str = "train"
 
     def __post_init__(self) -> None:
         _positive("random-generation", n_samples=self.n_samples,
                   gmm_components=self.gmm_components, gmm_max_iter=self.gmm_max_iter)
+        _check_reference("random-generation", self.reference)
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"eval.random-generation.sampler must be one of "
                               f"{', '.join(SAMPLERS)}, got {self.sampler!r}")
@@ -287,7 +303,7 @@ class RandomGeneration:
         a report column (the ``gmm`` stamp is the one results had before the option)."""
         cfg = self.config
         out: dict[str, Any] = {"n_samples": cfg.n_samples, "sampler": SAMPLERS[cfg.sampler],
-                               "reference": "train"}
+                               "reference": cfg.reference}
         if cfg.sampler == "gmm":
             out["gmm_components"] = cfg.gmm_components
             if cfg.gmm_max_iter != GMM_MAX_ITER:  # the default's stamp is the one before it
@@ -336,13 +352,16 @@ def interpolate_codes(za: torch.Tensor, zb: torch.Tensor, n_interp: int) -> torc
 
 @dataclass
 class InterpolationConfig:
-    """``eval.interpolation``: pairs of training images, interior points per pair."""
+    """``eval.interpolation``: pairs of training images, interior points per pair, and the
+    split the metrics compare them with (``REFERENCES``; stamped)."""
 
     n_pairs: int = 250
     n_interp: int = 5
+    reference: str = "train"
 
     def __post_init__(self) -> None:
         _positive("interpolation", n_pairs=self.n_pairs, n_interp=self.n_interp)
+        _check_reference("interpolation", self.reference)
 
 
 class Interpolation:
@@ -386,4 +405,4 @@ class Interpolation:
                 "n_pairs": cfg.n_pairs, "n_interp": cfg.n_interp,
                 "t": "i/(n_interp+1), i=1..n_interp (interior points)",
                 "pairs": "seeded random pairs of distinct training images",
-                "reference": "train"})
+                "reference": cfg.reference})
