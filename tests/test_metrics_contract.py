@@ -318,3 +318,19 @@ def test_reference_option_scores_against_test_or_both_with_the_train_test_gap() 
     assert Interpolation(InterpolationConfig(reference="test")).config.reference == "test"
     with pytest.raises(ConfigError, match="reference must be one of"):
         RandomGenerationConfig(reference="validation")
+
+
+def test_test_reference_values_and_gaps_are_named_from_the_metrics_display() -> None:
+    from harness.evaluation.display import describe
+    from harness.host.plugins import host_or_default
+
+    host = host_or_default(None)
+
+    def shown(key: str) -> Any:
+        return describe({"metric": key, "source": "memorisation", "higher_is_better": True},
+                        host)
+
+    assert shown("memorised_test").higher_is_better is False  # the value's own direction
+    assert shown("memorised_test").name.endswith(", against the test split")
+    assert shown("memorised_gap").higher_is_better is None
+    assert shown("memorised_gap").name.startswith("memorised (")
