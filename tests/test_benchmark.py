@@ -13,7 +13,7 @@ import pytest
 
 from harness.api import DataConfig
 from harness.benchmark import suite_runner as benchmark
-from harness.benchmark.report import claims
+from harness.benchmark.report import claims, judge
 from harness.cli import main
 from harness.errors import ConfigError, HarnessError
 from harness.training.validation_split import carve_validation
@@ -153,6 +153,14 @@ def test_claim_statistics_equal_scipys_tests_and_pair_runs_that_share_seeds() ->
         == "not supported"
     assert ev.verdict("lower", [ev.mean_difference(a, row([v + 1 for v in a_vals]))]) \
         == "supported"  # paired: a constant shift of 1 on every seed is conclusive
+    steady = {**a, "std": 0.0}  # a rival with no spread: the ratio is infinite, supported
+    assert ev.verdict("wider", [ev.variance_ratio(a, steady)]) == "supported"
+    col = "random-generation/gaussian_fit_error_percent"
+    by = {("bumps", "vae", col): a, ("bumps", "vrrae", col): steady}
+    found = judge({"text": "wider", "metric": col, "test": "wider", "model": "vae",
+                   "than": ["vrrae"]}, "bumps", by)
+    assert found["verdict"] == "supported" and found["comparisons"][0]["high"] is None
+    json.dumps(found, allow_nan=False)  # stored JSON-safe
 
 
 def test_real_suite_claims_cover_the_datasets_run_and_the_mnist_exception() -> None:

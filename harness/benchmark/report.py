@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +103,11 @@ def judge(claim: dict[str, Any], dataset: str, by: dict[Any, Any]) -> dict[str, 
     evidence += f" ({metric}; {'seeds ' + ','.join(map(str, used)) if used else 'no runs'})"
     if claim.get("note"):
         evidence += f". Note: {claim['note']}"
+    # JSON-safe: an infinite bound (a rival with no spread at all) is stored as null
+    stored = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+               for k, v in c.items()} for c in comparisons]
     return {"claim": claim["text"], "dataset": dataset, "verdict": verdict,
-            "evidence": evidence, "comparisons": comparisons}
+            "evidence": evidence, "comparisons": stored}
 
 
 def paper_rows(state: dict[str, Any], by: dict[Any, Any]) -> tuple[list[str], list[list[str]],
