@@ -49,7 +49,7 @@ def measure(metric: str, n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,60000,200000")
-    parser.add_argument("--prdc-sizes", default="10000,20000")
+    parser.add_argument("--prdc-sizes", default="10000,20000,60000")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", nargs=2, metavar=("METRIC", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()

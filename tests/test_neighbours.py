@@ -196,6 +196,17 @@ def test_memorisation_compares_with_every_training_image_and_reports_the_held_ou
     assert out["memorised_held_out"] == null["memorised"]
     assert 0.0 < out["memorised_held_out"] < 1.0  # chance, not copying
     assert metric.stamp()["n_held_out"] == 120 and metric.stamp()["n_reference"] == 300
+    calls: list[int] = []
+
+    class Counting(FlatExtractor):
+        def __call__(self, images: torch.Tensor, device: Any = None) -> torch.Tensor:
+            calls.append(images.shape[0])
+            return super().__call__(images, device)
+
+    counting = Memorisation(extractor=Counting())
+    counting(late_copies, reference, info, held_out=held_out)
+    counting(late_copies, reference, info, held_out=held_out)  # a second protocol
+    assert calls.count(120) == 1 and calls.count(50) == 2  # the held-out features once
     fresh = metric(test[:60], reference, info)  # no held-out split given: no null
     assert set(fresh) == {"authenticity", "memorised"}
     with pytest.raises(HarnessError, match="n_held_out"):

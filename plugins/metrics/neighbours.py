@@ -339,6 +339,11 @@ class Memorisation(NeighbourMetric):
                                            "null: chance)", "fraction", None),
     }
 
+    def __init__(self, config: Any = None, *, progress: bool = False,
+                 extractor: Any = None) -> None:  # fmt: skip
+        super().__init__(config, progress=progress, extractor=extractor)
+        self._held_out: dict[tuple[Any, ...], torch.Tensor] = {}
+
     def __call__(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *,
                  device: Any = None, held_out: Dataset | None = None) -> dict[str, float]:  # fmt: skip
         c = self.config
@@ -346,11 +351,7 @@ class Memorisation(NeighbourMetric):
         values = authenticity(real, fake, chunk=c.chunk, device=_device(device))
         n_null = 0
         if held_out is not None and c.n_held_out > 0 and len(held_out):  # type: ignore[arg-type]
-            idx = subset_indices(len(held_out), c.n_held_out)  # type: ignore[arg-type]
-            null_set = held_out if idx is None else Subset(held_out, idx)
-            null = torch.cat(list(self._features(extractor, image_batches(null_set, c.batch_size),
-                                                 device, "the held-out images",
-                                                 len(null_set))))  # type: ignore[arg-type]
+            null = self._held_out_features(extractor, held_out, device)
             n_null = null.shape[0]
             values.update({f"{key}_held_out": value for key, value in
                            authenticity(real, null, chunk=c.chunk, device=_device(device)).items()})
@@ -359,6 +360,21 @@ class Memorisation(NeighbourMetric):
                           "memorised: the rest",
                      held_out="test" if n_null else None, n_held_out=n_null)  # fmt: skip
         return values
+
+
+    def _held_out_features(self, extractor: Any, held_out: Dataset, device: Any) -> torch.Tensor:
+        """Features of the null's held-out images (up to ``n_held_out``, seed-0 subset),
+        extracted once per evaluation (random generation and interpolation share them)."""
+        c = self.config
+        key = (id(held_out), len(held_out), c.n_held_out)  # type: ignore[arg-type]
+        cache = self._held_out
+        if key not in cache:
+            idx = subset_indices(len(held_out), c.n_held_out)  # type: ignore[arg-type]
+            chosen = held_out if idx is None else Subset(held_out, idx)
+            cache[key] = torch.cat(list(self._features(
+                extractor, image_batches(chosen, c.batch_size), device, "the held-out images",
+                len(chosen))))  # type: ignore[arg-type]
+        return cache[key]
 
 
 def _device(device: Any) -> Any:
