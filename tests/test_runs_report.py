@@ -81,7 +81,9 @@ def test_report_means_and_stds_over_seeds(tmp_path: Path) -> None:
     assert "| ae | mnist |" in md
     csv_text = report.to_csv(rows)
     assert csv_text.splitlines()[0] == (
-        "model,dataset,config,protocol,metric,stamp,mean,std,n,seeds")
+        "model,dataset,config,protocol,metric,stamp,mean,std,n,seeds,values")
+    assert rec["values"] == [[0, 26.0], [1, 28.0]]  # each run's number is kept
+    assert any(line.endswith(",0 1,0:26.0 1:28.0") for line in csv_text.splitlines())
     assert json.loads(report.to_json(rows))[0]["n"] in (1, 2)
 
 
