@@ -62,6 +62,24 @@ def test_a_changed_default_without_a_bump_is_caught() -> None:
     assert tasks.unbumped_changes(
         {"protocol:random-generation": tasks.defaults_fingerprint(OnlyBatch)}, recorded) == []
 
+    class NewOption(RandomGeneration):  # added with the old behaviour as its default: no bump,
+        @dataclasses.dataclass          # but it must be recorded
+        class Config(RandomGenerationConfig):
+            temperature: float = 1.0
+
+    (problem,) = tasks.unbumped_changes(
+        {"protocol:random-generation": tasks.defaults_fingerprint(NewOption)}, recorded)
+    assert "record them" in problem and "bump" not in problem, problem
+
+    class Removed(RandomGeneration):  # a recorded option gone: its number may move
+        @dataclasses.dataclass
+        class Config:
+            n_samples: int = 1250
+
+    (problem,) = tasks.unbumped_changes(
+        {"protocol:random-generation": tasks.defaults_fingerprint(Removed)}, recorded)
+    assert "bump" in problem, problem
+
 
 def _changed_pins(a: dict, b: dict, data_a: dict | None = None, data_b: dict | None = None):
     pa, pb = tasks.pins(a, data_a), tasks.pins(b, data_b)
