@@ -107,6 +107,13 @@ def compare_rae_l2(x: torch.Tensor, lines: list[str]) -> None:
                for g, p in zip(g_mine, params, strict=True)]
     lines.append(f"| RAE_L2 gradient: ours − 2λθ_D vs pythae (max abs diff) | "
                  f"{max_diff(shifted, g_peer):.2e} | | |")
+    # the conversion: ours at λ/2 steps like pythae's Adam with weight_decay = λ (which adds λθ)
+    half = ours("rae", reg="l2", beta=beta, reg_weight=lam / 2)
+    g_half = grads(half(x, StepContext())["total"], list(half.parameters()))
+    decayed = [g + lam * p if id(p) in dec_ids else g
+               for g, p in zip(g_peer, params, strict=True)]
+    lines.append(f"| RAE_L2 gradient: ours at reg_weight λ/2 vs pythae's loss gradient + λθ_D "
+                 f"(Adam weight_decay λ) (max abs diff) | {max_diff(g_half, decayed):.2e} | | |")
 
 
 def compare_rae_gp(x: torch.Tensor, lines: list[str]) -> None:
@@ -158,6 +165,36 @@ def compare_wae(x: torch.Tensor, lines: list[str]) -> None:
                  f"{max_diff(grads(mine['total'], params), grads(loss, params)):.2e} | | |")
 
 
+def reconstruction_scale(x: torch.Tensor, lines: list[str]) -> float:
+    """The two data terms on the same batch and weights, and the factor between their
+    gradients: a papers' λ (squared error) times this factor keeps the same balance of
+    gradients under the relative error."""
+    from harness_plugins.autoencoders.models import relative_error
+
+    model = ours("wae")
+    x_hat = model.decoder(model.encode(x)).detach().requires_grad_(True)
+    rel, sq = relative_error(x_hat, x, StepContext()), model.reconstruction(x_hat, x,
+                                                                            StepContext())
+    (g_rel,), (g_sq,) = torch.autograd.grad(rel, x_hat), torch.autograd.grad(sq, x_hat)
+    factor = float(g_rel.norm() / g_sq.norm())
+    lines += [f"| data term on this batch: relative error (%) | {rel.item():.6g} | | |",
+              f"| data term on this batch: squared error per sample | {sq.item():.6g} | | |",
+              f"| gradient ratio relative / squared (λ conversion factor) | {factor:.4g} | | |"]
+    return factor
+
+
+CONVENTIONS = """
+## Conventions (the harness's choice, pythae 0.1.2's, why; docs/models.md)
+
+| convention | harness | pythae | why this choice | checked above |
+|---|---|---|---|---|
+| RAE-L2 decoder penalty | λ‖θ_D‖² in the loss (RAE paper eq. 11), `reg_weight` 1e-7 | Adam `weight_decay` = λ: gradient λθ, i.e. (λ/2)‖θ_D‖² | the paper's definition, independent of the optimizer (the harness trains with AdaBelief); pythae's λ is ours ×2: `reg_weight` = λ_pythae / 2 | gradient: ours − 2λθ_D = pythae; ours at λ/2 = pythae + λθ_D |
+| RAE-GP gradient penalty | ‖∇_z Σ D(z)‖² (RAE paper: the decoder's smoothness in z) | ‖∇_x Σ D(E(x))‖², w.r.t. the input | the paper's regulariser of the decoder; pythae's also differentiates through the encoder, another quantity | pythae's own function on (D(z), z) = ours; its x-penalty printed |
+| WAE-MMD weight | λ = 10 (the WAE paper, MNIST), swept 0.1–100 in `baselines` | 0.03 | the paper's value for its per-sample squared-error cost, the `rec_loss = "squared"` scale; under the default relative error the suite's validation sweep picks λ | MMD and total equal at λ 10 |
+| data term | `rec_loss = "relative"` (100‖X̂−X‖_F/‖X‖_F, the paper family's) by default; `"squared"` = the papers' | per-sample squared error, batch mean | every model of a comparison trains on the same data term; the papers' λ assume squared error, so their λ do not carry over: each baseline's λ is swept on a validation split, or convert with the factor above (λ_relative ≈ λ_squared × factor at this error level) | both terms and their gradient ratio printed |
+"""
+
+
 def main() -> int:
     from importlib.metadata import version
 
@@ -170,7 +207,8 @@ def main() -> int:
     compare_rae_l2(x, lines)
     compare_rae_gp(x, lines)
     compare_wae(x, lines)
-    text = "\n".join(lines) + "\n"
+    reconstruction_scale(x, lines)
+    text = "\n".join(lines) + "\n" + CONVENTIONS
     print(text)
     atomic_write_text(OUT, text)
     return 0

@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 from typing import Any
@@ -178,22 +179,86 @@ def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
 
 @cli.command(name="report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]),
-              default="markdown", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv", "json"]),
+              default="text", show_default=True,
+              help="text: one table per protocol that fits 100 columns; markdown: every "
+                   "column side by side, with the raw keys; csv, json: every number.")
+@click.option("--wide", is_flag=True, help="text: every column of a protocol in one table, "
+              "however wide.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file.")
-def report_cmd(run_dirs: tuple[str, ...], fmt: str, output: str | None) -> None:
+def report_cmd(run_dirs: tuple[str, ...], fmt: str, wide: bool, output: str | None) -> None:
     """Table of results across runs: mean ± std over seeds, per protocol."""
     from harness.evaluation import tables as report
+    from harness.evaluation.text_table import to_text
     from harness.rundir import contents as runs
 
     rows = report.collect(run_dirs, get_host())
     for line in report.repeated_seeds(rows) + report.mixed_environments(rows):
         click.echo(f"harness: warning: {line}", err=True)
-    text = {"markdown": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[fmt](rows)
+    if fmt == "text":
+        text = to_text(rows, width=None if wide else 100)
+    else:
+        text = {"markdown": report.to_markdown, "csv": report.to_csv,
+                "json": report.to_json}[fmt](rows)
     if output:
         runs.atomic_write_text(output, text)
     else:
         click.echo(text, nl=False)
+
+
+@cli.command(name="diff")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--strict", is_flag=True,
+              help="Count training-configuration and environment differences too.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+def diff_cmd(a: str, b: str, strict: bool, as_json: bool) -> None:
+    """Whether two results (runs, benchmark folders, exports) are comparable, and if not why,
+    most important first. Exit 0: comparable, 1: not, 2: bad input (docs/results.md)."""
+    from harness.results import diff, documents
+
+    host = get_host()
+    found = diff.compare(documents.load(a, host), documents.load(b, host),
+                         labels=(f"A = {a}", f"B = {b}"), strict=strict)
+    click.echo(json.dumps(found.as_dict(), indent=2) if as_json else found.text())
+    sys.exit(0 if found.comparable else 1)
+
+
+@cli.command(name="export")
+@click.argument("sources", nargs=-1, required=True, metavar="RUN_OR_BENCHMARK...")
+@click.option("--out", required=True, type=click.Path(), help="A new folder.")
+@click.option("--lab", default=None, help="Who produced the results (default: the host name).")
+@click.option("--push-to-hub", "repo", default=None, metavar="REPO",
+              help="Then upload the folder as a Hugging Face dataset repository.")
+@click.option("--private", is_flag=True, help="With --push-to-hub: a private repository.")
+def export_cmd(sources: tuple[str, ...], out: str, lab: str | None, repo: str | None,
+               private: bool) -> None:
+    """Write runs' or benchmarks' results as a Hugging Face dataset folder (parquet + card)
+    and plain JSON (docs/results.md)."""
+    from harness.results import export
+
+    if repo:
+        export.hub_api()
+    docs = export.export(list(sources), out, lab=lab, host=get_host())
+    click.echo(f"exported {sum(len(d['entries']) for d in docs)} results of {len(docs)} "
+               f"source(s) to {out} ({export.DATA_FILE}, results.json, README.md)")
+    if repo:
+        click.echo(f"uploaded: {export.push_to_hub(out, repo, private=private)}")
+
+
+@cli.command(name="leaderboard")
+@click.argument("sources", nargs=-1, required=True, metavar="DIR_OR_FILES...")
+@click.option("--out", required=True, type=click.Path(), help="The site folder.")
+def leaderboard_cmd(sources: tuple[str, ...], out: str) -> None:
+    """One static HTML page (and Markdown) ranking models per task from exported results,
+    comparable ones only; the others listed with the reason (docs/results.md)."""
+    from harness.results import leaderboard
+
+    boards = leaderboard.write(list(sources), out, get_host())
+    split = sum(1 for b in boards if b["excluded"])
+    click.echo(f"leaderboard written: {Path(out) / leaderboard.PAGE_FILE} (and "
+               f"{leaderboard.MARKDOWN_FILE}): {len(boards)} task(s), {split} with results "
+               "that are not comparable with the ranking")
 
 
 def _slurm_options(fn: Any) -> Any:
@@ -254,8 +319,7 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
     from harness.benchmark import suite_runner as benchmark
 
     if list_suites:
-        for row in benchmark.list_suites():
-            click.echo(f"{row['name']:<18} {row['description']}  [{row['source']}]")
+        _list_suites(benchmark)
         return
     if args[:1] in (("report",), ("status",)):
         _benchmark_dir_cmd(args)
@@ -282,7 +346,28 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
                    "the same command again collects the finished runs (and writes the report "
                    "once all are done)")
         return
-    benchmark.finish(state, target)
+    benchmark.finish(state, target, host=get_host())
+
+
+def _list_suites(benchmark: Any) -> None:
+    """``harness benchmark --list``: each suite, what it runs, and per budget its number of
+    runs and what the suite says that budget costs."""
+    for row in benchmark.list_suites():
+        click.echo(f"{row['name']:<18} {row['description']}")
+        about = benchmark.suite_overview(row["name"])
+        if "error" in about:
+            click.echo(f"  cannot be read: {about['error']}")
+            continue
+        what = (f"{', '.join(about['models'])} on {', '.join(about['datasets'])}; "
+                f"{about['seeds']} seed{'s' if about['seeds'] > 1 else ''}; from {row['source']}")
+        click.echo(textwrap.fill(what, 100, initial_indent="  ", subsequent_indent="    ",
+                                 break_on_hyphens=False, break_long_words=False))
+        for b in about["budgets"]:
+            runs = f"{b['runs']} runs" + (f" ({b['sweep']} sweep)" if b["sweep"] else "")
+            head = f"  --budget {b['budget']:<6} {runs:<20} "
+            click.echo(textwrap.fill(b["note"], 100, initial_indent=head,
+                                     subsequent_indent=" " * len(head)) if b["note"]
+                       else head.rstrip())
 
 
 def _benchmark_dir_cmd(args: tuple[str, ...]) -> None:

@@ -277,3 +277,26 @@ def test_reload_without_recorded_shape_needs_info(tmp_path: Path) -> None:
         M.load_pretrained(tmp_path)
     loaded = M.load_pretrained(tmp_path, info=DatasetInfo("test", (1, 16, 16)))
     torch.testing.assert_close(loaded.basis, model.basis, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["vae", "vrrae"])
+def test_kl_reduction_mean_makes_beta_independent_of_the_batch_size(name: str) -> None:
+    """sum (the paper's, default): total = rec + β KL_sum, so β's weight grows with B;
+    mean: total = rec + β KL_sum / B, and β_mean = B β_sum trains identically."""
+    assert M.MODELS[name].Config().kl_reduction == "sum"
+    x = images(8)
+    summed = build(name, beta=0.01)
+    out = summed(x, StepContext(seed=3))
+    assert out["total"].item() == pytest.approx(out["rec"].item() + 0.01 * out["kl"].item(),
+                                                rel=1e-6)
+    mean = build(name, beta=0.01 * 8, kl_reduction="mean")
+    out_mean = mean(x, StepContext(seed=3))
+    assert out_mean["kl"].item() == pytest.approx(out["kl"].item(), rel=1e-6)  # reported summed
+    assert out_mean["total"].item() == pytest.approx(out["total"].item(), rel=1e-6)
+    # the same β per sample at batch 4 and 8: the KL's share no longer grows with B
+    per = [build(name, beta=0.5, kl_reduction="mean")(images(b), StepContext(seed=3))
+           for b in (4, 8)]
+    assert [(p["total"] - p["rec"]).item() for p in per] == pytest.approx(
+        [0.5 * p["kl"].item() / b for p, b in zip(per, (4, 8), strict=True)], abs=1e-4)
+    with pytest.raises(M.ModelConfigError, match="kl_reduction"):
+        build(name, kl_reduction="batchmean")

@@ -117,14 +117,34 @@ def test_irmae_is_l_bias_free_square_layers_and_its_loss_is_rec() -> None:
     assert len(build("irmae", n_linear=2).latent_map) == 2
 
 
-def test_lorae_total_is_rec_plus_lambda_times_the_nuclear_norm_of_the_batch_codes() -> None:
+def test_lorae_total_is_rec_plus_lambda_times_the_nuclear_norm_of_the_layer_weight() -> None:
+    """LoRAE as published (the authors' code): λ ||W||_* of the bias-free k×k layer, λ 1e-5."""
+    assert B.LoRAEConfig().reg_weight == 1e-5 and B.LoRAEConfig().penalty == "weight"
     model = build("lorae", reg_weight=0.25)
-    assert len(model.latent_map) == 1 and model.latent_map[0].bias is None
+    layer = model.latent_map[0]
+    assert len(model.latent_map) == 1 and layer.bias is None
+    x = images(6)
+    out = model(x)
+    nuc = float(torch.linalg.matrix_norm(layer.weight.detach().double(), ord="nuc"))
+    assert out["nuclear"].item() == pytest.approx(nuc, rel=1e-6)
+    assert out["total"].item() == pytest.approx(out["rec"].item() + 0.25 * nuc, rel=1e-6)
+    # the penalty's gradient on W is λ U Vᵀ; the batch codes do not enter it
+    model.zero_grad()
+    (out["total"] - out["rec"]).backward()
+    u, _, vh = torch.linalg.svd(layer.weight.detach().double())
+    torch.testing.assert_close(layer.weight.grad.double(), 0.25 * u @ vh, rtol=1e-5, atol=1e-6)
+    assert all(p.grad is None or not p.grad.any() for p in model.encoder.parameters())
+
+
+def test_lorae_codes_penalty_is_the_nuclear_norm_of_the_batch_codes() -> None:
+    model = build("lorae", reg_weight=0.25, penalty="codes")
     x = images(6)
     out = model(x)
     nuc = torch.linalg.svdvals(model.encode(x).double()).sum().item()
     assert out["nuclear"].item() == pytest.approx(nuc, rel=1e-6)
     assert out["total"].item() == pytest.approx(out["rec"].item() + 0.25 * nuc, rel=1e-6)
+    with pytest.raises(M.ModelConfigError, match="model.penalty"):
+        build("lorae", penalty="rank")
 
 
 @pytest.mark.parametrize("reg", ["l2", "gp"])
@@ -181,7 +201,7 @@ def test_every_baseline_trains_its_total_and_reloads(name: str, tmp_path) -> Non
 
 def test_defaults_and_refused_values() -> None:
     assert (B.IRMAEConfig().n_linear, B.LoRAEConfig().reg_weight, B.WAEConfig().reg_weight) == (
-        4, 1e-3, 10.0)
+        4, 1e-5, 10.0)
     assert (B.RAEConfig().beta, B.RAEConfig().reg, B.RAEConfig().reg_weight) == (1e-4, "l2", 1e-7)
     for cls, bad, match in [(B.IRMAEConfig, {"n_linear": 0}, "n_linear"),
                             (B.RAEConfig, {"reg": "l1"}, "model.reg must be one of l2, gp"),

@@ -13,7 +13,7 @@ import pytest
 
 from harness.api import DataConfig
 from harness.benchmark import suite_runner as benchmark
-from harness.benchmark.report import claims
+from harness.benchmark.report import claims, judge
 from harness.cli import main
 from harness.errors import ConfigError, HarnessError
 from harness.training.validation_split import carve_validation
@@ -103,8 +103,12 @@ def test_claims_are_judged_from_the_numbers() -> None:
     suite = benchmark.load_suite("paper-synthetic")
     found = claims({"suite": {"datasets": ["bumps"], "claims": suite.claims}}, by)
     verdicts = [c["verdict"] for c in found]
-    # vae's rec 4 < vrrae's 5; vrrae's Gaussian fit is lowest; vae's spread (20) > vrrae's (1)
-    assert verdicts == ["not supported", "supported", "supported"]
+    # vae's rec 4 < vrrae's 5 at a spread of 0.1: contradicted; vrrae's Gaussian fit is lowest
+    # but 10 ± 1 vs 30 ± 20 and 12 ± 2 over 3 seeds is not evidence (Welch CIs contain 0);
+    # vae's spread (20) against vrrae's (1): variance ratio 400, F interval above 1
+    assert verdicts == ["not supported", "inconclusive", "supported"]
+    assert found[1]["comparisons"][1]["low"] < 0 < found[1]["comparisons"][1]["high"]
+    assert "vrrae − vae: -20 [95% CI" in found[1]["evidence"]
     assert "seeds 0,1,2" in found[0]["evidence"] and "std over seeds" in found[2]["evidence"]
     assert "codes/collapsed_dims: vae 1.00 ± 0.50 (n=3), vrrae not measured" in \
         found[2]["evidence"]
@@ -116,6 +120,47 @@ def test_claims_are_judged_from_the_numbers() -> None:
     del by[("bumps", "rrae", col)]
     assert claims({"suite": {"datasets": ["bumps"], "claims": suite.claims}}, by)[1][
         "verdict"] == "not measured"
+
+
+def test_claim_statistics_equal_scipys_tests_and_pair_runs_that_share_seeds() -> None:
+    from scipy import stats
+
+    from harness.benchmark import evidence as ev
+
+    a_vals, b_vals = [4.86, 4.66, 4.01, 4.70, 8.45], [5.91, 3.45, 4.11, 23.49, 37.88]
+
+    def row(vals: list[float]) -> dict[str, object]:
+        m = sum(vals) / len(vals)
+        sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+        return {"mean": m, "std": sd, "n": len(vals), "seeds": list(range(len(vals))),
+                "values": [[i, v] for i, v in enumerate(vals)]}
+
+    a, b = row(a_vals), row(b_vals)
+    paired = ev.mean_difference(a, b)
+    ref = stats.ttest_rel(a_vals, b_vals).confidence_interval(0.95)
+    assert (paired["low"], paired["high"]) == pytest.approx((ref.low, ref.high), rel=1e-12)
+    assert "paired" in paired["method"] and ev.verdict("lower", [paired]) == "inconclusive"
+    welch = ev.mean_difference({**a, "values": None}, {**b, "values": None})
+    ref = stats.ttest_ind(a_vals, b_vals, equal_var=False).confidence_interval(0.95)
+    assert (welch["low"], welch["high"]) == pytest.approx((ref.low, ref.high), rel=1e-12)
+    ratio = ev.variance_ratio(b, a)  # the F interval of var(b)/var(a)
+    f_obs = b["std"] ** 2 / a["std"] ** 2
+    assert ratio["low"] == pytest.approx(f_obs / stats.f.ppf(0.975, 4, 4), rel=1e-12)
+    assert ratio["high"] == pytest.approx(f_obs / stats.f.ppf(0.025, 4, 4), rel=1e-12)
+    assert ev.verdict("wider", [ratio]) == "supported"  # ratio 95, CI above 1
+    shifted = row([v + 30 for v in a_vals])  # every seed 30 above b's: contradicts "lower"
+    assert ev.verdict("lower", [ev.mean_difference(shifted, row([v + 0.1 for v in a_vals]))]) \
+        == "not supported"
+    assert ev.verdict("lower", [ev.mean_difference(a, row([v + 1 for v in a_vals]))]) \
+        == "supported"  # paired: a constant shift of 1 on every seed is conclusive
+    steady = {**a, "std": 0.0}  # a rival with no spread: the ratio is infinite, supported
+    assert ev.verdict("wider", [ev.variance_ratio(a, steady)]) == "supported"
+    col = "random-generation/gaussian_fit_error_percent"
+    by = {("bumps", "vae", col): a, ("bumps", "vrrae", col): steady}
+    found = judge({"text": "wider", "metric": col, "test": "wider", "model": "vae",
+                   "than": ["vrrae"]}, "bumps", by)
+    assert found["verdict"] == "supported" and found["comparisons"][0]["high"] is None
+    json.dumps(found, allow_nan=False)  # stored JSON-safe
 
 
 def test_real_suite_claims_cover_the_datasets_run_and_the_mnist_exception() -> None:
@@ -303,7 +348,17 @@ def test_benchmark_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         main(["benchmark", "report", str(REPO)])
     assert "not a benchmark directory" in capsys.readouterr().err
     main(["benchmark", "--list"])
-    assert "paper-synthetic" in capsys.readouterr().out
+    listed = capsys.readouterr().out.splitlines()
+    # each suite: what it runs, then per budget its planned runs and what it costs
+    at = listed.index(next(line for line in listed if line.startswith("paper-synthetic ")))
+    assert listed[at + 1].startswith("  ae, vae, rrae, vrrae on bumps; 5 seeds; from ")
+    assert listed[at + 2].split()[:4] == ["--budget", "smoke", "20", "runs"]
+    paper = listed.index(next(line for line in listed[at:] if line.startswith("  --budget paper")))
+    note = " ".join(line.strip() for line in listed[paper:paper + 2])  # wrapped to 100 columns
+    assert "measured once on 2 cores at --jobs 2: 65 min" in note
+    assert max(len(line) for line in listed if line.startswith(" ")) <= 100
+    baselines = listed[listed.index(next(x for x in listed if x.startswith("baselines "))):]
+    assert "128 runs (62 sweep)" in next(x for x in baselines if "--budget cpu" in x)
     assert sys.executable
 
 
@@ -443,18 +498,16 @@ def test_a_model_in_two_sweeps_is_refused() -> None:
 
 
 def test_the_results_table_names_each_models_swept_key(tmp_path: Path) -> None:
-    from harness.benchmark.report import results_table
-
     suite = benchmark.Suite.from_dict(TWO_SWEEPS, "two")
     state = {"suite": benchmark._suite_record(suite), "budget": "smoke", "runs": {
         "bumps-lorae-seed0": {"dataset": "bumps", "model": "lorae", "phase": "final",
                               "value": 0.01, "status": "failed"},
         "bumps-irmae-seed0": {"dataset": "bumps", "model": "irmae", "phase": "final",
                               "value": 4, "status": "failed"}}}
-    assert results_table(state, tmp_path)[0][:3] == ["dataset", "model", "swept"]
     from harness.benchmark.report import _swept_column
 
-    _, cell = _swept_column(state)
+    key, cell = _swept_column(state)
+    assert key == "swept"  # two keys: each cell names its own
     assert (cell("bumps", "lorae"), cell("bumps", "irmae"), cell("bumps", "ae")) == (
         "reg_weight=0.01", "n_linear=4", "")
 

@@ -48,6 +48,10 @@ def test_a_sample_figure_is_built_byte_for_byte_from_the_scored_samples(tmp_path
     assert [t["source"] for t in layout["tiles"][:: bf.N_COLUMNS]] == [
         "runs/bumps-vae-seed0/samples/random-generation.npz",
         "runs/bumps-ae-seed0/samples/random-generation.npz"]
+    # the model's name beside its row: lower-case letters 9 px tall (16 px type; they were 6)
+    x0, y0, _, h0 = layout["tiles"][0]["box"]
+    ink = np.nonzero((figure[y0:y0 + h0, :x0 - 4] < 128).all(axis=2).any(axis=1))[0]
+    assert ink.size and ink.max() - ink.min() + 1 >= 9, ink
     for tile in layout["tiles"]:
         x, y, w, h = tile["box"]
         scored = np.load(tmp_path / tile["source"])["images"][tile["index"]]

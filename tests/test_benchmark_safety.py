@@ -385,3 +385,36 @@ def test_the_folder_check_allows_only_what_a_benchmark_writes(tmp_path: Path) ->
     (tmp_path / ".hidden").write_text("")
     with pytest.raises(HarnessError, match="'.hidden'"):
         benchmark_dir.check_folder(tmp_path)
+
+
+def test_a_finished_benchmark_prints_terminal_tables_in_words(tmp_path: Path) -> None:
+    """It ended with a markdown table of raw keys (random-generation/gaussian_fit_error_
+    percent_std) as wide as every metric together; now one table per protocol, in words."""
+    from harness.host.plugins import get_host
+
+    runs_state = {}
+    for seed in (0, 1):
+        run = tmp_path / "runs" / f"bumps-vrrae-seed{seed}"
+        run.mkdir(parents=True)
+        results = [{"protocol": "reconstruction", "metric": "rec_error_percent",
+                    "value": 5.0 + seed, "source": "protocol", "stamp": {}},
+                   {"protocol": "random-generation", "metric": "gaussian_fit_error_percent",
+                    "value": 3.0 + seed, "source": "gaussian-fit", "stamp": {}},
+                   {"protocol": "random-generation", "metric": "gaussian_fit_error_percent_std",
+                    "value": 0.9, "source": "gaussian-fit", "stamp": {}}]
+        (run / "metrics.json").write_text(json.dumps(
+            {"schema": 1, "run": {"model": "vrrae", "dataset": "bumps", "seed": seed},
+             "results": results}))
+        runs_state[run.name] = {"phase": "final", "status": "done", "dataset": "bumps",
+                                "model": "vrrae", "seed": seed, "dir": f"runs/{run.name}"}
+    state = {"suite": {"name": "x", "datasets": ["bumps"], "models": ["vrrae"]},
+             "budget": "smoke", "runs": runs_state, "plan": [{}, {}], "failed": []}
+    out = io.StringIO()
+    benchmark.finish(state, tmp_path, stream=out, host=get_host())
+    lines = out.getvalue().splitlines()
+    assert "reconstruction" in lines and "random-generation" in lines
+    assert not any("/" in line and "_percent" in line for line in lines), lines
+    row = next(line for line in lines if line.startswith("vrrae ") and "± 0.71" in line)
+    assert row.split()[:4] == ["vrrae", "bumps", "2", "3.5"]
+    table = lines[: next(i for i, line in enumerate(lines) if line.startswith("benchmark written"))]
+    assert max(len(line) for line in table) <= 100  # the folder's path is as long as it is

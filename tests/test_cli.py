@@ -200,7 +200,7 @@ def test_run_writes_a_complete_reproducible_run(tmp_path: Path,
 
     code, table, err = run_cli(["report", str(out), str(again)], capsys)
     assert code == 0, err
-    assert "| vrrae | bumps |" in table and "(n=2)" in table
+    assert any(line.split()[:3] == ["vrrae", "bumps", "2"] for line in table.splitlines())
 
 
 SEVEN = ["ae", "vae", "rrae", "vrrae", "rrae-vae", "vae-identity", "vrrae-nokl"]

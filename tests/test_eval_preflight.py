@@ -76,7 +76,7 @@ def test_a_metric_that_scores_nothing_selected_is_not_held_to_its_sizes(tmp_path
 
 @pytest.mark.parametrize("config_cls, prefix", [
     (fid.FIDConfig, "fid"), (fid.FIDInceptionConfig, "fid-inception"), (kid.KIDConfig, "kid"),
-    (neighbours.PRDCConfig, "prdc"), (neighbours.NeighboursConfig, "memorisation")])
+    (neighbours.PRDCConfig, "prdc"), (neighbours.MemorisationConfig, "memorisation")])
 def test_the_shared_feature_options_are_declared_once(config_cls: type, prefix: str) -> None:
     """n_reference, fid_weights and batch_size come from one class (feature_extractor too,
     where the metric lets it be chosen); each metric names its own key in errors."""

@@ -281,9 +281,12 @@ def test_a_third_party_protocol_is_listed_run_stamped_and_reported(tmp_path: Pat
     assert (out / "images" / "latent-traversal.png").is_file()
     config = (out / "config.toml").read_text()
     assert "[eval.latent-traversal]" in config and "n_steps = 4" in config
-    report = harness("report", str(out))
+    report = harness("report", "--format", "markdown", str(out))
     assert report.returncode == 0, report.stderr
     assert "latent-traversal/mean_step_change" in report.stdout
+    text = harness("report", str(out))  # the terminal table: the plugin's block and column
+    assert text.returncode == 0 and "latent-traversal" in text.stdout.splitlines()
+    assert "mean_step_change" in text.stdout
     bad = harness("run", "--model", "tiny-ae", "--set", 'eval.protocols=["latent-traversal"]',
                   "--set", "eval.latent-traversal.n_step=4", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

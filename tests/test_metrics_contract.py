@@ -232,3 +232,105 @@ def test_save_samples_exports_reference_stats_in_pytorch_fid_layout(
     assert stamp["feature_extractor"].startswith("domain-cnn")
     images = np.load(tmp_path / "samples" / "random-generation.npz")["images"]
     assert images.shape == (24, 16, 16, 1) and images.dtype == np.uint8
+
+
+def test_evaluate_hands_memorisation_the_test_split_for_its_held_out_null() -> None:
+    from harness_plugins.metrics.neighbours import Memorisation, authenticity
+    from harness_plugins.protocols.paper import RandomGeneration, RandomGenerationConfig
+
+    from harness.configuration.run_config import EvalConfig
+    from harness.evaluation.evaluate import evaluate
+
+    class Pixels:
+        name = "pixels"
+
+        def __call__(self, images: torch.Tensor, device: object = None) -> torch.Tensor:
+            return images.double().flatten(1)
+
+        def describe(self) -> dict[str, str]:
+            return {"feature_extractor": "pixels (test)", "feature_weights_sha256": ""}
+
+    toy = _labelled_toy(120)
+    g = torch.Generator().manual_seed(5)
+    test = TensorDataset(torch.rand(40, 1, 16, 16, generator=g), torch.zeros(40).long())
+    splits = DataSplits(toy.info, toy.train, test)
+    records = evaluate(Tiny(), splits, EvalConfig(), seed=0,
+                       protocols=[("random-generation",
+                                   RandomGeneration(RandomGenerationConfig(16, 1)))],
+                       metrics=[("memorisation", Memorisation(extractor=Pixels()))],
+                       progress=False)  # fmt: skip
+    values = {r["metric"]: r["value"] for r in records if r.get("source") == "memorisation"}
+    train = torch.stack([toy.train[i][0] for i in range(120)]).double().flatten(1)
+    null = authenticity(train, test.tensors[0].double().flatten(1))
+    assert values["memorised_held_out"] == null["memorised"]
+    assert values["authenticity_held_out"] == null["authenticity"]
+    assert {"authenticity", "memorised"} <= set(values)
+
+
+def test_reference_option_scores_against_test_or_both_with_the_train_test_gap() -> None:
+    from harness_plugins.protocols.paper import (
+        Interpolation,
+        InterpolationConfig,
+        RandomGeneration,
+        RandomGenerationConfig,
+    )
+
+    from harness.configuration.run_config import EvalConfig
+    from harness.errors import ConfigError
+    from harness.evaluation.evaluate import evaluate
+
+    class MeanGap:
+        """|mean pixel of the images − mean pixel of the reference|."""
+
+        name = "mean-gap"
+        higher_is_better = False
+        inputs = ("samples",)
+
+        def __call__(self, images: torch.Tensor, reference: Any, info: Any,
+                     device: Any = None) -> dict[str, float]:  # fmt: skip
+            ref = torch.stack([reference[i][0] for i in range(len(reference))])
+            return {"mean_gap": float((images.mean() - ref.mean()).abs())}
+
+        def stamp(self) -> dict[str, str]:
+            return {"reference": "train"}  # as fid's stamp says: the protocol's choice wins
+
+    toy = _labelled_toy(60)
+    test_images = torch.full((20, 1, 16, 16), 0.9)
+    splits = DataSplits(toy.info, toy.train, TensorDataset(test_images, torch.zeros(20).long()))
+    metric = MeanGap()
+
+    def run(reference: str) -> dict[str, dict[str, Any]]:
+        protocol = RandomGeneration(RandomGenerationConfig(16, 1, reference=reference))
+        recs = evaluate(Tiny(), splits, EvalConfig(), seed=0,
+                        protocols=[("random-generation", protocol)],
+                        metrics=[("mean-gap", metric)], progress=False)  # fmt: skip
+        return {r["metric"]: r for r in recs if r.get("source") == "mean-gap"}
+
+    train, test, both = run("train"), run("test"), run("both")
+    assert set(train) == {"mean_gap"} and train["mean_gap"]["stamp"]["reference"] == "train"
+    assert test["mean_gap"]["stamp"]["reference"] == "test" and test["mean_gap"]["split"] == "test"
+    assert test["mean_gap"]["value"] != pytest.approx(train["mean_gap"]["value"])
+    assert both["mean_gap"]["value"] == pytest.approx(train["mean_gap"]["value"])
+    assert both["mean_gap_test"]["value"] == pytest.approx(test["mean_gap"]["value"])
+    assert both["mean_gap_gap"]["value"] == pytest.approx(
+        test["mean_gap"]["value"] - train["mean_gap"]["value"])
+    assert RandomGeneration().stamp()["reference"] == "train"  # the paper's, the default
+    assert Interpolation(InterpolationConfig(reference="test")).config.reference == "test"
+    with pytest.raises(ConfigError, match="reference must be one of"):
+        RandomGenerationConfig(reference="validation")
+
+
+def test_test_reference_values_and_gaps_are_named_from_the_metrics_display() -> None:
+    from harness.evaluation.display import describe
+    from harness.host.plugins import host_or_default
+
+    host = host_or_default(None)
+
+    def shown(key: str) -> Any:
+        return describe({"metric": key, "source": "memorisation", "higher_is_better": True},
+                        host)
+
+    assert shown("memorised_test").higher_is_better is False  # the value's own direction
+    assert shown("memorised_test").name.endswith(", against the test split")
+    assert shown("memorised_gap").higher_is_better is None
+    assert shown("memorised_gap").name.startswith("memorised (")

@@ -143,3 +143,71 @@ def test_bumps_copies_are_counted_on_training_centres_and_in_pixel_space() -> No
     assert authenticity(flat_train, flat_train[:50])["memorised"] == 1.0
     assert authenticity(flat_train, flat_test)["memorised"] == 1.0
     assert not Memorisation().applies(info) and not PRDC().applies(info)
+
+
+def _issue_example() -> tuple[torch.Tensor, torch.Tensor]:
+    """Ten training rows repeated at the end; the generated set copies the first twenty."""
+    real = torch.tensor(np.random.default_rng(0).standard_normal((500, 16)))
+    real[-10:] = real[:10]
+    return real, real[:20].clone()
+
+
+def _exact_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+
+
+def test_identical_rows_are_exactly_0_apart_and_no_value_depends_on_the_chunk() -> None:
+    from harness_plugins.metrics.neighbours import authenticity, nearest_neighbours, prdc
+
+    real, fake = _issue_example()
+    own = nearest_neighbours(real, 1, chunk=3)[:, 0]
+    assert (own[:10] == 0).all() and (own[-10:] == 0).all() and (own[10:-10] > 0).all()
+    assert prdc(real, fake, chunk=33) == prdc(real, fake, chunk=2048)  # density 1.0 both
+    runs = [authenticity(real, fake, chunk=c) for c in (2048, 3, 7)]
+    # every sample is a verbatim training image, the ten with a duplicate in training too
+    assert runs == [{"authenticity": 0.0, "memorised": 1.0}] * 3
+    # far from the origin the Gram expansion loses digits: decisions still use exact distances
+    shifted_real, shifted_fake = real * 0.01 + 40.0, fake * 0.01 + 40.0
+    ref = _exact_sq(shifted_real, shifted_real)
+    ref.fill_diagonal_(float("inf"))
+    r5 = ref.topk(5, dim=1, largest=False).values[:, -1]
+    density = float((_exact_sq(shifted_real, shifted_fake) < r5[:, None]).sum() / (5 * 20))
+    outs = [prdc(shifted_real, shifted_fake, chunk=c)["density"] for c in (2048, 37)]
+    assert outs == [density] * 2
+    auth = [authenticity(shifted_real, shifted_fake, chunk=c) for c in (2048, 3)]
+    assert auth == [{"authenticity": 0.0, "memorised": 1.0}] * 2
+
+
+def test_memorisation_compares_with_every_training_image_and_reports_the_held_out_null() -> None:
+    from harness_plugins.metrics.neighbours import Memorisation, authenticity
+
+    g = torch.Generator().manual_seed(3)
+    train = torch.rand(300, 1, 4, 4, generator=g)
+    test = torch.rand(120, 1, 4, 4, generator=g)
+    reference = TensorDataset(train, torch.zeros(300, dtype=torch.long))
+    held_out = TensorDataset(test, torch.zeros(120, dtype=torch.long))
+    info = DatasetInfo("toy-memorisation", (1, 4, 4), num_classes=1)
+    assert Memorisation.Config().n_reference is None  # the whole training set by default
+    metric = Memorisation(extractor=FlatExtractor())
+    late_copies = train[-50:]  # the images a 10 000-of-60 000 subset would have missed
+    out = metric(late_copies, reference, info, held_out=held_out)
+    assert out["authenticity"] == 0.0 and out["memorised"] == 1.0
+    null = authenticity(train.double().flatten(1), test.double().flatten(1))
+    assert out["memorised_held_out"] == null["memorised"]
+    assert 0.0 < out["memorised_held_out"] < 1.0  # chance, not copying
+    assert metric.stamp()["n_held_out"] == 120 and metric.stamp()["n_reference"] == 300
+    calls: list[int] = []
+
+    class Counting(FlatExtractor):
+        def __call__(self, images: torch.Tensor, device: Any = None) -> torch.Tensor:
+            calls.append(images.shape[0])
+            return super().__call__(images, device)
+
+    counting = Memorisation(extractor=Counting())
+    counting(late_copies, reference, info, held_out=held_out)
+    counting(late_copies, reference, info, held_out=held_out)  # a second protocol
+    assert calls.count(120) == 1 and calls.count(50) == 2  # the held-out features once
+    fresh = metric(test[:60], reference, info)  # no held-out split given: no null
+    assert set(fresh) == {"authenticity", "memorised"}
+    with pytest.raises(HarnessError, match="n_held_out"):
+        Memorisation.Config(n_held_out=-1)

@@ -81,7 +81,9 @@ def test_report_means_and_stds_over_seeds(tmp_path: Path) -> None:
     assert "| ae | mnist |" in md
     csv_text = report.to_csv(rows)
     assert csv_text.splitlines()[0] == (
-        "model,dataset,config,protocol,metric,stamp,mean,std,n,seeds")
+        "model,dataset,config,protocol,metric,stamp,mean,std,n,seeds,values")
+    assert rec["values"] == [[0, 26.0], [1, 28.0]]  # each run's number is kept
+    assert any(line.endswith(",0 1,0:26.0 1:28.0") for line in csv_text.splitlines())
     assert json.loads(report.to_json(rows))[0]["n"] in (1, 2)
 
 
@@ -99,7 +101,7 @@ def test_report_warns_when_runs_repeat_a_seed_and_counts_a_folder_once(tmp_path:
     (line,) = report.repeated_seeds(rows)  # one line for the configuration, not per metric
     assert line.startswith("vrrae on mnist (config ") and "several runs have seed 0" in line
     assert line.endswith("(harness run --seed N)")
-    res = cli("report", str(a0), str(again), str(b1))
+    res = cli("report", "--format", "markdown", str(a0), str(again), str(b1))
     assert res.code == 0 and "27.00 ± 1.41 (n=2)" in res.out, res.err
     assert "harness: warning: vrrae on mnist" in res.err
 
@@ -190,3 +192,68 @@ def test_report_names_the_command_that_finishes_an_interrupted_run(tmp_path: Pat
         report.collect([training])
     with pytest.raises(HarnessError, match="has no metrics.json"):
         report.collect([tmp_path])
+
+
+def _wide_run(root: Path, name: str, model: str, seed: int, k: int, n_samples: int = 1250,
+              kid: float = 0.0312) -> Path:
+    """A run with every protocol and metric of the default evaluation (25 numbers) and a
+    config.toml, like a real one."""
+    run = root / name
+    run.mkdir()
+    metrics = ["fid", "kid", "kid_std", "precision", "recall", "density", "coverage",
+               "authenticity", "memorised", "mean_intensity"]
+    results = [{"protocol": "reconstruction", "metric": "rec_error_percent",
+                "value": 57.0 + seed, "source": "protocol", "stamp": {"seed": seed}}]
+    for protocol in ("random-generation", "interpolation"):
+        for i, metric in enumerate(metrics):
+            value = kid + seed / 1000 if metric == "kid" else 10.0 * i + seed
+            results.append({"protocol": protocol, "metric": metric, "value": value,
+                            "source": metric, "higher_is_better": False,
+                            "stamp": {"n_samples": n_samples, "seed": seed}})
+    doc = {"schema": 1, "run": {"model": model, "dataset": "digits", "seed": seed},
+           "results": results}
+    (run / runs.METRICS_FILE).write_text(json.dumps(doc))
+    (run / runs.CONFIG_FILE).write_text(
+        f'[run]\nmodel = "{model}"\nseed = {seed}\n[model]\nk = {k}\n[train]\nsteps = 20\n')
+    return run
+
+
+def test_text_report_fits_100_columns_and_names_what_differs_in_words(tmp_path: Path) -> None:
+    """Two runs of the default protocols were 25 columns wide in markdown, KID read 0.03 ±
+    0.00, and a vae trained with k=2 beside a vrrae with k=16 showed only config hashes."""
+    from harness.evaluation.text_table import to_text
+
+    dirs = [_wide_run(tmp_path, "vae0", "vae", 0, k=2), _wide_run(tmp_path, "vae1", "vae", 1, k=2),
+            _wide_run(tmp_path, "vrrae0", "vrrae", 0, k=16),
+            _wide_run(tmp_path, "vrrae-big", "vrrae", 1, k=16, n_samples=5000)]
+    rows = report.collect(dirs, get_host())
+    text = to_text(rows)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100, text
+    assert len(lines) > 20
+    # significant digits, the spread over seeds beside the mean; the per-run kid_std folded in
+    assert "0.0317 ± 0.00071" in text and "kid_std" not in text
+    # the training settings that differ between rows, in words
+    assert "  model.k: vae 2, vrrae 16" in text
+    # a metric measured under two stamps: one column each, labelled with what differs
+    assert "[n_samples=5000]" in text and "[n_samples=1250]" in text
+    # every protocol has its block; a block too wide continues below
+    for protocol in ("reconstruction", "random-generation", "interpolation"):
+        assert protocol in lines
+    assert "random-generation (continued)" in lines
+    wide = to_text(rows, width=None)
+    assert "random-generation (continued)" not in wide.splitlines()
+    assert max(len(line) for line in wide.splitlines()) > 100
+
+
+def test_report_command_prints_the_text_table_by_default(tmp_path: Path) -> None:
+    from cli_helpers import cli
+
+    dirs = [_wide_run(tmp_path, f"vae{s}", "vae", s, k=2) for s in range(2)]
+    res = cli("report", *map(str, dirs))
+    assert res.code == 0, res.err
+    assert max(len(line) for line in res.out.splitlines()) <= 100
+    row = next(line for line in res.out.splitlines() if line.startswith("vae "))
+    assert row.split()[:3] == ["vae", "digits", "2"]  # model, dataset, n runs
+    wide = cli("report", "--wide", *map(str, dirs))
+    assert wide.code == 0 and max(len(line) for line in wide.out.splitlines()) > 100

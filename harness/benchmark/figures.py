@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.benchmark.directory import FIGURES_DIR
+from harness.evaluation.figures import font
 from harness.rundir.atomic import atomic_path, atomic_write_json
 
 N_COLUMNS = 8  # images per model in a sample figure
 TILE_TARGET = 64  # small images are upscaled by an integer factor to about this size
-LABEL_WIDTH = 96
-TITLE_HEIGHT = 18
+LABEL_SIZE, TITLE_SIZE = 16, 18  # pixels: readable where the page shows the PNG at 1:1
+TITLE_HEIGHT = 26
 GAP = 2
 
 
@@ -55,17 +56,22 @@ def sample_grid(rows: list[tuple[str, Any]], title: str) -> tuple[Any, dict[str,
     h, w = rows[0][1].shape[1:3]
     scale = max(1, TILE_TARGET // max(h, w))
     cols = max(min(N_COLUMNS, len(images)) for _, images in rows)
-    width = LABEL_WIDTH + cols * (w * scale + GAP) + GAP
+    label_font, title_font = font(LABEL_SIZE), font(TITLE_SIZE)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_width = 12 + max(int(probe.textlength(label[:24], font=label_font)) for label, _ in rows)
+    width = max(label_width + cols * (w * scale + GAP) + GAP,
+                int(probe.textlength(title, font=title_font)) + 8)
     height = TITLE_HEIGHT + len(rows) * (h * scale + GAP) + GAP
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 3), title, fill=(0, 0, 0))
+    draw.text((4, 3), title, fill=(0, 0, 0), font=title_font)
     boxes = []
     for r, (label, images) in enumerate(rows):
         y = TITLE_HEIGHT + GAP + r * (h * scale + GAP)
-        draw.text((4, y + h * scale // 2 - 5), label[:15], fill=(0, 0, 0))
+        draw.text((4, y + h * scale // 2 - LABEL_SIZE // 2), label[:24], fill=(0, 0, 0),
+                  font=label_font)
         for c in range(min(cols, len(images))):
-            x = LABEL_WIDTH + GAP + c * (w * scale + GAP)
+            x = label_width + GAP + c * (w * scale + GAP)
             draw.rectangle([x - 1, y - 1, x + w * scale, y + h * scale], outline=(150, 150, 150))
             tile = np.kron(_rgb(images[c]), np.ones((scale, scale, 1), dtype=np.uint8))
             canvas.paste(Image.fromarray(tile), (x, y))

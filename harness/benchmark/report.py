@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,23 @@ def _stats(state: dict[str, Any], out: Path,
     done = [out / r["dir"] for r in state["runs"].values()
             if r.get("phase") == "final" and r.get("status") == "done"]
     rows = tables.collect(done, host) if done else []
+    return rows, index_rows(rows)
+
+
+def index_rows(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], Any]:
+    """(dataset, model, "protocol/metric") -> row; of several stamps of one metric, the one
+    with most seeds."""
     by: dict[tuple[str, str, str], Any] = {}
     for row in rows:
         key = (row["dataset"], row["model"], f"{row['protocol']}/{row['metric']}")
-        # several stamps of one metric: keep the one with most seeds
         if key not in by or row["n"] > by[key]["n"]:
             by[key] = row
-    return rows, by
+    return by
+
+
+def final_rows(state: dict[str, Any], out: Path, host: Any) -> list[dict[str, Any]]:
+    """The rows (:func:`harness.evaluation.tables.collect`) of the finished final runs."""
+    return _stats(state, out, host)[0]
 
 
 def _fmt(row: dict[str, Any] | None, digits: int = 2) -> str:
@@ -48,11 +59,12 @@ def _fmt(row: dict[str, Any] | None, digits: int = 2) -> str:
     return f"{row['mean']:.{digits}f} ± {row['std']:.{digits}f} (n={row['n']})"
 
 
-def claims(state: dict[str, Any], by: dict[Any, Any]) -> list[dict[str, str]]:
-    """The suite's ``[[claims]]``, each judged on every dataset of this benchmark it covers:
-    supported / not supported / not measured, with the numbers and the seeds."""
+def claims(state: dict[str, Any], by: dict[Any, Any]) -> list[dict[str, Any]]:
+    """The suite's ``[[claims]]``, each judged on every dataset of this benchmark it covers
+    (:func:`judge`): supported / not supported / inconclusive / not measured, with the
+    numbers, the effect sizes with their confidence intervals and the seeds."""
     datasets = state["suite"]["datasets"]
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     for claim in state["suite"].get("claims", []):
         wanted = [d for d in (claim.get("datasets") or datasets)
                   if d not in claim.get("skip", [])]
@@ -65,24 +77,30 @@ def claims(state: dict[str, Any], by: dict[Any, Any]) -> list[dict[str, str]]:
     return out
 
 
-def judge(claim: dict[str, Any], dataset: str, by: dict[Any, Any]) -> dict[str, str]:
-    """One claim on one dataset. ``test = "lower"``: the model's mean over seeds is below the
-    mean of each model in ``than``; ``"wider"``: its std over seeds is above each of theirs
-    (needs two seeds or more)."""
+def judge(claim: dict[str, Any], dataset: str, by: dict[Any, Any]) -> dict[str, Any]:
+    """One claim on one dataset, judged by :mod:`harness.benchmark.evidence`: ``test =
+    "lower"``: the difference of means (model − each model of ``than``) with its 95 % CI;
+    ``"wider"``: the variance ratio with its F interval (needs two seeds or more). Verdict:
+    supported / not supported / inconclusive, or not measured."""
+    from harness.benchmark import evidence as ev
+
     metric, test = claim["metric"], claim.get("test", "lower")
     names = [claim["model"], *claim["than"]]
     rows = [by.get((dataset, m, metric)) for m in names]
     found = [r for r in rows if r is not None]
-    if len(found) < len(rows) or (test == "wider" and any(r["n"] < 2 for r in found)):
+    comparisons: list[dict[str, Any]] = []
+    if len(found) < len(rows) or any(r["n"] < 2 for r in found):
         verdict = "not measured"
-    elif test == "lower":
-        verdict = ("supported" if all(found[0]["mean"] < r["mean"] for r in found[1:])
-                   else "not supported")
     else:
-        verdict = ("supported" if all(found[0]["std"] > r["std"] for r in found[1:])
-                   else "not supported")
+        compare = ev.variance_ratio if test == "wider" else ev.mean_difference
+        comparisons = [{"rival": m, **compare(found[0], r)}
+                       for m, r in zip(names[1:], found[1:], strict=True)]
+        verdict = ev.verdict(test, comparisons)
     numbers = ", ".join(f"{m} {_fmt(r)}" for m, r in zip(names, rows, strict=True))
     evidence = ("std over seeds: " if test == "wider" else "") + numbers
+    if comparisons:
+        evidence += "; " + "; ".join(ev.describe(test, names[0], c["rival"], c)
+                                     for c in comparisons)
     for extra in claim.get("evidence", []):
         evidence += f"; {extra}: " + ", ".join(f"{m} {_fmt(by.get((dataset, m, extra)))}"
                                               for m in names)
@@ -90,8 +108,11 @@ def judge(claim: dict[str, Any], dataset: str, by: dict[Any, Any]) -> dict[str, 
     evidence += f" ({metric}; {'seeds ' + ','.join(map(str, used)) if used else 'no runs'})"
     if claim.get("note"):
         evidence += f". Note: {claim['note']}"
+    # JSON-safe: an infinite bound (a rival with no spread at all) is stored as null
+    stored = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+               for k, v in c.items()} for c in comparisons]
     return {"claim": claim["text"], "dataset": dataset, "verdict": verdict,
-            "evidence": evidence}
+            "evidence": evidence, "comparisons": stored}
 
 
 def paper_rows(state: dict[str, Any], by: dict[Any, Any]) -> tuple[list[str], list[list[str]],
@@ -152,7 +173,9 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
                    for row in body)
     keys = _keys_line(header)
     foot = f"<p class='keys'>{html.escape(keys)}</p>" if keys else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{foot}"
+    # a table wider than the page scrolls in its box; headers wrap between words only
+    return (f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>"
+            f"</table></div>{foot}")
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -222,21 +245,6 @@ def _swept_column(state: dict[str, Any]) -> tuple[str, Any]:
         return distinct.pop(), lambda d, m: _value_cell(values.get((d, m)))
     return "swept", lambda d, m: (f"{keys[m]}={_value_cell(values.get((d, m)))}"
                                   if m in keys and values.get((d, m)) is not None else "")
-
-
-def results_table(state: dict[str, Any], out: Path) -> tuple[list[str], list[list[str]]]:
-    """The results: one row per dataset and model, mean ± std (n) over seeds per metric."""
-    rows, by = _stats(state, out, None)  # values and raw keys only: no names in words
-    metrics = sorted({(r["protocol"], r["metric"]) for r in rows})
-    models = sorted({(r["dataset"], r["model"]) for r in rows})
-    key, cell = _swept_column(state)
-    header = ["dataset", "model"] + ([key] if key else []) + [f"{p}/{m}" for p, m in metrics]
-    body = []
-    for d, m in models:
-        cells = [d, m] + ([cell(d, m)] if key else [])
-        body.append(cells + [_fmt(by[(d, m, f"{p}/{mm}")], 3) if (d, m, f"{p}/{mm}") in by
-                             else "" for p, mm in metrics])
-    return header, body
 
 
 def _selection_tables(state: dict[str, Any], note: str) -> list[tuple[str, str, list[str],
@@ -316,6 +324,32 @@ def _planned_only(state: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- writing
+CLAIMS_METHOD = ("Each claim is judged on an effect size with its 95 % confidence interval "
+                 "over seeds: the difference of means (paired t where the runs share seeds, "
+                 "Welch t otherwise) or, for a wider spread, the variance ratio (F). "
+                 "Supported / not supported: the interval lies on the claimed / the other "
+                 "side of 0 (of 1); inconclusive: it contains it.")
+
+
+def claims_markdown(found_claims: list[dict[str, Any]]) -> str:
+    """The claims as a Markdown list, after one line saying how they are judged."""
+    if not found_claims:
+        return ""
+    return f"_{CLAIMS_METHOD}_\n\n" + "".join(
+        f"- **{c['verdict']}** ({c['dataset']}): {c['claim']}. {c['evidence']}\n"
+        for c in found_claims)
+
+
+def claims_html(found_claims: list[dict[str, Any]]) -> str:
+    """The claims as an HTML list, after one line saying how they are judged."""
+    if not found_claims:
+        return "<ul></ul>"
+    return f"<p><i>{html.escape(CLAIMS_METHOD)}</i></p><ul>" + "".join(
+        f"<li><b class='{c['verdict'].replace(' ', '-')}'>{html.escape(c['verdict'])}</b> "
+        f"({html.escape(c['dataset'])}): {html.escape(c['claim'])}. "
+        f"{html.escape(c['evidence'])}</li>" for c in found_claims) + "</ul>"
+
+
 def _markdown(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, str]],
               figs: list[tuple[str, Path]], out: Path, skipped: str) -> str:
     suite = state["suite"]
@@ -337,8 +371,7 @@ def _markdown(state: dict[str, Any], secs: list[Any], found_claims: list[dict[st
     md.append("\n## Claims of the paper\n\n")
     if state["budget"] == "smoke":
         md.append(f"_{SMOKE_CLAIMS}_\n\n")
-    for c in found_claims:
-        md.append(f"- **{c['verdict']}** ({c['dataset']}): {c['claim']}. {c['evidence']}\n")
+    md.append(claims_markdown(found_claims))
     if skipped:
         md.append(f"\n(figures skipped: {skipped}; pip install matplotlib)\n")
     md.append("\n## Figures\n\n")
@@ -360,10 +393,7 @@ def _html(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, s
                      + (_html_table(header, rows_) if rows_ else ""))
     parts.append("<h2>Claims of the paper</h2>" + (
         f"<p><i>{html.escape(SMOKE_CLAIMS)}</i></p>" if state["budget"] == "smoke" else ""))
-    parts.append("<ul>" + "".join(
-        f"<li><b class='{c['verdict'].replace(' ', '-')}'>{html.escape(c['verdict'])}</b> "
-        f"({html.escape(c['dataset'])}): {html.escape(c['claim'])}. "
-        f"{html.escape(c['evidence'])}</li>" for c in found_claims) + "</ul>")
+    parts.append(claims_html(found_claims))
     parts.append("<h2>Figures</h2>")
     for cap, p in figs:
         data = base64.b64encode(p.read_bytes()).decode()
@@ -374,10 +404,12 @@ def _html(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, s
             f"{html.escape(suite['name'])} ({html.escape(state['budget'])})</title><style>"
             "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
             "table{border-collapse:collapse;margin:8px 0;max-width:100%}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;"
-            "overflow-wrap:anywhere}th{background:#f3f3f3;text-align:left;cursor:help}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}"
+            "th{background:#f3f3f3;text-align:left;cursor:help;min-width:5.5em}"
+            "div.wide{overflow-x:auto;max-width:100%}"
             "td{font-variant-numeric:tabular-nums}p.keys{font-size:11px;color:#666;margin:0}"
             ".supported{color:green}.not-supported{color:#b00}.not-measured{color:#888}"
+            ".inconclusive{color:#a60}"
             "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
 
 
@@ -402,10 +434,14 @@ def write_report(out: str | Path, host: Any) -> dict[str, Path]:
     csv_text[0] += ",budget"
     csv_text[1:] = [line + f",{state['budget']}" for line in csv_text[1:]]
     atomic_write_text(paths["csv"], "\n".join(csv_text) + "\n")
-    atomic_write_text(paths["json"], json.dumps(
+    report = json.loads(json.dumps(
         {"suite": state["suite"]["name"], "budget": state["budget"], "seeds": state["seeds"],
          "machine": state.get("machine"), "rows": rows, "claims": found_claims,
          "sweep_selection": state.get("sweep_selection") or state.get("beta_selection") or [],
-         "runs": state["runs"]}, indent=2, default=str) + "\n")
+         "runs": state["runs"]}, default=str))
+    from harness.results.validation import validate  # the result schema (docs/results.md)
+
+    validate(report, "benchmark_report", where=str(paths["json"]), writing=True)
+    atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")
     atomic_write_text(paths["html"], _html(state, secs, found_claims, figs))
     return paths

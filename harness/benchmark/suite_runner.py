@@ -42,9 +42,10 @@ from harness.benchmark import directory as bdir
 from harness.benchmark import suite as bsuite
 from harness.benchmark.executors import LocalExecutor, SubmissionRefused
 from harness.benchmark.planned_run import RunSpec, not_the_planned_run, run_command
-from harness.benchmark.report import results_table, to_markdown, write_report
+from harness.benchmark.report import final_rows, write_report
 from harness.benchmark.suite import BUDGETS, Suite, check_name, check_seeds
 from harness.errors import ConfigError, HarnessError
+from harness.evaluation.text_table import to_text
 from harness.host.plugins import host_or_default
 
 __all__ = ["BUDGETS", "RunSpec", "Suite", "load_suite", "list_suites", "plan", "run_suite",
@@ -61,6 +62,26 @@ def load_suite(name: str, host: Any = None) -> Suite:
 
 def list_suites(host: Any = None) -> list[dict[str, str]]:
     return bsuite.list_suites(host_or_default(host))
+
+
+def suite_overview(name: str, host: Any = None) -> dict[str, Any]:
+    """What ``harness benchmark --list`` says of one suite beyond its description: its
+    models, datasets and seeds, and per budget how many runs it plans (sweep + final) and
+    its note (where a suite says what a budget costs). A suite that cannot be read says why
+    instead of hiding the others."""
+    try:
+        suite = bsuite.load_suite(name, host_or_default(host))
+    except HarnessError as exc:
+        return {"error": str(exc)}
+    seeds = list(range(suite.seeds))
+    budgets = []
+    for budget in BUDGETS:
+        specs = plan(suite, budget, seeds, [])
+        n_sweep = sum(s.phase == "sweep" for s in specs)
+        budgets.append({"budget": budget, "runs": len(specs), "sweep": n_sweep,
+                        "note": str((suite.budgets.get(budget) or {}).get("note", ""))})
+    return {"models": list(suite.models), "datasets": list(suite.datasets),
+            "seeds": suite.seeds, "budgets": budgets}
 
 
 # ---------------------------------------------------------------------------------- plan
@@ -594,12 +615,13 @@ class BenchmarkFailed(HarnessError):
     exit_code = 1
 
 
-def finish(state: dict[str, Any], out: Path, stream: Any = None) -> None:
-    """Print the results table and where the report is; raise :class:`BenchmarkFailed`
-    (exit 1, with how to continue) when a planned run failed."""
+def finish(state: dict[str, Any], out: Path, stream: Any = None, host: Any = None) -> None:
+    """Print the results as terminal tables (one per protocol, 100 columns, numbers named
+    in words; the report files hold every key) and where the report is; raise
+    :class:`BenchmarkFailed` (exit 1, with how to continue) when a planned run failed."""
     stream = stream or sys.stdout
-    header, body = results_table(state, Path(out))
-    print(to_markdown(header, body) if body else "(no finished run: no results)", file=stream)
+    rows = final_rows(state, Path(out), host)
+    print(to_text(rows) if rows else "(no finished run: no results)", file=stream)
     print(f"benchmark written to {out} (report.md, report.html)", file=stream, flush=True)
     failed = state.get("failed") or []
     if failed:

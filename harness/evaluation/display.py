@@ -53,6 +53,13 @@ def describe(record: dict[str, Any], host: Any = None) -> ValueDisplay:
         base = _declared(component, key.removesuffix(STD_SUFFIX))
         if base is not None:
             return ValueDisplay(f"{base.name} (std)", base.unit, None)
+    # a protocol's reference = "both": the value against the test split, and its gap
+    for suffix, words, keeps_direction in (("_test", "against the test split", True),
+                                           ("_gap", "test − train gap", False)):
+        base = _declared(component, key.removesuffix(suffix)) if key.endswith(suffix) else None
+        if base is not None:
+            return ValueDisplay(f"{base.name}, {words}", base.unit,
+                                base.higher_is_better if keeps_direction else None)
     unit = "%" if key.endswith("_percent") or "_percent_" in key else ""
     direction = record.get("higher_is_better")
     return ValueDisplay(key, unit, direction if isinstance(direction, bool) else None)

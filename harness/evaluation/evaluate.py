@@ -167,10 +167,9 @@ def evaluate(
                     getattr(protocol, "kind", "") != "codes":
                 export_samples(out.data, Path(samples_dir), name, info=info)
             if out.data is not None:
-                reference = ctx.split("train" if out.split == "test" else out.split)
                 for m_name, metric in scorers:
-                    records += _score(name, out.data, m_name, metric, reference, splits, stamp,
-                                      device, progress, host)
+                    records += _score_against(name, out, m_name, metric, ctx, splits, stamp,
+                                              device, progress, host)
         if samples_dir is not None:
             for m_name, metric in metrics:
                 export = getattr(metric, "export", None)
@@ -338,26 +337,63 @@ def _run_protocol(name: str, protocol: Any, ctx: EvalContext, seed: int, host: A
     return out, stamp, records
 
 
+def _score_against(protocol: str, out: Any, name: str, metric: Any, ctx: EvalContext,
+                   splits: DataSplits, stamp: dict[str, Any], device: Any, progress: bool,
+                   host: Any) -> list[dict[str, Any]]:
+    """Score one metric against the split the protocol stamps as its ``reference`` (default:
+    the training split); ``"both"``: against train and test, the test values as
+    ``<key>_test`` and the train-vs-test gap as ``<key>_gap`` (test − train)."""
+    wanted = out.stamp.get("reference")
+    if wanted == "test":
+        return _score(protocol, out.data, name, metric, ctx.split("test"), splits, stamp,
+                      device, progress, host, split="test")
+    if wanted != "both":
+        reference = ctx.split("train" if out.split == "test" else out.split)
+        return _score(protocol, out.data, name, metric, reference, splits, stamp, device,
+                      progress, host)
+    train = _score(protocol, out.data, name, metric, ctx.split("train"), splits, stamp, device,
+                   progress, host, split="train")
+    test = _score(protocol, out.data, name, metric, ctx.split("test"), splits, stamp, device,
+                  progress, host, split="test", suffix="_test")
+    gaps = []
+    by_key = {r["metric"]: r for r in train}
+    for rec in test:
+        key = rec["metric"].removesuffix("_test")
+        if key in by_key:
+            a, b = by_key[key].get("value"), rec.get("value")
+            ok = isinstance(a, (int, float)) and isinstance(b, (int, float))
+            gaps.append({**rec, "metric": f"{key}_gap", "value": b - a if ok else None})
+    return train + test + gaps
+
+
 def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, splits: DataSplits,
            stamp: dict[str, Any], device: Any, progress: bool,
-           host: Any = None) -> list[dict[str, Any]]:
+           host: Any = None, split: str = "train", suffix: str = "") -> list[dict[str, Any]]:
     start = time.perf_counter()
     label = _plugin_label(host, "metric", name)
-    base = {"protocol": protocol, "split": "train", "source": name}
+    base = {"protocol": protocol, "split": split, "source": name}
     try:
-        result = metric(data, reference, splits.info, device=device)
+        # a metric that reports a null on held-out images (memorisation) gets the test split
+        held_out = {"held_out": splits.test} if getattr(metric, "uses_held_out", False) \
+            and split == "train" else {}
+        result = metric(data, reference, splits.info, device=device, **held_out)
+        if suffix and isinstance(result, dict):
+            result = {f"{key}{suffix}": value for key, value in result.items()}
         extra, _ = to_json(_optional(metric, "stamp"), strict=False)
         details, _ = to_json(_optional(metric, "details"), strict=False)
         elapsed = time.perf_counter() - start
+        # the split compared with is the protocol's choice (a metric's stamp may say "train")
+        where = {"reference": split} if split != "train" else {}
         base.update(higher_is_better=bool(getattr(metric, "higher_is_better", False)),
-                    stamp={**stamp, **extra}, details={**details, "seconds": elapsed})
+                    stamp={**stamp, **extra, **where}, details={**details, "seconds": elapsed})
         records = _record_values(result, base, label)
     except Exception as exc:  # one failing metric must not lose the others
         message = _not_computed(label, exc)
         if isinstance(exc, ComponentFault):
             message = f"not computed: {label} {message}"
         return [{**base, "metric": key, "value": None, "error": message,
-                 "component": label, "stamp": dict(stamp)} for key in _value_keys(metric, name)]
+                 "component": label, "stamp": dict(stamp)}
+                for key in (k + suffix for k in _value_keys(metric, name))]
     if progress:
         shown = {r["metric"]: r["value"] for r in records if not isinstance(r["value"], list)}
         print(f"[eval] {protocol}: {name} = {shown} ({elapsed:.1f} s)", file=sys.stderr,

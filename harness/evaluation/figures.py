@@ -20,7 +20,7 @@ MARK = (230, 120, 0)  # the frame of marked tiles
 MIN_TILE = 48  # small images (28 px) are scaled up so the labels do not dwarf them
 
 
-def _font(size: int) -> Any:
+def font(size: int) -> Any:
     """Pillow's own scalable font (10.1 and newer): nothing to install, and ``textbbox``
     measures it (Pillow 9's fixed bitmap font refused to be measured)."""
     from PIL import ImageFont
@@ -54,9 +54,9 @@ def labelled_grid(images: Any, nrow: int, labels: GridLabels | None = None) -> A
     tiles, _ = _tiles(images)
     n, th, tw = tiles.shape[0], tiles.shape[1], tiles.shape[2]
     ncol, rows = max(1, nrow), max(1, math.ceil(n / max(1, nrow)))
-    font, title_font = _font(12), _font(14)
+    label_font, title_font = font(12), font(14)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    left = max([_text_width(probe, t, font) for t in labels.row_labels] or [0])
+    left = max([_text_width(probe, t, label_font) for t in labels.row_labels] or [0])
     left = left + 8 if left else GAP
     top = (22 if labels.title else 0) + (18 if labels.col_labels else 0) + GAP
     width = max(left + ncol * (tw + GAP) + GAP,
@@ -66,11 +66,11 @@ def labelled_grid(images: Any, nrow: int, labels: GridLabels | None = None) -> A
     if labels.title:
         draw.text((GAP, 3), labels.title, fill="black", font=title_font)
     for c, text in enumerate(labels.col_labels[:ncol]):
-        x = left + c * (tw + GAP) + (tw - _text_width(draw, text, font)) // 2
+        x = left + c * (tw + GAP) + (tw - _text_width(draw, text, label_font)) // 2
         draw.text((max(0, x), top - 17), text, fill=MARK if c in labels.marked_cols
-                  else "black", font=font)
+                  else "black", font=label_font)
     for r, text in enumerate(labels.row_labels[:rows]):
-        draw.text((GAP, top + r * (th + GAP) + th // 2 - 7), text, fill="black", font=font)
+        draw.text((GAP, top + r * (th + GAP) + th // 2 - 7), text, fill="black", font=label_font)
     for i in range(n):
         r, c = divmod(i, ncol)
         x, y = left + c * (tw + GAP), top + r * (th + GAP)

@@ -152,6 +152,8 @@ def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, 
             "metric": metric,
             "stamp": stamp, "mean": mean, "std": std, "n": len(xs),
             "seeds": sorted(s for s, _ in values), "stamp_values": stamps[stamp],
+            # each run's number, so a per-seed reproduction can be checked and claims paired
+            "values": sorted([s, v] for s, v in values),
             "environments": _distinct(environments[(model, dataset, cfg, protocol, metric,
                                                     stamp)]),
             "config_values": configs.get(cfg, {}),
@@ -325,11 +327,12 @@ def legend(rows: list[dict[str, Any]]) -> list[str]:
 def to_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     fields = ["model", "dataset", "config", "protocol", "metric", "stamp", "mean", "std", "n",
-              "seeds"]
+              "seeds", "values"]
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({**row, "seeds": " ".join(map(str, row["seeds"]))})
+    for row in rows:  # values: each run's number as seed:value
+        writer.writerow({**row, "seeds": " ".join(map(str, row["seeds"])),
+                         "values": " ".join(f"{s}:{v!r}" for s, v in row.get("values", []))})
     return out.getvalue()
 
 

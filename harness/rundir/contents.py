@@ -394,6 +394,9 @@ def write_metrics(run_dir: Path, doc: dict[str, Any]) -> None:
     layout = RunLayout(run_dir)
     path = layout.metrics
     doc, _ = to_json(doc, strict=False)  # valid JSON whatever a component returned: no NaN
+    from harness.results.validation import validate  # the result schema (docs/results.md)
+
+    validate(doc, "metrics_file", where=str(path), writing=True)
     if path.is_file():
         atomic_write_bytes(layout.previous_metrics, path.read_bytes())
     atomic_write_json(path, doc)

@@ -24,8 +24,8 @@ MODELS = (
     ("vrrae-nokl", "VRRAENoKL", "Ablation VRRAE (beta = 0): vrrae sampling without the KL term"),
     ("irmae", "baselines:IRMAE", "IRMAE (Jing et al. 2020): n_linear bias-free k×k layers after the "
      "encoder; loss = rec"),
-    ("lorae", "baselines:LoRAE", "LoRAE (Mazumder et al. 2024): one k×k layer; rec + reg_weight*"
-     "nuclear norm of the batch codes"),
+    ("lorae", "baselines:LoRAE", "LoRAE (Mazumder et al. 2024): one k×k layer W; rec + reg_weight*"
+     "nuclear norm of W (model.penalty=codes: of the batch codes instead)"),
     ("rae", "baselines:RAE", "RAE (Ghosh et al. 2020): rec + beta*|z|^2/2 + reg_weight*(decoder L2 or "
      "gradient penalty, model.reg)"),
     ("wae", "baselines:WAE", "WAE-MMD (Tolstikhin et al. 2018): rec + reg_weight*MMD(codes, N(0,I)), "

@@ -76,13 +76,19 @@ class AEConfig:
         beta = getattr(self, "beta", 0.0)
         if beta < 0:
             raise ModelConfigError(f"model.beta must be >= 0, got {beta}")
+        reduction = getattr(self, "kl_reduction", "sum")
+        if reduction not in KL_REDUCTIONS:
+            raise ModelConfigError(f"model.kl_reduction must be one of {', '.join(KL_REDUCTIONS)}"
+                                   f" (sum: the paper's; mean: per sample), got {reduction!r}")
 
 
 @dataclass
 class VAEConfig(AEConfig):
-    """``vae`` / ``vae-identity``: ``beta`` scales the KL term."""
+    """``vae`` / ``vae-identity``: ``beta`` scales the KL term, ``kl_reduction`` says over
+    what (``KL_REDUCTIONS``)."""
 
     beta: float = 1e-3
+    kl_reduction: str = "sum"
 
 
 @dataclass
@@ -111,9 +117,11 @@ class RRAEConfig(AEConfig):
 
 @dataclass
 class VRRAEConfig(RRAEConfig):
-    """``vrrae`` / ``rrae-vae``: ``beta`` scales the KL term."""
+    """``vrrae`` / ``rrae-vae``: ``beta`` scales the KL term, ``kl_reduction`` says over
+    what (``KL_REDUCTIONS``)."""
 
     beta: float = 1e-3
+    kl_reduction: str = "sum"
 
 
 @dataclass
@@ -148,10 +156,19 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.sum(1.0 + logvar - mu.pow(2) - logvar.exp())
 
 
-def _losses(rec: torch.Tensor, kl: torch.Tensor | None, beta: float) -> dict[str, torch.Tensor]:
-    """``{"total", "rec"[, "kl"]}``; with beta = 0 the total is rec itself (never 0 * kl,
-    which would turn an infinite KL into a NaN total)."""
-    out = {"total": rec + beta * kl if kl is not None and beta else rec, "rec": rec}
+#: how the KL enters the loss. ``sum``: summed over the global batch (the paper's): the
+#: reconstruction term is a batch ratio, so the effective β grows with the batch size B.
+#: ``mean``: divided by B, so β means the same at any batch size (β_mean = B β_sum).
+KL_REDUCTIONS = ("sum", "mean")
+
+
+def _losses(rec: torch.Tensor, kl: torch.Tensor | None, beta: float,
+            per: Any = 1.0) -> dict[str, torch.Tensor]:  # fmt: skip
+    """``{"total", "rec"[, "kl"]}``: total = rec + beta * kl / per (``per``: 1, or the global
+    batch size for ``kl_reduction = "mean"``); ``kl`` is reported summed either way. With beta
+    = 0 the total is rec itself (never 0 * kl, which would turn an infinite KL into a NaN
+    total)."""
+    out = {"total": rec + beta * kl / per if kl is not None and beta else rec, "rec": rec}
     if kl is not None:
         out["kl"] = kl
     return out
@@ -214,6 +231,11 @@ class _Autoencoder(nn.Module):
     def beta(self) -> float:
         """The KL weight (0 for models without a KL term)."""
         return float(getattr(self.config, "beta", 0.0))
+
+    def _kl_per(self, n_global: Any) -> Any:
+        """What the summed KL is divided by: 1 (``kl_reduction = "sum"``) or the global batch
+        size (``"mean"``)."""
+        return n_global if getattr(self.config, "kl_reduction", "sum") == "mean" else 1.0
 
     @property
     def has_prior(self) -> bool:
@@ -336,7 +358,8 @@ class VAE(_Autoencoder):
         z = mu + ctx.randn_local(mu) * torch.exp(0.5 * logvar)
         rec = relative_error(self.decoder(z), x, ctx)
         kl = ctx.all_reduce_sum(gaussian_kl(mu, logvar))
-        return _losses(rec, kl, self.beta)
+        return _losses(rec, kl, self.beta, self._kl_per(
+            api.all_reduce_sum(torch.tensor(float(x.shape[0]), dtype=kl.dtype, device=kl.device))))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The posterior mean."""
@@ -421,7 +444,7 @@ class RRAE(_Autoencoder):
         step = self.latent_step(y_global, ctx)
         dec_in = step.decoder_input[ctx.local_slice(n_local)]  # this process's rows
         rec = relative_error(self.decoder(dec_in), x, ctx)
-        return _losses(rec, step.kl, self.beta)
+        return _losses(rec, step.kl, self.beta, self._kl_per(y_global.shape[0]))
 
     def latent_step(self, y_global: torch.Tensor, ctx: StepContext) -> LatentStep:
         """The training-time latent step on the global B×L latents (the table of docs/maths.md): SVD,

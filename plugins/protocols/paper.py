@@ -38,8 +38,21 @@ N_PREVIEW = 64
 __all__ = [
     "SAMPLERS", "Codes", "Interpolation", "RandomGeneration", "Reconstruction", "fit_gmm",
     "interpolate_codes", "interpolation_pairs", "reconstruction_error", "sample_codes",
-    "sample_gaussian", "sample_prior",
+    "sample_gaussian", "sample_prior", "gmm_fit_report", "GMM_MAX_ITER", "REFERENCES",
 ]
+
+
+#: what the metrics compare a protocol's images with (``eval.<protocol>.reference``): the
+#: training split (the paper, A.4: "between the feature vectors of the training data and
+#: those of the generated images"), the held-out test split, or both, which also records the
+#: train-vs-test gap of every value (``<value>_test``, ``<value>_gap`` = test − train)
+REFERENCES = ("train", "test", "both")
+
+
+def _check_reference(section: str, reference: str) -> None:
+    if reference not in REFERENCES:
+        raise ConfigError(f"eval.{section}.reference must be one of {', '.join(REFERENCES)} "
+                          f"(train: the paper's), got {reference!r}")
 
 
 def _positive(section: str, **values: int) -> None:
@@ -152,22 +165,48 @@ SAMPLERS = {
 }
 
 
-def fit_gmm(codes: torch.Tensor, n_components: int, seed: int) -> Any:
-    """scikit-learn GaussianMixture (full covariance) fitted on the codes, seeded. Refuses
-    more components than codes (sklearn would fail with a less helpful message)."""
+#: scikit-learn's default EM cap, kept as the default so committed numbers reproduce; pythae
+#: fits its mixture with 2000 (``eval.random-generation.gmm_max_iter``)
+GMM_MAX_ITER = 100
+
+
+def fit_gmm(codes: torch.Tensor, n_components: int, seed: int,
+            max_iter: int = GMM_MAX_ITER) -> Any:  # fmt: skip
+    """scikit-learn GaussianMixture (full covariance) fitted on the codes, seeded, at most
+    ``max_iter`` EM iterations. Refuses more components than codes (sklearn would fail with
+    a less helpful message)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
     if n_components > codes.shape[0]:
         raise ConfigError(f"eval.random-generation.gmm_components={n_components} is more than "
                           f"the {codes.shape[0]} training codes; lower it")
-    gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed)
-    gmm.fit(codes.double().numpy())
+    gmm = GaussianMixture(n_components=n_components, covariance_type="full", random_state=seed,
+                          max_iter=max_iter)  # fmt: skip
+    with warnings.catch_warnings():  # recorded by gmm_fit_report instead
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm.fit(codes.double().numpy())
     return gmm
 
 
-def sample_codes(codes: torch.Tensor, n_samples: int, n_components: int, seed: int) -> torch.Tensor:
-    """Fit the GMM on ``codes`` and draw ``n_samples`` codes, shuffled with ``seed``."""
-    gmm = fit_gmm(codes, n_components, seed)
+def gmm_fit_report(gmm: Any) -> dict[str, Any]:
+    """Whether EM converged (scikit-learn's tolerance on the lower bound), after how many
+    iterations, and the final per-code log-likelihood lower bound."""
+    return {"gmm_converged": bool(gmm.converged_), "gmm_n_iter": int(gmm.n_iter_),
+            "gmm_max_iter": int(gmm.max_iter),
+            "gmm_log_likelihood": float(gmm.lower_bound_)}  # fmt: skip
+
+
+def sample_codes(codes: torch.Tensor, n_samples: int, n_components: int, seed: int,
+                 max_iter: int = GMM_MAX_ITER,
+                 report: dict[str, Any] | None = None) -> torch.Tensor:  # fmt: skip
+    """Fit the GMM on ``codes`` and draw ``n_samples`` codes, shuffled with ``seed``;
+    ``report`` (a dict) receives :func:`gmm_fit_report`."""
+    gmm = fit_gmm(codes, n_components, seed, max_iter)
+    if report is not None:
+        report.update(gmm_fit_report(gmm))
     samples, _ = gmm.sample(n_samples)
     order = np.random.default_rng(seed).permutation(n_samples)
     return torch.from_numpy(samples[order]).float()
@@ -200,10 +239,16 @@ class RandomGenerationConfig:
     n_samples: int = 1250
     gmm_components: int = 10
     sampler: str = "gmm"
+    #: EM iterations at most (scikit-learn's 100; pythae uses 2000). Whether the fit
+    #: converged, its iterations and log-likelihood are in the protocol's details
+    gmm_max_iter: int = GMM_MAX_ITER
+    #: the split the metrics compare the samples with (``REFERENCES``; stamped)
+    reference: str = "train"
 
     def __post_init__(self) -> None:
         _positive("random-generation", n_samples=self.n_samples,
-                  gmm_components=self.gmm_components)
+                  gmm_components=self.gmm_components, gmm_max_iter=self.gmm_max_iter)
+        _check_reference("random-generation", self.reference)
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"eval.random-generation.sampler must be one of "
                               f"{', '.join(SAMPLERS)}, got {self.sampler!r}")
@@ -242,40 +287,47 @@ class RandomGeneration:
                      f"the mixture's responsibilities ({sizes.n_train} codes x "
                      f"{cfg.gmm_components} components)")
 
-    def sample(self, ctx: EvalContext) -> torch.Tensor:
-        """The codes to decode, from the configured sampler."""
+    def sample(self, ctx: EvalContext, report: dict[str, Any] | None = None) -> torch.Tensor:
+        """The codes to decode, from the configured sampler (``report``: the GMM's fit)."""
         cfg = self.config
         if cfg.sampler == "prior":
             return sample_prior(int(ctx.model.bottleneck_dim), cfg.n_samples, ctx.seed)
         codes = ctx.encode_split("train")
         if cfg.sampler == "gaussian":
             return sample_gaussian(codes, cfg.n_samples, ctx.seed)
-        return sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed)
+        return sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed,
+                            cfg.gmm_max_iter, report)
 
     def stamp(self) -> dict[str, Any]:
         """What defines the samples; the sampler is part of it, so two samplers never share
         a report column (the ``gmm`` stamp is the one results had before the option)."""
         cfg = self.config
         out: dict[str, Any] = {"n_samples": cfg.n_samples, "sampler": SAMPLERS[cfg.sampler],
-                               "reference": "train"}
+                               "reference": cfg.reference}
         if cfg.sampler == "gmm":
             out["gmm_components"] = cfg.gmm_components
+            if cfg.gmm_max_iter != GMM_MAX_ITER:  # the default's stamp is the one before it
+                out["gmm_max_iter"] = cfg.gmm_max_iter
         if cfg.sampler != "prior":
             out["codes"] = "model.encode(train)"
         return out
 
     def run(self, ctx: EvalContext) -> ProtocolOutput:
         self.check_model(ctx.model)
-        images = ctx.decode(self.sample(ctx))
+        fit: dict[str, Any] = {}
+        images = ctx.decode(self.sample(ctx, fit))
         cfg = self.config
         ctx.log(f"random-generation: {images.shape[0]} images ({cfg.sampler})")
+        if fit and not fit["gmm_converged"]:
+            ctx.log(f"random-generation: the GMM did not converge in {fit['gmm_n_iter']} EM "
+                    "iterations; raise eval.random-generation.gmm_max_iter (pythae: 2000)")
         how = {"gmm": f"GMM samples ({cfg.gmm_components} components)",
                "gaussian": "samples of one Gaussian fitted to the codes",
                "prior": "samples of the prior N(0, I)"}[cfg.sampler]
         labels = GridLabels(title=f"Random generation: the first {min(N_PREVIEW, len(images))}"
                                   f" of {len(images)} decoded {how}")
         return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8,
-                              preview_labels=labels, stamp=self.stamp())
+                              preview_labels=labels, stamp=self.stamp(), details=fit)
 
 
 # ------------------------------------------------------------------------------ interpolation
@@ -300,13 +352,16 @@ def interpolate_codes(za: torch.Tensor, zb: torch.Tensor, n_interp: int) -> torc
 
 @dataclass
 class InterpolationConfig:
-    """``eval.interpolation``: pairs of training images, interior points per pair."""
+    """``eval.interpolation``: pairs of training images, interior points per pair, and the
+    split the metrics compare them with (``REFERENCES``; stamped)."""
 
     n_pairs: int = 250
     n_interp: int = 5
+    reference: str = "train"
 
     def __post_init__(self) -> None:
         _positive("interpolation", n_pairs=self.n_pairs, n_interp=self.n_interp)
+        _check_reference("interpolation", self.reference)
 
 
 class Interpolation:
@@ -350,4 +405,4 @@ class Interpolation:
                 "n_pairs": cfg.n_pairs, "n_interp": cfg.n_interp,
                 "t": "i/(n_interp+1), i=1..n_interp (interior points)",
                 "pairs": "seeded random pairs of distinct training images",
-                "reference": "train"})
+                "reference": cfg.reference})
