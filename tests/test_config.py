@@ -88,7 +88,7 @@ def test_eval_options_belong_to_their_component() -> None:
     assert rc.eval.options("interpolation").n_pairs == 7
     # the resolved config lists every option of every selected component
     saved = rc.as_dict()["eval"]
-    assert saved["interpolation"] == {"n_pairs": 7, "n_interp": 5}
+    assert saved["interpolation"] == {"n_pairs": 7, "n_interp": 5, "reference": "train"}
     assert "random-generation" not in saved
 
 
