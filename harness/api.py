@@ -159,12 +159,101 @@ class StepContext:
         return noise[start : start + local.shape[0]].to(device=local.device, dtype=local.dtype)
 
 
+#: What a model may be able to do, and the members a model declaring it must have. The base
+#: contract is ``sample`` (draw images); the others are optional capabilities a model declares
+#: in ``capabilities``, and protocols and samplers state which they need (``needs``), so that
+#: one that cannot apply to a model is recorded as "does not apply", never run into an error.
+CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "sample": ("sample",),  # sample(n, generator) -> images
+    "encoder": ("encode", "decode"),  # images <-> codes (B, k)
+    "reconstruct": ("reconstruct",),  # images -> their reconstructions
+    "prior": ("decode", "bottleneck_dim"),  # decoding N(0, I_k) codes gives its samples
+}
+
+#: how "has no <capability>" reads for each capability
+CAPABILITY_WORDS = {"sample": "sampler", "encoder": "encoder", "reconstruct": "reconstruction",
+                    "prior": "prior"}
+
+
+def declared_capabilities(model: Any) -> frozenset[str]:
+    """The capabilities a model class (or instance) declares in ``capabilities``; a model
+    written before capabilities existed (no ``capabilities``) has what its methods give:
+    ``encoder`` with ``encode``/``decode``, ``reconstruct``, ``sample``."""
+    declared = getattr(model, "capabilities", None)
+    if declared is not None:
+        return frozenset(declared)
+    inferred = {cap for cap in ("encoder", "reconstruct", "sample")
+                if all(hasattr(model, member) for member in CAPABILITIES[cap])}
+    return frozenset(inferred)
+
+
+def model_capabilities(model: Any) -> frozenset[str]:
+    """What a built model can do: :func:`declared_capabilities`, with ``prior`` decided by the
+    instance's ``has_prior`` where it has one (e.g. a VAE has a prior only when its KL weight
+    is not zero)."""
+    caps = set(declared_capabilities(model))
+    if hasattr(model, "has_prior"):
+        if bool(model.has_prior) and "encoder" in caps:
+            caps.add("prior")
+        else:
+            caps.discard("prior")
+    return frozenset(caps)
+
+
+def check_model_class(cls: Any, label: str) -> None:
+    """Refuse a model class whose declared capabilities it cannot honour (a capability the
+    harness does not know, a member it lacks), or that can neither sample nor decode codes;
+    ``label`` names the model and its plugin. Raises :class:`harness.errors.PluginError`."""
+    from harness.errors import PluginError
+
+    declared = declared_capabilities(cls)
+    unknown = sorted(declared - set(CAPABILITIES))
+    if unknown:
+        raise PluginError(f"{label} declares unknown capabilities {unknown}; known: "
+                          f"{', '.join(CAPABILITIES)}")
+    for cap in sorted(declared):
+        missing = [m for m in CAPABILITIES[cap] if not hasattr(cls, m)]
+        if missing:
+            raise PluginError(
+                f"{label} declares capability '{cap}' but has no {', '.join(missing)}; add "
+                f"{'them' if len(missing) > 1 else 'it'} or drop '{cap}' from its capabilities")
+    if not declared & {"sample", "encoder"}:
+        raise PluginError(f"{label} can neither sample nor decode codes: define "
+                          "sample(n, generator) and declare capabilities = {'sample'}")
+    if callable(getattr(cls, "training_step", None)) != callable(
+            getattr(cls, "configure_optimizers", None)):
+        raise PluginError(f"{label} must define both training_step and configure_optimizers "
+                          "to own its training step, or neither")
+
+
+def does_not_apply(model_name: str, needs: Iterable[str], capabilities: Iterable[str]
+                   ) -> str | None:
+    """``"does not apply: <model> has no encoder"`` when the model lacks a capability in
+    ``needs``; None when it has them all."""
+    have = set(capabilities)
+    missing = [CAPABILITY_WORDS.get(c, c) for c in needs if c not in have]
+    if not missing:
+        return None
+    return f"does not apply: {model_name} has no {' and no '.join(missing)}"
+
+
 @runtime_checkable
 class GenerativeModel(Protocol):
     """The contract of a model factory's product (a ``torch.nn.Module``).
 
     The registered factory is the model *class*; the host calls
-    ``cls.from_config(cls.Config(**model_section), info)``.
+    ``cls.from_config(cls.Config(**model_section), info)``. Beyond this base, a model declares
+    what else it can do in ``capabilities`` (a set of :data:`CAPABILITIES` names) and has the
+    matching members: ``sample`` (:class:`Sampling`, the base contract of a new model),
+    ``encoder`` (:class:`Encoding`), ``reconstruct`` (:class:`Reconstructing`), ``prior``
+    (decoding N(0, I) codes makes samples: ``has_prior``). A model declaring a capability
+    without its members is refused when its plugin's factory is loaded, naming the plugin.
+
+    Training: ``forward(x, ctx)`` returns the loss parts, and the host takes one optimizer
+    step on ``"total"``; or the model owns its step (:class:`OwnsTrainingStep`: several
+    optimizers, alternating updates, EMA weights). Optional: ``min_batch_size`` (the smallest
+    global batch the training accepts; with ``min_batch_reason``) and ``calibrate(batches,
+    ctx)`` (called once after training with the training set, in eval mode).
     """
 
     Config: ClassVar[type]
@@ -173,20 +262,30 @@ class GenerativeModel(Protocol):
     @classmethod
     def from_config(cls, config: Any, info: DatasetInfo) -> GenerativeModel: ...
 
-    @property
-    def bottleneck_dim(self) -> int:
-        """k: the size of the codes :meth:`encode` returns."""
-        ...
-
-    @property
-    def min_batch_size(self) -> int:
-        """The smallest global batch the training loss accepts. A model may also have a
-        ``min_batch_reason`` string, shown when a batch is refused."""
-        ...
-
     def forward(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         """The training loss of the *global* batch: ``{"total": ..., "rec": ..., ...}``, each a
         scalar tensor, identical on every process (see :mod:`harness.training.distributed`)."""
+        ...
+
+
+@runtime_checkable
+class Sampling(Protocol):
+    """Capability ``sample``: draw images from the trained model."""
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` images (n, C, H, W), on the dataset's scale, drawn with ``generator`` (a
+        seeded CPU generator: draw noise on the CPU, then move it) so that evaluation is
+        reproducible. Called in eval mode, without gradients."""
+        ...
+
+
+@runtime_checkable
+class Encoding(Protocol):
+    """Capability ``encoder``: images to deterministic codes and back."""
+
+    @property
+    def bottleneck_dim(self) -> int:
+        """k: the size of the codes :meth:`encode` returns."""
         ...
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,13 +296,48 @@ class GenerativeModel(Protocol):
         """Images (B, C, H, W) from bottleneck codes (B, k)."""
         ...
 
+
+@runtime_checkable
+class Reconstructing(Protocol):
+    """Capability ``reconstruct``."""
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Evaluation-mode reconstruction; equals ``decode(encode(x))``."""
+        """Evaluation-mode reconstruction; for an encoder, ``decode(encode(x))``."""
         ...
 
-    def calibrate(self, batches: Iterable[torch.Tensor], ctx: StepContext) -> None:
-        """Called once after training with the whole training set (this process's share),
-        in eval mode; e.g. the rrae family builds its inference basis. May be a no-op."""
+
+class OptimizerUpdate(Protocol):
+    """What the host hands a model that owns its step: ``update(name, loss)`` checks that the
+    loss is finite (a NaN stops the run before the update is applied), back-propagates it
+    through Accelerate (mixed precision, the fp16 scaler), averages the gradients over
+    processes, clips them (``train.grad_clip``), steps optimizer ``name`` and zeroes its
+    gradients."""
+
+    def __call__(self, name: str, loss: torch.Tensor) -> None: ...
+
+
+@runtime_checkable
+class OwnsTrainingStep(Protocol):
+    """A model that owns its training step (a GAN's alternating updates, a diffusion model's
+    EMA weights), without the host knowing its family.
+
+    The host builds the optimizers once with :meth:`configure_optimizers` (every param group
+    at ``train.lr``: a resumed run may lower it), saves and restores them in checkpoints, and
+    calls :meth:`training_step` once a step with this process's share of the global batch.
+    Losses are means over the local batch: the host averages gradients over processes, so N
+    processes at B/N step like one at B (draw noise with ``ctx.randn_local``, and use no
+    batch statistics such as BatchNorm's). Weights the step changes outside an optimizer (an
+    EMA copy) are buffers, so checkpoints hold them."""
+
+    def configure_optimizers(self, train: Any) -> dict[str, Any]:
+        """``{name: torch.optim.Optimizer}``, built on disjoint parameter sets with
+        ``lr=train.lr`` (``train``: the run's ``train`` section)."""
+        ...
+
+    def training_step(self, x: torch.Tensor, ctx: StepContext, update: OptimizerUpdate
+                      ) -> dict[str, torch.Tensor]:
+        """One step: call ``update(name, loss)`` for each optimizer, in order; return the loss
+        parts to log (scalar tensors)."""
         ...
 
 
@@ -360,6 +494,7 @@ class EvalContext:
         self.device = device if device is not None else _model_device(model)
         self.progress = progress
         self.needs_data = True
+        self.capabilities = model_capabilities(model)  # what the protocols may ask of it
         self._codes: dict[str, Any] = {}
 
     def log(self, message: str) -> None:
@@ -395,6 +530,20 @@ class EvalContext:
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         return self._map(self.model.reconstruct, images)
+
+    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` images from the model's own sampler (capability ``sample``), ``batch_size`` at
+        a time, on the CPU; one CPU generator seeded with ``seed`` (default: the evaluation's)
+        draws them all, so the same seed gives the same images."""
+        import torch
+
+        gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        parts = []
+        with torch.no_grad():
+            for start in range(0, n, self.batch_size):
+                size = min(self.batch_size, n - start)
+                parts.append(self.model.sample(size, gen).detach().float().cpu())
+        return torch.cat(parts) if parts else torch.zeros((0, *self.info.shape))
 
     def encode_split(self, split: str = "train") -> torch.Tensor:
         """Codes of every image of a split (``"train"``, ``"test"`` or an extra split),

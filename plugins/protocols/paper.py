@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.api import EvalContext, EvalSizes, GridLabels, ProtocolOutput, ValueDisplay
+from harness.api import (
+    EvalContext,
+    EvalSizes,
+    GridLabels,
+    ProtocolOutput,
+    ValueDisplay,
+    model_capabilities,
+)
 from harness.errors import ConfigError, HarnessError
 
 SAMPLER = "sklearn.mixture.GaussianMixture(full)"
@@ -82,6 +89,7 @@ class ReconstructionConfig:
 class Reconstruction:
     kind = "reconstructions"
     version = 1
+    needs = ("reconstruct",)
     Config = ReconstructionConfig
     title = "Reconstruction (test split)"
     display = {"rec_error_percent": ValueDisplay(
@@ -129,6 +137,7 @@ class CodesConfig:
 class Codes:
     kind = "codes"
     version = 1
+    needs = ("encoder",)
     Config = CodesConfig
     title = "Bottleneck codes (training set)"
 
@@ -149,7 +158,12 @@ SAMPLERS = {
     "gmm": SAMPLER,
     "gaussian": "one full-covariance Gaussian (mean, np.cov) fitted on the codes",
     "prior": "the model's prior N(0, I)",
+    "model": "the model's own sampler, model.sample(n, generator)",
 }
+
+#: what each sampler needs of the model (:data:`harness.api.CAPABILITIES`)
+SAMPLER_NEEDS = {"gmm": ("encoder",), "gaussian": ("encoder",), "prior": ("prior",),
+                 "model": ("sample",)}
 
 
 def fit_gmm(codes: torch.Tensor, n_components: int, seed: int) -> Any:
@@ -193,20 +207,22 @@ def sample_prior(k: int, n_samples: int, seed: int) -> torch.Tensor:
 
 @dataclass
 class RandomGenerationConfig:
-    """``eval.random-generation``: samples decoded (the paper: 1250), the sampler of the codes
-    (``gmm``: the paper's Gaussian mixture; ``gaussian``: one full-covariance Gaussian;
-    ``prior``: N(0, I), for models with a prior) and the mixture size (``gmm`` only)."""
+    """``eval.random-generation``: samples (the paper: 1250), the sampler (``gmm``: the
+    paper's Gaussian mixture on the codes; ``gaussian``: one full-covariance Gaussian on the
+    codes; ``prior``: N(0, I) codes decoded, or the model's own sampler for a model without
+    an encoder; ``model``: the model's own ``sample``; ``auto``, the default: ``gmm`` for a
+    model with an encoder, ``model`` otherwise) and the mixture size (``gmm`` only)."""
 
     n_samples: int = 1250
     gmm_components: int = 10
-    sampler: str = "gmm"
+    sampler: str = "auto"
 
     def __post_init__(self) -> None:
         _positive("random-generation", n_samples=self.n_samples,
                   gmm_components=self.gmm_components)
-        if self.sampler not in SAMPLERS:
+        if self.sampler not in (*SAMPLERS, "auto"):
             raise ConfigError(f"eval.random-generation.sampler must be one of "
-                              f"{', '.join(SAMPLERS)}, got {self.sampler!r}")
+                              f"{', '.join(SAMPLERS)}, auto; got {self.sampler!r}")
 
 
 class RandomGeneration:
@@ -218,10 +234,28 @@ class RandomGeneration:
     def __init__(self, config: RandomGenerationConfig | None = None) -> None:
         self.config = config or RandomGenerationConfig()
 
+    def resolved_sampler(self, capabilities: Any) -> str:
+        """The sampler that runs for a model with these capabilities: ``auto`` is ``gmm`` for a
+        model with an encoder and the model's own sampler otherwise; ``prior`` on a model that
+        samples but has no encoder is its own sampler (which draws from its prior)."""
+        caps, sampler = set(capabilities), self.config.sampler
+        if sampler == "auto":
+            return "gmm" if "encoder" in caps else "model"
+        if sampler == "prior" and "encoder" not in caps and "sample" in caps:
+            return "model"
+        return sampler
+
+    def needs(self, capabilities: Any) -> tuple[str, ...]:
+        """What the sampler needs of this model (see :meth:`resolved_sampler`)."""
+        return SAMPLER_NEEDS[self.resolved_sampler(capabilities)]
+
     def check_model(self, model: Any) -> None:
-        """Refuse the ``prior`` sampler for a model without a prior (its codes were never
-        pulled towards N(0, I), so prior draws say nothing about it); runs before training."""
-        if self.config.sampler == "prior" and not bool(getattr(model, "has_prior", False)):
+        """Refuse the ``prior`` sampler for an autoencoder without a prior (its codes were
+        never pulled towards N(0, I), so prior draws say nothing about it); runs before
+        training. (Another sampler the model cannot serve does not apply: the host records
+        that without running the protocol.)"""
+        caps = model_capabilities(model)
+        if self.resolved_sampler(caps) == "prior" and "prior" not in caps:
             name = getattr(model, "name", type(model).__name__)
             raise ConfigError(
                 f"eval.random-generation.sampler=prior: model '{name}' has no prior (its "
@@ -242,40 +276,45 @@ class RandomGeneration:
                      f"the mixture's responsibilities ({sizes.n_train} codes x "
                      f"{cfg.gmm_components} components)")
 
-    def sample(self, ctx: EvalContext) -> torch.Tensor:
-        """The codes to decode, from the configured sampler."""
+    def sample(self, ctx: EvalContext, sampler: str) -> torch.Tensor:
+        """The codes to decode, from ``sampler`` (not ``model``: that one gives images)."""
         cfg = self.config
-        if cfg.sampler == "prior":
+        if sampler == "prior":
             return sample_prior(int(ctx.model.bottleneck_dim), cfg.n_samples, ctx.seed)
         codes = ctx.encode_split("train")
-        if cfg.sampler == "gaussian":
+        if sampler == "gaussian":
             return sample_gaussian(codes, cfg.n_samples, ctx.seed)
         return sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed)
 
-    def stamp(self) -> dict[str, Any]:
-        """What defines the samples; the sampler is part of it, so two samplers never share
-        a report column (the ``gmm`` stamp is the one results had before the option)."""
+    def stamp(self, sampler: str | None = None) -> dict[str, Any]:
+        """What defines the samples of ``sampler`` (default: the configured one, ``auto`` read
+        as ``gmm``); the sampler is part of it, so two samplers never share a report column
+        (the ``gmm`` stamp is the one results had before the option)."""
         cfg = self.config
-        out: dict[str, Any] = {"n_samples": cfg.n_samples, "sampler": SAMPLERS[cfg.sampler],
+        sampler = sampler or ("gmm" if cfg.sampler == "auto" else cfg.sampler)
+        out: dict[str, Any] = {"n_samples": cfg.n_samples, "sampler": SAMPLERS[sampler],
                                "reference": "train"}
-        if cfg.sampler == "gmm":
+        if sampler == "gmm":
             out["gmm_components"] = cfg.gmm_components
-        if cfg.sampler != "prior":
+        if sampler in ("gmm", "gaussian"):
             out["codes"] = "model.encode(train)"
         return out
 
     def run(self, ctx: EvalContext) -> ProtocolOutput:
         self.check_model(ctx.model)
-        images = ctx.decode(self.sample(ctx))
         cfg = self.config
-        ctx.log(f"random-generation: {images.shape[0]} images ({cfg.sampler})")
-        how = {"gmm": f"GMM samples ({cfg.gmm_components} components)",
-               "gaussian": "samples of one Gaussian fitted to the codes",
-               "prior": "samples of the prior N(0, I)"}[cfg.sampler]
+        sampler = self.resolved_sampler(ctx.capabilities)
+        images = ctx.sample(cfg.n_samples) if sampler == "model" else \
+            ctx.decode(self.sample(ctx, sampler))
+        ctx.log(f"random-generation: {images.shape[0]} images ({sampler})")
+        how = {"gmm": f"decoded GMM samples ({cfg.gmm_components} components)",
+               "gaussian": "decoded samples of one Gaussian fitted to the codes",
+               "prior": "decoded samples of the prior N(0, I)",
+               "model": "samples of the model's own sampler"}[sampler]
         labels = GridLabels(title=f"Random generation: the first {min(N_PREVIEW, len(images))}"
-                                  f" of {len(images)} decoded {how}")
+                                  f" of {len(images)} {how}")
         return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8,
-                              preview_labels=labels, stamp=self.stamp())
+                              preview_labels=labels, stamp=self.stamp(sampler))
 
 
 # ------------------------------------------------------------------------------ interpolation
@@ -312,6 +351,7 @@ class InterpolationConfig:
 class Interpolation:
     kind = "samples"
     version = 1
+    needs = ("encoder",)
     Config = InterpolationConfig
     title = "Interpolation between training images"
 
