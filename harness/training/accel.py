@@ -256,6 +256,11 @@ class ModelOwnedStep:
         self.updating = True
         with acc.autocast():
             parts = self._model.training_step(x, ctx, update)  # type: ignore[operator]
+        if is_distributed() and isinstance(parts, dict):  # the log shows global-batch means
+            from harness.training.distributed import all_reduce_sum
+
+            parts = {k: all_reduce_sum(v.detach().float().reshape(())) / world_size()
+                     if isinstance(v, torch.Tensor) else v for k, v in parts.items()}
         values = guard.check_parts(parts, step)
         self.applied += 1
         self.updating = False
