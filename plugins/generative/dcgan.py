@@ -117,6 +117,7 @@ class DCGAN(nn.Module):
         raise NotImplementedError("dcgan trains through training_step (two optimizers)")
 
     # ----------------------------------------------------------------------- sampling
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         z = torch.randn((n, self.config.z_dim), generator=generator)
         return self.generate(z.to(self.project.weight))
