@@ -6,17 +6,16 @@ under ``torchrun --nproc_per_node 2``. Writes ``<model>/losses.json`` (main proc
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dist_toys import make_config, make_splits  # noqa: E402
+from dist_train import train_and_record  # noqa: E402
 
-from harness.training.loop import make_accelerator, seed_everything, train  # noqa: E402
+from harness.training.loop import make_accelerator, seed_everything  # noqa: E402
 
 MODELS = {"dcgan": ("dcgan:DCGAN", {"z_dim": 4, "channels": 16}),
           "ddpm": ("ddpm:DDPM", {"channels": 16, "timesteps": 50, "sample_steps": 2})}
@@ -42,16 +41,8 @@ def main() -> None:
     for name in MODELS:
         config = make_config(seed=0, steps=6, batch_size=16, log_every=1, checkpoint_every=4,
                              lr=3e-3, grad_clip=1.0)
-        out = Path(args.out) / name
-        records: list[dict] = []
-        result = train(build(name, splits), splits, config, out / "run",
-                       accelerator=accelerator, on_log=records.append)
-        state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
-        save_file(state, str(out / f"weights-rank{accelerator.process_index}.safetensors"))
-        if accelerator.is_main_process:
-            doc = {"world_size": result.world_size, "losses": [r["loss"] for r in records]}
-            (out / "losses.json").write_text(json.dumps(doc))
-        accelerator.wait_for_everyone()
+        train_and_record(build(name, splits), splits, config, Path(args.out) / name,
+                         accelerator)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,37 @@ def test_a_run_on_digits_gets_fid_kid_and_precision_recall(model: str, options: 
     assert 0 <= got["precision"] <= 1 and 0 <= got["recall"] <= 1
     assert doc["not_applicable"]["interpolation"] == f"does not apply: {model} has no encoder"
     assert "interpolation does not apply" in res.err
+
+
+# ------------------------------------------------- autoencoders: the RAE paper's Table 1 view
+TABLE1 = ["--set", 'eval.protocols=["reconstruction-samples", "prior-samples", '
+          '"random-generation"]', "--set", 'eval.metrics=["fid"]',
+          "--set", "eval.random-generation.n_samples=100", "--set", "eval.prior-samples.n_samples=100",
+          "--set", "train.steps=400", "--set", "data.n_train=600", "--set", "data.n_test=80"]
+
+
+def test_autoencoders_get_fid_of_reconstructions_prior_and_gmm_side_by_side(tmp_path: Path) -> None:
+
+    with builtin_plugins_only():
+        vae = cli("run", "--model", "vae", "--dataset", "digits", "--set", "model.beta=1e-3",
+                  *TABLE1, "--out", str(tmp_path / "vae"))
+        ae = cli("run", "--model", "ae", "--dataset", "digits", *TABLE1,
+                 "--out", str(tmp_path / "ae"))
+        assert vae.code == 0 and ae.code == 0, vae.err + ae.err
+        report = cli("report", str(tmp_path / "vae"), str(tmp_path / "ae"), "--format", "csv")
+    assert report.code == 0, report.err
+    fid = {}
+    for name in ("vae", "ae"):
+        doc = json.loads((tmp_path / name / "metrics.json").read_text())
+        fid[name] = {r["protocol"]: r["value"] for r in doc["results"] if r["metric"] == "fid"}
+    assert set(fid["vae"]) == {"reconstruction-samples", "prior-samples", "random-generation"}
+    assert all(v > 0 for v in fid["vae"].values())
+    # reconstructions are closer to the data than any sampler's images
+    assert fid["vae"]["reconstruction-samples"] < fid["vae"]["random-generation"]
+    assert set(fid["ae"]) == {"reconstruction-samples", "random-generation"}
+    doc = json.loads((tmp_path / "ae" / "metrics.json").read_text())
+    assert doc["not_applicable"] == {"prior-samples": "does not apply: ae has no prior"}
+    header = report.out.splitlines()[0]
+    for title in ("Reconstructions of the test images", "Samples of the prior",
+                  "Random generation"):
+        assert title in header, header

@@ -43,7 +43,8 @@ SAMPLER = "sklearn.mixture.GaussianMixture(full)"
 N_PREVIEW = 64
 
 __all__ = [
-    "SAMPLERS", "Codes", "Interpolation", "RandomGeneration", "Reconstruction", "fit_gmm",
+    "SAMPLERS", "Codes", "Interpolation", "PriorSamples", "RandomGeneration", "Reconstruction",
+    "ReconstructionSamples", "fit_gmm",
     "interpolate_codes", "interpolation_pairs", "reconstruction_error", "sample_codes",
     "sample_gaussian", "sample_prior",
 ]
@@ -391,3 +392,79 @@ class Interpolation:
                 "t": "i/(n_interp+1), i=1..n_interp (interior points)",
                 "pairs": "seeded random pairs of distinct training images",
                 "reference": "train"})
+
+
+# ------------------------------------------- the RAE paper's side-by-side view (Table 1)
+@dataclass
+class PriorSamplesConfig:
+    """``eval.prior-samples``: how many N(0, I) codes are decoded."""
+
+    n_samples: int = 1250
+
+    def __post_init__(self) -> None:
+        _positive("prior-samples", n_samples=self.n_samples)
+
+
+class PriorSamples(RandomGeneration):
+    """Random generation from the model's prior, whatever ``eval.random-generation.sampler``
+    is: with ``random-generation`` (GMM) and ``reconstruction-samples`` it gives the three FID
+    columns of the RAE paper's Table 1 (Ghosh et al., ICLR 2020). A model without a prior
+    (ae, rrae) is "does not apply"; a model that only samples uses its own sampler (its
+    prior)."""
+
+    Config = PriorSamplesConfig  # type: ignore[assignment]
+    title = "Samples of the prior N(0, I)"
+
+    def __init__(self, config: PriorSamplesConfig | None = None) -> None:
+        cfg = config or PriorSamplesConfig()
+        super().__init__(RandomGenerationConfig(n_samples=cfg.n_samples, sampler="prior"))
+
+    def check_model(self, model: Any) -> None:
+        """No refusal: a model without a prior is recorded as "does not apply"."""
+
+    def check_sizes(self, sizes: EvalSizes) -> None:
+        sizes.images("eval.prior-samples.n_samples", self.config.n_samples,
+                     self.config.n_samples, "the decoded prior samples")
+
+
+@dataclass
+class ReconstructionSamplesConfig:
+    """``eval.reconstruction-samples``: how many test images are reconstructed (None: all)."""
+
+    n_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_images is not None:
+            _positive("reconstruction-samples", n_images=self.n_images)
+
+
+class ReconstructionSamples:
+    """The reconstructions of the test images as *samples*, so that every samples metric
+    (FID, KID, precision/recall) scores them against the training set: the "REC." column of
+    the RAE paper's Table 1, the floor a model's generated samples can reach in that
+    feature space."""
+
+    kind = "samples"
+    version = 1
+    needs = ("reconstruct",)
+    Config = ReconstructionSamplesConfig
+    title = "Reconstructions of the test images (scored as samples)"
+
+    def __init__(self, config: ReconstructionSamplesConfig | None = None) -> None:
+        self.config = config or ReconstructionSamplesConfig()
+
+    def run(self, ctx: EvalContext) -> ProtocolOutput:
+        test = ctx.split("test")
+        n = len(test) if self.config.n_images is None else min(self.config.n_images, len(test))
+        parts, seen = [], 0
+        for batch in ctx.batches(test):
+            if seen >= n:
+                break
+            batch = batch[: n - seen]
+            parts.append(ctx.reconstruct(batch))
+            seen += batch.shape[0]
+        images = torch.cat(parts)
+        ctx.log(f"reconstruction-samples: {images.shape[0]} test reconstructions")
+        return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8,
+                              stamp={"n_images": int(images.shape[0]), "split": "test",
+                                     "method": "model.reconstruct", "reference": "train"})
