@@ -282,13 +282,16 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
         if evaluate:
             doc = evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
                                  training=training, save_samples=save_samples,
-                                 trackers=accelerator if config.train.trackers else None)
+                                 trackers=accelerator if config.train.trackers else None,
+                                 fail=False)
         else:
             doc = runs.metrics_document(config, [], {"training": training})
             runs.atomic_write_json(RunLayout(run_dir).metrics, doc)
         set_next_command("", "")  # the run is complete: nothing left to continue
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if accelerator.is_main_process and evaluate:  # after the others were let go: no hang
+        raise_if_every_protocol_failed(doc, run_dir)
     return run_dir
 
 
@@ -345,7 +348,8 @@ def log_final_images(accelerator: Any, previews: dict[str, tuple[Any, ...]], inf
 def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,
                    device: Any = None, training: dict[str, Any] | None = None,
                    write_config: bool = False, save_samples: bool = False,
-                   write_metrics: bool = True, trackers: Any = None) -> dict[str, Any]:
+                   write_metrics: bool = True, trackers: Any = None,
+                   fail: bool = True) -> dict[str, Any]:
     """Run the protocols, then write metrics.json and the image grids; returns the metrics
     document. An earlier metrics.json is kept as metrics.prev.json. With ``write_config`` the
     run's config.toml is rewritten too, after the evaluation succeeded (``harness evaluate
@@ -392,28 +396,30 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     if not write_metrics:
         return doc
     runs.write_metrics(run_dir, doc)
-    failed = _every_protocol_failed(ran, records)
-    if failed:  # metrics.json says why for each; the config stays as it was
-        raise EvaluationFailed(f"every protocol failed, no number was computed ({failed}); "
-                               f"{RunLayout(run_dir).metrics} records each error")
+    if fail:  # metrics.json says why; the config stays as it was
+        raise_if_every_protocol_failed(doc, run_dir)
     if write_config:
         runs.write_config(run_dir, config)
     host.call_hook("run_finished", run_dir=str(run_dir), metrics=doc)
     return doc
 
 
-def _every_protocol_failed(protocols: list[tuple[str, Any]],
-                           records: list[dict[str, Any]]) -> str:
-    """The errors, one per protocol, when every protocol that ran failed (it or each of its
-    metrics raised, so it has error records and no number); "" otherwise."""
+def raise_if_every_protocol_failed(doc: dict[str, Any], run_dir: Path) -> None:
+    """:class:`EvaluationFailed` (exit 1) when every protocol that ran failed: each has error
+    records and no number (a protocol no metric scored, ``unscored``, did not fail)."""
+    results = doc.get("results") or []
+    ran = list(dict.fromkeys(r.get("protocol") for r in results))
+    if not ran or doc.get("unscored"):
+        return
     errors: dict[str, str] = {}
-    for name, _protocol in protocols:
-        own = [r for r in records if r.get("protocol") == name]
-        if not own or any(r.get("value") is not None for r in own) or \
-                not any(r.get("error") for r in own):
-            return ""
-        errors[name] = str(next(r["error"] for r in own if r.get("error")))[:120]
-    return "; ".join(f"{name}: {error}" for name, error in errors.items())
+    for name in ran:
+        own = [r for r in results if r.get("protocol") == name]
+        if any(r.get("value") is not None for r in own) or not any(r.get("error") for r in own):
+            return
+        errors[str(name)] = str(next(r["error"] for r in own if r.get("error")))[:120]
+    failed = "; ".join(f"{name}: {error}" for name, error in errors.items())
+    raise EvaluationFailed(f"every protocol failed, no number was computed ({failed}); "
+                           f"{RunLayout(run_dir).metrics} records each error")
 
 
 def _unscored(protocols: list[tuple[str, Any]], metrics: list[tuple[str, Any]],
