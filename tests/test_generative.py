@@ -302,3 +302,38 @@ def test_the_nan_of_an_update_stops_the_run_before_it_is_applied(example: Any, t
               "--out", str(tmp_path / "run"))
     assert res.code == 1, res.err
     assert "loss part 'generator' is nan at step 3" in res.err
+
+
+def test_an_owned_update_is_clipped_to_train_grad_clip() -> None:
+    from accelerate import Accelerator
+
+    from harness.training.accel import ModelOwnedStep
+    from harness.training.lossguard import LossGuard
+
+    class Line(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(5))
+
+        def training_step(self, x: torch.Tensor, ctx: Any, update: Any) -> dict[str, Any]:
+            loss = (1000.0 * (self.w - 1.0)).pow(2).sum()  # a huge gradient
+            update("only", loss)
+            return {"loss": loss.detach()}
+
+    guard = LossGuard(1, last_checkpoint=lambda: None, write_event=lambda r: None)
+    for clip, most in ((1e-3, 1e-3), (None, 1.0)):
+        model = Line()
+        opt = {"only": torch.optim.SGD(model.parameters(), lr=1.0)}
+        ModelOwnedStep(Accelerator(cpu=True), model, opt, grad_clip=clip).run(
+            torch.zeros(1), api.StepContext(), 1, guard)
+        moved = float(model.w.detach().norm())
+        assert (moved == pytest.approx(most, rel=1e-4)) if clip else moved > most
+
+
+def test_a_gan_trains_in_bf16_mixed_precision(example: Any, tmp_path: Path) -> None:
+    res = cli("run", "--model", "tiny-gan", *SMALL, "--set", "train.steps=3",
+              "--set", "train.mixed_precision=bf16", "--set", "train.log_every=1", "--no-eval",
+              "--out", str(tmp_path / "run"))
+    assert res.code == 0, res.err
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len([r for r in log if "loss" in r]) == 3
