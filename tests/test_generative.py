@@ -337,3 +337,17 @@ def test_a_gan_trains_in_bf16_mixed_precision(example: Any, tmp_path: Path) -> N
     assert res.code == 0, res.err
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert len([r for r in log if "loss" in r]) == 3
+
+
+def test_the_benchmark_report_lists_what_does_not_apply(tmp_path: Path) -> None:
+    from harness.benchmark.report import _not_applicable
+
+    for name, model in (("a", "dcgan"), ("b", "dcgan"), ("c", "ae")):
+        (tmp_path / name).mkdir()
+        na = {"interpolation": f"does not apply: {model} has no encoder"} if model == "dcgan" \
+            else {}
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {"run": {"model": model, "dataset": "digits"}, "not_applicable": na}))
+    state = {"runs": {n: {"phase": "final", "status": "done", "dir": n} for n in "abc"}}
+    assert _not_applicable(state, tmp_path) == [
+        ["digits", "dcgan", "interpolation", "does not apply: dcgan has no encoder"]]

@@ -88,7 +88,7 @@ class Component:
                     ) from exc
                 factory = obj
             if self.kind == "model" and isinstance(factory, type):  # capabilities it cannot honour
-                from harness.api import check_model_class
+                from harness.host.capabilities import check_model_class
 
                 check_model_class(factory, f"model '{self.name}' from plugin '{self.plugin}'")
             self._loaded = factory
