@@ -11,7 +11,7 @@ the module ``__getattr__`` at the end.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -159,12 +159,39 @@ class StepContext:
         return noise[start : start + local.shape[0]].to(device=local.device, dtype=local.dtype)
 
 
+# What a model can do (sample, encoder, reconstruct, prior) and the rules about it live in
+# harness.host.capabilities, which the plugin registry uses too; re-exported here as API.
+from harness.host.capabilities import (  # noqa: E402 - re-exported for plugins
+    CAPABILITIES,
+    CAPABILITY_WORDS,
+    check_model_class,
+    declared_capabilities,
+    does_not_apply,
+    model_capabilities,
+)
+
+#: the names above are part of this module's API (ruff: not unused)
+_REEXPORTED = (CAPABILITIES, CAPABILITY_WORDS, check_model_class, declared_capabilities,
+               does_not_apply)
+
+
 @runtime_checkable
 class GenerativeModel(Protocol):
     """The contract of a model factory's product (a ``torch.nn.Module``).
 
     The registered factory is the model *class*; the host calls
-    ``cls.from_config(cls.Config(**model_section), info)``.
+    ``cls.from_config(cls.Config(**model_section), info)``. Beyond this base, a model declares
+    what else it can do in ``capabilities`` (a set of :data:`CAPABILITIES` names) and has the
+    matching members: ``sample`` (:class:`Sampling`, the base contract of a new model),
+    ``encoder`` (:class:`Encoding`), ``reconstruct`` (:class:`Reconstructing`), ``prior``
+    (decoding N(0, I) codes makes samples: ``has_prior``). A model declaring a capability
+    without its members is refused when its plugin's factory is loaded, naming the plugin.
+
+    Training: ``forward(x, ctx)`` returns the loss parts, and the host takes one optimizer
+    step on ``"total"``; or the model owns its step (:class:`OwnsTrainingStep`: several
+    optimizers, alternating updates, EMA weights). Optional: ``min_batch_size`` (the smallest
+    global batch the training accepts; with ``min_batch_reason``) and ``calibrate(batches,
+    ctx)`` (called once after training with the training set, in eval mode).
     """
 
     Config: ClassVar[type]
@@ -173,20 +200,30 @@ class GenerativeModel(Protocol):
     @classmethod
     def from_config(cls, config: Any, info: DatasetInfo) -> GenerativeModel: ...
 
-    @property
-    def bottleneck_dim(self) -> int:
-        """k: the size of the codes :meth:`encode` returns."""
-        ...
-
-    @property
-    def min_batch_size(self) -> int:
-        """The smallest global batch the training loss accepts. A model may also have a
-        ``min_batch_reason`` string, shown when a batch is refused."""
-        ...
-
     def forward(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         """The training loss of the *global* batch: ``{"total": ..., "rec": ..., ...}``, each a
         scalar tensor, identical on every process (see :mod:`harness.training.distributed`)."""
+        ...
+
+
+@runtime_checkable
+class Sampling(Protocol):
+    """Capability ``sample``: draw images from the trained model."""
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` images (n, C, H, W), on the dataset's scale, drawn with ``generator`` (a
+        seeded CPU generator: draw noise on the CPU, then move it) so that evaluation is
+        reproducible. Called in eval mode, without gradients."""
+        ...
+
+
+@runtime_checkable
+class Encoding(Protocol):
+    """Capability ``encoder``: images to deterministic codes and back."""
+
+    @property
+    def bottleneck_dim(self) -> int:
+        """k: the size of the codes :meth:`encode` returns."""
         ...
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,13 +234,48 @@ class GenerativeModel(Protocol):
         """Images (B, C, H, W) from bottleneck codes (B, k)."""
         ...
 
+
+@runtime_checkable
+class Reconstructing(Protocol):
+    """Capability ``reconstruct``."""
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Evaluation-mode reconstruction; equals ``decode(encode(x))``."""
+        """Evaluation-mode reconstruction; for an encoder, ``decode(encode(x))``."""
         ...
 
-    def calibrate(self, batches: Iterable[torch.Tensor], ctx: StepContext) -> None:
-        """Called once after training with the whole training set (this process's share),
-        in eval mode; e.g. the rrae family builds its inference basis. May be a no-op."""
+
+class OptimizerUpdate(Protocol):
+    """What the host hands a model that owns its step: ``update(name, loss)`` checks that the
+    loss is finite (a NaN stops the run before the update is applied), back-propagates it
+    through Accelerate (mixed precision, the fp16 scaler), averages the gradients over
+    processes, clips them (``train.grad_clip``), steps optimizer ``name`` and zeroes its
+    gradients."""
+
+    def __call__(self, name: str, loss: torch.Tensor) -> None: ...
+
+
+@runtime_checkable
+class OwnsTrainingStep(Protocol):
+    """A model that owns its training step (a GAN's alternating updates, a diffusion model's
+    EMA weights), without the host knowing its family.
+
+    The host builds the optimizers once with :meth:`configure_optimizers` (every param group
+    at ``train.lr``: a resumed run may lower it), saves and restores them in checkpoints, and
+    calls :meth:`training_step` once a step with this process's share of the global batch.
+    Losses are means over the local batch: the host averages gradients over processes, so N
+    processes at B/N step like one at B (draw noise with ``ctx.randn_local``, and use no
+    batch statistics such as BatchNorm's). Weights the step changes outside an optimizer (an
+    EMA copy) are buffers, so checkpoints hold them."""
+
+    def configure_optimizers(self, train: Any) -> dict[str, Any]:
+        """``{name: torch.optim.Optimizer}``, built on disjoint parameter sets with
+        ``lr=train.lr`` (``train``: the run's ``train`` section)."""
+        ...
+
+    def training_step(self, x: torch.Tensor, ctx: StepContext, update: OptimizerUpdate
+                      ) -> dict[str, torch.Tensor]:
+        """One step: call ``update(name, loss)`` for each optimizer, in order; return the loss
+        parts to log (scalar tensors)."""
         ...
 
 
@@ -360,6 +432,7 @@ class EvalContext:
         self.device = device if device is not None else _model_device(model)
         self.progress = progress
         self.needs_data = True
+        self.capabilities = model_capabilities(model)  # what the protocols may ask of it
         self._codes: dict[str, Any] = {}
 
     def log(self, message: str) -> None:
@@ -395,6 +468,20 @@ class EvalContext:
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         return self._map(self.model.reconstruct, images)
+
+    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` images from the model's own sampler (capability ``sample``), ``batch_size`` at
+        a time, on the CPU; one CPU generator seeded with ``seed`` (default: the evaluation's)
+        draws them all, so the same seed gives the same images."""
+        import torch
+
+        gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        parts = []
+        with torch.no_grad():
+            for start in range(0, n, self.batch_size):
+                size = min(self.batch_size, n - start)
+                parts.append(self.model.sample(size, gen).detach().float().cpu())
+        return torch.cat(parts) if parts else torch.zeros((0, *self.info.shape))
 
     def encode_split(self, split: str = "train") -> torch.Tensor:
         """Codes of every image of a split (``"train"``, ``"test"`` or an extra split),

@@ -17,7 +17,7 @@ from typing import Any
 from harness.configuration import preflight
 from harness.configuration import run_config as cfgmod
 from harness.configuration.run_config import RunConfig
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, EvaluationFailed, HarnessError
 from harness.host.plugins import Host, host_or_default
 from harness.rundir import contents as runs
 from harness.rundir.atomic import atomic_dir
@@ -156,7 +156,14 @@ def check_before_training(host: Host, config: RunConfig, splits: Any, model: Any
     if evaluate:  # a protocol that cannot evaluate this model refuses it before training
         from harness.evaluation import evaluate as evaluation
 
-        evaluation.check_protocols(model, evaluation.build_protocols(config.eval, host=host))
+        skipped = evaluation.check_protocols(
+            model, evaluation.build_protocols(config.eval, host=host), config.model)
+        from accelerate import PartialState
+
+        if skipped and PartialState().is_main_process:
+            for protocol, why in skipped.items():
+                print(f"harness: protocol {protocol} {why}; it is listed, not run",
+                      file=sys.stderr)
     return train_plan
 
 
@@ -275,13 +282,16 @@ def _train_and_record(host: Host, model: Any, splits: Any, config: RunConfig, ru
         if evaluate:
             doc = evaluate_model(host, model, splits, config, run_dir, device=accelerator.device,
                                  training=training, save_samples=save_samples,
-                                 trackers=accelerator if config.train.trackers else None)
+                                 trackers=accelerator if config.train.trackers else None,
+                                 fail=False)
         else:
             doc = runs.metrics_document(config, [], {"training": training})
             runs.atomic_write_json(RunLayout(run_dir).metrics, doc)
         set_next_command("", "")  # the run is complete: nothing left to continue
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if accelerator.is_main_process and evaluate:  # after the others were let go: no hang
+        raise_if_every_protocol_failed(doc, run_dir)
     return run_dir
 
 
@@ -338,7 +348,8 @@ def log_final_images(accelerator: Any, previews: dict[str, tuple[Any, ...]], inf
 def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_dir: Path, *,
                    device: Any = None, training: dict[str, Any] | None = None,
                    write_config: bool = False, save_samples: bool = False,
-                   write_metrics: bool = True, trackers: Any = None) -> dict[str, Any]:
+                   write_metrics: bool = True, trackers: Any = None,
+                   fail: bool = True) -> dict[str, Any]:
     """Run the protocols, then write metrics.json and the image grids; returns the metrics
     document. An earlier metrics.json is kept as metrics.prev.json. With ``write_config`` the
     run's config.toml is rewritten too, after the evaluation succeeded (``harness evaluate
@@ -360,17 +371,20 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     def on_labels(protocol: str, grid_labels: Any) -> None:
         labels[protocol] = grid_labels
 
+    notes = evaluation.EvalNotes()
     # the export replaces samples/ as a whole, once it is complete
     with atomic_dir(RunLayout(run_dir).samples) if save_samples else nullcontext() as samples:
         records = evaluation.evaluate(
             model, splits, config.eval, seed=config.seed, host=host, protocols=protocols,
             metrics=metrics, device=device, on_images=on_images, on_labels=on_labels,
-            samples_dir=samples)
+            samples_dir=samples, model_name=config.model, notes=notes)
     previews = {p: (images, nrow, labels.get(p)) for p, (images, nrow, _) in previews.items()}
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
         extra["training"] = training
-    extra.update(_unscored(protocols, metrics, records, splits.info, host))
+    ran = [(name, p) for name, p in protocols if name not in notes.not_applicable]
+    extra.update(_unscored(ran, metrics, records, splits.info, host))
+    extra.update(notes.as_dict())
     doc = runs.metrics_document(config, records, extra)
     for protocol, (images, nrow, grid) in previews.items():
         evaluation.save_image_grid(images, RunLayout(run_dir).image(protocol), nrow=nrow,
@@ -382,10 +396,30 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     if not write_metrics:
         return doc
     runs.write_metrics(run_dir, doc)
+    if fail:  # metrics.json says why; the config stays as it was
+        raise_if_every_protocol_failed(doc, run_dir)
     if write_config:
         runs.write_config(run_dir, config)
     host.call_hook("run_finished", run_dir=str(run_dir), metrics=doc)
     return doc
+
+
+def raise_if_every_protocol_failed(doc: dict[str, Any], run_dir: Path) -> None:
+    """:class:`EvaluationFailed` (exit 1) when every protocol that ran failed: each has error
+    records and no number (a protocol no metric scored, ``unscored``, did not fail)."""
+    results = doc.get("results") or []
+    ran = list(dict.fromkeys(r.get("protocol") for r in results))
+    if not ran or doc.get("unscored"):
+        return
+    errors: dict[str, str] = {}
+    for name in ran:
+        own = [r for r in results if r.get("protocol") == name]
+        if any(r.get("value") is not None for r in own) or not any(r.get("error") for r in own):
+            return
+        errors[str(name)] = str(next(r["error"] for r in own if r.get("error")))[:120]
+    failed = "; ".join(f"{name}: {error}" for name, error in errors.items())
+    raise EvaluationFailed(f"every protocol failed, no number was computed ({failed}); "
+                           f"{RunLayout(run_dir).metrics} records each error")
 
 
 def _unscored(protocols: list[tuple[str, Any]], metrics: list[tuple[str, Any]],

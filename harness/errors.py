@@ -53,3 +53,10 @@ class NonFiniteLoss(HarnessError):
         self.part = part
         self.value = value
         self.checkpoint = checkpoint
+
+
+class EvaluationFailed(HarnessError):
+    """Every protocol of an evaluation failed: the run produced no number (metrics.json
+    records why for each). Exit status 1: the run failed while running."""
+
+    exit_code = 1

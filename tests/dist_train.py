@@ -92,17 +92,21 @@ def main() -> None:
         model = zoo_model(name, splits)
         config = make_config(seed=0, steps=args.steps, batch_size=args.batch_size,
                              log_every=1, checkpoint_every=4, lr=3e-3)
-        out = Path(args.out) / name
-        records: list[dict] = []
-        result = train(model, splits, config, out / "run", accelerator=accelerator,
-                       on_log=records.append)
-        state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
-        save_file(state, str(out / f"weights-rank{accelerator.process_index}.safetensors"))
-        if accelerator.is_main_process:
-            doc = {"world_size": result.world_size, "losses": [r["loss"] for r in records]}
-            (out / "losses.json").write_text(json.dumps(doc))
-        accelerator.wait_for_everyone()
+        train_and_record(model, splits, config, Path(args.out) / name, accelerator)
     interrupted_then_resumed(accelerator, splits, args, Path(args.out) / "vrrae-ctrl-c")
+
+
+def train_and_record(model, splits, config, out: Path, accelerator) -> None:  # type: ignore[no-untyped-def]
+    """Train; write this process's weights and (main process) every step's loss parts."""
+    records: list[dict] = []
+    result = train(model, splits, config, out / "run", accelerator=accelerator,
+                   on_log=records.append)
+    state = {k: v.detach().contiguous().cpu() for k, v in result.model.state_dict().items()}
+    save_file(state, str(out / f"weights-rank{accelerator.process_index}.safetensors"))
+    if accelerator.is_main_process:
+        doc = {"world_size": result.world_size, "losses": [r["loss"] for r in records]}
+        (out / "losses.json").write_text(json.dumps(doc))
+    accelerator.wait_for_everyone()
 
 
 def interrupted_then_resumed(accelerator, splits, args, out: Path) -> None:

@@ -251,8 +251,10 @@ def test_sampler_is_in_the_stamp_and_gmm_keeps_the_old_stamp() -> None:
               for name in paper.SAMPLERS}
     assert stamps["gmm"] == {"n_samples": 1250, "gmm_components": 10, "sampler": paper.SAMPLER,
                              "codes": "model.encode(train)", "reference": "train"}
-    assert len({str(sorted(s.items())) for s in stamps.values()}) == 3
+    assert len({str(sorted(s.items())) for s in stamps.values()}) == len(paper.SAMPLERS)
     assert "gmm_components" not in stamps["gaussian"] and "codes" not in stamps["prior"]
+    assert "codes" not in stamps["model"] and "model.sample" in stamps["model"]["sampler"]
+    assert paper.RandomGeneration().stamp() == stamps["gmm"]  # auto: the stamp results had
     with pytest.raises(ConfigError, match="gmm, gaussian, prior"):
         paper.RandomGenerationConfig(sampler="flow")
 

@@ -93,8 +93,9 @@ def _code_function(cls: type, name: str) -> ast.FunctionDef:
     raise AssertionError(f"harness.api.{cls.__name__} has no method {name}")
 
 
-@pytest.mark.parametrize("contract", ["GenerativeModel", "StepContext", "EvaluationProtocol",
-                                      "EvalContext", "Metric"])
+@pytest.mark.parametrize("contract", ["GenerativeModel", "Sampling", "Encoding",
+                                      "Reconstructing", "OwnsTrainingStep", "StepContext",
+                                      "EvaluationProtocol", "EvalContext", "Metric"])
 def test_readme_signatures_are_the_codes(contract: str) -> None:
     shown = _readme_signatures()
     assert shown.get(contract), f"README shows no signatures of harness.api.{contract}"

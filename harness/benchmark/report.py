@@ -53,6 +53,24 @@ def final_rows(state: dict[str, Any], out: Path, host: Any) -> list[dict[str, An
     return _stats(state, out, host)[0]
 
 
+def _not_applicable(state: dict[str, Any], out: Path) -> list[list[str]]:
+    """(dataset, model, protocol, why) for every protocol a finished run listed as not
+    applicable to its model (metrics.json's ``not_applicable``), once per model."""
+    found: dict[tuple[str, str, str], str] = {}
+    for r in state["runs"].values():
+        if r.get("phase") != "final" or r.get("status") != "done":
+            continue
+        try:
+            doc = json.loads((out / r["dir"] / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # the results tables say what is missing
+        run = doc.get("run") or {}
+        for protocol, why in (doc.get("not_applicable") or {}).items():
+            key = (str(run.get("dataset", "")), str(run.get("model", "")), str(protocol))
+            found.setdefault(key, str(why))
+    return [[*key, why] for key, why in sorted(found.items())]
+
+
 def _fmt(row: dict[str, Any] | None, digits: int = 2) -> str:
     if row is None:
         return "not measured"
@@ -276,6 +294,10 @@ def sections(state: dict[str, Any], out: Path, host: Any) -> tuple[list[tuple[st
         out_tables.append(("The paper's numbers beside ours", f"{note}; {pnote}", pheader,
                            prow))
     out_tables += _selection_tables(state, note)
+    not_applicable = _not_applicable(state, out)
+    if not_applicable:
+        out_tables.append(("Protocols that do not apply to a model (not run, not failures)",
+                           note, ["dataset", "model", "protocol", "why"], not_applicable))
     missing = state.get("unavailable") or {}
     if missing:
         out_tables.append(("Datasets not available on this machine (their runs were skipped)",

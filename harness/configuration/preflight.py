@@ -65,7 +65,12 @@ def check_optimizer(model: Any, cfg: TrainConfig) -> None:
     from harness.training.optim import build_optimizer  # torch: imported only when a run is planned
 
     try:
-        build_optimizer(model.parameters(), cfg)
+        if callable(getattr(model, "training_step", None)):  # the model's own optimizers
+            from harness.training.accel import model_optimizers
+
+            model_optimizers(model, cfg)
+        else:
+            build_optimizer(model.parameters(), cfg)
     except ConfigError:
         raise
     except (ValueError, TypeError, RuntimeError) as exc:

@@ -155,11 +155,25 @@ def result_rows(doc: dict[str, Any], host: Any = None,
             "paper": ", ".join(f"{v:g} ({src})" for v, src in
                                (paper or {}).get(f"{protocol}/{key}", [])),
         })
-    for protocol, reason in (doc.get("unscored") or {}).items():
+    notes = [(p, NO_NUMBER, why) for p, why in (doc.get("unscored") or {}).items()]
+    notes += [(p, NO_NUMBER, why) for p, why in (doc.get("not_applicable") or {}).items()]
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for note in doc.get("not_scored") or []:
+        if note.get("protocol") in (doc.get("unscored") or {}):
+            continue  # its "no number" line says it already
+        grouped.setdefault((str(note.get("protocol")), str(note.get("reason"))),
+                           []).append(str(note.get("metric")))
+    notes += [(p, NOT_SCORED, f"{', '.join(names)} ({why})")
+              for (p, why), names in grouped.items()]
+    for protocol, name, text in notes:
         rows.append({"protocol": protocol, "title": protocol_title(protocol, host),
-                     "key": protocol, "name": "no number", "unit": "", "direction": "",
-                     "value": reason, "paper": ""})
+                     "key": protocol, "name": name, "unit": "", "direction": "",
+                     "value": text, "paper": ""})
     return rows
+
+
+#: the names of the summary rows that say why there is no number
+NO_NUMBER, NOT_SCORED = "no number", "not scored"
 
 
 def _short(error: Any) -> str:
@@ -174,14 +188,14 @@ def summary_lines(doc: dict[str, Any], host: Any = None, *,
     rows = result_rows(doc, host, paper)
     width = max((len(r["name"]) for r in rows), default=0)
     # numbers line up; a "not computed" note is as long as it is and pads nothing
-    vwidth = max((len(r["value"]) for r in rows if r["name"] != "no number"
+    vwidth = max((len(r["value"]) for r in rows if r["name"] not in (NO_NUMBER, NOT_SCORED)
                   and not r["value"].startswith(NOT_COMPUTED)), default=0)
     lines: list[str] = []
     for title in dict.fromkeys(r["title"] for r in rows):
         lines.append(f"  {title}")
         for row in (r for r in rows if r["title"] == title):
-            if row["name"] == "no number":
-                lines.append(f"    no number: {row['value']}")
+            if row["name"] in (NO_NUMBER, NOT_SCORED):
+                lines.append(f"    {row['name']}: {row['value']}")
                 continue
             line = f"    {row['name']:<{width}}  {row['value']:<{vwidth}}"
             if row["direction"]:

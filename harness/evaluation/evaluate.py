@@ -37,6 +37,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,9 @@ _WARNED: set[str] = set()
 #: ``on_images(protocol, images, nrow)``: preview images for the run directory's PNG grids
 ImageCallback = Callable[[str, Any, int], None]
 
-__all__ = ["build_metrics", "build_protocols", "evaluate", "export_samples", "metric_scores",
-           "save_image_grid",
-           "to_display"]
+__all__ = ["EvalNotes", "build_metrics", "build_protocols", "evaluate", "export_samples",
+           "metric_scores", "not_applicable", "protocol_needs", "save_image_grid", "to_display",
+           "why_metric_cannot_score"]
 
 
 def _instantiate(factory: Any, options: Any, progress: bool) -> Any:
@@ -72,13 +73,89 @@ def build_protocols(eval_cfg: EvalConfig, *, host: Any) -> list[tuple[str, Any]]
                                 False)) for name in eval_cfg.protocols]
 
 
-def check_protocols(model: Any, protocols: list[tuple[str, Any]]) -> None:
-    """Let each protocol refuse a model it cannot evaluate (an optional
-    ``check_model(model)`` raising :class:`harness.ConfigError`), before any training."""
-    for _name, protocol in protocols:
+def protocol_needs(protocol: Any, capabilities: frozenset[str]) -> tuple[str, ...]:
+    """The capabilities a protocol needs of a model: its ``needs``, a tuple of
+    :data:`harness.api.CAPABILITIES` names, or a method of the model's capabilities
+    returning one (a protocol whose sampler is chosen by what the model can do)."""
+    needs = getattr(protocol, "needs", ())
+    if callable(needs):
+        needs = needs(capabilities)
+    return tuple(needs or ())
+
+
+def not_applicable(model: Any, protocols: list[tuple[str, Any]],
+                   model_name: str) -> dict[str, str]:
+    """``{protocol: "does not apply: <model> has no encoder"}`` for every protocol needing a
+    capability the model does not have: recorded, listed, never run (not a failure)."""
+    from harness.api import does_not_apply, model_capabilities
+
+    caps = model_capabilities(model)
+    out = {}
+    for name, protocol in protocols:
+        reason = does_not_apply(model_name, protocol_needs(protocol, caps), caps)
+        if reason is not None:
+            out[name] = reason
+    return out
+
+
+def check_protocols(model: Any, protocols: list[tuple[str, Any]],
+                    model_name: str | None = None) -> dict[str, str]:
+    """Before any training: let each protocol refuse a model it cannot evaluate with the
+    options chosen (an optional ``check_model(model)`` raising :class:`harness.ConfigError`,
+    e.g. the prior sampler on an autoencoder without a prior); returns the
+    protocols that do not apply (:func:`not_applicable`). When none of them applies, the run
+    would measure nothing: refused."""
+    for _name, protocol in protocols:  # an option the user chose for this model: refused
         check = getattr(protocol, "check_model", None)
         if callable(check):
             check(model)
+    name = model_name or _model_name(model)
+    skipped = not_applicable(model, protocols, name)
+    if protocols and len(skipped) == len(protocols):
+        from harness.errors import ConfigError
+
+        raise ConfigError(
+            f"no selected protocol applies to model '{name}': "
+            + "; ".join(f"{p} {why}" for p, why in skipped.items())
+            + "; select others with --set eval.protocols=[...] (harness protocols lists them)")
+    return skipped
+
+
+def _model_name(model: Any) -> str:
+    return str(getattr(model, "name", "") or type(model).__name__)
+
+
+@dataclass
+class EvalNotes:
+    """What an evaluation did not compute and why, for metrics.json and the summary:
+    ``not_applicable`` (protocol -> "does not apply: ..."), ``not_scored`` (one
+    ``{"protocol", "metric", "reason"}`` per metric that would score a protocol's kind but
+    cannot, e.g. a dataset-trained FID on unlabelled data)."""
+
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    not_scored: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.not_applicable:
+            out["not_applicable"] = dict(self.not_applicable)
+        if self.not_scored:
+            out["not_scored"] = [dict(n) for n in self.not_scored]
+        return out
+
+
+def why_metric_cannot_score(metric: Any, info: Any) -> str:
+    """A metric's own reason for not scoring this dataset (an optional ``why_not(info)``),
+    else a plain one."""
+    why = getattr(metric, "why_not", None)
+    if callable(why):
+        try:
+            text = str(why(info) or "")
+        except Exception as exc:  # a plugin's explanation must not cost the evaluation
+            text = f"its reason could not be read ({type(exc).__name__})"
+        if text:
+            return text
+    return f"does not apply to dataset '{info.name}'"
 
 
 def build_metrics(eval_cfg: EvalConfig, *, host: Any,
@@ -124,6 +201,8 @@ def evaluate(
     on_images: ImageCallback | None = None,
     on_labels: Callable[[str, Any], None] | None = None,
     samples_dir: str | os.PathLike[str] | None = None,
+    model_name: str | None = None,
+    notes: EvalNotes | None = None,
 ) -> list[dict[str, Any]]:
     """Run the protocols of ``eval_cfg`` on a trained ``model``; return metrics.json records.
 
@@ -133,14 +212,18 @@ def evaluate(
     ``samples_dir``: also export what was scored there (:func:`export_samples`), and let every
     metric with an ``export(directory)`` method write its reference data (e.g. FID's feature
     statistics) into ``samples_dir/<metric>/``. ``host`` builds the components that were not
-    handed in and names their plugins in errors; None: both lists are given.
+    handed in and names their plugins in errors; None: both lists are given. A protocol that
+    needs a capability the model lacks is not run (:func:`not_applicable`); it and every
+    metric that would score a protocol's kind but cannot go into ``notes`` with the reason
+    (``model_name``: the model's registered name, for those reasons).
     """
     if host is None and (protocols is None or metrics is None):
         raise TypeError("evaluate() needs the plugin host to build eval.protocols and "
                         "eval.metrics, or both lists already built")
     if protocols is None:
         protocols = build_protocols(eval_cfg, host=host)
-    check_protocols(model, protocols)
+    notes = notes if notes is not None else EvalNotes()
+    notes.not_applicable.update(check_protocols(model, protocols, model_name))
     if metrics is None:
         metrics = build_metrics(eval_cfg, host=host, progress=progress)
     info = splits.info
@@ -152,8 +235,14 @@ def evaluate(
     records: list[dict[str, Any]] = []
     try:
         for name, protocol in protocols:
-            scorers = [(m_name, m) for m_name, m in metrics
-                       if metric_scores(m, name, protocol, host) and _applies(m, info)]
+            if name in notes.not_applicable:
+                continue
+            scoring = [(m_name, m) for m_name, m in metrics
+                       if metric_scores(m, name, protocol, host)]
+            scorers = [(m_name, m) for m_name, m in scoring if _applies(m, info)]
+            notes.not_scored += [{"protocol": name, "metric": m_name,
+                                  "reason": why_metric_cannot_score(m, info)}
+                                 for m_name, m in scoring if (m_name, m) not in scorers]
             ctx.needs_data = bool(scorers) or samples_dir is not None
             out, stamp, own = _run_protocol(name, protocol, ctx, seed, host, info)
             records += own

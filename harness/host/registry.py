@@ -87,6 +87,10 @@ class Component:
                         f"loaded from '{factory}': {exc}"
                     ) from exc
                 factory = obj
+            if self.kind == "model" and isinstance(factory, type):  # capabilities it cannot honour
+                from harness.host.capabilities import check_model_class
+
+                check_model_class(factory, f"model '{self.name}' from plugin '{self.plugin}'")
             self._loaded = factory
         return self._loaded
 

@@ -13,6 +13,10 @@ device-specific branch. What Accelerate does not do for us lives here, each with
 * **The update** (:class:`OptimizerStep`): backward, gradient clipping, the optimizer step and
   ``zero_grad``, through the torch optimizer directly where Accelerate's wrappers would only
   forward to it (they cost measurable time a step on small models).
+* **A step the model owns** (:class:`ModelOwnedStep`, :class:`OptimizerSet`): several named
+  optimizers (a GAN's discriminator and generator), each update still through Accelerate
+  (backward with the fp16 scaler, clipping, autocast) and with gradients averaged over
+  processes, and one checkpointable optimizer state for all of them.
 """
 
 from __future__ import annotations
@@ -156,5 +160,142 @@ class OptimizerStep:
         return self.optimizer.param_groups[0]["lr"]
 
 
-__all__ = ["MIXED_PRECISION", "OptimizerStep", "check_accelerator",
-           "check_trackers", "cpu_launch", "make_accelerator"]
+class OptimizerSet:
+    """Several named torch optimizers seen as one by checkpoints and the log: its
+    ``state_dict`` is one optimizer state in torch's format (the optimizers' param groups in
+    order, each tagged with its ``"optimizer"`` name, their states numbered on), so the
+    checkpoint files and a resume's ``train.lr`` change work as for one optimizer."""
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        self.optimizers = dict(optimizers)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [g for opt in self.optimizers.values() for g in opt.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[int, Any] = {}
+        groups: list[dict[str, Any]] = []
+        offset = 0
+        for name, opt in self.optimizers.items():
+            sd = opt.state_dict()
+            count = sum(len(g["params"]) for g in sd["param_groups"])
+            state.update({offset + int(i): v for i, v in sd["state"].items()})
+            groups += [{**g, "params": [offset + int(i) for i in g["params"]], "optimizer": name}
+                       for g in sd["param_groups"]]
+            offset += count
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        groups = list(state_dict["param_groups"])
+        offset = 0
+        for name, opt in self.optimizers.items():
+            mine = [g for g in groups if g.get("optimizer") == name]
+            if len(mine) != len(opt.param_groups):
+                raise ValueError(f"the saved state has {len(mine)} param groups for optimizer "
+                                 f"'{name}', which has {len(opt.param_groups)}")
+            count = sum(len(g["params"]) for g in opt.param_groups)
+            opt.load_state_dict({
+                "state": {int(i) - offset: v for i, v in state_dict["state"].items()
+                          if offset <= int(i) < offset + count},
+                "param_groups": [{k: v for k, v in g.items() if k != "optimizer"} | {
+                    "params": [int(i) - offset for i in g["params"]]} for g in mine]})
+            offset += count
+
+
+class ModelOwnedStep:
+    """The update for a model that owns its step (:class:`harness.api.OwnsTrainingStep`):
+    :meth:`run` calls ``model.training_step(x, ctx, update)``, where ``update(name, loss)``
+    checks the loss (NaN stops the run before this update), back-propagates it through
+    Accelerate (the fp16 scaler; outside autocast), averages every gradient over processes
+    (the model's losses are local means), clips (``grad_clip``), steps optimizer ``name`` and
+    zeroes every gradient of the model (a generator's loss also reaches the discriminator).
+    The model is not wrapped in DDP: the averaging here replaces it. Same interface as
+    :class:`OptimizerStep` for the loop, the log and checkpoints (``optimizer`` is the
+    :class:`OptimizerSet`)."""
+
+    def __init__(self, accelerator: Any, model: torch.nn.Module, optimizers: dict[str, Any],
+                 grad_clip: float | None) -> None:
+        self.acc, self._model, self._clip = accelerator, model, grad_clip
+        self.prepared = dict(optimizers)
+        self.optimizer = OptimizerSet({name: getattr(o, "optimizer", o)
+                                       for name, o in self.prepared.items()})
+        self._params = {name: [p for g in opt.param_groups for p in g["params"]]
+                        for name, opt in self.optimizer.optimizers.items()}
+        self.applied = 0
+        self.updating = False
+
+    def run(self, x: torch.Tensor, ctx: Any, step: int, guard: Any) -> dict[str, float]:
+        """One step of the model's own (``step``: 1-based, for a NaN's message); returns
+        its loss parts as floats."""
+        from harness.training.distributed import is_distributed, world_size
+
+        acc, device_type = self.acc, torch.device(self.acc.device).type
+
+        def update(name: str, loss: torch.Tensor) -> None:
+            if name not in self.prepared:
+                raise HarnessError(f"training_step asked to step optimizer '{name}'; "
+                                   f"configure_optimizers made {', '.join(self.prepared)}")
+            guard.check_update(name, loss, step)
+            with torch.autocast(device_type, enabled=False):
+                acc.backward(loss)
+            params = self._params[name]
+            if is_distributed():
+                import torch.distributed as dist
+
+                n = world_size()
+                for param in params:
+                    if param.grad is not None:
+                        dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+                        param.grad.div_(n)
+            if self._clip is not None:
+                acc.clip_grad_norm_(params, self._clip)
+            self.prepared[name].step()
+            self._model.zero_grad(set_to_none=True)
+
+        self.updating = True
+        with acc.autocast():
+            parts = self._model.training_step(x, ctx, update)  # type: ignore[operator]
+        if is_distributed() and isinstance(parts, dict):  # the log shows global-batch means
+            from harness.training.distributed import all_reduce_sum
+
+            parts = {k: all_reduce_sum(v.detach().float().reshape(())) / world_size()
+                     if isinstance(v, torch.Tensor) else v for k, v in parts.items()}
+        values = guard.check_parts(parts, step)
+        self.applied += 1
+        self.updating = False
+        return values  # type: ignore[no-any-return]
+
+    def zero_grad(self) -> None:
+        self._model.zero_grad(set_to_none=True)
+
+    def settled(self, steps: int) -> bool:
+        return not self.updating and self.applied == steps
+
+    def lr(self) -> Any:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def model_optimizers(model: Any, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    """``model.configure_optimizers(cfg)``, checked: a non-empty dict of torch optimizers on
+    disjoint parameters of the model (what else would update a weight twice a step, or
+    never save its state). Raises :class:`ConfigError` naming what is wrong."""
+    optimizers = model.configure_optimizers(cfg)
+    if not isinstance(optimizers, dict) or not optimizers or not all(
+            isinstance(k, str) and isinstance(v, torch.optim.Optimizer)
+            for k, v in optimizers.items()):
+        raise ConfigError(f"{type(model).__name__}.configure_optimizers must return a non-empty "
+                          f"dict of name: torch.optim.Optimizer, got {optimizers!r:.200}")
+    seen: set[int] = set()
+    for name, opt in optimizers.items():
+        ids = {id(p) for g in opt.param_groups for p in g["params"]}
+        if ids & seen:
+            raise ConfigError(f"{type(model).__name__}.configure_optimizers: optimizer '{name}' "
+                              "shares parameters with another one; give each its own")
+        seen |= ids
+    return optimizers
+
+
+__all__ = ["MIXED_PRECISION", "ModelOwnedStep", "OptimizerSet", "OptimizerStep",
+           "check_accelerator", "check_trackers", "cpu_launch", "make_accelerator",
+           "model_optimizers"]

@@ -27,6 +27,10 @@ keeps one of the loop's promises and says how:
 * **Says what it is doing** (:mod:`harness.training.steplog`): ``run_dir/log.jsonl``, trackers, the
   ``on_log`` callback (the ``step_logged`` hook), a progress bar or plain progress lines.
 * **The paper's optimizer**, exactly (:mod:`harness.training.optim`).
+* **Or the model's own step** (:class:`harness.training.accel.ModelOwnedStep`): a model with
+  ``configure_optimizers`` and ``training_step`` (a GAN's alternating updates, a diffusion
+  model's EMA) gets its named optimizers, each update through Accelerate, checkpointed and
+  resumed like the one optimizer; the host does not know the model's family.
 
 "Same" means within float tolerance: one process and N processes sum in different orders, so
 results agree to rounding at first; over a long run the trajectories can drift apart (a model's
@@ -55,11 +59,13 @@ from harness.configuration.run_config import RunConfig, TrainConfig
 from harness.rundir.layout import CHECKPOINT_DIR, LOG_FILE
 from harness.training.accel import (
     MIXED_PRECISION,
+    ModelOwnedStep,
     OptimizerStep,
     check_accelerator,
     check_trackers,
     cpu_launch,
     make_accelerator,
+    model_optimizers,
 )
 from harness.training.checkpointing import CheckpointPolicy
 from harness.training.compile import maybe_compile
@@ -155,9 +161,18 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = CheckpointPolicy(run_dir, config, acc, plan)
     start = checkpoints.load_weights(model) if resume else 0  # before prepare, see its doc
-    model, optimizer = acc.prepare(model, build_optimizer(model.parameters(), cfg))
+    update: OptimizerStep | ModelOwnedStep
+    if callable(getattr(model, "training_step", None)):  # the model owns its step
+        model = model.to(device)
+        optimizers = model_optimizers(model, cfg)
+        prepared = acc.prepare(*optimizers.values())
+        prepared = prepared if isinstance(prepared, (tuple, list)) else (prepared,)
+        update = ModelOwnedStep(acc, model, dict(zip(optimizers, prepared, strict=True)),
+                                cfg.grad_clip)
+    else:
+        model, optimizer = acc.prepare(model, build_optimizer(model.parameters(), cfg))
+        update = OptimizerStep(acc, model, optimizer, cfg.grad_clip)
     maybe_compile(acc.unwrap_model(model), cfg, device)  # train.compile: compiled in place
-    update = OptimizerStep(acc, model, optimizer, cfg.grad_clip)
     logger = StepLogger(run_dir, config, accelerator=acc, start=start, total=total,
                         batches_per_epoch=bpe, lr=update.lr, on_log=on_log)
     checkpoints.attach(acc.unwrap_model(model), update.optimizer, flush_log=logger.flush)
@@ -175,10 +190,14 @@ def train(
     with StopRequest(acc) as stop, logger:
         try:
             for x, wait in timed_batches(loader, device):
-                losses = model(x, StepContext(step=step, seed=seed, device=device))
-                values = guard.check(losses, step + 1)  # raises before anything is applied
-                update.backward(losses["total"])
-                update.step()  # clips the gradient norm first when train.grad_clip is set
+                ctx = StepContext(step=step, seed=seed, device=device)
+                if isinstance(update, ModelOwnedStep):
+                    values = update.run(x, ctx, step + 1, guard)  # each update checked first
+                else:
+                    losses = model(x, ctx)
+                    values = guard.check(losses, step + 1)  # raises before anything is applied
+                    update.backward(losses["total"])
+                    update.step()  # clips the gradient norm first when train.grad_clip is set
                 step += 1
                 update.zero_grad()
                 logger.log(step, values, wait)

@@ -23,9 +23,10 @@ import torch
 from harness.errors import HarnessError, NonFiniteLoss
 
 
-def loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
-    """All loss parts as floats with a single device-to-host copy."""
-    if not isinstance(losses, dict) or "total" not in losses:
+def loss_values(losses: dict[str, torch.Tensor], *, total: bool = True) -> dict[str, float]:
+    """All loss parts as floats with a single device-to-host copy (``total``: a ``"total"``
+    part is required, as the host steps on it)."""
+    if not isinstance(losses, dict) or (total and "total" not in losses):
         raise HarnessError(
             "a model's forward(x, ctx) must return a dict of scalar tensors with a 'total' "
             f"entry, got {type(losses).__name__}"
@@ -75,6 +76,20 @@ class LossGuard:
         if bad is not None:
             raise self.failure(step, bad, values[bad])
         return values
+
+    def check_parts(self, parts: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        """:meth:`check` for the loss parts of a step a model owns (no ``"total"`` needed)."""
+        values = loss_values(parts, total=False) if parts else {}
+        bad = first_non_finite(values)
+        if bad is not None:
+            raise self.failure(step, bad, values[bad])
+        return values
+
+    def check_update(self, name: str, loss: torch.Tensor, step: int) -> None:
+        """Before optimizer ``name`` is stepped on ``loss``: a NaN/inf stops the run there."""
+        value = float(loss.detach().reshape(()))
+        if not math.isfinite(value):
+            raise self.failure(step, name, value)
 
     def failure(self, step: int, part: str, value: float) -> NonFiniteLoss:
         checkpoint = self.last_checkpoint()

@@ -4,7 +4,8 @@
 class with a ``Config`` dataclass holding the metric's own options (defaults = the paper's
 protocol). The host builds ``Config`` from the ``eval.<metric-name>`` section and calls
 ``factory(config, progress=bool)``. The object has ``name``, ``higher_is_better``,
-``protocols``, ``applies(info)``, ``__call__(images, reference, info, *, device=None) ->
+``inputs`` (the protocol kinds it scores: ``("samples",)``, so every protocol producing samples,
+built-in or third-party), ``applies(info)``, ``why_not(info)`` (why it does not apply), ``__call__(images, reference, info, *, device=None) ->
 dict``, ``stamp() -> dict`` (everything that defines the number: metric version, extractor
 name, weights sha256, extractor accuracy, reference size and dataset identity; identical on
 any machine, cold or warm cache) and ``details() -> dict`` (provenance: cache hit or miss,
@@ -164,7 +165,8 @@ class FeatureMetric:
 
     name = ""
     higher_is_better = False
-    protocols: tuple[str, ...] = ("random-generation", "interpolation")
+    #: every protocol of kind samples, a third-party one included (by kind, never by name)
+    inputs: tuple[str, ...] = ("samples",)
     version = METRIC_VERSION
     config: Any
 
@@ -187,6 +189,15 @@ class FeatureMetric:
                                         or is_weights_path(self.extractor_name)):
             return info.num_classes is not None
         return True
+
+    def why_not(self, info: DatasetInfo) -> str:
+        """Why :meth:`applies` says no, in words (metrics.json and the summary)."""
+        if info.metadata.get("synthetic", False):
+            return (f"dataset '{info.name}' is synthetic: scored by its closed-form error, not "
+                    "by image features")
+        return (f"dataset '{info.name}' has no labels to train the '{self.extractor_name}' "
+                "feature extractor on; use fid-inception or "
+                "eval.fid.feature_extractor=inception")
 
     def stamp(self) -> dict[str, Any]:
         """What defines the last value (the same on every machine, cold or warm cache)."""

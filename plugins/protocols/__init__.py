@@ -26,9 +26,22 @@ PROTOCOLS = (
      "(eval.interpolation.n_pairs, .n_interp interior points)", ()),
 )
 
+#: not run by default: with random-generation they give the RAE paper's side-by-side FID view
+#: (Table 1: reconstructions, the N(0, I) prior, the GMM sampler)
+EXTRA_PROTOCOLS = (
+    ("prior-samples", "PriorSamples",
+     "decode N(0, I) codes (eval.prior-samples.n_samples); a model that only samples uses its "
+     "own sampler; does not apply to a model without a prior"),
+    ("reconstruction-samples", "ReconstructionSamples",
+     "the test images' reconstructions as samples, scored by FID/KID/PRDC against the "
+     "training set (eval.reconstruction-samples.n_images)"),
+)
+
 
 @hookimpl
 def register_protocols(register: Any) -> None:
     for name, attr, description, former in PROTOCOLS:
         register(name, f"harness_plugins.protocols.paper:{attr}", description, default=True,
                  aliases=former)
+    for name, attr, description in EXTRA_PROTOCOLS:
+        register(name, f"harness_plugins.protocols.paper:{attr}", description)

@@ -29,14 +29,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.api import EvalContext, EvalSizes, GridLabels, ProtocolOutput, ValueDisplay
+from harness.api import (
+    EvalContext,
+    EvalSizes,
+    GridLabels,
+    ProtocolOutput,
+    ValueDisplay,
+    model_capabilities,
+)
 from harness.errors import ConfigError, HarnessError
 
 SAMPLER = "sklearn.mixture.GaussianMixture(full)"
 N_PREVIEW = 64
 
 __all__ = [
-    "SAMPLERS", "Codes", "Interpolation", "RandomGeneration", "Reconstruction", "fit_gmm",
+    "SAMPLERS", "Codes", "Interpolation", "PriorSamples", "RandomGeneration", "Reconstruction",
+    "ReconstructionSamples", "fit_gmm",
     "interpolate_codes", "interpolation_pairs", "reconstruction_error", "sample_codes",
     "sample_gaussian", "sample_prior", "gmm_fit_report", "GMM_MAX_ITER", "REFERENCES",
 ]
@@ -95,6 +103,7 @@ class ReconstructionConfig:
 class Reconstruction:
     kind = "reconstructions"
     version = 1
+    needs = ("reconstruct",)
     Config = ReconstructionConfig
     title = "Reconstruction (test split)"
     display = {"rec_error_percent": ValueDisplay(
@@ -142,6 +151,7 @@ class CodesConfig:
 class Codes:
     kind = "codes"
     version = 1
+    needs = ("encoder",)
     Config = CodesConfig
     title = "Bottleneck codes (training set)"
 
@@ -162,7 +172,12 @@ SAMPLERS = {
     "gmm": SAMPLER,
     "gaussian": "one full-covariance Gaussian (mean, np.cov) fitted on the codes",
     "prior": "the model's prior N(0, I)",
+    "model": "the model's own sampler, model.sample(n, generator)",
 }
+
+#: what each sampler needs of the model (:data:`harness.api.CAPABILITIES`)
+SAMPLER_NEEDS = {"gmm": ("encoder",), "gaussian": ("encoder",), "prior": ("prior",),
+                 "model": ("sample",)}
 
 
 #: scikit-learn's default EM cap, kept as the default so committed numbers reproduce; pythae
@@ -232,13 +247,15 @@ def sample_prior(k: int, n_samples: int, seed: int) -> torch.Tensor:
 
 @dataclass
 class RandomGenerationConfig:
-    """``eval.random-generation``: samples decoded (the paper: 1250), the sampler of the codes
-    (``gmm``: the paper's Gaussian mixture; ``gaussian``: one full-covariance Gaussian;
-    ``prior``: N(0, I), for models with a prior) and the mixture size (``gmm`` only)."""
+    """``eval.random-generation``: samples (the paper: 1250), the sampler (``gmm``: the
+    paper's Gaussian mixture on the codes; ``gaussian``: one full-covariance Gaussian on the
+    codes; ``prior``: N(0, I) codes decoded, or the model's own sampler for a model without
+    an encoder; ``model``: the model's own ``sample``; ``auto``, the default: ``gmm`` for a
+    model with an encoder, ``model`` otherwise) and the mixture size (``gmm`` only)."""
 
     n_samples: int = 1250
     gmm_components: int = 10
-    sampler: str = "gmm"
+    sampler: str = "auto"
     #: EM iterations at most (scikit-learn's 100; pythae uses 2000). Whether the fit
     #: converged, its iterations and log-likelihood are in the protocol's details
     gmm_max_iter: int = GMM_MAX_ITER
@@ -249,9 +266,9 @@ class RandomGenerationConfig:
         _positive("random-generation", n_samples=self.n_samples,
                   gmm_components=self.gmm_components, gmm_max_iter=self.gmm_max_iter)
         _check_reference("random-generation", self.reference)
-        if self.sampler not in SAMPLERS:
+        if self.sampler not in (*SAMPLERS, "auto"):
             raise ConfigError(f"eval.random-generation.sampler must be one of "
-                              f"{', '.join(SAMPLERS)}, got {self.sampler!r}")
+                              f"{', '.join(SAMPLERS)}, auto; got {self.sampler!r}")
 
 
 class RandomGeneration:
@@ -263,10 +280,28 @@ class RandomGeneration:
     def __init__(self, config: RandomGenerationConfig | None = None) -> None:
         self.config = config or RandomGenerationConfig()
 
+    def resolved_sampler(self, capabilities: Any) -> str:
+        """The sampler that runs for a model with these capabilities: ``auto`` is ``gmm`` for a
+        model with an encoder and the model's own sampler otherwise; ``prior`` on a model that
+        samples but has no encoder is its own sampler (which draws from its prior)."""
+        caps, sampler = set(capabilities), self.config.sampler
+        if sampler == "auto":
+            return "gmm" if "encoder" in caps else "model"
+        if sampler == "prior" and "encoder" not in caps and "sample" in caps:
+            return "model"
+        return sampler
+
+    def needs(self, capabilities: Any) -> tuple[str, ...]:
+        """What the sampler needs of this model (see :meth:`resolved_sampler`)."""
+        return SAMPLER_NEEDS[self.resolved_sampler(capabilities)]
+
     def check_model(self, model: Any) -> None:
-        """Refuse the ``prior`` sampler for a model without a prior (its codes were never
-        pulled towards N(0, I), so prior draws say nothing about it); runs before training."""
-        if self.config.sampler == "prior" and not bool(getattr(model, "has_prior", False)):
+        """Refuse the ``prior`` sampler for an autoencoder without a prior (its codes were
+        never pulled towards N(0, I), so prior draws say nothing about it); runs before
+        training. (Another sampler the model cannot serve does not apply: the host records
+        that without running the protocol.)"""
+        caps = model_capabilities(model)
+        if self.resolved_sampler(caps) == "prior" and "prior" not in caps:
             name = getattr(model, "name", type(model).__name__)
             raise ConfigError(
                 f"eval.random-generation.sampler=prior: model '{name}' has no prior (its "
@@ -287,47 +322,54 @@ class RandomGeneration:
                      f"the mixture's responsibilities ({sizes.n_train} codes x "
                      f"{cfg.gmm_components} components)")
 
-    def sample(self, ctx: EvalContext, report: dict[str, Any] | None = None) -> torch.Tensor:
-        """The codes to decode, from the configured sampler (``report``: the GMM's fit)."""
+    def sample(self, ctx: EvalContext, sampler: str,
+               report: dict[str, Any] | None = None) -> torch.Tensor:
+        """The codes to decode, from ``sampler`` (not ``model``: that one gives images;
+        ``report``: the GMM's fit)."""
         cfg = self.config
-        if cfg.sampler == "prior":
+        if sampler == "prior":
             return sample_prior(int(ctx.model.bottleneck_dim), cfg.n_samples, ctx.seed)
         codes = ctx.encode_split("train")
-        if cfg.sampler == "gaussian":
+        if sampler == "gaussian":
             return sample_gaussian(codes, cfg.n_samples, ctx.seed)
         return sample_codes(codes, cfg.n_samples, cfg.gmm_components, ctx.seed,
                             cfg.gmm_max_iter, report)
 
-    def stamp(self) -> dict[str, Any]:
-        """What defines the samples; the sampler is part of it, so two samplers never share
-        a report column (the ``gmm`` stamp is the one results had before the option)."""
+    def stamp(self, sampler: str | None = None) -> dict[str, Any]:
+        """What defines the samples of ``sampler`` (default: the configured one, ``auto`` read
+        as ``gmm``); the sampler is part of it, so two samplers never share a report column
+        (the ``gmm`` stamp is the one results had before the option)."""
         cfg = self.config
-        out: dict[str, Any] = {"n_samples": cfg.n_samples, "sampler": SAMPLERS[cfg.sampler],
+        sampler = sampler or ("gmm" if cfg.sampler == "auto" else cfg.sampler)
+        out: dict[str, Any] = {"n_samples": cfg.n_samples, "sampler": SAMPLERS[sampler],
                                "reference": cfg.reference}
-        if cfg.sampler == "gmm":
+        if sampler == "gmm":
             out["gmm_components"] = cfg.gmm_components
             if cfg.gmm_max_iter != GMM_MAX_ITER:  # the default's stamp is the one before it
                 out["gmm_max_iter"] = cfg.gmm_max_iter
-        if cfg.sampler != "prior":
+        if sampler in ("gmm", "gaussian"):
             out["codes"] = "model.encode(train)"
         return out
 
     def run(self, ctx: EvalContext) -> ProtocolOutput:
         self.check_model(ctx.model)
-        fit: dict[str, Any] = {}
-        images = ctx.decode(self.sample(ctx, fit))
         cfg = self.config
-        ctx.log(f"random-generation: {images.shape[0]} images ({cfg.sampler})")
+        sampler = self.resolved_sampler(ctx.capabilities)
+        fit: dict[str, Any] = {}
+        images = ctx.sample(cfg.n_samples) if sampler == "model" else \
+            ctx.decode(self.sample(ctx, sampler, fit))
+        ctx.log(f"random-generation: {images.shape[0]} images ({sampler})")
         if fit and not fit["gmm_converged"]:
             ctx.log(f"random-generation: the GMM did not converge in {fit['gmm_n_iter']} EM "
                     "iterations; raise eval.random-generation.gmm_max_iter (pythae: 2000)")
-        how = {"gmm": f"GMM samples ({cfg.gmm_components} components)",
-               "gaussian": "samples of one Gaussian fitted to the codes",
-               "prior": "samples of the prior N(0, I)"}[cfg.sampler]
+        how = {"gmm": f"decoded GMM samples ({cfg.gmm_components} components)",
+               "gaussian": "decoded samples of one Gaussian fitted to the codes",
+               "prior": "decoded samples of the prior N(0, I)",
+               "model": "samples of the model's own sampler"}[sampler]
         labels = GridLabels(title=f"Random generation: the first {min(N_PREVIEW, len(images))}"
-                                  f" of {len(images)} decoded {how}")
+                                  f" of {len(images)} {how}")
         return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8,
-                              preview_labels=labels, stamp=self.stamp(), details=fit)
+                              preview_labels=labels, stamp=self.stamp(sampler), details=fit)
 
 
 # ------------------------------------------------------------------------------ interpolation
@@ -367,6 +409,7 @@ class InterpolationConfig:
 class Interpolation:
     kind = "samples"
     version = 1
+    needs = ("encoder",)
     Config = InterpolationConfig
     title = "Interpolation between training images"
 
@@ -406,3 +449,79 @@ class Interpolation:
                 "t": "i/(n_interp+1), i=1..n_interp (interior points)",
                 "pairs": "seeded random pairs of distinct training images",
                 "reference": cfg.reference})
+
+
+# ------------------------------------------- the RAE paper's side-by-side view (Table 1)
+@dataclass
+class PriorSamplesConfig:
+    """``eval.prior-samples``: how many N(0, I) codes are decoded."""
+
+    n_samples: int = 1250
+
+    def __post_init__(self) -> None:
+        _positive("prior-samples", n_samples=self.n_samples)
+
+
+class PriorSamples(RandomGeneration):
+    """Random generation from the model's prior, whatever ``eval.random-generation.sampler``
+    is: with ``random-generation`` (GMM) and ``reconstruction-samples`` it gives the three FID
+    columns of the RAE paper's Table 1 (Ghosh et al., ICLR 2020). A model without a prior
+    (ae, rrae) is "does not apply"; a model that only samples uses its own sampler (its
+    prior)."""
+
+    Config = PriorSamplesConfig  # type: ignore[assignment]
+    title = "Samples of the prior N(0, I)"
+
+    def __init__(self, config: PriorSamplesConfig | None = None) -> None:
+        cfg = config or PriorSamplesConfig()
+        super().__init__(RandomGenerationConfig(n_samples=cfg.n_samples, sampler="prior"))
+
+    def check_model(self, model: Any) -> None:
+        """No refusal: a model without a prior is recorded as "does not apply"."""
+
+    def check_sizes(self, sizes: EvalSizes) -> None:
+        sizes.images("eval.prior-samples.n_samples", self.config.n_samples,
+                     self.config.n_samples, "the decoded prior samples")
+
+
+@dataclass
+class ReconstructionSamplesConfig:
+    """``eval.reconstruction-samples``: how many test images are reconstructed (None: all)."""
+
+    n_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_images is not None:
+            _positive("reconstruction-samples", n_images=self.n_images)
+
+
+class ReconstructionSamples:
+    """The reconstructions of the test images as *samples*, so that every samples metric
+    (FID, KID, precision/recall) scores them against the training set: the "REC." column of
+    the RAE paper's Table 1, the floor a model's generated samples can reach in that
+    feature space."""
+
+    kind = "samples"
+    version = 1
+    needs = ("reconstruct",)
+    Config = ReconstructionSamplesConfig
+    title = "Reconstructions of the test images (scored as samples)"
+
+    def __init__(self, config: ReconstructionSamplesConfig | None = None) -> None:
+        self.config = config or ReconstructionSamplesConfig()
+
+    def run(self, ctx: EvalContext) -> ProtocolOutput:
+        test = ctx.split("test")
+        n = len(test) if self.config.n_images is None else min(self.config.n_images, len(test))
+        parts, seen = [], 0
+        for batch in ctx.batches(test):
+            if seen >= n:
+                break
+            batch = batch[: n - seen]
+            parts.append(ctx.reconstruct(batch))
+            seen += batch.shape[0]
+        images = torch.cat(parts)
+        ctx.log(f"reconstruction-samples: {images.shape[0]} test reconstructions")
+        return ProtocolOutput(data=images, preview=images[:N_PREVIEW], preview_nrow=8,
+                              stamp={"n_images": int(images.shape[0]), "split": "test",
+                                     "method": "model.reconstruct", "reference": "train"})
