@@ -655,9 +655,9 @@ def test_every_hook_has_a_docstring(hook: str) -> None:
 
 
 @pytest.mark.parametrize("hook", HOOK_NAMES)
-def test_every_hook_is_documented_in_the_readme(hook: str) -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert f"`{hook}" in readme, f"README.md's plugin guide does not mention the hook {hook}"
+def test_every_hook_is_documented_in_the_plugin_guide(hook: str) -> None:
+    guide = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+    assert f"`{hook}" in guide, f"docs/plugins.md does not mention the hook {hook}"
 
 
 @pytest.mark.parametrize("hook", HOOK_NAMES)
@@ -671,20 +671,20 @@ def test_every_hook_is_implemented_by_some_test_plugin(hook: str) -> None:
     assert implemented_in, f"no test plugin implements the hook {hook}"
 
 
-def test_readme_plugin_example_is_the_example_plugin_code() -> None:
-    """The README's plugin guide shows the example plugin's real code (which tox installs and
+def test_the_plugin_guide_example_is_the_example_plugin_code() -> None:
+    """The plugin guide shows the example plugin's real code (which tox installs and
     tests): every line of its ``python`` block that follows the file name
     ``harness_example_plugin/__init__.py`` is a line of that file, in the same order."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    guide = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
     marker = "harness_example_plugin/__init__.py"
-    assert marker in readme, f"README.md's plugin guide should show {marker}"
-    block = re.search(r"```python\n(.*?)```", readme[readme.index(marker) :], re.DOTALL)
-    assert block, f"no ```python block after {marker} in README.md"
+    assert marker in guide, f"docs/plugins.md should show {marker}"
+    block = re.search(r"```python\n(.*?)```", guide[guide.index(marker) :], re.DOTALL)
+    assert block, f"no ```python block after {marker} in docs/plugins.md"
     source = (EXAMPLE_PLUGIN_DIR / "harness_example_plugin" / "__init__.py").read_text()
     source_lines = iter(source.splitlines())
     shown = [line for line in block.group(1).splitlines() if line.strip()]
     assert len(shown) >= 5
     for line in shown:
         assert any(line == real for real in source_lines), (
-            f"README line {line!r} is not (in this order) in {marker}"
+            f"docs/plugins.md line {line!r} is not (in this order) in {marker}"
         )

@@ -1,9 +1,10 @@
-"""The public API is what plugins use, and what the README says it is.
+"""The public API is what plugins use, and what the plugin guide says it is.
 
 * Every module under ``plugins/`` imports from the host only its public surface (``harness``,
   ``harness.api``, ``harness.hookspecs``, ``harness.errors``): a built-in plugin can do
   nothing a third-party one cannot.
-* The README's block of contract signatures is the code's, parameter for parameter.
+* The plugin guide's (docs/plugins.md) block of contract signatures is the code's, parameter for
+  parameter.
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ def test_the_import_check_catches_a_private_import(tmp_path: Path) -> None:
 
 
 def _readme_signatures() -> dict[str, list[ast.FunctionDef]]:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    guide = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
     marker = "exactly as in `harness/api.py`"
-    assert marker in readme, "README.md's plugin guide lost its block of signatures"
-    block = re.search(r"```python\n(.*?)```", readme[readme.index(marker):], re.DOTALL)
+    assert marker in guide, "docs/plugins.md lost its block of signatures"
+    block = re.search(r"```python\n(.*?)```", guide[guide.index(marker):], re.DOTALL)
     assert block is not None
     out: dict[str, list[ast.FunctionDef]] = {}
     current = ""
@@ -98,12 +99,12 @@ def _code_function(cls: type, name: str) -> ast.FunctionDef:
                                       "EvaluationProtocol", "EvalContext", "Metric"])
 def test_readme_signatures_are_the_codes(contract: str) -> None:
     shown = _readme_signatures()
-    assert shown.get(contract), f"README shows no signatures of harness.api.{contract}"
+    assert shown.get(contract), f"docs/plugins.md shows no signatures of harness.api.{contract}"
     cls = getattr(api, contract)
     for fn in shown[contract]:
         real = _code_function(cls, fn.name)
         assert _shape(fn.args, fn.returns) == _shape(real.args, real.returns), (
-            f"README's {contract}.{fn.name} differs from harness/api.py")
+            f"docs/plugins.md's {contract}.{fn.name} differs from harness/api.py")
 
 
 def test_the_signature_check_catches_a_drift() -> None:
