@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.errors import HarnessError, env_flag, one_line
 from harness.host.plugins import get_host
 from harness.training.resources import tune_malloc
 from harness.training.stopsignal import interrupt_on_termination, next_command, set_next_command
@@ -435,7 +435,7 @@ def _add_plugin_commands() -> None:
 
 
 def _debug() -> bool:
-    return os.environ.get("HARNESS_DEBUG", "").strip().lower() not in {"", "0", "false", "no", "off"}
+    return env_flag("HARNESS_DEBUG")
 
 
 def _fail(message: str, code: int) -> None:
@@ -498,8 +498,7 @@ def main(argv: list[str] | None = None) -> Any:
 
         if reports_full_disk(exc):  # a library's own exception for ENOSPC (safetensors)
             _fail(_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))), 1)
-        text = " ".join(str(exc).split())[:500]
-        _fail(f"internal error: {type(exc).__name__}: {text} (this is a bug in harness or a "
+        _fail(f"internal error: {one_line(exc, 500)} (this is a bug in harness or a "
               "plugin; HARNESS_DEBUG=1 shows the traceback)", 1)
 
 

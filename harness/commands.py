@@ -17,7 +17,7 @@ from typing import Any
 from harness.configuration import preflight
 from harness.configuration import run_config as cfgmod
 from harness.configuration.run_config import RunConfig
-from harness.errors import ConfigError, EvaluationFailed, HarnessError
+from harness.errors import ConfigError, EvaluationFailed, HarnessError, one_line
 from harness.host.plugins import Host, host_or_default
 from harness.rundir import contents as runs
 from harness.rundir.atomic import atomic_dir
@@ -38,7 +38,7 @@ def build_model(host: Host, config: RunConfig, info: Any) -> Any:
         # e.g. a layer size torch cannot allocate, or an image size the architecture refuses
         raise ConfigError(
             f"model '{config.model}' cannot be built with this [model] section for dataset "
-            f"'{config.dataset}': {' '.join(str(exc).split())[:300]}"
+            f"'{config.dataset}': {one_line(exc, 300, with_type=False)}"
         ) from exc
 
 

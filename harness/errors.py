@@ -1,15 +1,29 @@
-"""Exceptions the host raises for bad input. The CLI prints them without a traceback."""
+"""Exceptions the host raises for bad input (the CLI prints them without a traceback), how
+an exception is quoted on one line, and the one reading of on/off environment variables."""
 
 from __future__ import annotations
 
+import os
 
-def one_line(exc: BaseException, limit: int | None = None) -> str:
+FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to something other than empty, 0,
+    false, no or off (any case): the one reading of every on/off variable (``HARNESS_DEBUG``,
+    which adds tracebacks to errors, ``HARNESS_STRICT_PLUGINS``, the hub's offline flags)."""
+    return os.environ.get(name, "").strip().lower() not in FALSE_WORDS
+
+
+def one_line(exc: BaseException, limit: int | None = None, *, with_type: bool = True) -> str:
     """``Type: message`` of ``exc`` on one line (whitespace collapsed), cut to ``limit``
     characters: how an exception from a library or a plugin is quoted in an ``Error:`` line
-    or a plugin's record."""
+    or a plugin's record. ``with_type=False``: the message alone, where the line already
+    says what failed (a refused ``[model]`` section)."""
     text = " ".join(str(exc).split())
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line if limit is None else line[:limit]
+    if with_type:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if limit is None else text[:limit]
 
 
 class HarnessError(Exception):

@@ -363,3 +363,32 @@ def test_unexpected_errors_are_one_line_and_harness_debug_shows_the_traceback(
     assert res.code == 2 and "Traceback" in res.err and "Error: train.lr" in res.err
     monkeypatch.delenv("HARNESS_DEBUG")
     assert os.environ.get("HARNESS_DEBUG") is None
+
+
+@pytest.mark.parametrize(("value", "on"), [
+    (None, False), ("", False), ("0", False), ("false", False), ("No", False), (" off ", False),
+    ("1", True), ("true", True), ("YES", True), ("on", True), ("2", True)])
+def test_every_on_off_variable_is_read_one_way(value: str | None, on: bool,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """HARNESS_DEBUG, HARNESS_STRICT_PLUGINS and the hub's offline flags were read by three
+    parsers that disagreed (STRICT_PLUGINS=2 was off, DEBUG=2 on)."""
+    from harness.errors import env_flag
+    from harness.host.plugins import strict_mode
+
+    for name in ("HARNESS_DEBUG", "HARNESS_STRICT_PLUGINS"):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert env_flag("HARNESS_DEBUG") is on
+    assert strict_mode() is on
+
+
+def test_one_line_quotes_an_exception_with_or_without_its_type() -> None:
+    from harness.errors import one_line
+
+    exc = ValueError("a  message\n  on two lines")
+    assert one_line(exc) == "ValueError: a message on two lines"
+    assert one_line(exc, 12) == "ValueError: "
+    assert one_line(exc, with_type=False) == "a message on two lines"
+    assert one_line(ValueError()) == "ValueError"

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from harness.benchmark import directory as bdir
 from harness.benchmark.planned_run import LocalRuns, not_the_planned_run, result_path, run_one
 from harness.benchmark.planned_run import run_status as _status
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, one_line
 
 EXECUTORS = ("local", "slurm")
 SLURM_DIR = bdir.SLURM_DIR  # submitit's job folders (logs), jobs.json, results/
@@ -419,7 +419,7 @@ class SlurmExecutor:
                                       [resume] * len(specs))
         except Exception as exc:  # sbatch refused (partition, limits): its message says why
             raise SubmissionRefused(
-                f"sbatch refused the job array: {' '.join(str(exc).split())[:800]}",
+                f"sbatch refused the job array: {one_line(exc, 800, with_type=False)}",
                 nothing_submitted=not book.jobs) from exc
         for spec, job in zip(specs, jobs, strict=True):
             entry = book.jobs.get(spec.id, {})

@@ -44,7 +44,7 @@ from harness.benchmark.executors import LocalExecutor, SubmissionRefused
 from harness.benchmark.planned_run import RunSpec, not_the_planned_run, run_command
 from harness.benchmark.report import final_rows, write_report
 from harness.benchmark.suite import BUDGETS, Suite, check_name, check_seeds
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, one_line
 from harness.evaluation.text_table import to_text
 from harness.host.plugins import host_or_default
 
@@ -264,8 +264,7 @@ def probe_datasets(host: Any, specs: list[RunSpec]) -> dict[str, str]:
         try:
             runner.load_data(host, config)
         except Exception as exc:  # a dataset that cannot load is reported, never fatal alone
-            missing[dataset] = (str(exc) if isinstance(exc, HarnessError)
-                                else f"{type(exc).__name__}: {exc}")
+            missing[dataset] = str(exc) if isinstance(exc, HarnessError) else one_line(exc)
     return missing
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.configuration.run_config import RunConfig, TrainConfig
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, one_line
 
 #: settings a resumed run may change: they do not change the data order or the weights'
 #: shapes. ``eval.*`` (evaluation only) may change too.
@@ -76,7 +76,7 @@ def check_optimizer(model: Any, cfg: TrainConfig) -> None:
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(
             f"train.optimizer '{cfg.optimizer}' refuses these settings (train.lr={cfg.lr}, "
-            f"train.weight_decay={cfg.weight_decay}): {' '.join(str(exc).split())}"
+            f"train.weight_decay={cfg.weight_decay}): {one_line(exc, with_type=False)}"
         ) from exc
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.api import DataConfig
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, one_line
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -288,7 +288,7 @@ def build_dataclass(cls: type, values: dict[str, Any], section: str,
         raise
     except (TypeError, ValueError, OverflowError) as exc:
         by = f" (checked by {owner})" if owner else ""
-        raise ConfigError(f"[{section}]{by}: {' '.join(str(exc).split())[:300]}") from exc
+        raise ConfigError(f"[{section}]{by}: {one_line(exc, 300, with_type=False)}") from exc
 
 
 def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -42,7 +42,7 @@ from typing import Any
 import pluggy
 
 from harness import hookspecs
-from harness.errors import ComponentConflict, HarnessError, PluginError, one_line
+from harness.errors import ComponentConflict, HarnessError, PluginError, env_flag, one_line
 from harness.host.registry import COMPONENT_HOOKS, Component, ComponentShadowed, Registry
 
 ENTRY_POINT_GROUP = "harness"
@@ -84,7 +84,7 @@ def _env_list(name: str) -> list[str] | None:
 
 
 def strict_mode() -> bool:
-    return os.environ.get("HARNESS_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+    return env_flag("HARNESS_STRICT_PLUGINS")
 
 
 class Host:

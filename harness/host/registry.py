@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,10 +190,6 @@ class Registry:
         new = self._aliases.get(bare)
         return name if new is None else f"{plugin}{sep}{new}"
 
-    def renamed(self) -> dict[str, str]:
-        """Former name -> name, for every alias."""
-        return {old: new for old, new in self._aliases.items() if old not in self._by_name}
-
     def get(self, name: str) -> Component:
         """The component called ``name`` (or ``plugin:name``; a former name works too), or a
         helpful error."""
@@ -225,4 +221,3 @@ class Registry:
         return f"{self.kind} '{name}' is not known;{hint} Known: {listing}"
 
 
-RegisterCallback = Callable[..., None]

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.errors import env_flag, one_line
+
 from ._common import CorruptDataset, DatasetNotFound, integral_labels, pil_to_chw
 
 IMAGE_COLUMNS = ("image", "img", "pixel_values")
@@ -35,13 +37,11 @@ SPLIT_ALIASES = {
 }
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def hf_offline() -> bool:
     """Whether Hugging Face is told not to use the network."""
-    return _truthy("HF_HUB_OFFLINE") or _truthy("HF_DATASETS_OFFLINE")
+    return env_flag("HF_HUB_OFFLINE") or env_flag("HF_DATASETS_OFFLINE")
 
 
 def hf_cache_has(hub_id: str) -> bool:
@@ -158,7 +158,7 @@ def load_hf_splits(hub_id: str, name: str) -> dict[str, Any]:
     except Exception as exc:  # network, missing repo, bad files: one readable message
         raise DatasetNotFound(
             f"dataset '{name}': Hugging Face '{hub_id}' could not be loaded: "
-            f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+            f"{one_line(exc, 500)}"
         ) from exc
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}

@@ -149,12 +149,6 @@ def subset_indices(n_total: int, n_reference: int | None) -> list[int] | None:
     return sorted(torch.randperm(n_total, generator=gen)[:n_reference].tolist())
 
 
-def reference_subset(reference: Dataset, n_reference: int | None) -> Dataset:
-    """The whole reference, or a fixed random subset of ``n_reference`` images (seed 0)."""
-    idx = subset_indices(len(reference), n_reference)  # type: ignore[arg-type]
-    return reference if idx is None else Subset(reference, idx)
-
-
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
