@@ -60,6 +60,8 @@ from harness.training.accel import (
     check_trackers,
     cpu_launch,
     make_accelerator,
+    prepare,
+    unwrap_model,
 )
 from harness.training.checkpointing import CheckpointPolicy
 from harness.training.compile import maybe_compile
@@ -155,12 +157,12 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = CheckpointPolicy(run_dir, config, acc, plan)
     start = checkpoints.load_weights(model) if resume else 0  # before prepare, see its doc
-    model, optimizer = acc.prepare(model, build_optimizer(model.parameters(), cfg))
-    maybe_compile(acc.unwrap_model(model), cfg, device)  # train.compile: compiled in place
+    model, optimizer = prepare(acc, model, build_optimizer(model.parameters(), cfg))
+    maybe_compile(unwrap_model(acc, model), cfg, device)  # train.compile: compiled in place
     update = OptimizerStep(acc, model, optimizer, cfg.grad_clip)
     logger = StepLogger(run_dir, config, accelerator=acc, start=start, total=total,
                         batches_per_epoch=bpe, lr=update.lr, on_log=on_log)
-    checkpoints.attach(acc.unwrap_model(model), update.optimizer, flush_log=logger.flush)
+    checkpoints.attach(unwrap_model(acc, model), update.optimizer, flush_log=logger.flush)
     if resume:
         checkpoints.load_state()  # optimizer, scaler, RNG; the log cut back to the checkpoint
     acc.wait_for_everyone()
@@ -193,13 +195,13 @@ def train(
             raise
     loop_time = logger.elapsed
 
-    calibration_time = _calibrate(acc.unwrap_model(model), splits, cfg, acc, step, seed)
+    calibration_time = _calibrate(unwrap_model(acc, model), splits, cfg, acc, step, seed)
     if accelerator is None:
         acc.end_training()
     return TrainResult.of(plan, cfg, start=start, step=step, logger=logger,
                           loop_time=loop_time, calibration_time=calibration_time,
                           checkpoint=checkpoints.last,
-                          model=acc.unwrap_model(model, keep_fp32_wrapper=False))
+                          model=unwrap_model(acc, model, keep_fp32_wrapper=False))
 
 
 def _calibrate(model: Any, splits: DataSplits, cfg: TrainConfig, acc: Any, step: int,
