@@ -361,16 +361,18 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
         labels[protocol] = grid_labels
 
     # the export replaces samples/ as a whole, once it is complete
+    seconds: dict[str, dict[str, float]] = {}
     with atomic_dir(RunLayout(run_dir).samples) if save_samples else nullcontext() as samples:
         records = evaluation.evaluate(
             model, splits, config.eval, seed=config.seed, host=host, protocols=protocols,
             metrics=metrics, device=device, on_images=on_images, on_labels=on_labels,
-            samples_dir=samples)
+            samples_dir=samples, seconds=seconds)
     previews = {p: (images, nrow, labels.get(p)) for p, (images, nrow, _) in previews.items()}
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
         extra["training"] = training
     extra.update(_unscored(protocols, metrics, records, splits.info, host))
+    extra["evaluation_seconds"] = seconds  # where the evaluation's time went
     doc = runs.metrics_document(config, records, extra)
     for protocol, (images, nrow, grid) in previews.items():
         evaluation.save_image_grid(images, RunLayout(run_dir).image(protocol), nrow=nrow,

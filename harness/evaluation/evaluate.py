@@ -124,6 +124,7 @@ def evaluate(
     on_images: ImageCallback | None = None,
     on_labels: Callable[[str, Any], None] | None = None,
     samples_dir: str | os.PathLike[str] | None = None,
+    seconds: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the protocols of ``eval_cfg`` on a trained ``model``; return metrics.json records.
 
@@ -133,7 +134,8 @@ def evaluate(
     ``samples_dir``: also export what was scored there (:func:`export_samples`), and let every
     metric with an ``export(directory)`` method write its reference data (e.g. FID's feature
     statistics) into ``samples_dir/<metric>/``. ``host`` builds the components that were not
-    handed in and names their plugins in errors; None: both lists are given.
+    handed in and names their plugins in errors; None: both lists are given. ``seconds``, when
+    given, receives where the time went: ``{protocol: {"protocol": s, metric: s, ...}}``.
     """
     if host is None and (protocols is None or metrics is None):
         raise TypeError("evaluate() needs the plugin host to build eval.protocols and "
@@ -155,7 +157,11 @@ def evaluate(
             scorers = [(m_name, m) for m_name, m in metrics
                        if metric_scores(m, name, protocol, host) and _applies(m, info)]
             ctx.needs_data = bool(scorers) or samples_dir is not None
+            start = time.perf_counter()
             out, stamp, own = _run_protocol(name, protocol, ctx, seed, host, info)
+            cost = {"protocol": time.perf_counter() - start}
+            if seconds is not None:
+                seconds[name] = cost
             records += own
             if out is None:
                 continue
@@ -169,8 +175,10 @@ def evaluate(
             if out.data is not None:
                 reference = ctx.split("train" if out.split == "test" else out.split)
                 for m_name, metric in scorers:
+                    start = time.perf_counter()
                     records += _score(name, out.data, m_name, metric, reference, splits, stamp,
                                       device, progress, host)
+                    cost[m_name] = time.perf_counter() - start
         if samples_dir is not None:
             for m_name, metric in metrics:
                 export = getattr(metric, "export", None)
