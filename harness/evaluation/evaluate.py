@@ -386,13 +386,13 @@ def save_image_grid(images: Any, path: str | os.PathLike[str], nrow: int = 8,
     """Write images (N, C, H, W) as one PNG grid on the dataset's [0, 1] scale
     (:func:`to_display`), atomically; with ``labels`` (:class:`harness.api.GridLabels`) a
     labelled grid (:func:`harness.evaluation.figures.labelled_grid`)."""
-    from torchvision.utils import save_image
-
     path = Path(path)
     if labels is not None:
         from harness.evaluation.figures import save_labelled_grid
 
         return save_labelled_grid(to_display(images, info), path, nrow, labels)
+    from torchvision.utils import save_image  # ~1.5 s: torchvision imports its models and ops
+
     with atomic_path(path) as tmp:
         save_image(to_display(images, info), tmp, nrow=nrow, padding=2, format="png")
     return path
