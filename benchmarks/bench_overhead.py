@@ -108,10 +108,10 @@ class _Clock:
 
 def bare_loop(model: torch.nn.Module, splits: DataSplits, batch: int, warmup: int,
               steps: int) -> dict[str, float]:
-    from pytorch_optimizer import AdaBelief
+    from harness.training.optim import AdaBelief
 
     opt = AdaBelief(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-16,
-                    weight_decay=0.0, rectify=False)
+                    weight_decay=0.0)
     loader = DataLoader(splits.train, batch_size=batch, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(0))
     model.train()

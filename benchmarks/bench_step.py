@@ -88,7 +88,7 @@ def bottleneck_fn(l_dim: int, b: int, k: int, method: str, dtype: torch.dtype) -
 
 def step_fn(name: str, shape: tuple[int, int, int], l_dim: int, k: int, b: int) -> Callable[[], None]:
     """One training step as the trainer does it: forward, backward, AdaBelief update."""
-    from pytorch_optimizer import AdaBelief
+    from harness.training.optim import AdaBelief
 
     if name == "ae@L":  # ae with a latent of size L: the rrae family's networks, no SVD
         name, k = "ae", l_dim

@@ -422,6 +422,8 @@ def _print_summary(run_dir: Path) -> None:
                        if (r.get("stamp") or {}).get("feature_extractor")})
     if features:  # a domain-feature FID is not an ImageNet one
         click.echo(f"  FID features: {', '.join(features)}")
+    for line in display.cost_lines(doc, get_host()):
+        click.echo(line)
     peaks = {k: v for k, v in (doc.get("training") or {}).items() if k.startswith("peak_")}
     if peaks:
         click.echo("  " + ", ".join(f"{k}: {v:g}" for k, v in peaks.items()))

@@ -373,11 +373,12 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
 
     notes = evaluation.EvalNotes()
     # the export replaces samples/ as a whole, once it is complete
+    seconds: dict[str, dict[str, float]] = {}
     with atomic_dir(RunLayout(run_dir).samples) if save_samples else nullcontext() as samples:
         records = evaluation.evaluate(
             model, splits, config.eval, seed=config.seed, host=host, protocols=protocols,
             metrics=metrics, device=device, on_images=on_images, on_labels=on_labels,
-            samples_dir=samples, model_name=config.model, notes=notes)
+            samples_dir=samples, model_name=config.model, notes=notes, seconds=seconds)
     previews = {p: (images, nrow, labels.get(p)) for p, (images, nrow, _) in previews.items()}
     extra: dict[str, Any] = {"eval": config.eval.as_dict()}
     if training is not None:
@@ -385,6 +386,7 @@ def evaluate_model(host: Host, model: Any, splits: Any, config: RunConfig, run_d
     ran = [(name, p) for name, p in protocols if name not in notes.not_applicable]
     extra.update(_unscored(ran, metrics, records, splits.info, host))
     extra.update(notes.as_dict())
+    extra["evaluation_seconds"] = seconds  # where the evaluation's time went
     doc = runs.metrics_document(config, records, extra)
     for protocol, (images, nrow, grid) in previews.items():
         evaluation.save_image_grid(images, RunLayout(run_dir).image(protocol), nrow=nrow,

@@ -121,12 +121,50 @@ def test_kid_equals_torchmetrics() -> None:
     tm_mean, tm_std = (float(v) for v in metric.compute())
     mean, std, m = kid_from_features(ref_t, gen_t, subsets=20, subset_size=100, seed=7)
     assert m == 100
-    assert mean == pytest.approx(tm_mean, rel=1e-9) and std == pytest.approx(tm_std, rel=1e-9)
+    assert mean == pytest.approx(tm_mean, rel=1e-12) and std == pytest.approx(tm_std, rel=1e-12)
     assert mean > 5 * std > 0  # different distributions: clearly positive
     # unbiased: same distribution gives ~0 (within the subset noise), not a positive bias
     same_mean, same_std, _ = kid_from_features(ref_t[:150], ref_t[150:], subsets=20,
                                                subset_size=100, seed=0)  # fmt: skip
     assert abs(same_mean) < 3 * same_std + 1e-12 and abs(same_mean) < mean / 20
+
+
+def _torchmetrics_kid(ref: torch.Tensor, gen: torch.Tensor, subsets: int, size: int,
+                     seed: int) -> tuple[float, float]:  # fmt: skip
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    with pytest.warns(UserWarning, match="save all extracted features"):
+        metric = KernelInceptionDistance(feature=Rows(ref.shape[1]), subsets=subsets,
+                                         subset_size=size)  # fmt: skip
+    metric.update(ref, real=True)
+    metric.update(gen, real=False)
+    torch.manual_seed(seed)
+    return tuple(float(v) for v in metric.compute())  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("n_ref,n_gen,subsets", [(150, 2000, 50), (300, 200, 20)])
+def test_kid_sums_by_union_and_by_subset_equal_torchmetrics(monkeypatch, n_ref, n_gen,
+                                                            subsets) -> None:  # fmt: skip
+    """Each kernel sum is taken over the union of the rows drawn (computed once) or one
+    subset at a time, whichever costs less; both routes, for the within-set and the cross
+    sums, equal torchmetrics (which computes three kernel matrices per subset) to 1e-12."""
+    from harness_plugins.metrics import kid
+
+    routes: list[str] = []
+    for name in ("_sums_over_union", "_within_by_subset", "_cross_by_subset"):
+        original = getattr(kid, name)
+        monkeypatch.setattr(kid, name, lambda *a, _f=original, _n=name: (routes.append(_n),
+                                                                          _f(*a))[1])
+    rng = np.random.default_rng(3)
+    ref = torch.from_numpy(np.abs(rng.normal(size=(n_ref, 24))))
+    gen = torch.from_numpy(np.abs(1.2 * rng.normal(size=(n_gen, 24))) + 0.1)
+    mean, std, m = kid.kid_from_features(ref, gen, subsets=subsets, subset_size=100, seed=5)
+    tm_mean, tm_std = _torchmetrics_kid(ref, gen, subsets, 100, seed=5)
+    assert m == 100 and mean > 5 * std > 0
+    assert mean == pytest.approx(tm_mean, rel=1e-12) and std == pytest.approx(tm_std, rel=1e-12)
+    expected = {(150, 2000, 50): ["_sums_over_union", "_within_by_subset", "_cross_by_subset"],
+                (300, 200, 20): ["_within_by_subset", "_sums_over_union", "_sums_over_union"]}
+    assert routes == expected[(n_ref, n_gen, subsets)]
 
 
 def test_kid_metric_uses_the_fid_extractor_and_caches_reference_features() -> None:

@@ -204,3 +204,24 @@ def summary_lines(doc: dict[str, Any], host: Any = None, *,
                 line += f"  paper: {row['paper']}"
             lines.append(line.rstrip())
     return lines
+
+
+def cost_lines(doc: dict[str, Any], host: Any = None) -> list[str]:
+    """Where the evaluation's time went (``evaluation_seconds`` of metrics.json): one line per
+    protocol, its own run (sampling, decoding) then each metric that scored it."""
+    seconds = doc.get("evaluation_seconds")
+    if not isinstance(seconds, dict) or not seconds:
+        return []
+    lines = ["  evaluation time (s):"]
+    width = max(len(protocol_title(str(p), host)) for p in seconds)
+    for protocol, parts in seconds.items():
+        if not isinstance(parts, dict):
+            continue
+        total = sum(v for v in parts.values() if _numeric(v))
+        own = parts.get("protocol")
+        shown = [f"run {own:.1f}"] if _numeric(own) else []
+        shown += [f"{name} {v:.1f}" for name, v in parts.items()
+                  if name != "protocol" and _numeric(v)]
+        lines.append(f"    {protocol_title(str(protocol), host):<{width}}  {total:6.1f}  "
+                     f"({', '.join(shown)})")
+    return lines

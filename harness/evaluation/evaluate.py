@@ -203,6 +203,7 @@ def evaluate(
     samples_dir: str | os.PathLike[str] | None = None,
     model_name: str | None = None,
     notes: EvalNotes | None = None,
+    seconds: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the protocols of ``eval_cfg`` on a trained ``model``; return metrics.json records.
 
@@ -215,7 +216,8 @@ def evaluate(
     handed in and names their plugins in errors; None: both lists are given. A protocol that
     needs a capability the model lacks is not run (:func:`not_applicable`); it and every
     metric that would score a protocol's kind but cannot go into ``notes`` with the reason
-    (``model_name``: the model's registered name, for those reasons).
+    (``model_name``: the model's registered name, for those reasons). ``seconds``, when
+    given, receives where the time went: ``{protocol: {"protocol": s, metric: s, ...}}``.
     """
     if host is None and (protocols is None or metrics is None):
         raise TypeError("evaluate() needs the plugin host to build eval.protocols and "
@@ -244,7 +246,11 @@ def evaluate(
                                   "reason": why_metric_cannot_score(m, info)}
                                  for m_name, m in scoring if (m_name, m) not in scorers]
             ctx.needs_data = bool(scorers) or samples_dir is not None
+            start = time.perf_counter()
             out, stamp, own = _run_protocol(name, protocol, ctx, seed, host, info)
+            cost = {"protocol": time.perf_counter() - start}
+            if seconds is not None:
+                seconds[name] = cost
             records += own
             if out is None:
                 continue
@@ -257,8 +263,10 @@ def evaluate(
                 export_samples(out.data, Path(samples_dir), name, info=info)
             if out.data is not None:
                 for m_name, metric in scorers:
+                    start = time.perf_counter()
                     records += _score_against(name, out, m_name, metric, ctx, splits, stamp,
                                               device, progress, host)
+                    cost[m_name] = time.perf_counter() - start
         if samples_dir is not None:
             for m_name, metric in metrics:
                 export = getattr(metric, "export", None)
@@ -503,13 +511,13 @@ def save_image_grid(images: Any, path: str | os.PathLike[str], nrow: int = 8,
     """Write images (N, C, H, W) as one PNG grid on the dataset's [0, 1] scale
     (:func:`to_display`), atomically; with ``labels`` (:class:`harness.api.GridLabels`) a
     labelled grid (:func:`harness.evaluation.figures.labelled_grid`)."""
-    from torchvision.utils import save_image
-
     path = Path(path)
     if labels is not None:
         from harness.evaluation.figures import save_labelled_grid
 
         return save_labelled_grid(to_display(images, info), path, nrow, labels)
+    from torchvision.utils import save_image  # ~1.5 s: torchvision imports its models and ops
+
     with atomic_path(path) as tmp:
         save_image(to_display(images, info), tmp, nrow=nrow, padding=2, format="png")
     return path

@@ -10,6 +10,12 @@ device-specific branch. What Accelerate does not do for us lives here, each with
   with ``torch.distributed`` about the process count.
 * **Trackers** (:func:`check_trackers`): an unknown or uninstalled tracker is an error up
   front, not a warning lost in a long run's output.
+* **Start-up** (:func:`prepare`, :func:`unwrap_model`): ``Accelerator.prepare`` imports
+  ``torch.distributed.tensor`` (and sympy) to look for DTensor parameters, and
+  ``Accelerator.unwrap_model`` imports ``torch._dynamo`` and FSDP to look for compiled
+  modules: about 1.5 s before the first step, more than an ``import torch``. Neither can be
+  found before its module is imported, so in the modes whose only wrapper is DDP the
+  harness skips the look.
 * **The update** (:class:`OptimizerStep`): backward, gradient clipping, the optimizer step and
   ``zero_grad``, through the torch optimizer directly where Accelerate's wrappers would only
   forward to it (they cost measurable time a step on small models).
@@ -22,6 +28,7 @@ device-specific branch. What Accelerate does not do for us lives here, each with
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,6 +102,41 @@ def check_accelerator(acc: Any) -> None:
                 "Accelerator with cpu=True (harness.training.loop.make_accelerator does), or launch "
                 "with ACCELERATE_USE_CPU=1"
             )
+
+
+#: Accelerate's modes whose only model wrapper is DDP (or DataParallel)
+_DDP_ONLY_MODES = ("NO", "MULTI_CPU", "MULTI_GPU", "MULTI_XPU")
+
+
+def _ddp_only(acc: Any) -> bool:
+    return str(getattr(acc.distributed_type, "value", acc.distributed_type)) in _DDP_ONLY_MODES
+
+
+def prepare(acc: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Any:
+    """``acc.prepare(model, optimizer)``, without importing ``torch.distributed.tensor`` where
+    that cannot change the answer: Accelerate imports it to skip device placement for a model
+    with DTensor parameters, and while it is not imported no parameter can be a DTensor. The
+    placement passed is then the one Accelerate would choose (``acc.device_placement``)."""
+    placement = None
+    if _ddp_only(acc) and "torch.distributed.tensor" not in sys.modules:
+        placement = [acc.device_placement, acc.device_placement]
+    return acc.prepare(model, optimizer, device_placement=placement)
+
+
+def unwrap_model(acc: Any, model: torch.nn.Module, *,
+                 keep_fp32_wrapper: bool = True) -> torch.nn.Module:
+    """``acc.unwrap_model(model, keep_fp32_wrapper)``, without importing ``torch._dynamo``
+    where that cannot change the answer: while ``torch._dynamo`` is not imported no module
+    can be compiled, so in the modes whose only wrapper is DDP unwrapping is taking
+    ``.module``. Everything else (a compiled model, FSDP, DeepSpeed, removing the mixed
+    precision forward wrapper) goes to Accelerate."""
+    if "torch._dynamo" in sys.modules or not _ddp_only(acc):
+        return acc.unwrap_model(model, keep_fp32_wrapper=keep_fp32_wrapper)
+    while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        model = model.module
+    if not keep_fp32_wrapper and "_original_forward" in model.__dict__:
+        return acc.unwrap_model(model, keep_fp32_wrapper=False)
+    return model
 
 
 class OptimizerStep:
@@ -298,4 +340,4 @@ def model_optimizers(model: Any, cfg: TrainConfig) -> dict[str, torch.optim.Opti
 
 __all__ = ["MIXED_PRECISION", "ModelOwnedStep", "OptimizerSet", "OptimizerStep",
            "check_accelerator", "check_trackers", "cpu_launch", "make_accelerator",
-           "model_optimizers"]
+           "model_optimizers", "prepare", "unwrap_model"]

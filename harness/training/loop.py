@@ -66,6 +66,8 @@ from harness.training.accel import (
     cpu_launch,
     make_accelerator,
     model_optimizers,
+    prepare,
+    unwrap_model,
 )
 from harness.training.checkpointing import CheckpointPolicy
 from harness.training.compile import maybe_compile
@@ -170,12 +172,12 @@ def train(
         update = ModelOwnedStep(acc, model, dict(zip(optimizers, prepared, strict=True)),
                                 cfg.grad_clip)
     else:
-        model, optimizer = acc.prepare(model, build_optimizer(model.parameters(), cfg))
+        model, optimizer = prepare(acc, model, build_optimizer(model.parameters(), cfg))
         update = OptimizerStep(acc, model, optimizer, cfg.grad_clip)
-    maybe_compile(acc.unwrap_model(model), cfg, device)  # train.compile: compiled in place
+    maybe_compile(unwrap_model(acc, model), cfg, device)  # train.compile: compiled in place
     logger = StepLogger(run_dir, config, accelerator=acc, start=start, total=total,
                         batches_per_epoch=bpe, lr=update.lr, on_log=on_log)
-    checkpoints.attach(acc.unwrap_model(model), update.optimizer, flush_log=logger.flush)
+    checkpoints.attach(unwrap_model(acc, model), update.optimizer, flush_log=logger.flush)
     if resume:
         checkpoints.load_state()  # optimizer, scaler, RNG; the log cut back to the checkpoint
     acc.wait_for_everyone()
@@ -212,13 +214,13 @@ def train(
             raise
     loop_time = logger.elapsed
 
-    calibration_time = _calibrate(acc.unwrap_model(model), splits, cfg, acc, step, seed)
+    calibration_time = _calibrate(unwrap_model(acc, model), splits, cfg, acc, step, seed)
     if accelerator is None:
         acc.end_training()
     return TrainResult.of(plan, cfg, start=start, step=step, logger=logger,
                           loop_time=loop_time, calibration_time=calibration_time,
                           checkpoint=checkpoints.last,
-                          model=acc.unwrap_model(model, keep_fp32_wrapper=False))
+                          model=unwrap_model(acc, model, keep_fp32_wrapper=False))
 
 
 def _calibrate(model: Any, splits: DataSplits, cfg: TrainConfig, acc: Any, step: int,

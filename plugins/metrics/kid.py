@@ -23,6 +23,7 @@ metrics on the same dataset and extractor extract them once.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,28 +38,125 @@ from .fid import FeatureMetric, FeatureOptions
 KID_VERSION = 1
 
 
-def poly_kernel(a: torch.Tensor, b: torch.Tensor, degree: int, gamma: float | None,
-                coef: float) -> torch.Tensor:  # fmt: skip
-    g = 1.0 / a.shape[1] if gamma is None else gamma
-    return (a @ b.T * g + coef) ** degree
+class PolyKernel:
+    """``k(x, y) = (gamma x·y + coef) ** degree`` on float64 rows (``gamma`` None: 1/d)."""
+
+    def __init__(self, dim: int, degree: int = 3, gamma: float | None = None,
+                 coef: float = 1.0) -> None:  # fmt: skip
+        self.gamma = 1.0 / dim if gamma is None else gamma
+        self.degree, self.coef = degree, coef
+
+    def of_products(self, dots: torch.Tensor) -> torch.Tensor:
+        """The kernel of a tensor of dot products, in place."""
+        return dots.mul_(self.gamma).add_(self.coef).pow_(self.degree)
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.of_products(a @ b.T)
+
+    def self_values(self, a: torch.Tensor) -> torch.Tensor:
+        """``k(a_i, a_i)`` for each row."""
+        return self.of_products(torch.einsum("ij,ij->i", a, a))
 
 
-def mmd2_unbiased(real: torch.Tensor, fake: torch.Tensor, degree: int = 3,
-                  gamma: float | None = None, coef: float = 1.0) -> float:  # fmt: skip
-    """Unbiased MMD² of two equal-size samples (m rows each): within-set kernel sums without
-    their diagonals over ``m (m - 1)``, minus twice the cross sum over ``m²``."""
-    m = real.shape[0]
-    k_rr = poly_kernel(real, real, degree, gamma, coef)
-    k_ff = poly_kernel(fake, fake, degree, gamma, coef)
-    k_rf = poly_kernel(real, fake, degree, gamma, coef)
-    within = (k_rr.sum() - k_rr.diagonal().sum()) + (k_ff.sum() - k_ff.diagonal().sum())
-    return float(within / (m * (m - 1)) - 2.0 * k_rf.sum() / (m * m))
+#: entries of a kernel block computed at once: a subset's blocks (half a MB) stay in the
+#: CPU's caches while they are raised to the degree and summed; the kernel over the union
+#: of the rows drawn is computed in larger blocks, each summed by a matrix product
+BLOCK_ENTRIES = 1 << 16
+UNION_BLOCK_ENTRIES = 1 << 21
+
+
+def _blocks(n: int, width: int, entries: int = BLOCK_ENTRIES) -> Iterator[tuple[int, int]]:
+    step = max(1, entries // max(1, width))
+    for lo in range(0, n, step):
+        yield lo, min(n, lo + step)
+
+
+def _indicator(positions: torch.Tensor, n: int) -> torch.Tensor:
+    """(subsets, n) float64 matrix with a 1 where a subset holds a row."""
+    out = torch.zeros(positions.shape[0], n, dtype=torch.float64)
+    return out.scatter_(1, positions, 1.0)
+
+
+def _sums_over_union(x: torch.Tensor, rows: torch.Tensor, y: torch.Tensor,
+                     cols: torch.Tensor, kernel: PolyKernel) -> torch.Tensor:  # fmt: skip
+    """For each subset s: the sum of ``k(x_i, y_j)`` over ``i`` in ``rows[s]`` and ``j`` in
+    ``cols[s]`` (all pairs), from the kernel of every row drawn by any subset with every
+    column drawn by any, computed once, block by block, and summed per subset through 0/1
+    membership matrices."""
+    ux, rx = torch.unique(rows, return_inverse=True)
+    uy, cy = torch.unique(cols, return_inverse=True)
+    in_x, in_y = _indicator(rx, len(ux)), _indicator(cy, len(uy))
+    xs, ys = x[ux], y[uy]
+    per_column = torch.zeros(rows.shape[0], len(uy), dtype=torch.float64)
+    for lo, hi in _blocks(len(ux), len(uy), UNION_BLOCK_ENTRIES):
+        per_column.addmm_(in_x[:, lo:hi], kernel(xs[lo:hi], ys))
+    return (per_column * in_y).sum(1)
+
+
+def _within_by_subset(x: torch.Tensor, rows: torch.Tensor, kernel: PolyKernel) -> torch.Tensor:
+    """For each subset s: the sum of ``k(x_i, x_j)`` over ``i != j`` in ``rows[s]``, from the
+    upper half of the subset's kernel matrix (block rows against the rows from theirs on)."""
+    out = torch.empty(rows.shape[0], dtype=torch.float64)
+    m = rows.shape[1]
+    for s in range(rows.shape[0]):
+        xs = x[rows[s]]
+        total = torch.zeros((), dtype=torch.float64)
+        for lo, hi in _blocks(m, m // 2 + 1):
+            k = kernel(xs[lo:hi], xs[lo:])
+            k[:, : hi - lo].diagonal().zero_()  # i == j: not a pair
+            total += 2.0 * k[:, hi - lo :].sum() + k[:, : hi - lo].sum()
+        out[s] = total
+    return out
+
+
+def _cross_by_subset(x: torch.Tensor, rows: torch.Tensor, y: torch.Tensor,
+                     cols: torch.Tensor, kernel: PolyKernel) -> torch.Tensor:  # fmt: skip
+    """For each subset s: the sum of ``k(x_i, y_j)`` over ``rows[s]`` × ``cols[s]``."""
+    out = torch.empty(rows.shape[0], dtype=torch.float64)
+    for s in range(rows.shape[0]):
+        xs, ys = x[rows[s]], y[cols[s]]
+        out[s] = sum(kernel(xs[lo:hi], ys).sum() for lo, hi in _blocks(len(xs), len(ys)))
+    return out
+
+
+def _union_is_cheaper(rows: torch.Tensor, cols: torch.Tensor, dim: int, half: bool) -> bool:
+    """Whether the kernel over every drawn row and column (plus summing it per subset) costs
+    less than one kernel matrix per subset (``half``: of which only the upper half is
+    computed); the cost of an entry is its dot product plus the bookkeeping around it."""
+    n_x, n_y = len(torch.unique(rows)), len(torch.unique(cols))
+    subsets, m = rows.shape
+    per_subset = subsets * m * m * (dim + 8) * (0.5 if half else 1.0)
+    return n_x * n_y * (dim + subsets + 8) < per_subset
+
+
+def subset_mmd2(real: torch.Tensor, fake: torch.Tensor, real_rows: torch.Tensor,
+                fake_rows: torch.Tensor, kernel: PolyKernel) -> torch.Tensor:  # fmt: skip
+    """Unbiased MMD² of each subset (row s of ``real_rows`` and ``fake_rows``: m indices each):
+    within-set kernel sums without their diagonals over ``m (m - 1)``, minus twice the cross
+    sum over ``m²``. Every sum is float64; a set drawn from few rows (the 1 250 generated
+    images of a protocol, a small reference set) gets its kernel computed once over the
+    rows drawn and summed per subset, a large one (60 000 training images) one per subset."""
+    m, d = real_rows.shape[1], real.shape[1]
+    within = []
+    for x, rows in ((real, real_rows), (fake, fake_rows)):
+        if _union_is_cheaper(rows, rows, d, half=True):
+            diag = kernel.self_values(x)[rows].sum(1)
+            within.append(_sums_over_union(x, rows, x, rows, kernel) - diag)
+        else:
+            within.append(_within_by_subset(x, rows, kernel))
+    if _union_is_cheaper(real_rows, fake_rows, d, half=False):
+        cross = _sums_over_union(real, real_rows, fake, fake_rows, kernel)
+    else:
+        cross = _cross_by_subset(real, real_rows, fake, fake_rows, kernel)
+    return (within[0] + within[1]) / (m * (m - 1)) - 2.0 * cross / (m * m)
 
 
 def kid_from_features(real: torch.Tensor, fake: torch.Tensor, *, subsets: int = 100,
                       subset_size: int = 1000, degree: int = 3, gamma: float | None = None,
                       coef: float = 1.0, seed: int = 0) -> tuple[float, float, int]:  # fmt: skip
-    """(mean, population std, subset size used) of the MMD² over random subsets."""
+    """(mean, population std, subset size used) of the MMD² over random subsets: for each
+    subset, ``randperm`` of the reference rows then of the generated rows, the first m of
+    each (torchmetrics' draws, from a generator seeded with ``seed``)."""
     real = torch.as_tensor(real).double()
     fake = torch.as_tensor(fake).double()
     m = min(subset_size, real.shape[0], fake.shape[0])
@@ -66,12 +164,12 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, *, subsets: int = 
         raise HarnessError(f"KID needs at least 2 reference and 2 generated images, got "
                            f"{real.shape[0]} and {fake.shape[0]}")  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
-    scores = []
-    for _ in range(subsets):
-        r = real[torch.randperm(real.shape[0], generator=gen)[:m]]
-        f = fake[torch.randperm(fake.shape[0], generator=gen)[:m]]
-        scores.append(mmd2_unbiased(r, f, degree, gamma, coef))
-    values = torch.tensor(scores, dtype=torch.float64)
+    draws = [(torch.randperm(real.shape[0], generator=gen)[:m],
+              torch.randperm(fake.shape[0], generator=gen)[:m]) for _ in range(subsets)]
+    real_rows = torch.stack([r for r, _ in draws])
+    fake_rows = torch.stack([f for _, f in draws])
+    values = subset_mmd2(real, fake, real_rows, fake_rows,
+                         PolyKernel(real.shape[1], degree, gamma, coef))
     return float(values.mean()), float(values.std(unbiased=False)), m
 
 
