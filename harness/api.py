@@ -382,6 +382,10 @@ class EvalSizes:
     n_test: int
     image_shape: tuple[int, ...]
     memory_bytes: int
+    #: the samples each selected protocol will make, recorded by its ``check_sizes`` through
+    #: :meth:`produces` (protocols are checked before metrics): the option that sets the
+    #: count -> the count, so a metric can refuse too few for it before training
+    samples: dict[str, int] = field(default_factory=dict)
 
     def _lift(self) -> str:
         return (f"lower it, or, if this is deliberate and the machine can hold it, raise the "
@@ -404,6 +408,10 @@ class EvalSizes:
             raise ConfigError(
                 f"{key}={value} is too large: {what} need {n_bytes / 1e9:.3g} GB, more than the "
                 f"evaluation memory limit of {self.memory_bytes / 1e9:.3g} GB; {self._lift()}")
+
+    def produces(self, key: str, n_images: int) -> None:
+        """Record that the protocol option ``key`` makes ``n_images`` samples to be scored."""
+        self.samples[key] = int(n_images)
 
     def at_most(self, key: str, value: int, limit: int, why: str) -> None:
         """Refuse ``key=value`` above ``limit`` (``why`` names where the limit comes from)."""

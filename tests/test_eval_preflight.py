@@ -57,6 +57,17 @@ def refused(tmp_path: Path, *sets: str) -> str:
     (['eval.metrics=["kid"]', "eval.kid.n_reference=1"], ["eval.kid.n_reference must be at least 2"]),
     (['eval.metrics=["memorisation"]', "eval.memorisation.batch_size=0"],
      ["eval.memorisation.batch_size must be >= 1"]),
+    # the samples side of the same rules: k beyond the generated images (the reference of
+    # 32 training images is large enough), and a one-image protocol for a covariance
+    (['eval.metrics=["prdc"]', "eval.prdc.k_precision_recall=20"],
+     ["eval.prdc needs at least 21 images of each protocol it scores",
+      "eval.random-generation.n_samples makes 12"]),
+    (['eval.metrics=["fid"]', "eval.random-generation.n_samples=1"],
+     ["eval.fid needs at least 2 images", "eval.random-generation.n_samples makes 1"]),
+    (['eval.metrics=["kid"]', 'eval.protocols=["random-generation", "interpolation"]',
+      "eval.interpolation.n_pairs=1",
+      "eval.interpolation.n_interp=1"],
+     ["eval.kid needs at least 2 images", "eval.interpolation.n_pairs x n_interp makes 1"]),
 ])
 def test_metric_sizes_are_refused_before_training(sets: list[str], needles: list[str],
                                                   tmp_path: Path) -> None:

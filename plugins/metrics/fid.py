@@ -208,6 +208,15 @@ class FeatureMetric:
         check = getattr(self.config, "check_reference", None)
         if callable(check):
             check(sizes.n_train)
+        least = getattr(self.config, "min_reference", None)
+        if callable(least):  # the samples side of the same rule
+            need, why = least()
+            for key, n in getattr(sizes, "samples", {}).items():
+                if n < need:
+                    raise HarnessError(
+                        f"eval.{getattr(self.config, 'metric', self.name)} needs at least {need} "
+                        f"images of each protocol it scores ({why}), but {key} makes {n}: "
+                        f"raise it, or drop the metric from eval.metrics")
         if self._extractor is None and is_weights_path(self.extractor_name):
             from .domain_weights import inspect_weights
 

@@ -314,6 +314,7 @@ class RandomGeneration:
         fit the memory too)."""
         cfg, key = self.config, "eval.random-generation"
         sizes.images(f"{key}.n_samples", cfg.n_samples, cfg.n_samples, "the decoded samples")
+        sizes.produces(f"{key}.n_samples", cfg.n_samples)
         sizes.at_most(f"{key}.gmm_components", cfg.gmm_components, sizes.n_train,
                       f"the mixture is fitted on the {sizes.n_train} training codes, at least "
                       "one per component")
@@ -423,6 +424,7 @@ class Interpolation:
         name = "n_interp" if cfg.n_interp >= cfg.n_pairs else "n_pairs"  # the larger factor
         sizes.images(f"{key}.{name}", getattr(cfg, name), n_images,
                      f"{cfg.n_pairs} pairs x ({cfg.n_interp} points + 2 ends)")
+        sizes.produces(f"{key}.n_pairs x n_interp", cfg.n_pairs * cfg.n_interp)
 
     def run(self, ctx: EvalContext) -> ProtocolOutput:
         cfg = self.config
@@ -482,6 +484,7 @@ class PriorSamples(RandomGeneration):
     def check_sizes(self, sizes: EvalSizes) -> None:
         sizes.images("eval.prior-samples.n_samples", self.config.n_samples,
                      self.config.n_samples, "the decoded prior samples")
+        sizes.produces("eval.prior-samples.n_samples", self.config.n_samples)
 
 
 @dataclass
@@ -509,6 +512,14 @@ class ReconstructionSamples:
 
     def __init__(self, config: ReconstructionSamplesConfig | None = None) -> None:
         self.config = config or ReconstructionSamplesConfig()
+
+    def check_sizes(self, sizes: EvalSizes) -> None:
+        """Before training: the reconstructions fit the memory; how many the metrics get."""
+        n = sizes.n_test if self.config.n_images is None else min(self.config.n_images,
+                                                                   sizes.n_test)
+        key = "eval.reconstruction-samples.n_images"
+        sizes.images(key, n, n, "the test reconstructions")
+        sizes.produces(key, n)
 
     def run(self, ctx: EvalContext) -> ProtocolOutput:
         test = ctx.split("test")
