@@ -167,6 +167,25 @@ def test_a_cifar_parquet_of_28x28_images_is_not_cifar10(size: int | None, isolat
         cifar10.load(DataConfig(root=str(folder), cache=False, size=size))
 
 
+@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("size", [None, 32])
+def test_a_cifar_image_folder_of_28x28_images_is_not_cifar10(size: int | None, cache: bool,
+                                                            isolated) -> None:
+    """The image-folder layout with data.size set resized anything to 32×32 and trained it
+    as "cifar10" (the parquet layout was already refused)."""
+    from PIL import Image
+
+    folder = isolated / "folder"
+    for split in ("train", "test"):
+        for i, name in enumerate(("airplane", "automobile")):
+            (folder / split / name).mkdir(parents=True)
+            pixels = random_images(1, (3, 28, 28), seed=i)[0].transpose(1, 2, 0)
+            Image.fromarray(pixels).save(folder / split / name / f"{i}.png")
+    with pytest.raises(CorruptDataset, match=r"\.png is 28×28, not the dataset's 32×32"):
+        splits = cifar10.load(DataConfig(root=str(folder), cache=cache, size=size))
+        splits.train[0]  # the lazy split decodes on access
+
+
 @pytest.mark.parametrize("labels, needle", [
     ([0.7, 1.7, 2.7], "label 0 is 0.7, not an integer class index"),
     (["cat", "dog", "cat"], "label 0 is 'cat' (str), not an integer class index"),

@@ -464,6 +464,16 @@ def resize_batch(images: np.ndarray, size: int | None, chunk: int = 2048) -> np.
     return out
 
 
+def check_native(where: str, size_hw: tuple[int, int], native: tuple[int, int] | None) -> None:
+    """Refuse an image that is not a named dataset's own size (H, W) before any resizing:
+    28×28 images are not CIFAR-10, whatever ``data.size`` makes of them."""
+    if native is not None and tuple(size_hw) != tuple(native):
+        raise CorruptDataset(
+            f"{where} is {size_hw[0]}×{size_hw[1]}, not the dataset's {native[0]}×{native[1]}: "
+            "these are not its files (data.size resizes the dataset's own images, it does "
+            "not make other images the dataset)")
+
+
 def pil_to_chw(image: Any, size: int | None = None, center_crop: bool = False,
                mode: str = "RGB") -> np.ndarray:
     """A PIL image as a uint8 (C, H, W) array, optionally centre-cropped to a square (side

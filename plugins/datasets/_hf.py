@@ -26,7 +26,13 @@ import numpy as np
 
 from harness.errors import env_flag, one_line
 
-from ._common import CorruptDataset, DatasetNotFound, integral_labels, pil_to_chw
+from ._common import (
+    CorruptDataset,
+    DatasetNotFound,
+    check_native,
+    integral_labels,
+    pil_to_chw,
+)
 
 IMAGE_COLUMNS = ("image", "img", "pixel_values")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "celeb_id")
@@ -237,11 +243,7 @@ def decode_images(cells: Iterator[Any] | Any, n: int, where: str, size: int | No
     count = 0
     for i, cell in enumerate(cells):
         image = decode_image_cell(cell, where)
-        if native is not None and tuple(image.size[::-1]) != native:
-            raise CorruptDataset(
-                f"{where}: image {i} is {image.size[1]}×{image.size[0]}, not the dataset's "
-                f"{native[0]}×{native[1]}: these are not its files (data.size resizes the "
-                "dataset's own images, it does not make other images the dataset)")
+        check_native(f"{where}: image {i}", image.size[::-1], native)
         chw = pil_to_chw(image, size, center_crop, mode)
         if images is None:
             images = np.empty((n, *chw.shape), dtype=np.uint8)

@@ -186,7 +186,8 @@ def _load_image_folder(folder: Path, config: DataConfig) -> DataSplits:
         paths, labels = paths[:n] if n is not None else paths, labels[:n] if n is not None else labels
         key = cache_key(NAME, paths, size=config.size, layout="folder", classes=classes)
         splits[split] = images_split(paths, labels, key=key, split=split, size=config.size,
-                                     center_crop=False, mode="RGB", cache=config.cache)
+                                     center_crop=False, mode="RGB", cache=config.cache,
+                                     native=NATIVE)
     return _splits(splits["train"], splits["test"], str(folder), config, "image folder",
                    classes=classes)
 

@@ -15,17 +15,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._common import ArrayDataset, CorruptDataset, cached_streamed, pil_to_chw
+from ._common import ArrayDataset, CorruptDataset, cached_streamed, check_native, pil_to_chw
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".ppm"}
 
 
-def decode_file(path: Path, size: int | None, center_crop: bool, mode: str) -> np.ndarray:
-    """One image file as uint8 (C, H, W); an unreadable file is refused with its name."""
+def decode_file(path: Path, size: int | None, center_crop: bool, mode: str,
+                native: tuple[int, int] | None = None) -> np.ndarray:
+    """One image file as uint8 (C, H, W); an unreadable file, or one that is not ``native``
+    (H, W) before resizing (a named dataset's own size), is refused with its name."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            check_native(str(path), image.size[::-1], native)
             image.load()
             return pil_to_chw(image, size, center_crop, mode)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
@@ -39,16 +42,19 @@ class ImageFileDataset(Dataset):
     streams_from_disk = True
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int], size: int | None,
-                 center_crop: bool, mode: str, shape: tuple[int, int, int]) -> None:
+                 center_crop: bool, mode: str, shape: tuple[int, int, int],
+                 native: tuple[int, int] | None = None) -> None:
         self.paths = list(paths)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.size, self.center_crop, self.mode, self.shape = size, center_crop, mode, shape
+        self.native = native
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        array = decode_file(self.paths[index], self.size, self.center_crop, self.mode)
+        array = decode_file(self.paths[index], self.size, self.center_crop, self.mode,
+                            self.native)
         if array.shape != self.shape:
             raise CorruptDataset(
                 f"{self.paths[index]}: image of shape {array.shape}, expected {self.shape} "
@@ -60,21 +66,24 @@ class ImageFileDataset(Dataset):
         if n is None:
             return self
         return ImageFileDataset(self.paths[:n], self.labels[:n], self.size, self.center_crop,
-                                self.mode, self.shape)
+                                self.mode, self.shape, self.native)
 
 
 def images_split(paths: Sequence[Path], labels: Sequence[int], *, key: str, split: str,
-                 size: int | None, center_crop: bool, mode: str, cache: bool) -> Dataset:
-    """The split made of ``paths``: cached as one memory-mapped uint8 array, or lazy."""
+                 size: int | None, center_crop: bool, mode: str, cache: bool,
+                 native: tuple[int, int] | None = None) -> Dataset:
+    """The split made of ``paths``: cached as one memory-mapped uint8 array, or lazy; with
+    ``native`` (H, W), every file must be that size before resizing."""
     if not paths:
         raise CorruptDataset(f"split '{split}' has no image files")
-    shape = tuple(int(d) for d in decode_file(paths[0], size, center_crop, mode).shape)
+    shape = tuple(int(d) for d in decode_file(paths[0], size, center_crop, mode, native).shape)
     if not cache:
-        return ImageFileDataset(paths, labels, size, center_crop, mode, shape)  # type: ignore[arg-type]
+        return ImageFileDataset(paths, labels, size, center_crop, mode, shape,  # type: ignore[arg-type]
+                                native)
 
     def fill(images: np.ndarray, labs: np.ndarray) -> None:
         for i, path in enumerate(paths):
-            array = decode_file(path, size, center_crop, mode)
+            array = decode_file(path, size, center_crop, mode, native)
             if array.shape != shape:
                 raise CorruptDataset(
                     f"{path}: image of shape {array.shape}, expected {shape} like {paths[0]} "
