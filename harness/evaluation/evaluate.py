@@ -239,12 +239,7 @@ def evaluate(
         for name, protocol in protocols:
             if name in notes.not_applicable:
                 continue
-            scoring = [(m_name, m) for m_name, m in metrics
-                       if metric_scores(m, name, protocol, host)]
-            scorers = [(m_name, m) for m_name, m in scoring if _applies(m, info)]
-            notes.not_scored += [{"protocol": name, "metric": m_name,
-                                  "reason": why_metric_cannot_score(m, info)}
-                                 for m_name, m in scoring if (m_name, m) not in scorers]
+            scorers = _scorers(name, protocol, metrics, info, host, notes)
             ctx.needs_data = bool(scorers) or samples_dir is not None
             start = time.perf_counter()
             out, stamp, own = _run_protocol(name, protocol, ctx, seed, host, info)
@@ -254,13 +249,7 @@ def evaluate(
             records += own
             if out is None:
                 continue
-            if on_images is not None and out.preview is not None:
-                on_images(name, out.preview, out.preview_nrow)
-            if on_labels is not None and out.preview_labels is not None:
-                on_labels(name, out.preview_labels)
-            if samples_dir is not None and out.data is not None and \
-                    getattr(protocol, "kind", "") != "codes":
-                export_samples(out.data, Path(samples_dir), name, info=info)
+            _hand_out(name, protocol, out, info, on_images, on_labels, samples_dir)
             if out.data is not None:
                 for m_name, metric in scorers:
                     start = time.perf_counter()
@@ -276,6 +265,32 @@ def evaluate(
         if was_training and hasattr(model, "train"):
             model.train()
     return records
+
+
+def _scorers(name: str, protocol: Any, metrics: list[tuple[str, Any]], info: Any, host: Any,
+             notes: EvalNotes) -> list[tuple[str, Any]]:
+    """The metrics that score protocol ``name`` on this dataset; each that would score its
+    kind but does not apply to the dataset goes into ``notes.not_scored`` with why."""
+    scoring = [(m_name, m) for m_name, m in metrics if metric_scores(m, name, protocol, host)]
+    scorers = [(m_name, m) for m_name, m in scoring if _applies(m, info)]
+    notes.not_scored += [{"protocol": name, "metric": m_name,
+                          "reason": why_metric_cannot_score(m, info)}
+                         for m_name, m in scoring if (m_name, m) not in scorers]
+    return scorers
+
+
+def _hand_out(name: str, protocol: Any, out: Any, info: Any, on_images: ImageCallback | None,
+              on_labels: Callable[[str, Any], None] | None,
+              samples_dir: str | os.PathLike[str] | None) -> None:
+    """A protocol's preview and labels to the callbacks, and what it scored to
+    ``samples_dir`` (codes are not images: not exported)."""
+    if on_images is not None and out.preview is not None:
+        on_images(name, out.preview, out.preview_nrow)
+    if on_labels is not None and out.preview_labels is not None:
+        on_labels(name, out.preview_labels)
+    if samples_dir is not None and out.data is not None and \
+            getattr(protocol, "kind", "") != "codes":
+        export_samples(out.data, Path(samples_dir), name, info=info)
 
 
 def to_display(images: Any, info: Any = None) -> Any:

@@ -37,6 +37,7 @@ import torch
 
 from harness.configuration.run_config import MIXED_PRECISION, TrainConfig
 from harness.errors import ConfigError, HarnessError
+from harness.training.optim import build_optimizer
 
 
 def cpu_launch() -> bool:
@@ -180,6 +181,16 @@ class OptimizerStep:
         self.applied = 0
         self.updating = False
 
+    def run(self, x: torch.Tensor, ctx: Any, step: int, guard: Any) -> dict[str, float]:
+        """One training step of the model's loss (``step``: 1-based, for a NaN's message):
+        forward, the check before anything is applied, backward, :meth:`step`; returns the
+        loss parts as floats. The same call as :meth:`ModelOwnedStep.run`."""
+        losses = self._model(x, ctx)
+        values = guard.check(losses, step)  # raises before anything is applied
+        self.backward(losses["total"])
+        self.step()
+        return values  # type: ignore[no-any-return]
+
     def step(self) -> None:
         """Clip (if ``grad_clip``), then apply the optimizer step."""
         if self._clip is not None:
@@ -318,6 +329,23 @@ class ModelOwnedStep:
         return self.optimizer.param_groups[0]["lr"]
 
 
+def prepare_update(acc: Any, model: torch.nn.Module, cfg: TrainConfig
+                   ) -> tuple[torch.nn.Module, OptimizerStep | ModelOwnedStep]:
+    """The model as Accelerate prepared it, and how a step updates it: the model's own
+    optimizers and step when it owns them (a GAN, a diffusion model with EMA; not wrapped in
+    DDP), else the optimizer ``train.optimizer`` names, on its loss."""
+
+    if callable(getattr(model, "training_step", None)):
+        model = model.to(acc.device)
+        optimizers = model_optimizers(model, cfg)
+        prepared = acc.prepare(*optimizers.values())
+        prepared = prepared if isinstance(prepared, (tuple, list)) else (prepared,)
+        return model, ModelOwnedStep(acc, model, dict(zip(optimizers, prepared, strict=True)),
+                                     cfg.grad_clip)
+    model, optimizer = prepare(acc, model, build_optimizer(model.parameters(), cfg))
+    return model, OptimizerStep(acc, model, optimizer, cfg.grad_clip)
+
+
 def model_optimizers(model: Any, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
     """``model.configure_optimizers(cfg)``, checked: a non-empty dict of torch optimizers on
     disjoint parameters of the model (what else would update a weight twice a step, or
@@ -340,4 +368,4 @@ def model_optimizers(model: Any, cfg: TrainConfig) -> dict[str, torch.optim.Opti
 
 __all__ = ["MIXED_PRECISION", "ModelOwnedStep", "OptimizerSet", "OptimizerStep",
            "check_accelerator", "check_trackers", "cpu_launch", "make_accelerator",
-           "model_optimizers", "prepare", "unwrap_model"]
+           "model_optimizers", "prepare", "prepare_update", "unwrap_model"]

@@ -59,14 +59,11 @@ from harness.configuration.run_config import RunConfig, TrainConfig
 from harness.rundir.layout import CHECKPOINT_DIR, LOG_FILE
 from harness.training.accel import (
     MIXED_PRECISION,
-    ModelOwnedStep,
-    OptimizerStep,
     check_accelerator,
     check_trackers,
     cpu_launch,
     make_accelerator,
-    model_optimizers,
-    prepare,
+    prepare_update,
     unwrap_model,
 )
 from harness.training.checkpointing import CheckpointPolicy
@@ -163,17 +160,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = CheckpointPolicy(run_dir, config, acc, plan)
     start = checkpoints.load_weights(model) if resume else 0  # before prepare, see its doc
-    update: OptimizerStep | ModelOwnedStep
-    if callable(getattr(model, "training_step", None)):  # the model owns its step
-        model = model.to(device)
-        optimizers = model_optimizers(model, cfg)
-        prepared = acc.prepare(*optimizers.values())
-        prepared = prepared if isinstance(prepared, (tuple, list)) else (prepared,)
-        update = ModelOwnedStep(acc, model, dict(zip(optimizers, prepared, strict=True)),
-                                cfg.grad_clip)
-    else:
-        model, optimizer = prepare(acc, model, build_optimizer(model.parameters(), cfg))
-        update = OptimizerStep(acc, model, optimizer, cfg.grad_clip)
+    model, update = prepare_update(acc, model, cfg)
     maybe_compile(unwrap_model(acc, model), cfg, device)  # train.compile: compiled in place
     logger = StepLogger(run_dir, config, accelerator=acc, start=start, total=total,
                         batches_per_epoch=bpe, lr=update.lr, on_log=on_log)
@@ -193,13 +180,9 @@ def train(
         try:
             for x, wait in timed_batches(loader, device):
                 ctx = StepContext(step=step, seed=seed, device=device)
-                if isinstance(update, ModelOwnedStep):
-                    values = update.run(x, ctx, step + 1, guard)  # each update checked first
-                else:
-                    losses = model(x, ctx)
-                    values = guard.check(losses, step + 1)  # raises before anything is applied
-                    update.backward(losses["total"])
-                    update.step()  # clips the gradient norm first when train.grad_clip is set
+                # forward, the NaN/inf check before anything is applied, backward, the
+                # (clipped) update; or the model's own updates, each checked first
+                values = update.run(x, ctx, step + 1, guard)
                 step += 1
                 update.zero_grad()
                 logger.log(step, values, wait)
