@@ -213,8 +213,10 @@ def _wide_run(root: Path, name: str, model: str, seed: int, k: int, n_samples: i
     doc = {"schema": 1, "run": {"model": model, "dataset": "digits", "seed": seed},
            "results": results}
     (run / runs.METRICS_FILE).write_text(json.dumps(doc))
+    only_vrrae = "latent_dim = 200\n" if model == "vrrae" else ""  # a key vae does not have
     (run / runs.CONFIG_FILE).write_text(
-        f'[run]\nmodel = "{model}"\nseed = {seed}\n[model]\nk = {k}\n[train]\nsteps = 20\n')
+        f'[run]\nmodel = "{model}"\nseed = {seed}\n[model]\nk = {k}\n{only_vrrae}'
+        '[train]\nsteps = 20\n')
     return run
 
 
@@ -235,6 +237,8 @@ def test_text_report_fits_100_columns_and_names_what_differs_in_words(tmp_path: 
     assert "0.0317 ± 0.00071" in text and "kid_std" not in text
     # the training settings that differ between rows, in words
     assert "  model.k: vae 2, vrrae 16" in text
+    # a key only vrrae has, the same in its rows, differs between no rows that have it
+    assert "latent_dim" not in text and "(absent)" not in text
     # a metric measured under two stamps: one column each, labelled with what differs
     assert "[n_samples=5000]" in text and "[n_samples=1250]" in text
     # every protocol has its block; a block too wide continues below

@@ -186,13 +186,18 @@ def _settings_lines(rows: list[dict[str, Any]], row_label: dict[tuple[str, str, 
                 r.get("config_values", {}) for r in rows}
     if len(variants) < 2:
         return []
-    keys = [k for k in _differing(variants) if k != "run.model"]  # the model column says it
+    # a key only some models have (ddpm's timesteps) is shown for those; it is listed when
+    # the rows that have it differ in it
+    keys = [k for k in sorted({k for v in variants.values() for k in v})
+            if k != "run.model"  # the model column says it
+            and len({json.dumps(v[k], sort_keys=True, default=str)
+                     for v in variants.values() if k in v}) > 1]
     if not keys:
         return []
-    lines = ["", "Training settings that differ between rows:"]
+    lines = ["", "Training settings that differ between rows (rows without the key omitted):"]
     for key in keys:
-        line = f"  {key}: " + ", ".join(f"{label} {values.get(key, '(absent)')}"
-                                        for label, values in variants.items())
+        line = f"  {key}: " + ", ".join(f"{label} {values[key]}"
+                                        for label, values in variants.items() if key in values)
         if width is not None and len(line) > width:
             line = line[: width - 3] + "..."
         lines.append(line)
