@@ -211,7 +211,7 @@ class FeatureMetric:
         least = getattr(self.config, "min_reference", None)
         if callable(least):  # the samples side of the same rule
             need, why = least()
-            for key, n in getattr(sizes, "samples", {}).items():
+            for key, n in sizes.samples.items():
                 if n < need:
                     raise HarnessError(
                         f"eval.{getattr(self.config, 'metric', self.name)} needs at least {need} "
