@@ -178,18 +178,18 @@ def bare_loop(model: torch.nn.Module, images: torch.Tensor, batch: int, device: 
 def our_model_and_images(name: str, sets: list[str], device: torch.device
                          ) -> tuple[torch.nn.Module, torch.Tensor]:
     """Our model, built as `harness run` builds it, and the training split as one tensor."""
-    from harness import commands as runner
     from harness.host.plugins import get_host
+    from harness.run.build import build_model, load_data, resolve_config
     from harness.training.loop import seed_everything
 
     case = CONFIGS[name]
     host = get_host()
-    config = runner.resolve_config(model=case["model"], dataset=case["dataset"],
+    config = resolve_config(model=case["model"], dataset=case["dataset"],
                                    config_file=None, sets=[*case["sets"], *sets], seed=0,
                                    host=host)
-    splits = runner.load_data(host, config)
+    splits = load_data(host, config)
     seed_everything(0)
-    model = runner.build_model(host, config, splits.info)
+    model = build_model(host, config, splits.info)
     images = torch.from_numpy(np.array(splits.train.images)).to(device)  # a writable copy
     return model, images
 

@@ -47,16 +47,16 @@ def bare_child(steps: int) -> None:
     """The quick start's model and data, trained by the bare loop; prints one JSON line."""
     from bench_overhead import bare_loop
 
-    from harness import commands as runner
     from harness.host.plugins import get_host
+    from harness.run.build import build_model, load_data, resolve_config
     from harness.training.loop import seed_everything
 
     host = get_host()
-    config = runner.resolve_config(model="vrrae", dataset="bumps", config_file=None,
+    config = resolve_config(model="vrrae", dataset="bumps", config_file=None,
                                    sets=[f"train.steps={steps}"], seed=0, host=host)
-    splits = runner.load_data(host, config)
+    splits = load_data(host, config)
     seed_everything(config.seed)
-    model = runner.build_model(host, config, splits.info)
+    model = build_model(host, config, splits.info)
     timing = bare_loop(model, splits, config.train.batch_size, WARMUP, steps)
     print(json.dumps({"wall_s": timing["wall_ms"] * steps / 1e3,
                       "cpu_s": timing["cpu_ms"] * steps / 1e3}))

@@ -67,14 +67,14 @@ def child(device: str, case: str) -> None:
     import torch
 
     mark("import torch")
-    from harness import commands as runner
     from harness.host.plugins import get_host
+    from harness.run.build import build_model, load_data, resolve_config
 
     host = get_host()
     model_name, dataset, sets = CASES[case]
     if dataset == "fashion-mnist":
         sets = [*sets, *[x for x in os.environ.get("BENCH_STARTUP_SETS", "").split("\n") if x]]
-    config = runner.resolve_config(model=model_name, dataset=dataset, config_file=None,
+    config = resolve_config(model=model_name, dataset=dataset, config_file=None,
                                    sets=[*sets, "train.steps=2", "train.log_every=1"], seed=0,
                                    host=host)
     mark("harness + plugin host + config")
@@ -84,10 +84,10 @@ def child(device: str, case: str) -> None:
 
     PartialState(cpu=trainer.cpu_launch())
     mark("accelerate + process state")
-    splits = runner.load_data(host, config)
+    splits = load_data(host, config)
     mark("data (cached arrays)")
     trainer.seed_everything(config.seed)
-    model = runner.build_model(host, config, splits.info)
+    model = build_model(host, config, splits.info)
     mark("model build")
     accelerator = trainer.make_accelerator(config.train, None)
     if device == "cuda":

@@ -47,9 +47,9 @@ from typing import Any
 
 import torch
 
-from harness.commands import build_model, load_data
 from harness.configuration.run_config import resolve
 from harness.host.plugins import get_host
+from harness.run.build import build_model, load_data
 from harness.rundir.atomic import atomic_write_text
 from harness.training.loop import seed_everything, train
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from harness.errors import ConfigError, HarnessError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch.utils.data import Dataset
@@ -45,6 +47,20 @@ class DataSplits:
     extra: dict[str, Dataset] = field(default_factory=dict)  # e.g. {"diagonal": ...} for bumps
 
 
+def images_of(batch: Any) -> torch.Tensor:
+    """The image tensor of a collated ``(image, label)`` batch (or a bare tensor batch, or a
+    ``{"image": ...}`` dict): the one place a batch is unwrapped, for the host and plugins."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, list | tuple):
+        return batch[0]
+    if isinstance(batch, dict):
+        return batch["image"]
+    raise HarnessError(f"a training batch must be (image, label) or a tensor, got {type(batch)}")
+
+
 @dataclass
 class DataConfig:
     """The ``data`` section of a run configuration (shared by every dataset)."""
@@ -63,8 +79,6 @@ class DataConfig:
     def __post_init__(self) -> None:
         """Every value checked once, when the section is built: an empty split, a 0-pixel
         image or a validation fraction outside (0, 1) is refused before any work."""
-        from harness.errors import ConfigError
-
         for key in ("size", "n_train", "n_test"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -93,7 +107,7 @@ class StepContext:
     def __init__(self, step: int = 0, seed: int = 0, device: Any = None) -> None:
         import torch
 
-        from harness.training import distributed
+        from harness import distributed
 
         self.step = step
         self.seed = seed
@@ -105,13 +119,13 @@ class StepContext:
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """All processes' rows of ``tensor`` (batch-first), in rank order, with gradients."""
-        from harness.training.distributed import gather_with_grad
+        from harness.distributed import gather_with_grad
 
         return gather_with_grad(tensor)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of ``tensor`` over processes, with gradients."""
-        from harness.training.distributed import all_reduce_sum_with_grad
+        from harness.distributed import all_reduce_sum_with_grad
 
         return all_reduce_sum_with_grad(tensor)
 
@@ -127,7 +141,7 @@ class StepContext:
         """The local batch size of every process, in rank order."""
         import torch
 
-        from harness.training import distributed
+        from harness import distributed
 
         if not distributed.is_distributed():
             return [n_local]
@@ -202,7 +216,7 @@ class GenerativeModel(Protocol):
 
     def forward(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         """The training loss of the *global* batch: ``{"total": ..., "rec": ..., ...}``, each a
-        scalar tensor, identical on every process (see :mod:`harness.training.distributed`)."""
+        scalar tensor, identical on every process (see :mod:`harness.distributed`)."""
         ...
 
 
@@ -402,8 +416,6 @@ class EvalSizes:
 
     def memory(self, key: str, value: int, n_bytes: int, what: str) -> None:
         """Refuse ``key=value`` when what it makes (``what``, ``n_bytes``) exceeds the limit."""
-        from harness.errors import ConfigError
-
         if n_bytes > self.memory_bytes:
             raise ConfigError(
                 f"{key}={value} is too large: {what} need {n_bytes / 1e9:.3g} GB, more than the "
@@ -415,8 +427,6 @@ class EvalSizes:
 
     def at_most(self, key: str, value: int, limit: int, why: str) -> None:
         """Refuse ``key=value`` above ``limit`` (``why`` names where the limit comes from)."""
-        from harness.errors import ConfigError
-
         if value > limit:
             raise ConfigError(f"{key}={value} is too large: at most {limit} ({why}); lower it")
 
@@ -453,8 +463,6 @@ class EvalContext:
         """The image tensors of ``dataset`` in order, ``batch_size`` (default: eval's) at a
         time, on the CPU."""
         from torch.utils.data import DataLoader
-
-        from harness.training.feeding import images_of
 
         for batch in DataLoader(dataset, batch_size=batch_size or self.batch_size,
                                 shuffle=False):
@@ -502,8 +510,6 @@ class EvalContext:
                 parts = [self.model.encode(x.to(self.device)).detach().float().cpu()
                          for x in self.batches(dataset)]
             if not parts:
-                from harness.errors import HarnessError
-
                 raise HarnessError(f"the {split} split of '{self.info.name}' is empty: "
                                    "nothing to encode")
             self._codes[split] = torch.cat(parts)
@@ -516,8 +522,6 @@ class EvalContext:
             return self.splits.test
         if name in self.splits.extra:
             return self.splits.extra[name]
-        from harness.errors import HarnessError
-
         raise HarnessError(f"dataset '{self.info.name}' has no split '{name}'; it has train, "
                            f"test{''.join(', ' + k for k in self.splits.extra)}")
 
@@ -593,7 +597,7 @@ def load_dataset(name: str, config: DataConfig | None = None) -> DataSplits:
 #: import torch/numpy, this module must not): collectives, atomic writes, the model format,
 #: and the streaming feature statistics and Frechet distance for metric plugins.
 _SERVICES = {
-    "all_reduce_sum": "harness.training.distributed:all_reduce_sum",
+    "all_reduce_sum": "harness.distributed:all_reduce_sum",
     "atomic_path": "harness.rundir.atomic:atomic_path",
     "atomic_write_bytes": "harness.rundir.atomic:atomic_write_bytes",
     "atomic_write_text": "harness.rundir.atomic:atomic_write_text",
@@ -604,7 +608,6 @@ _SERVICES = {
     "save_labelled_grid": "harness.evaluation.figures:save_labelled_grid",
     "save_model": "harness.rundir.modelfiles:save_model",
     "build_config": "harness.configuration.run_config:build_dataclass",
-    "images_of": "harness.training.feeding:images_of",
     "cache_dir": "harness.training.resources:cache_dir",
     "Progress": "harness.progress:Progress",
     "read_model_files": "harness.rundir.modelfiles:read_model_files",
@@ -613,15 +616,6 @@ _SERVICES = {
     "fid_from_features": "harness.evaluation.fid:fid_from_features",
     "frechet_distance": "harness.evaluation.fid:frechet_distance",
 }
-
-if TYPE_CHECKING:  # pragma: no cover
-    from harness.evaluation.fid import (  # noqa: F401 - re-exported for type checkers
-        FeatureStats,
-        fid_from_features,
-        fid_from_stats,
-        frechet_distance,
-    )
-
 
 def __getattr__(name: str) -> Any:
     target = _SERVICES.get(name)

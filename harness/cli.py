@@ -126,7 +126,9 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
             no_eval: bool, save_samples: bool) -> None:
     """Train a model, evaluate it and write a run directory."""
     tune_malloc()  # glibc malloc thresholds, before torch allocates (harness.training.resources)
-    from harness import commands as runner
+    from harness.run.build import resolve_config
+    from harness.run.experiment import run_experiment
+    from harness.run.resume import resume_config
     from harness.training.slurm_launch import adopt_srun_rendezvous
 
     adopt_srun_rendezvous()  # `srun -n N harness run`: N processes, one run
@@ -134,14 +136,14 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
     if resume:
         if not out:
             raise HarnessError("--resume needs --out DIR: the directory of the run to continue")
-        plan = runner.resume_config(out, model=model, dataset=dataset, config_file=config_file,
+        plan = resume_config(out, model=model, dataset=dataset, config_file=config_file,
                                     sets=list(sets), seed=seed)
-        run_dir = runner.run_experiment(plan, out, resume=True, evaluate=not no_eval,
+        run_dir = run_experiment(plan, out, resume=True, evaluate=not no_eval,
                                         save_samples=save_samples)
     else:
-        config = runner.resolve_config(model=model, dataset=dataset, config_file=config_file,
+        config = resolve_config(model=model, dataset=dataset, config_file=config_file,
                                        sets=list(sets), seed=seed)
-        run_dir = runner.run_experiment(config, out, resume=False, evaluate=not no_eval,
+        run_dir = run_experiment(config, out, resume=False, evaluate=not no_eval,
                                         save_samples=save_samples)
     _print_summary(run_dir)
 
@@ -153,11 +155,11 @@ def run_cmd(model: str | None, dataset: str | None, config_file: str | None,
 def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Re-evaluate a saved run and rewrite its metrics.json."""
     tune_malloc()
-    from harness import commands as runner
+    from harness.run.reevaluate import evaluate_run
     from harness.rundir import contents as runs
 
     with runs.RunLock(Path(run_dir)):
-        runner.evaluate_run(run_dir, list(sets))
+        evaluate_run(run_dir, list(sets))
     _print_summary(Path(run_dir))
 
 
@@ -168,12 +170,12 @@ def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
 def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Export what the protocols score (images as .npz + PNG, the metrics' reference
     statistics) into RUN_DIR/samples/, without touching metrics.json."""
-    from harness import commands as runner
+    from harness.run.reevaluate import evaluate_run
     from harness.rundir import contents as runs
     from harness.rundir.layout import RunLayout
 
     with runs.RunLock(Path(run_dir)):  # not while a resume trains, nor two exports at once
-        runner.evaluate_run(run_dir, list(sets), save_samples=True, write_metrics=False)
+        evaluate_run(run_dir, list(sets), save_samples=True, write_metrics=False)
     click.echo(f"samples written to {RunLayout(run_dir).samples}")
 
 
@@ -398,6 +400,7 @@ def _run_preset(run_dir: Path) -> str | None:
 def _print_summary(run_dir: Path) -> None:
     """The run's results in words (harness.evaluation.display): what each number is, its unit, which
     way is better, the paper's value when a suite publishes one, and why a protocol has none."""
+    from harness.benchmark.suite import published_values
     from harness.evaluation import display
     from harness.rundir.layout import RunLayout
 
@@ -413,7 +416,7 @@ def _print_summary(run_dir: Path) -> None:
                    "--set overrides it)" if preset != "none" else "  preset: none")
     click.echo(f"results of {run.get('model', '?')} on {run.get('dataset', '?')} "
                f"(seed {run.get('seed', '?')}):")
-    paper = display.published_values(str(run.get("model")), str(run.get("dataset")),
+    paper = published_values(str(run.get("model")), str(run.get("dataset")),
                                      get_host())
     for line in display.summary_lines(doc, get_host(), paper=paper):
         click.echo(line)

@@ -74,3 +74,10 @@ class EvaluationFailed(HarnessError):
     records why for each). Exit status 1: the run failed while running."""
 
     exit_code = 1
+
+
+class ComponentFault(Exception):
+    """A plugin component returned something the host cannot record (a value that is not
+    JSON, a result that is not a dict of name: value); the message says what, the evaluation
+    that caught it names the component and its plugin and records it as that component's
+    failure (:mod:`harness.evaluation.evaluate`)."""

@@ -365,7 +365,7 @@ def test_benchmark_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_final_metrics_go_to_the_trackers() -> None:
-    from harness.commands import log_final_metrics
+    from harness.run.scoring import log_final_metrics
 
     calls = []
 
@@ -386,7 +386,7 @@ def test_preview_grids_go_to_the_trackers_that_take_images() -> None:
     import torch
 
     from harness.api import DatasetInfo
-    from harness.commands import log_final_images
+    from harness.run.scoring import log_final_images
 
     calls: dict[str, tuple] = {}
 
@@ -518,12 +518,12 @@ def test_a_run_recorded_under_a_renamed_protocol_is_still_the_planned_run(
         tmp_path: Path) -> None:
     """A finished run written by the previous version (``random_generation``) is kept by
     today's plan (``random-generation``) instead of being refused."""
-    from harness import commands as runner
     from harness.benchmark.planned_run import not_the_planned_run
     from harness.host.plugins import get_host
+    from harness.run.build import resolve_config
 
     host = get_host()
-    planned = runner.resolve_config(
+    planned = resolve_config(
         model="ae", dataset="bumps", config_file=None, seed=0, host=host,
         sets=['eval.protocols=["reconstruction", "random-generation"]'])
     (tmp_path / "config.toml").write_text(

@@ -308,13 +308,13 @@ def test_a_sweep_can_sweep_any_key_and_pick_the_highest(tmp_path: Path) -> None:
 
 
 def test_a_finished_run_is_checked_against_its_planned_config(tmp_path: Path) -> None:
-    from harness import commands as runner
     from harness.host.plugins import get_host
+    from harness.run.build import resolve_config
 
     host = get_host()
-    planned = runner.resolve_config(model="ae", dataset="bumps", config_file=None,
+    planned = resolve_config(model="ae", dataset="bumps", config_file=None,
                                     sets=["train.steps=3"], seed=0, host=host)
-    other = runner.resolve_config(model="ae", dataset="bumps", config_file=None,
+    other = resolve_config(model="ae", dataset="bumps", config_file=None,
                                   sets=["train.steps=5"], seed=0, host=host)
     run_dir = tmp_path / "runs" / "bumps-ae-seed0"
     run_dir.mkdir(parents=True)

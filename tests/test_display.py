@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from harness.api import ValueDisplay
+from harness.benchmark.suite import published_values
 from harness.evaluation import display
 from harness.host import plugins
 
@@ -67,11 +68,11 @@ def test_summary_shows_std_once_beside_its_mean_and_why_a_protocol_has_none(host
 
 
 def test_paper_values_come_from_the_suites_published_tables() -> None:
-    paper = display.published_values("vrrae", "mnist", plugins.get_host())
+    paper = published_values("vrrae", "mnist", plugins.get_host())
     # paper-real and paper-ablation both publish vrrae on MNIST; distinct values are kept
     assert [v for v, _ in paper["random-generation/fid"]] == [38.77]
     assert sorted(v for v, _ in paper["interpolation/fid"]) == [4.89, 5.89]
-    assert display.published_values("vrrae", "bumps", plugins.get_host()) == {}
+    assert published_values("vrrae", "bumps", plugins.get_host()) == {}
     lines = display.summary_lines(DOC, None, paper=paper)
     assert any("paper: 26 (paper Table" in ln for ln in lines), lines
 

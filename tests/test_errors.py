@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from cli_helpers import TINY, assert_error_line, builtin_plugins_only, cli, live_process
 
-from harness.configuration import preflight
 from harness.configuration.run_config import tomllib
 from harness.errors import ConfigError
+from harness.run import experiment
+from harness.run.preflight import check_splits
 from harness.rundir import checkpoints as ckpt
 from harness.rundir import contents as runs
 
@@ -341,17 +342,16 @@ def test_an_empty_split_is_refused_naming_it() -> None:
         test: list[int] = []
 
     with pytest.raises(ConfigError, match="empty test split"):
-        preflight.check_splits(Splits(), "folders")
+        check_splits(Splits(), "folders")
 
 
 def test_unexpected_errors_are_one_line_and_harness_debug_shows_the_traceback(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from harness import commands as runner
 
     def boom(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(runner, "run_experiment", boom)
+    monkeypatch.setattr(experiment, "run_experiment", boom)
     res = cli("run", "--model", "ae", "--out", str(tmp_path / "r"))
     assert res.code == 1 and "Traceback" not in res.err
     assert "Error: internal error: ZeroDivisionError: division by zero" in res.err

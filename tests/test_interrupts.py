@@ -113,7 +113,7 @@ def test_the_cli_prints_the_command_of_the_phase(tmp_path: Path,
         stopsignal.set_next_command("harness evaluate 'my run'", "the weights are saved")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("harness.commands.evaluate_run", interrupted)
+    monkeypatch.setattr("harness.run.reevaluate.evaluate_run", interrupted)
     try:
         with pytest.raises(SystemExit) as exc:
             cli.main(["evaluate", str(tmp_path)])

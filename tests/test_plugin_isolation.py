@@ -318,20 +318,21 @@ def test_a_run_survives_raising_hooks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A tiny run with a logger plugin that raises from every hook finishes and records."""
-    from harness import commands as runner
+    from harness.run.build import resolve_config
+    from harness.run.experiment import run_experiment
 
     monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN_DIR))
     monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "example")  # if it is installed too
     example = importlib.import_module("harness_example_plugin")
     flaky, steady = Flaky(RuntimeError("logger down")), Steady()
     load_host({"example-in-process": example, "flaky": flaky, "steady": steady})
-    config = runner.resolve_config(
+    config = resolve_config(
         model="tiny-ae", dataset="bumps", config_file=None, seed=0,
         sets=["train.steps=3", "train.batch_size=8", "train.log_every=1", "data.n_train=16",
               "data.n_test=8", "model.k=2", 'eval.protocols=["reconstruction"]',
               'eval.metrics=["mean-intensity"]'],
     )
-    run_dir = runner.run_experiment(config, tmp_path / "run")
+    run_dir = run_experiment(config, tmp_path / "run")
     assert (run_dir / "metrics.json").is_file()
     assert flaky.calls == ["run_started", "step_logged", "run_finished"]
     assert steady.calls[-1] == "finished" and steady.calls.count("step 1") == 1

@@ -601,14 +601,15 @@ class Recorder:
 
 def test_lifecycle_hooks_see_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny run of the example plugin's model on bumps, with a recording logger plugin."""
-    from harness import commands as runner
+    from harness.run.build import resolve_config
+    from harness.run.experiment import run_experiment
 
     monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN_DIR))
     monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "example")  # if it is installed too
     example = importlib.import_module("harness_example_plugin")
     recorder = Recorder()
     load_host({"example-in-process": example, "recorder": recorder})
-    config = runner.resolve_config(
+    config = resolve_config(
         model="tiny-ae",
         dataset="bumps",
         config_file=None,
@@ -625,7 +626,7 @@ def test_lifecycle_hooks_see_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ],
         seed=0,
     )
-    run_dir = runner.run_experiment(config, tmp_path / "run")
+    run_dir = run_experiment(config, tmp_path / "run")
     events = [name for name, _ in recorder.calls]
     assert events[0] == "run_started" and events[-1] == "run_finished"
     assert events.count("run_started") == events.count("run_finished") == 1

@@ -9,9 +9,10 @@ import pytest
 from cli_helpers import TINY, assert_error_line, builtin_plugins_only, cli
 
 from harness.api import EVAL_MEMORY_ENV, EvalSizes
-from harness.configuration import preflight
 from harness.configuration import run_config as cfgmod
 from harness.errors import ConfigError
+from harness.run.preflight import eval_memory_bytes
+from harness.training.plan import plan_training
 
 AE = ["run", "--model", "ae", "--dataset", "bumps", *TINY]
 BOTH = ["--set", 'eval.protocols=["random-generation","interpolation"]',
@@ -63,15 +64,15 @@ def test_the_memory_limit_is_lifted_deliberately(monkeypatch: pytest.MonkeyPatch
                                           r"1x10x10 need 4.4e-06 GB"):
         sizes.images("eval.x.n", 11, 11, "eleven")
     monkeypatch.setenv(EVAL_MEMORY_ENV, "2.5")
-    assert preflight.eval_memory_bytes() == 2_500_000_000
+    assert eval_memory_bytes() == 2_500_000_000
     monkeypatch.setenv(EVAL_MEMORY_ENV, "-1")
     with pytest.raises(ConfigError, match=EVAL_MEMORY_ENV):
-        preflight.eval_memory_bytes()
+        eval_memory_bytes()
     monkeypatch.delenv(EVAL_MEMORY_ENV)
     import os
 
     half = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    assert preflight.eval_memory_bytes() == half
+    assert eval_memory_bytes() == half
 
 
 def test_sections_check_their_values_when_built() -> None:
@@ -120,23 +121,23 @@ def test_preflight_plan_is_what_training_follows(tmp_path: Path) -> None:
     assert res.code == 0, res.err
     training = json.loads((out / "metrics.json").read_text())["training"]
     assert (training["total_steps"], training["steps"], training["epochs"]) == (6, 6, 3.0)
-    plan = preflight.plan_training(cfgmod.TrainConfig(epochs=3, batch_size=8), 16, 2, object())
+    plan = plan_training(cfgmod.TrainConfig(epochs=3, batch_size=8), 16, 2, object())
     assert (plan.total_steps, plan.batches_per_epoch, plan.per_process_batch) == (6, 2, 4)
 
 
 def test_resume_rebuilds_the_saved_config_once_keeping_its_preset(tmp_path: Path) -> None:
     """A saved config holds its preset's values: a resume rebuilds it as it is (the preset
     name kept, no preset layer below it), and a changed lr is the one change listed."""
-    from harness import commands as runner
     from harness.host.plugins import get_host
+    from harness.run.resume import resume_config
     from harness.rundir import contents as runs
 
     host = get_host()
     config = cfgmod.resolve(model="vrrae", dataset="bumps", sets=["train.steps=7"], host=host)
     assert config.preset and config.preset != cfgmod.NO_PRESET
     runs.write_config(tmp_path, config)
-    plan = runner.resume_config(tmp_path, host=host)
+    plan = resume_config(tmp_path, host=host)
     assert plan.config == config and plan.config.preset == config.preset
-    plan = runner.resume_config(tmp_path, sets=["train.lr=5e-4"], host=host)
+    plan = resume_config(tmp_path, sets=["train.lr=5e-4"], host=host)
     assert [str(c) for c in plan.changes] == [f"train.lr: {config.train.lr!r} -> 0.0005"]
     assert plan.config.preset == config.preset and plan.config.train.steps == 7

@@ -72,18 +72,18 @@ def test_run_records_and_prints_the_preset(tmp_path: Path,
 def test_resume_with_changed_steps_keeps_every_recorded_field(tmp_path: Path) -> None:
     """``--resume --set train.steps=N`` rewrites config.toml: only train.steps may differ,
     ``run.preset`` included (the rewrite goes through the same plan and writer as a run)."""
-    from harness import commands as runner
+    from harness.run.resume import resume_config
     from harness.rundir import contents as runs
 
     config = cfgmod.resolve(model="vrrae", dataset="bumps", sets=["train.steps=5"])
     assert config.preset == "autoencoders:synthetic"
     runs.write_config(tmp_path, config)
     before = tomllib.loads((tmp_path / runs.CONFIG_FILE).read_text())
-    plan = runner.resume_config(tmp_path, sets=["train.steps=9"])
+    plan = resume_config(tmp_path, sets=["train.steps=9"])
     assert [str(c.key) for c in plan.changes] == ["train.steps"]
     runs.write_config(tmp_path, plan.config, plan.notes)
     after = tomllib.loads((tmp_path / runs.CONFIG_FILE).read_text())
     assert after["train"].pop("steps") == 9 and before["train"].pop("steps") == 5
     assert after == before
     assert after["run"]["preset"] == "autoencoders:synthetic"
-    assert runner.resume_config(tmp_path).config.preset == "autoencoders:synthetic"
+    assert resume_config(tmp_path).config.preset == "autoencoders:synthetic"

@@ -51,10 +51,10 @@ def test_plugins_import_only_the_public_api() -> None:
 
 def test_the_import_check_catches_a_private_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("from harness import training, commands\nimport harness.evaluation.fid\n"
+    bad.write_text("from harness import training, cli\nimport harness.evaluation.fid\n"
                    "from harness.api import X\n")
     assert [m for _, m in _host_imports(bad) if m not in PUBLIC] == [
-        "harness.training", "harness.commands", "harness.evaluation.fid"]
+        "harness.training", "harness.cli", "harness.evaluation.fid"]
 
 
 def _readme_signatures() -> dict[str, list[ast.FunctionDef]]:

@@ -95,15 +95,15 @@ def test_peak_rss_grows_with_what_the_process_touched() -> None:
 
 
 def test_peak_memory_in_log_records_and_the_run_summary(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from harness import commands as runner
     from harness.configuration.run_config import resolve
+    from harness.run.experiment import run_experiment
 
     config = resolve(model="ae", dataset="digits", config_file=None, seed=0,
                      sets=["train.steps=4", "train.log_every=2", "train.batch_size=32",
                            "model.arch=mlp", "model.hidden=8", "model.k=2"],
                      model_config_cls=__import__("harness_plugins.autoencoders.models",
                                                  fromlist=["AE"]).AE.Config)
-    run_dir = runner.run_experiment(config, tmp_path / "run", evaluate=False)
+    run_dir = run_experiment(config, tmp_path / "run", evaluate=False)
     records = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]
     assert all(r["peak_rss_mb"] > 10 for r in records)  # torch alone is more than that

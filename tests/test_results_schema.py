@@ -13,7 +13,8 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.host.plugins import get_host
-from harness.results import documents, validation
+from harness.results import documents
+from harness.rundir import schema
 
 sys.path.insert(0, os.path.dirname(__file__))
 from results_helpers import write_run  # noqa: E402
@@ -25,16 +26,16 @@ COMMITTED = sorted(p.parent for p in (REPO / "benchmarks" / "results").glob("*/b
 def test_the_schema_ships_in_the_package_and_is_a_valid_json_schema() -> None:
     from jsonschema import Draft202012Validator
 
-    Draft202012Validator.check_schema(validation.schema())
+    Draft202012Validator.check_schema(schema.schema())
     text = (REPO / "pyproject.toml").read_text()
-    assert '"harness.results" = ["*.schema.json"]' in text
+    assert '"harness.rundir" = ["*.schema.json"]' in text
 
 
 @pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
 def test_every_committed_benchmark_result_follows_the_schema(folder: Path) -> None:
-    assert validation.problems(json.loads((folder / "report.json").read_text()),
+    assert schema.problems(json.loads((folder / "report.json").read_text()),
                            "benchmark_report") == []
-    assert validation.problems(json.loads((folder / "benchmark.json").read_text()),
+    assert schema.problems(json.loads((folder / "benchmark.json").read_text()),
                            "benchmark_state") == []
     doc = documents.read_benchmark(folder, get_host())
     report = json.loads((folder / "report.json").read_text())
@@ -105,7 +106,7 @@ def test_a_broken_metrics_document_is_refused_on_write_and_on_read(tmp_path: Pat
     run.mkdir()
     bad = {"schema": 1, "run": {"model": "ae", "dataset": "bumps", "seed": 0},
            "results": [{"protocol": "reconstruction", "value": 1.0}]}  # no "metric"
-    with pytest.raises(validation.InvalidOnWrite, match="results/0: 'metric' is a required") as exc:
+    with pytest.raises(schema.InvalidOnWrite, match="results/0: 'metric' is a required") as exc:
         write_metrics(run, bad)
     assert exc.value.exit_code == 1
     assert not (run / "metrics.json").exists()

@@ -132,8 +132,8 @@ def not_the_planned_run(run_dir: Path, planned: Any, host: Any, resume: bool = T
     (or when nothing there would be kept). A finished run, and an interrupted one that would
     resume, are kept only if their ``config.toml`` is the planned configuration: a resume
     continues with the settings saved there, whatever the plan says now."""
-    from harness.configuration import preflight
     from harness.configuration import run_config as cfgmod
+    from harness.configuration.changes import config_changes
 
     status = run_status(run_dir)
     finished = status == "done"
@@ -143,7 +143,7 @@ def not_the_planned_run(run_dir: Path, planned: Any, host: Any, resume: bool = T
         stored = cfgmod.from_dict(cfgmod.load_toml(run_dir / "config.toml"), host=host)
     except HarnessError as exc:
         return f"its config.toml cannot be read back ({exc})"
-    changes = preflight.config_changes(stored, planned)
+    changes = config_changes(stored, planned)
     if not changes:
         return None
     return (f"it was {'trained' if finished else 'started'} with other settings: "

@@ -461,7 +461,7 @@ def write_report(out: str | Path, host: Any) -> dict[str, Path]:
          "machine": state.get("machine"), "rows": rows, "claims": found_claims,
          "sweep_selection": state.get("sweep_selection") or state.get("beta_selection") or [],
          "runs": state["runs"]}, default=str))
-    from harness.results.validation import validate  # the result schema (docs/results.md)
+    from harness.rundir.schema import validate  # the result schema (docs/results.md)
 
     validate(report, "benchmark_report", where=str(paths["json"]), writing=True)
     atomic_write_text(paths["json"], json.dumps(report, indent=2) + "\n")

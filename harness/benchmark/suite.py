@@ -392,6 +392,30 @@ def list_suites(host: Any) -> list[dict[str, str]]:
             for name, (suite, description) in sorted(registered_suites(host).items())]
 
 
+def published_values(model: str, dataset: str,
+                     host: Any) -> dict[str, list[tuple[float, str]]]:
+    """``"protocol/metric"`` -> [(value, source)] from every registered suite's
+    ``[published]`` table for this model and dataset (distinct values only)."""
+    found: dict[str, list[tuple[float, str]]] = {}
+    try:
+        names = [row["name"] for row in list_suites(host)]
+    except Exception:
+        return found
+    for name in names:
+        try:
+            published = load_suite(name, host).published
+        except Exception:  # a broken suite must not break a run's summary
+            continue
+        numbers = (published.get("values") or {}).get(dataset, {}).get(model)
+        if not numbers:
+            continue
+        for column, value in zip(published.get("columns", []), numbers, strict=False):
+            entry = (float(value), str(published.get("source", name)))
+            if all(v != entry[0] for v, _ in found.get(column, [])):
+                found.setdefault(column, []).append(entry)
+    return found
+
+
 def load_suite(name: str, host: Any) -> Suite:
     """A suite by name (registered by a plugin) or by path to a TOML file, in the components'
     current names."""

@@ -184,9 +184,9 @@ def plan(suite: Suite, budget: str, seeds: list[int], extra_sets: list[str]) -> 
 
 # ------------------------------------------------------------------------ checks up front
 def _resolve(host: Any, spec: RunSpec, sets: list[str]) -> Any:
-    from harness import commands as runner
+    from harness.run.build import resolve_config
 
-    return runner.resolve_config(model=spec.model, dataset=spec.dataset, config_file=None,
+    return resolve_config(model=spec.model, dataset=spec.dataset, config_file=None,
                                  sets=sets, seed=spec.seed, host=host)
 
 
@@ -218,8 +218,9 @@ def check_buildable(host: Any, specs: list[RunSpec], configs: dict[str, Any],
     """Build each distinct planned model once on its data and check its training options
     against it (batch size vs. training set, optimizer): what ``harness run`` checks before
     training, here before the first run starts. No training."""
-    from harness import commands as runner
-    from harness.configuration import preflight
+    from harness.run.build import build_model, load_data
+    from harness.run.preflight import check_eval_sizes, check_optimizer, check_splits
+    from harness.training.plan import plan_training
 
     seen: set[str] = set()
     splits_by: dict[str, Any] = {}
@@ -233,13 +234,13 @@ def check_buildable(host: Any, specs: list[RunSpec], configs: dict[str, Any],
         try:
             data_key = repr((config.dataset, config.as_dict()["data"]))
             if data_key not in splits_by:
-                splits_by[data_key] = runner.load_data(host, config)
+                splits_by[data_key] = load_data(host, config)
             splits = splits_by[data_key]
-            n_train = preflight.check_splits(splits, config.dataset)
-            model = runner.build_model(host, config, splits.info)
-            preflight.plan_training(config.train, n_train, 1, model)
-            preflight.check_eval_sizes(host, config.eval, splits)
-            preflight.check_optimizer(model, config.train)
+            n_train = check_splits(splits, config.dataset)
+            model = build_model(host, config, splits.info)
+            plan_training(config.train, n_train, 1, model)
+            check_eval_sizes(host, config.eval, splits)
+            check_optimizer(model, config.train)
         except HarnessError as exc:
             raise ConfigError(f"run '{spec.id}' ({spec.model} on {spec.dataset}) would be "
                               f"refused by harness run: {exc}; nothing was run") from None
@@ -251,18 +252,18 @@ def probe_datasets(host: Any, specs: list[RunSpec]) -> dict[str, str]:
     configuration of its first run (presets, ``data.*`` settings); this also fills the
     dataset's decode cache for the runs. A run whose configuration is wrong is not a missing
     dataset (the plan check names it)."""
-    from harness import commands as runner
+    from harness.run.build import load_data, resolve_config
 
     missing: dict[str, str] = {}
     for dataset in dict.fromkeys(s.dataset for s in specs):
         spec = next(s for s in specs if s.dataset == dataset)
         try:
-            config = runner.resolve_config(model=spec.model, dataset=dataset, config_file=None,
+            config = resolve_config(model=spec.model, dataset=dataset, config_file=None,
                                            sets=spec.sets, seed=spec.seed, host=host)
         except HarnessError:
             continue
         try:
-            runner.load_data(host, config)
+            load_data(host, config)
         except Exception as exc:  # a dataset that cannot load is reported, never fatal alone
             missing[dataset] = str(exc) if isinstance(exc, HarnessError) else one_line(exc)
     return missing

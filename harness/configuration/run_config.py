@@ -37,7 +37,7 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 class TrainConfig:
     """The ``train`` section. Every value is checked when the section is built
     (``__post_init__``); what needs more than the section (the data, the processes, the model,
-    installed trackers) is checked once by :func:`harness.configuration.preflight.plan_training`."""
+    installed trackers) is checked once by :func:`harness.training.plan.plan_training`."""
 
     steps: int | None = None  # optimizer steps; wins over epochs when both are set
     epochs: int | None = None  # passes over the training set (used when steps is unset)

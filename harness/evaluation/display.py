@@ -71,35 +71,10 @@ def protocol_title(name: str, host: Any = None) -> str:
     return title if isinstance(title, str) and title else name
 
 
-def published_values(model: str, dataset: str,
-                     host: Any) -> dict[str, list[tuple[float, str]]]:
-    """``"protocol/metric"`` -> [(value, source)] from every registered suite's
-    ``[published]`` table for this model and dataset (distinct values only)."""
-    from harness.benchmark import suite as benchmark_suite
-    found: dict[str, list[tuple[float, str]]] = {}
-    try:
-        names = [row["name"] for row in benchmark_suite.list_suites(host)]
-    except Exception:
-        return found
-    for name in names:
-        try:
-            published = benchmark_suite.load_suite(name, host).published
-        except Exception:  # a broken suite must not break a run's summary
-            continue
-        numbers = (published.get("values") or {}).get(dataset, {}).get(model)
-        if not numbers:
-            continue
-        for column, value in zip(published.get("columns", []), numbers, strict=False):
-            entry = (float(value), str(published.get("source", name)))
-            if all(v != entry[0] for v, _ in found.get(column, [])):
-                found.setdefault(column, []).append(entry)
-    return found
-
-
 def unscored_reason(name: str, protocol: Any, metrics: Iterable[tuple[str, Any]],
                     info: Any, host: Any = None) -> str:
     """Why a protocol that returned no number of its own was scored by no metric."""
-    from harness.evaluation.evaluate import _applies, metric_scores
+    from harness.evaluation.evaluate import applies, metric_scores
 
     metrics = list(metrics)
     scoring = [m_name for m_name, m in metrics if metric_scores(m, name, protocol, host)]
@@ -109,7 +84,7 @@ def unscored_reason(name: str, protocol: Any, metrics: Iterable[tuple[str, Any]]
         return (f"no selected metric scores its {kind} (selected: {selected}); "
                 f"its pictures are in images/{name}.png")
     refused = [m_name for m_name, m in metrics
-               if metric_scores(m, name, protocol, host) and not _applies(m, info)]
+               if metric_scores(m, name, protocol, host) and not applies(m, info)]
     return (f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to "
             f"dataset '{info.name}'; its pictures are in images/{name}.png")
 

@@ -31,7 +31,6 @@ hang waiting for processes that are not evaluating.
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import sys
 import time
@@ -43,8 +42,9 @@ from typing import Any
 
 from harness.api import DataSplits, EvalContext
 from harness.configuration.run_config import EvalConfig
-from harness.errors import HarnessError
+from harness.errors import ComponentFault, HarnessError
 from harness.rundir.atomic import atomic_path, atomic_write_bytes
+from harness.rundir.schema import to_json
 
 #: error messages already printed during this process's evaluations (say a long one once)
 _WARNED: set[str] = set()
@@ -177,7 +177,7 @@ def metric_scores(metric: Any, protocol_name: str, protocol: Any, host: Any) -> 
     return protocol_name in named
 
 
-def _applies(metric: Any, info: Any) -> bool:
+def applies(metric: Any, info: Any) -> bool:
     check = getattr(metric, "applies", None)
     return bool(check(info)) if callable(check) else True
 
@@ -272,7 +272,7 @@ def _scorers(name: str, protocol: Any, metrics: list[tuple[str, Any]], info: Any
     """The metrics that score protocol ``name`` on this dataset; each that would score its
     kind but does not apply to the dataset goes into ``notes.not_scored`` with why."""
     scoring = [(m_name, m) for m_name, m in metrics if metric_scores(m, name, protocol, host)]
-    scorers = [(m_name, m) for m_name, m in scoring if _applies(m, info)]
+    scorers = [(m_name, m) for m_name, m in scoring if applies(m, info)]
     notes.not_scored += [{"protocol": name, "metric": m_name,
                           "reason": why_metric_cannot_score(m, info)}
                          for m_name, m in scoring if (m_name, m) not in scorers]
@@ -330,11 +330,6 @@ def export_samples(images: Any, directory: Path, protocol: str, info: Any = None
             pil.save(tmp, format="PNG")
 
 
-class ComponentFault(Exception):
-    """A plugin component returned something the host cannot record (see the module's
-    docstring); the message says what, the caller names the component and its plugin."""
-
-
 def _plugin_label(host: Any, kind: str, name: str) -> str:
     """``metric 'fid' (plugin 'metrics')``, or without the plugin where it is not known (a
     component handed in already built)."""
@@ -364,38 +359,6 @@ def _not_computed(label: str, exc: BaseException) -> str:
         if _debug() and not isinstance(exc, ComponentFault):
             traceback.print_exception(exc, file=sys.stderr)
     return message
-
-
-def to_json(value: Any, *, strict: bool = True, where: str = "value") -> tuple[Any, list[str]]:
-    """``value`` as plain JSON (numpy and torch scalars and arrays become numbers and lists),
-    with every NaN or infinity replaced by None; returns it and the paths of the numbers that
-    were not finite. ``strict``: a value that is not JSON (a set, an object) raises
-    :class:`ComponentFault`; otherwise it is written as its ``str``."""
-    bad: list[str] = []
-
-    def walk(v: Any, path: str) -> Any:
-        if v is None or isinstance(v, (bool, str)):
-            return v
-        if isinstance(v, int):
-            return v
-        if isinstance(v, float):
-            if math.isfinite(v):
-                return v
-            bad.append(f"{path} = {v}")
-            return None
-        if isinstance(v, dict) and all(isinstance(k, str) for k in v):
-            return {k: walk(x, f"{path}.{k}") for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [walk(x, f"{path}[{i}]") for i, x in enumerate(v)]
-        if hasattr(v, "tolist") and callable(v.tolist) and type(v).__module__.split(".")[0] \
-                in ("numpy", "torch"):
-            return walk(v.tolist(), path)
-        if strict:
-            raise ComponentFault(f"returned a {type(v).__name__} for '{path}', not a number "
-                                 "or a JSON value (str, bool, list, dict)")
-        return str(v)
-
-    return walk(value, where), bad
 
 
 def _record_values(values: Any, base: dict[str, Any], label: str) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.training import distributed
+from harness import distributed
 
 __all__ = ["FeatureStats", "fid_from_features", "fid_from_stats", "frechet_distance"]
 

@@ -402,7 +402,7 @@ def get_host() -> Host:
 
 
 def host_or_default(host: Host | None) -> Host:
-    """The one default of the library's entry points (``harness.commands``, the benchmark's
+    """The one default of the library's entry points (``harness.run``, the benchmark's
     ``run_benchmark``/``load_suite``, ``resolve``): the host a caller passed, else this
     process's. Everything below an entry point receives the host explicitly."""
     return host if host is not None else get_host()

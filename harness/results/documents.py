@@ -1,5 +1,5 @@
 """Result documents: a run folder, a benchmark folder or an exported result read into the
-result schema (:mod:`harness.results.validation`), validated on read.
+result schema (:mod:`harness.rundir.schema`), validated on read.
 
 Older folders are read and **upgraded in memory** (what had to be filled in is listed in the
 document's ``upgraded``); nothing on disk is rewritten.
@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.results import tasks as T
-from harness.results.validation import SCHEMA_VERSION, validate
+from harness.rundir.schema import SCHEMA_VERSION, validate
 
 #: the file ``harness export`` writes, and that a folder of exported results is read from
 RESULTS_FILE = "results.json"

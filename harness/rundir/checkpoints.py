@@ -398,8 +398,8 @@ def check_data_order(path: Path, state: TrainerState, *, seed: int, batch_size: 
                      n_train: int) -> None:
     """Refuse a resume from checkpoint ``path`` (its ``state``) whose data order would differ
     from this run's: another seed, global batch or training-set size. The rule and its wording
-    are :func:`harness.configuration.preflight.refuse_resume_changes`'s, shared with the command-line check."""
-    from harness.configuration.preflight import Change, refuse_resume_changes
+    are :func:`harness.configuration.changes.refuse_resume_changes`'s, shared with the command-line check."""
+    from harness.configuration.changes import Change, refuse_resume_changes
 
     changes = [Change(key, saved, current) for key, saved, current in (
         ("run.seed", state.seed, seed), ("train.batch_size", state.batch_size, batch_size),

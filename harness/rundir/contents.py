@@ -53,6 +53,7 @@ from harness.rundir.layout import (
     RunLayout,
 )
 from harness.rundir.modelfiles import load_weights, save_model
+from harness.rundir.schema import to_json, validate
 
 METRICS_SCHEMA = 1
 
@@ -389,13 +390,9 @@ def metrics_document(config: RunConfig, records: list[dict[str, Any]],
 
 def write_metrics(run_dir: Path, doc: dict[str, Any]) -> None:
     """Write metrics.json atomically, keeping the one it replaces as metrics.prev.json."""
-    from harness.evaluation.evaluate import to_json
-
     layout = RunLayout(run_dir)
     path = layout.metrics
     doc, _ = to_json(doc, strict=False)  # valid JSON whatever a component returned: no NaN
-    from harness.results.validation import validate  # the result schema (docs/results.md)
-
     validate(doc, "metrics_file", where=str(path), writing=True)
     if path.is_file():
         atomic_write_bytes(layout.previous_metrics, path.read_bytes())

@@ -69,6 +69,25 @@ def make_accelerator(cfg: TrainConfig, run_dir: str | Path | None = None) -> Any
     )
 
 
+def forget_other_precision(mixed_precision: str) -> None:
+    """Let a second run in the same Python process (the API, tests) ask for another mixed
+    precision: Accelerate keeps one per process and would refuse it.
+
+    Accelerate has no public call for this, so this is the one place the host touches its
+    private state (``AcceleratorState._shared_state`` / ``_reset_state``), guarded: on an
+    Accelerate without them nothing is reset and Accelerate's own error names the clash.
+    The process state (devices, process group) is kept."""
+    from accelerate.state import AcceleratorState
+
+    shared = getattr(AcceleratorState, "_shared_state", None)
+    reset = getattr(AcceleratorState, "_reset_state", None)
+    if not isinstance(shared, dict) or not callable(reset):
+        return
+    current = shared.get("_mixed_precision")
+    if current is not None and current != mixed_precision:
+        reset(reset_partial_state=False)
+
+
 def check_trackers(names: list[str]) -> None:
     """Refuse unknown or uninstalled trackers up front (Accelerate would only warn and train
     without them, which is easy to miss in a long run's log)."""
@@ -281,7 +300,7 @@ class ModelOwnedStep:
     def run(self, x: torch.Tensor, ctx: Any, step: int, guard: Any) -> dict[str, float]:
         """One step of the model's own (``step``: 1-based, for a NaN's message); returns
         its loss parts as floats."""
-        from harness.training.distributed import is_distributed, world_size
+        from harness.distributed import is_distributed, world_size
 
         acc, device_type = self.acc, torch.device(self.acc.device).type
 
@@ -310,7 +329,7 @@ class ModelOwnedStep:
         with acc.autocast():
             parts = self._model.training_step(x, ctx, update)  # type: ignore[operator]
         if is_distributed() and isinstance(parts, dict):  # the log shows global-batch means
-            from harness.training.distributed import all_reduce_sum
+            from harness.distributed import all_reduce_sum
 
             parts = {k: all_reduce_sum(v.detach().float().reshape(())) / world_size()
                      if isinstance(v, torch.Tensor) else v for k, v in parts.items()}

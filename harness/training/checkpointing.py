@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from harness.configuration.preflight import TrainPlan
 from harness.configuration.run_config import RunConfig
 from harness.rundir import checkpoints as ckpt
 from harness.rundir.layout import CHECKPOINT_DIR, RunLayout
+from harness.training.plan import TrainPlan
 from harness.training.steplog import truncate_log
 
 

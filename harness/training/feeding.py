@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from harness.errors import ConfigError, HarnessError
+from harness.api import images_of
+from harness.errors import ConfigError
 
 #: the most workers chosen automatically (more rarely helps one GPU and costs memory)
 MAX_AUTO_WORKERS = 8
@@ -65,19 +66,6 @@ def default_num_workers(dataset: Any) -> int:
     if fetches_batches(dataset) or not streams_from_disk(dataset):
         return 0
     return max(1, min(MAX_AUTO_WORKERS, available_cores() - 1))
-
-
-def images_of(batch: Any) -> torch.Tensor:
-    """The image tensor of a collated ``(image, label)`` batch (or a bare tensor batch, or a
-    ``{"image": ...}`` dict): the one place a batch is unwrapped, for the host and, as
-    ``harness.api.images_of``, for plugins."""
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, list | tuple):
-        return batch[0]
-    if isinstance(batch, dict):
-        return batch["image"]
-    raise HarnessError(f"a training batch must be (image, label) or a tensor, got {type(batch)}")
 
 
 class _BatchFetching(Dataset):

@@ -9,7 +9,7 @@ keeps one of the loop's promises and says how:
 * **Same result whatever the number of processes** (:mod:`harness.training.sampling`).
   ``train.batch_size`` is the *global* batch; every process takes its rank's contiguous slice
   of the same seeded per-epoch order, so gathering in rank order rebuilds the one-process
-  batch. Models compute the *global* loss on every process (:mod:`harness.training.distributed`), and
+  batch. Models compute the *global* loss on every process (:mod:`harness.distributed`), and
   their noise comes from :class:`StepContext`'s generator seeded by ``(seed, step)``.
 * **Resumable bit for bit** (:mod:`harness.training.checkpointing`, files by
   :mod:`harness.rundir.checkpoints`). The data position follows from the step, noise from the step,
@@ -54,7 +54,6 @@ import numpy as np
 import torch
 
 from harness.api import DataSplits, StepContext
-from harness.configuration.preflight import TrainPlan, plan_training
 from harness.configuration.run_config import RunConfig, TrainConfig
 from harness.rundir.layout import CHECKPOINT_DIR, LOG_FILE
 from harness.training.accel import (
@@ -70,6 +69,7 @@ from harness.training.checkpointing import CheckpointPolicy
 from harness.training.compile import maybe_compile
 from harness.training.lossguard import LossGuard
 from harness.training.optim import OPTIMIZERS, build_optimizer
+from harness.training.plan import TrainPlan, plan_training
 from harness.training.sampling import (
     ShardedBatchSampler,
     epoch_permutation,

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from harness.api import images_of
 from harness.configuration.run_config import TrainConfig
 from harness.errors import ConfigError
-from harness.training.feeding import images_of
 
 
 def plan_steps(cfg: TrainConfig, n_train: int, world: int, min_batch: int,

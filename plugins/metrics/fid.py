@@ -202,7 +202,7 @@ class FeatureMetric:
         return dict(self._details)
 
     def check_sizes(self, sizes: Any) -> None:
-        """Before training (:func:`harness.configuration.preflight.check_eval_sizes`): the
+        """Before training (:func:`harness.run.preflight.check_eval_sizes`): the
         training set holds the reference the metric needs, and a weights file given as the
         extractor was made for this data's image shape."""
         check = getattr(self.config, "check_reference", None)
