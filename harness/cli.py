@@ -156,9 +156,9 @@ def evaluate_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Re-evaluate a saved run and rewrite its metrics.json."""
     tune_malloc()
     from harness.run.reevaluate import evaluate_run
-    from harness.rundir import contents as runs
+    from harness.rundir import contents
 
-    with runs.RunLock(Path(run_dir)):
+    with contents.RunLock(Path(run_dir)):
         evaluate_run(run_dir, list(sets))
     _print_summary(Path(run_dir))
 
@@ -171,10 +171,10 @@ def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
     """Export what the protocols score (images as .npz + PNG, the metrics' reference
     statistics) into RUN_DIR/samples/, without touching metrics.json."""
     from harness.run.reevaluate import evaluate_run
-    from harness.rundir import contents as runs
+    from harness.rundir import contents
     from harness.rundir.layout import RunLayout
 
-    with runs.RunLock(Path(run_dir)):  # not while a resume trains, nor two exports at once
+    with contents.RunLock(Path(run_dir)):  # not while a resume trains, nor two exports at once
         evaluate_run(run_dir, list(sets), save_samples=True, write_metrics=False)
     click.echo(f"samples written to {RunLayout(run_dir).samples}")
 
@@ -190,20 +190,20 @@ def samples_cmd(run_dir: str, sets: tuple[str, ...]) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file.")
 def report_cmd(run_dirs: tuple[str, ...], fmt: str, wide: bool, output: str | None) -> None:
     """Table of results across runs: mean ± std over seeds, per protocol."""
-    from harness.evaluation import tables as report
+    from harness.evaluation import tables
     from harness.evaluation.text_table import to_text
-    from harness.rundir import contents as runs
+    from harness.rundir import contents
 
-    rows = report.collect(run_dirs, get_host())
-    for line in report.repeated_seeds(rows) + report.mixed_environments(rows):
+    rows = tables.collect(run_dirs, get_host())
+    for line in tables.repeated_seeds(rows) + tables.mixed_environments(rows):
         click.echo(f"harness: warning: {line}", err=True)
     if fmt == "text":
         text = to_text(rows, width=None if wide else 100)
     else:
-        text = {"markdown": report.to_markdown, "csv": report.to_csv,
-                "json": report.to_json}[fmt](rows)
+        text = {"markdown": tables.to_markdown, "csv": tables.to_csv,
+                "json": tables.to_json}[fmt](rows)
     if output:
-        runs.atomic_write_text(output, text)
+        contents.atomic_write_text(output, text)
     else:
         click.echo(text, nl=False)
 
@@ -317,11 +317,10 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
     """Run a benchmark suite (`harness benchmark paper-synthetic`), list the suites
     (`--list`), rewrite the report of a benchmark directory (`report DIR`), or show where
     its runs stand (`status DIR`, e.g. after `--executor slurm --no-wait`)."""
-    from harness.benchmark import executors
-    from harness.benchmark import suite_runner as benchmark
+    from harness.benchmark import executors, suite_runner
 
     if list_suites:
-        _list_suites(benchmark)
+        _list_suites(suite_runner)
         return
     if args[:1] in (("report",), ("status",)):
         _benchmark_dir_cmd(args)
@@ -329,7 +328,7 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
     if len(args) != 1:
         raise HarnessError("usage: harness benchmark SUITE [options] (see --list), "
                            "harness benchmark report DIR, or harness benchmark status DIR")
-    suite = benchmark.load_suite(args[0])
+    suite = suite_runner.load_suite(args[0])
     run_on = executors.choose_executor(
         {"executor": suite.executor, "slurm": suite.slurm}, executor, executor_config, slurm,
         jobs, f"suite '{suite.source}'")
@@ -341,22 +340,22 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
                      "the same harness benchmark command (the cluster's jobs go on)",
                      "finished runs are kept, stopped ones resume from their checkpoint")
     try:
-        state = benchmark.run_suite(suite, target, budget=budget, seeds=seeds, jobs=jobs,
+        state = suite_runner.run_suite(suite, target, budget=budget, seeds=seeds, jobs=jobs,
                                     sets=list(sets), resume=resume, executor=run_on)
     except executors.Submitted as sub:
         click.echo(f"{sub}; see where they stand with: harness benchmark status {target}\n"
                    "the same command again collects the finished runs (and writes the report "
                    "once all are done)")
         return
-    benchmark.finish(state, target, host=get_host())
+    suite_runner.finish(state, target, host=get_host())
 
 
-def _list_suites(benchmark: Any) -> None:
+def _list_suites(suite_runner: Any) -> None:
     """``harness benchmark --list``: each suite, what it runs, and per budget its number of
     runs and what the suite says that budget costs."""
-    for row in benchmark.list_suites():
+    for row in suite_runner.list_suites():
         click.echo(f"{row['name']:<18} {row['description']}")
-        about = benchmark.suite_overview(row["name"])
+        about = suite_runner.suite_overview(row["name"])
         if "error" in about:
             click.echo(f"  cannot be read: {about['error']}")
             continue
@@ -388,11 +387,11 @@ def _benchmark_dir_cmd(args: tuple[str, ...]) -> None:
 
 
 def _run_preset(run_dir: Path) -> str | None:
-    from harness.configuration import run_config as cfgmod
+    from harness.configuration import run_config
     from harness.rundir.layout import RunLayout
 
     try:
-        return cfgmod.load_toml(RunLayout(run_dir).config).get("run", {}).get("preset")
+        return run_config.load_toml(RunLayout(run_dir).config).get("run", {}).get("preset")
     except HarnessError:
         return None
 

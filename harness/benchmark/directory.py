@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.rundir import contents as runs
+from harness.rundir import contents
 from harness.rundir.atomic import atomic_write_text
 
 #: the budgets a benchmark runs at (a suite's ``[budgets.NAME]``, a state's ``budget``)
@@ -36,7 +36,7 @@ REPORT_FILES = ("report.md", "report.csv", "report.json", "report.html")
 #: benchmark directory after following it)
 DAMAGED_STATE_FILE = f"{STATE_FILE}.damaged"
 OWNED = frozenset({STATE_FILE, DAMAGED_STATE_FILE, RUNS_DIR, FIGURES_DIR, SLURM_DIR,
-                   runs.LOCK_FILE, *REPORT_FILES})
+                   contents.LOCK_FILE, *REPORT_FILES})
 
 
 def _is_temp_of_owned(name: str) -> bool:
@@ -59,13 +59,13 @@ def check_folder(out: Path) -> None:
         raise HarnessError(f"--out '{out}' holds files a benchmark does not write ({shown}): "
                            "nothing there is touched; choose a new or empty folder for --out")
     has_state = any((out / name).exists() for name in (STATE_FILE, DAMAGED_STATE_FILE, RUNS_DIR))
-    if entries and not has_state and set(entries) - {runs.LOCK_FILE}:
+    if entries and not has_state and set(entries) - {contents.LOCK_FILE}:
         raise HarnessError(f"--out '{out}' is not a benchmark directory (it has no "
                            f"{STATE_FILE} and no {RUNS_DIR}/) but is not empty either: its "
                            "files are kept; choose a new or empty folder for --out")
 
 
-class BenchmarkLock(runs.RunLock):
+class BenchmarkLock(contents.RunLock):
     """``DIR/.harness.lock``: one ``harness benchmark`` at a time per benchmark directory (the
     run lock's code: a dead owner's lock is taken over)."""
 
@@ -124,5 +124,5 @@ def load_state(out: Path, *, required: bool = True) -> dict[str, Any]:
         raise _damaged(path, "'plan' is not a list of planned runs (tables with an 'id')")
     for run_id, rec in state["runs"].items():
         if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in RUN_KEYS):
-            raise _damaged(path, f"runs.{run_id} is not a run record (needs {', '.join(RUN_KEYS)})")
+            raise _damaged(path, f"contents.{run_id} is not a run record (needs {', '.join(RUN_KEYS)})")
     return state

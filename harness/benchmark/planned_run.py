@@ -132,7 +132,7 @@ def not_the_planned_run(run_dir: Path, planned: Any, host: Any, resume: bool = T
     (or when nothing there would be kept). A finished run, and an interrupted one that would
     resume, are kept only if their ``config.toml`` is the planned configuration: a resume
     continues with the settings saved there, whatever the plan says now."""
-    from harness.configuration import run_config as cfgmod
+    from harness.configuration import run_config
     from harness.configuration.changes import config_changes
 
     status = run_status(run_dir)
@@ -140,7 +140,7 @@ def not_the_planned_run(run_dir: Path, planned: Any, host: Any, resume: bool = T
     if not finished and not (status == "interrupted" and resumes(run_dir, resume)):
         return None
     try:
-        stored = cfgmod.from_dict(cfgmod.load_toml(run_dir / "config.toml"), host=host)
+        stored = run_config.from_dict(run_config.load_toml(run_dir / "config.toml"), host=host)
     except HarnessError as exc:
         return f"its config.toml cannot be read back ({exc})"
     changes = config_changes(stored, planned)

@@ -159,7 +159,7 @@ class RunDirState:
 
 
 def inspect_run_dir(path: Path, *, quiet: bool = True) -> RunDirState:
-    from harness.rundir import checkpoints as ckpt
+    from harness.rundir import checkpoints
 
     path = Path(path)
     if not path.is_dir():
@@ -169,13 +169,13 @@ def inspect_run_dir(path: Path, *, quiet: bool = True) -> RunDirState:
                        and e.endswith(".tmp")]
     foreign = [e for e in entries if e not in harness_entries]
     layout = RunLayout(path)
-    checkpoint = ckpt.latest_checkpoint(layout.checkpoints, quiet=quiet)
+    checkpoint = checkpoints.latest_checkpoint(layout.checkpoints, quiet=quiet)
     problem = None
-    complete = ckpt.list_checkpoints(layout.checkpoints)
+    complete = checkpoints.list_checkpoints(layout.checkpoints)
     if checkpoint is None and complete:
         try:
-            ckpt.verify_checkpoint(complete[-1])
-        except ckpt.CheckpointError as exc:
+            checkpoints.verify_checkpoint(complete[-1])
+        except checkpoints.CheckpointError as exc:
             problem = str(exc)
     results = [f for f in RESULT_FILES if (path / f).exists()]
     return RunDirState(path, True, layout.config.is_file(), checkpoint, results, foreign,

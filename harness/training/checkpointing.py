@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from harness.configuration.run_config import RunConfig
-from harness.rundir import checkpoints as ckpt
+from harness.rundir import checkpoints
 from harness.rundir.layout import CHECKPOINT_DIR, RunLayout
 from harness.training.plan import TrainPlan
 from harness.training.steplog import truncate_log
@@ -71,16 +71,16 @@ class CheckpointPolicy:
         """Find the newest complete checkpoint, check that it belongs to this run, load its
         weights into ``model`` (not yet prepared); returns its step, where training resumes
         (past ``total`` when the steps were lowered since: then nothing is left to train)."""
-        resumed = ckpt.latest_checkpoint(self.root)
+        resumed = checkpoints.latest_checkpoint(self.root)
         if resumed is None:
-            raise ckpt.CheckpointError(
+            raise checkpoints.CheckpointError(
                 f"nothing to resume: '{self.root}' holds no complete checkpoint; run without "
                 "--resume to start this run from scratch"
             )
-        saved = ckpt.read_trainer_state(resumed)
-        ckpt.check_data_order(resumed, saved, seed=self.config.seed,
+        saved = checkpoints.read_trainer_state(resumed)
+        checkpoints.check_data_order(resumed, saved, seed=self.config.seed,
                               batch_size=self.config.train.batch_size, n_train=self.n_train)
-        ckpt.load_model_weights(resumed, model)
+        checkpoints.load_model_weights(resumed, model)
         self.resumed, self.last, self.start = resumed, str(resumed), saved.step
         return saved.step
 
@@ -96,14 +96,14 @@ class CheckpointPolicy:
         its step (main process)."""
         resumed = self.resumed
         assert resumed is not None and self._optimizer is not None, "load_weights, attach first"
-        ckpt.load_optimizer_state(resumed, self._optimizer)
+        checkpoints.load_optimizer_state(resumed, self._optimizer)
         # what a resumed run may change (e.g. a lowered train.lr after a NaN) wins over the
         # values stored with the optimizer state
-        ckpt.apply_resume_settings(self._optimizer, self.config.train)
-        scaler_state = ckpt.load_extra(resumed).get("scaler")
+        checkpoints.apply_resume_settings(self._optimizer, self.config.train)
+        scaler_state = checkpoints.load_extra(resumed).get("scaler")
         if scaler_state and getattr(self.acc, "scaler", None) is not None:
             self.acc.scaler.load_state_dict(scaler_state)
-        if not ckpt.load_rng_state(resumed, self.rank):
+        if not checkpoints.load_rng_state(resumed, self.rank):
             print(f"harness: warning: checkpoint '{resumed}' has no RNG state for process "
                   f"{self.rank} (written by fewer processes); global RNG streams will differ",
                   file=sys.stderr)
@@ -140,14 +140,14 @@ class CheckpointPolicy:
         extra: dict[str, Any] = {}
         if getattr(self.acc, "scaler", None) is not None:
             extra["scaler"] = self.acc.scaler.state_dict()
-        path = ckpt.save_checkpoint(self.root, model=self._model, optimizer=self._optimizer,
+        path = checkpoints.save_checkpoint(self.root, model=self._model, optimizer=self._optimizer,
                                     state=self.state_at(step), extra=extra, rank=self.rank,
                                     barrier=self.acc.wait_for_everyone)
         self.last = str(path)
 
-    def state_at(self, step: int) -> ckpt.TrainerState:
+    def state_at(self, step: int) -> checkpoints.TrainerState:
         bpe = self.bpe
-        return ckpt.TrainerState(
+        return checkpoints.TrainerState(
             step=step, epoch=step // bpe, batch_in_epoch=step % bpe, batches_per_epoch=bpe,
             total_steps=self.total, seed=self.config.seed,
             batch_size=self.config.train.batch_size, n_train=self.n_train,
