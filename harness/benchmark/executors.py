@@ -29,12 +29,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.benchmark import directory as bdir
 from harness.benchmark.planned_run import LocalRuns, not_the_planned_run, result_path, run_one
 from harness.benchmark.planned_run import run_status as _status
 from harness.errors import ConfigError, HarnessError, one_line
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 EXECUTORS = ("local", "slurm")
 SLURM_DIR = bdir.SLURM_DIR  # submitit's job folders (logs), jobs.json, results/
@@ -69,7 +72,7 @@ class Executor(Protocol):
 
     def run(self, specs: list[Any], out: Path, resume: bool, on_result: OnResult, *,
             on_start: OnStart = _ignore, planned: dict[str, Any] | None = None,
-            host: Any = None) -> None: ...
+            host: Host | None = None) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -111,7 +114,7 @@ class LocalExecutor:
 
     def run(self, specs: list[Any], out: Path, resume: bool, on_result: OnResult, *,
             on_start: OnStart = _ignore, planned: dict[str, Any] | None = None,
-            host: Any = None) -> None:
+            host: Host | None = None) -> None:
 
         children = LocalRuns()
 
@@ -345,7 +348,7 @@ class SlurmExecutor:
     name: str = "slurm"
     #: set by run(): the plan's configurations (a finished run is checked against them)
     _planned: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _host: Any = field(default=None, init=False, repr=False)
+    _host: Host | None = field(default=None, init=False, repr=False)
 
     @property
     def threads(self) -> int:
@@ -363,7 +366,7 @@ class SlurmExecutor:
 
     def run(self, specs: list[Any], out: Path, resume: bool, on_result: OnResult, *,
             on_start: OnStart = _ignore, planned: dict[str, Any] | None = None,
-            host: Any = None) -> None:
+            host: Host | None = None) -> None:
 
         out = Path(out).resolve()
         self._planned, self._host = planned or {}, host

@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.benchmark.directory import FIGURES_DIR
 from harness.evaluation.figures import font
 from harness.rundir.atomic import atomic_path, atomic_write_json
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 N_COLUMNS = 8  # images per model in a sample figure
 TILE_TARGET = 64  # small images are upscaled by an integer factor to about this size
@@ -203,7 +206,7 @@ def save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
-def plugin_figures(host: Any, state: dict[str, Any], out: Path,
+def plugin_figures(host: Host, state: dict[str, Any], out: Path,
                    folder: Path) -> list[tuple[str, Path]]:
     """What plugins add through ``report_figures`` (the host's one hook-failure policy: a
     broken plugin is reported and skipped)."""
@@ -220,7 +223,7 @@ def plugin_figures(host: Any, state: dict[str, Any], out: Path,
     return made
 
 
-def figures(state: dict[str, Any], out: Path, host: Any) -> list[tuple[str, Path]]:
+def figures(state: dict[str, Any], out: Path, host: Host) -> list[tuple[str, Path]]:
     """Every figure of the report as (caption, PNG path)."""
     import matplotlib
 

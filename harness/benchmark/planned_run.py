@@ -17,12 +17,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.benchmark import directory as bdir
 from harness.errors import HarnessError
 from harness.rundir.contents import RunLock
 from harness.training.stopsignal import STOP_SIGNALS
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 #: a Slurm job's record of its run (JSON; absent: the job did not finish), under DIR/slurm/
 RESULTS_DIR = "results"
@@ -127,7 +130,8 @@ def _last_error(log: Path) -> str:
     return (errors[-1] if errors else (lines[-1] if lines else "no output")).strip()[:500]
 
 
-def not_the_planned_run(run_dir: Path, planned: Any, host: Any, resume: bool = True) -> str | None:
+def not_the_planned_run(run_dir: Path, planned: Any, host: Host | None,
+                        resume: bool = True) -> str | None:
     """Why the run kept in ``run_dir`` cannot stand for the planned run, or None when it can
     (or when nothing there would be kept). A finished run, and an interrupted one that would
     resume, are kept only if their ``config.toml`` is the planned configuration: a resume
@@ -151,7 +155,7 @@ def not_the_planned_run(run_dir: Path, planned: Any, host: Any, resume: bool = T
 
 
 def run_one(spec: RunSpec, out: Path, threads: int, resume: bool,
-            planned: Any = None, host: Any = None,
+            planned: Any = None, host: Host | None = None,
             children: LocalRuns | None = None) -> dict[str, Any]:
     """One planned run; returns its record (status, wall time, error). ``children``: the
     executor's :class:`LocalRuns`, which an interruption stops."""

@@ -14,10 +14,13 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.benchmark import directory as bdir
 from harness.evaluation import tables
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 BUDGET_NOTE = {"smoke": "SMOKE budget: a few steps, tiny sample counts; checks the pipeline, "
                         "says nothing about the models",
@@ -30,7 +33,7 @@ SMOKE_CLAIMS = ("At the smoke budget (a few training steps) these verdicts are c
 
 # ------------------------------------------------------------------------------- numbers
 def _stats(state: dict[str, Any], out: Path,
-           host: Any) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
+           host: Host) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
     done = [out / r["dir"] for r in state["runs"].values()
             if r.get("phase") == "final" and r.get("status") == "done"]
     rows = tables.collect(done, host) if done else []
@@ -48,7 +51,7 @@ def index_rows(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], Any]:
     return by
 
 
-def final_rows(state: dict[str, Any], out: Path, host: Any) -> list[dict[str, Any]]:
+def final_rows(state: dict[str, Any], out: Path, host: Host) -> list[dict[str, Any]]:
     """The rows (:func:`harness.evaluation.tables.collect`) of the finished final runs."""
     return _stats(state, out, host)[0]
 
@@ -207,7 +210,7 @@ def _cell(row: dict[str, Any] | None) -> str:
 
 
 def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], state: dict[str, Any],
-                   note: str, host: Any) -> list[tuple[str, str, list[str], list[list[str]]]]:
+                   note: str, host: Host) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """One results table per protocol (so each fits a page), headers in words with unit and
     direction (:func:`harness.evaluation.tables.header`), the raw key kept in :class:`Header`;
     the swept value of each model beside it."""
@@ -281,7 +284,7 @@ def _selection_tables(state: dict[str, Any], note: str) -> list[tuple[str, str, 
     return found
 
 
-def sections(state: dict[str, Any], out: Path, host: Any) -> tuple[list[tuple[str, str, list[str],
+def sections(state: dict[str, Any], out: Path, host: Host) -> tuple[list[tuple[str, str, list[str],
                                                                      list[list[str]]]],
                                                         list[dict[str, str]], list[dict[str, Any]]]:
     """(title, note, header, body) tables, the claims and the raw rows."""
@@ -317,7 +320,7 @@ def sections(state: dict[str, Any], out: Path, host: Any) -> tuple[list[tuple[st
     return out_tables, claims(state, by), rows
 
 
-def _add_claims_of_older_state(state: dict[str, Any], host: Any) -> None:
+def _add_claims_of_older_state(state: dict[str, Any], host: Host) -> None:
     """A benchmark directory written before suites carried ``published`` and ``claims`` gets
     them from the suite of the same name, when it is still known."""
     suite = state["suite"]
@@ -435,7 +438,7 @@ def _html(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, s
             "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
 
 
-def write_report(out: str | Path, host: Any) -> dict[str, Path]:
+def write_report(out: str | Path, host: Host) -> dict[str, Path]:
     """Write report.{md,csv,json,html} and figures/ into the benchmark directory ``out``."""
     from harness.benchmark.figures import figures
     from harness.rundir.atomic import atomic_write_text

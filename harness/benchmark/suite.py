@@ -45,11 +45,14 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.benchmark.directory import BUDGETS
 from harness.configuration.run_config import read_toml
 from harness.errors import ConfigError
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 #: the most seeds a suite or ``--seeds`` may ask for (each seed is one run per model and
 #: dataset, and one record in benchmark.json)
@@ -338,7 +341,7 @@ class Suite:
         kept = {k: v for k, v in data.items() if k not in ("beta", "sweep")}
         return cls(**kept, sweeps=sweeps, source=source)
 
-    def with_current_names(self, host: Any) -> Suite:
+    def with_current_names(self, host: Host) -> Suite:
         """This suite with every former component name (a protocol or metric renamed since
         the suite was written) replaced by the current one, each reported once: its
         ``protocol/metric`` keys must match the rows the runs write."""
@@ -378,7 +381,7 @@ def read_suite_file(path: Any, source: str | None = None) -> Suite:
     return Suite.from_dict(data, source)
 
 
-def registered_suites(host: Any) -> dict[str, tuple[Any, str]]:
+def registered_suites(host: Host) -> dict[str, tuple[Any, str]]:
     """Suites from plugins' ``register_suites`` hooks: name -> (file or dict, description).
     The hook goes through the host's one failure policy (a broken plugin is reported and the
     others still register)."""
@@ -386,14 +389,14 @@ def registered_suites(host: Any) -> dict[str, tuple[Any, str]]:
             for name, (suite, description) in host.suites().items()}
 
 
-def list_suites(host: Any) -> list[dict[str, str]]:
+def list_suites(host: Host) -> list[dict[str, str]]:
     return [{"name": name, "description": description,
              "source": "plugin" if isinstance(suite, dict) else str(suite)}
             for name, (suite, description) in sorted(registered_suites(host).items())]
 
 
 def published_values(model: str, dataset: str,
-                     host: Any) -> dict[str, list[tuple[float, str]]]:
+                     host: Host) -> dict[str, list[tuple[float, str]]]:
     """``"protocol/metric"`` -> [(value, source)] from every registered suite's
     ``[published]`` table for this model and dataset (distinct values only)."""
     found: dict[str, list[tuple[float, str]]] = {}
@@ -416,13 +419,13 @@ def published_values(model: str, dataset: str,
     return found
 
 
-def load_suite(name: str, host: Any) -> Suite:
+def load_suite(name: str, host: Host) -> Suite:
     """A suite by name (registered by a plugin) or by path to a TOML file, in the components'
     current names."""
     return _find_suite(name, host).with_current_names(host)
 
 
-def _find_suite(name: str, host: Any) -> Suite:
+def _find_suite(name: str, host: Host) -> Suite:
     path = Path(name)
     if path.suffix == ".toml" and path.is_file():
         return read_suite_file(path)

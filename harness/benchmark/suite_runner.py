@@ -46,7 +46,7 @@ from harness.benchmark.report import final_rows, write_report
 from harness.benchmark.suite import BUDGETS, Suite, check_name, check_seeds
 from harness.errors import ConfigError, HarnessError, one_line
 from harness.evaluation.text_table import to_text
-from harness.host.plugins import host_or_default
+from harness.host.plugins import Host, host_or_default
 
 __all__ = ["BUDGETS", "RunSpec", "Suite", "load_suite", "list_suites", "plan", "run_suite",
            "run_command"]
@@ -56,15 +56,15 @@ STATE_FILE = bdir.STATE_FILE
 RUN_MEMORY_GB = 2.0
 
 
-def load_suite(name: str, host: Any = None) -> Suite:
+def load_suite(name: str, host: Host | None = None) -> Suite:
     return bsuite.load_suite(name, host_or_default(host))
 
 
-def list_suites(host: Any = None) -> list[dict[str, str]]:
+def list_suites(host: Host | None = None) -> list[dict[str, str]]:
     return bsuite.list_suites(host_or_default(host))
 
 
-def suite_overview(name: str, host: Any = None) -> dict[str, Any]:
+def suite_overview(name: str, host: Host | None = None) -> dict[str, Any]:
     """What ``harness benchmark --list`` says of one suite beyond its description: its
     models, datasets and seeds, and per budget how many runs it plans (sweep + final) and
     its note (where a suite says what a budget costs). A suite that cannot be read says why
@@ -183,14 +183,14 @@ def plan(suite: Suite, budget: str, seeds: list[int], extra_sets: list[str]) -> 
 
 
 # ------------------------------------------------------------------------ checks up front
-def _resolve(host: Any, spec: RunSpec, sets: list[str]) -> Any:
+def _resolve(host: Host, spec: RunSpec, sets: list[str]) -> Any:
     from harness.run.build import resolve_config
 
     return resolve_config(model=spec.model, dataset=spec.dataset, config_file=None,
                                  sets=sets, seed=spec.seed, host=host)
 
 
-def _planned_config(host: Any, spec: RunSpec, suite: Suite) -> Any:
+def _planned_config(host: Host, spec: RunSpec, suite: Suite) -> Any:
     sets = list(spec.sets)
     sweep, values = suite.sweep_for(spec.model), suite.sweep_values(spec.model, spec.dataset)
     if spec.phase == "final" and len(values) > 1 and sweep is not None:
@@ -198,7 +198,7 @@ def _planned_config(host: Any, spec: RunSpec, suite: Suite) -> Any:
     return _resolve(host, spec, sets)
 
 
-def check_plan(host: Any, suite: Suite, specs: list[RunSpec]) -> dict[str, Any]:
+def check_plan(host: Host, suite: Suite, specs: list[RunSpec]) -> dict[str, Any]:
     """Resolve every planned run's configuration as ``harness run`` does (unknown keys, bad
     types, a model's own checks): one ``Error:`` naming the run and the suite before any run
     starts. Returns run id -> its configuration."""
@@ -213,7 +213,7 @@ def check_plan(host: Any, suite: Suite, specs: list[RunSpec]) -> dict[str, Any]:
     return configs
 
 
-def check_buildable(host: Any, specs: list[RunSpec], configs: dict[str, Any],
+def check_buildable(host: Host, specs: list[RunSpec], configs: dict[str, Any],
                     unavailable: dict[str, str]) -> None:
     """Build each distinct planned model once on its data and check its training options
     against it (batch size vs. training set, optimizer): what ``harness run`` checks before
@@ -246,7 +246,7 @@ def check_buildable(host: Any, specs: list[RunSpec], configs: dict[str, Any],
                               f"refused by harness run: {exc}; nothing was run") from None
 
 
-def probe_datasets(host: Any, specs: list[RunSpec]) -> dict[str, str]:
+def probe_datasets(host: Host, specs: list[RunSpec]) -> dict[str, str]:
     """The datasets of ``specs`` that cannot be loaded here, each with its loader's message
     (what is missing and where it was looked for). Each is loaded once with the
     configuration of its first run (presets, ``data.*`` settings); this also fills the
@@ -333,7 +333,7 @@ class Progress:
 
 def _run_all(specs: list[RunSpec], out: Path, executor: Any, resume: bool,
              state: dict[str, Any], progress: Progress, configs: dict[str, Any],
-             host: Any) -> None:
+             host: Host) -> None:
     """Every run of ``specs`` through ``executor`` (:mod:`harness.benchmark.executors`: the local pool
     or Slurm); each record goes into ``state`` and a progress line as it arrives."""
     state["threads_per_run"] = executor.threads
@@ -434,7 +434,7 @@ def _check_same_benchmark(out: Path, previous: dict[str, Any], suite: Suite,
 
 
 def _check_kept_runs(out: Path, specs: list[RunSpec], configs: dict[str, Any], resume: bool,
-                     host: Any) -> None:
+                     host: Host) -> None:
     """Refuse, before any run starts, a folder whose finished (or resumable) runs were trained
     with other settings than this command plans for them: an edited suite, another budget
     table, another ``--set``. The rule is per run, so a change that leaves a run's
@@ -462,7 +462,7 @@ def _suite_record(suite: Suite) -> dict[str, Any]:
 
 
 def prepare(suite: Suite, *, budget: str, seeds: int | None, sets: list[str],
-            host: Any) -> tuple[Suite, list[str], list[int], list[RunSpec], dict[str, Any],
+            host: Host) -> tuple[Suite, list[str], list[int], list[RunSpec], dict[str, Any],
                                 dict[str, str]]:
     """Everything checked before the first write: the suite after ``--set``, the plan, every
     planned configuration, the datasets available here, the models buildable."""
@@ -492,7 +492,7 @@ def prepare(suite: Suite, *, budget: str, seeds: int | None, sets: list[str],
 
 def run_suite(suite: Suite, out: str | Path, *, budget: str = "smoke", seeds: int | None = None,
               jobs: int = 1, sets: list[str] | None = None, resume: bool = True,
-              host: Any = None, executor: Any = None) -> dict[str, Any]:
+              host: Host | None = None, executor: Any = None) -> dict[str, Any]:
     """Run (or resume) every run of ``suite`` into ``out`` through ``executor`` (default: the
     local pool of ``jobs`` processes) and write the report; returns the final state
     (``failed``: the ids of the runs that failed). An executor that only submits (Slurm with
@@ -535,7 +535,7 @@ def _take_back(out: Path, written_before: set[str] | None) -> None:
 
 def _run_locked(suite: Suite, out: Path, budget: str, jobs: int, run_sets: list[str],
                 seed_list: list[int], specs: list[RunSpec], configs: dict[str, Any],
-                unavailable: dict[str, str], resume: bool, host: Any,
+                unavailable: dict[str, str], resume: bool, host: Host,
                 executor: Any) -> dict[str, Any]:
     """:func:`run_suite` once the plan is checked: under the folder's lock."""
     with bdir.BenchmarkLock(out):
@@ -567,7 +567,7 @@ def _run_locked(suite: Suite, out: Path, budget: str, jobs: int, run_sets: list[
 
 
 def _execute(suite: Suite, specs: list[RunSpec], out: Path, executor: Any, resume: bool,
-             state: dict[str, Any], configs: dict[str, Any], host: Any) -> None:
+             state: dict[str, Any], configs: dict[str, Any], host: Host) -> None:
     """Sweeps and the models without a sweep first; the swept models' finals once their
     value is chosen (checked against the plan with that value)."""
     swept = {(s.dataset, s.model) for s in specs if s.phase == "sweep"}
@@ -615,12 +615,12 @@ class BenchmarkFailed(HarnessError):
     exit_code = 1
 
 
-def finish(state: dict[str, Any], out: Path, stream: Any = None, host: Any = None) -> None:
+def finish(state: dict[str, Any], out: Path, stream: Any = None, host: Host | None = None) -> None:
     """Print the results as terminal tables (one per protocol, 100 columns, numbers named
     in words; the report files hold every key) and where the report is; raise
     :class:`BenchmarkFailed` (exit 1, with how to continue) when a planned run failed."""
     stream = stream or sys.stdout
-    rows = final_rows(state, Path(out), host)
+    rows = final_rows(state, Path(out), host_or_default(host))
     print(to_text(rows) if rows else "(no finished run: no results)", file=stream)
     print(f"benchmark written to {out} (report.md, report.html)", file=stream, flush=True)
     failed = state.get("failed") or []

@@ -16,10 +16,13 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.api import DataConfig
 from harness.errors import ConfigError, HarnessError, one_line
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -379,7 +382,7 @@ class Schema:
     given to it, so this module names no component itself. ``model_config_cls`` overrides the
     model's Config (tests use toy configs)."""
 
-    def __init__(self, host: Any, model_config_cls: Any = None) -> None:
+    def __init__(self, host: Host, model_config_cls: Any = None) -> None:
         self.host = host
         self.model_config_cls = model_config_cls
 
@@ -493,7 +496,7 @@ def build_eval(values: dict[str, Any], schema: Schema) -> EvalConfig:
                            "eval", extra={"components": components})
 
 
-def _canonical_eval_layer(values: dict[str, Any], host: Any) -> dict[str, Any]:
+def _canonical_eval_layer(values: dict[str, Any], host: Host) -> dict[str, Any]:
     """One layer of ``eval`` (a preset, a file, the --set list) with each component's option
     table (``random_generation``, or ``random_generation.n_samples`` from --set) under the
     component's current name, so a later layer using a former name overrides an earlier one
@@ -516,7 +519,7 @@ def _canonical_eval_layer(values: dict[str, Any], host: Any) -> dict[str, Any]:
 
 
 def _renamed_tables(tables: dict[str, Any], owners: dict[str, str],
-                    host: Any) -> dict[str, Any]:
+                    host: Host) -> dict[str, Any]:
     """Option tables under a component's former name (``eval.random-generation``) moved to
     its name; both spellings at once is refused."""
     out: dict[str, Any] = {}
@@ -554,7 +557,7 @@ def resolve(
     sets: list[str] | None = None,
     seed: int | None = None,
     model_config_cls: Any = None,
-    host: Any = None,
+    host: Host | None = None,
 ) -> RunConfig:
     """Merge a config file, command-line names and ``--set`` overrides into a RunConfig,
     every section validated once (the model's against its ``Config``, eval options against
@@ -573,7 +576,7 @@ def resolve_data(
     seed: int | None = None,
     model_config_cls: Any = None,
     source: str | Path | None = None,
-    host: Any = None,
+    host: Host | None = None,
     saved: bool = False,
 ) -> RunConfig:
     """:func:`resolve` on an already-loaded config document (``source`` names it in errors).
@@ -637,7 +640,7 @@ def resolve_data(
     return config
 
 
-def from_dict(data: dict[str, Any], *, host: Any = None, model_config_cls: Any = None) -> RunConfig:
+def from_dict(data: dict[str, Any], *, host: Host | None = None, model_config_cls: Any = None) -> RunConfig:
     """Rebuild a RunConfig from :meth:`RunConfig.as_dict` output (a saved run)."""
     run = data.get("run", {})
     for key in ("model", "dataset"):

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.api import ValueDisplay
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 STD_SUFFIX = "_std"
 
 
-def _component(host: Any, kind: str, name: str) -> Any:
+def _component(host: Host | None, kind: str, name: str) -> Any:
     """The registered class of a component, or None (unknown, or it fails to load)."""
     if host is None or not name:
         return None
@@ -34,13 +37,13 @@ def _declared(component: Any, key: str) -> ValueDisplay | None:
     return value if isinstance(value, ValueDisplay) else None
 
 
-def _source(record: dict[str, Any], host: Any) -> Any:
+def _source(record: dict[str, Any], host: Host | None) -> Any:
     if record.get("source") == "protocol":
         return _component(host, "protocol", str(record.get("protocol", "")))
     return _component(host, "metric", str(record.get("source", "")))
 
 
-def describe(record: dict[str, Any], host: Any = None) -> ValueDisplay:
+def describe(record: dict[str, Any], host: Host | None = None) -> ValueDisplay:
     """The display of one metrics.json record: what its component declares for the key,
     else the spread of a declared ``key_std``'s base, else the raw key (a ``_percent`` key
     in %) with the record's ``higher_is_better``."""
@@ -65,14 +68,14 @@ def describe(record: dict[str, Any], host: Any = None) -> ValueDisplay:
     return ValueDisplay(key, unit, direction if isinstance(direction, bool) else None)
 
 
-def protocol_title(name: str, host: Any = None) -> str:
+def protocol_title(name: str, host: Host | None = None) -> str:
     """A protocol's name in words (its ``title``), else its registered name."""
     title = getattr(_component(host, "protocol", name), "title", None)
     return title if isinstance(title, str) and title else name
 
 
 def unscored_reason(name: str, protocol: Any, metrics: Iterable[tuple[str, Any]],
-                    info: Any, host: Any = None) -> str:
+                    info: Any, host: Host | None = None) -> str:
     """Why a protocol that returned no number of its own was scored by no metric."""
     from harness.evaluation.evaluate import applies, metric_scores
 
@@ -104,7 +107,7 @@ def _numeric(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def result_rows(doc: dict[str, Any], host: Any = None,
+def result_rows(doc: dict[str, Any], host: Host | None = None,
                 paper: dict[str, list[tuple[float, str]]] | None = None) -> list[dict[str, Any]]:
     """One row per number of a metrics document, in words: protocol title, name, value (with
     its spread when the document has ``key_std`` and ``key`` declares no own line for it),
@@ -156,7 +159,7 @@ def _short(error: Any) -> str:
     return text[:100] + "... (see metrics.json)" if len(text) > 100 else text
 
 
-def summary_lines(doc: dict[str, Any], host: Any = None, *,
+def summary_lines(doc: dict[str, Any], host: Host | None = None, *,
                   paper: dict[str, list[tuple[float, str]]] | None = None) -> list[str]:
     """The results of a run as a reader reads them: grouped by protocol, each number with
     its name, value and unit, the better direction, and the paper's value when known."""
@@ -181,7 +184,7 @@ def summary_lines(doc: dict[str, Any], host: Any = None, *,
     return lines
 
 
-def cost_lines(doc: dict[str, Any], host: Any = None) -> list[str]:
+def cost_lines(doc: dict[str, Any], host: Host | None = None) -> list[str]:
     """Where the evaluation's time went (``evaluation_seconds`` of metrics.json): one line per
     protocol, its own run (sampling, decoding) then each metric that scored it."""
     seconds = doc.get("evaluation_seconds")

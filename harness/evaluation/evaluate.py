@@ -38,13 +38,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.api import DataSplits, EvalContext
 from harness.configuration.run_config import EvalConfig
 from harness.errors import ComponentFault, HarnessError
 from harness.rundir.atomic import atomic_path, atomic_write_bytes
 from harness.rundir.schema import to_json
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 #: error messages already printed during this process's evaluations (say a long one once)
 _WARNED: set[str] = set()
@@ -67,7 +70,7 @@ def _instantiate(factory: Any, options: Any, progress: bool) -> Any:
     return factory(options, **kwargs) if options is not None else factory(**kwargs)
 
 
-def build_protocols(eval_cfg: EvalConfig, *, host: Any) -> list[tuple[str, Any]]:
+def build_protocols(eval_cfg: EvalConfig, *, host: Host) -> list[tuple[str, Any]]:
     """``(name, protocol)`` for every protocol of ``eval.protocols``, built from its options."""
     return [(name, _instantiate(host.get("protocol", name).load(), eval_cfg.options(name),
                                 False)) for name in eval_cfg.protocols]
@@ -158,7 +161,7 @@ def why_metric_cannot_score(metric: Any, info: Any) -> str:
     return f"does not apply to dataset '{info.name}'"
 
 
-def build_metrics(eval_cfg: EvalConfig, *, host: Any,
+def build_metrics(eval_cfg: EvalConfig, *, host: Host,
                   progress: bool = False) -> list[tuple[str, Any]]:
     """``(name, metric)`` for every metric of ``eval.metrics``, built from its options.
     Configuration errors raise here, before any work is done."""
@@ -166,7 +169,8 @@ def build_metrics(eval_cfg: EvalConfig, *, host: Any,
                                 progress)) for name in eval_cfg.metrics]
 
 
-def metric_scores(metric: Any, protocol_name: str, protocol: Any, host: Any) -> bool:
+def metric_scores(metric: Any, protocol_name: str, protocol: Any,
+                  host: Host | None) -> bool:
     """Whether ``metric`` scores what ``protocol`` produced: by the protocol's ``kind``, or
     because the metric names it in ``protocols`` (a former name counts)."""
     if getattr(protocol, "kind", None) in tuple(getattr(metric, "inputs", ())):
@@ -193,7 +197,7 @@ def evaluate(
     eval_cfg: EvalConfig,
     *,
     seed: int,
-    host: Any = None,
+    host: Host | None = None,
     protocols: list[tuple[str, Any]] | None = None,
     metrics: list[tuple[str, Any]] | None = None,
     device: Any = None,
@@ -219,15 +223,16 @@ def evaluate(
     (``model_name``: the model's registered name, for those reasons). ``seconds``, when
     given, receives where the time went: ``{protocol: {"protocol": s, metric: s, ...}}``.
     """
-    if host is None and (protocols is None or metrics is None):
-        raise TypeError("evaluate() needs the plugin host to build eval.protocols and "
-                        "eval.metrics, or both lists already built")
-    if protocols is None:
-        protocols = build_protocols(eval_cfg, host=host)
+    if protocols is None or metrics is None:
+        if host is None:
+            raise TypeError("evaluate() needs the plugin host to build eval.protocols and "
+                            "eval.metrics, or both lists already built")
+        if protocols is None:
+            protocols = build_protocols(eval_cfg, host=host)
+        if metrics is None:
+            metrics = build_metrics(eval_cfg, host=host, progress=progress)
     notes = notes if notes is not None else EvalNotes()
     notes.not_applicable.update(check_protocols(model, protocols, model_name))
-    if metrics is None:
-        metrics = build_metrics(eval_cfg, host=host, progress=progress)
     info = splits.info
     ctx = EvalContext(model, splits, seed=seed, batch_size=eval_cfg.batch_size, device=device,
                       progress=progress)
@@ -267,7 +272,7 @@ def evaluate(
     return records
 
 
-def _scorers(name: str, protocol: Any, metrics: list[tuple[str, Any]], info: Any, host: Any,
+def _scorers(name: str, protocol: Any, metrics: list[tuple[str, Any]], info: Any, host: Host | None,
              notes: EvalNotes) -> list[tuple[str, Any]]:
     """The metrics that score protocol ``name`` on this dataset; each that would score its
     kind but does not apply to the dataset goes into ``notes.not_scored`` with why."""
@@ -330,9 +335,11 @@ def export_samples(images: Any, directory: Path, protocol: str, info: Any = None
             pil.save(tmp, format="PNG")
 
 
-def _plugin_label(host: Any, kind: str, name: str) -> str:
+def _plugin_label(host: Host | None, kind: str, name: str) -> str:
     """``metric 'fid' (plugin 'metrics')``, or without the plugin where it is not known (a
     component handed in already built)."""
+    if host is None:
+        return f"{kind} '{name}'"
     try:
         plugin = host.get(kind, name).plugin
     except Exception:  # not registered (built by a test or a caller): say what we know
@@ -386,7 +393,7 @@ def protocol_version(protocol: Any) -> int:
     return version
 
 
-def _run_protocol(name: str, protocol: Any, ctx: EvalContext, seed: int, host: Any, info: Any
+def _run_protocol(name: str, protocol: Any, ctx: EvalContext, seed: int, host: Host | None, info: Any
                   ) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """Run one protocol: ``(output, stamp, records)``, or ``(None, {}, [a not-computed
     record])`` when it raises or returns what cannot be recorded."""
@@ -414,7 +421,7 @@ def _run_protocol(name: str, protocol: Any, ctx: EvalContext, seed: int, host: A
 
 def _score_against(protocol: str, out: Any, name: str, metric: Any, ctx: EvalContext,
                    splits: DataSplits, stamp: dict[str, Any], device: Any, progress: bool,
-                   host: Any) -> list[dict[str, Any]]:
+                   host: Host | None) -> list[dict[str, Any]]:
     """Score one metric against the split the protocol stamps as its ``reference`` (default:
     the training split); ``"both"``: against train and test, the test values as
     ``<key>_test`` and the train-vs-test gap as ``<key>_gap`` (test − train)."""
@@ -443,7 +450,7 @@ def _score_against(protocol: str, out: Any, name: str, metric: Any, ctx: EvalCon
 
 def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, splits: DataSplits,
            stamp: dict[str, Any], device: Any, progress: bool,
-           host: Any = None, split: str = "train", suffix: str = "") -> list[dict[str, Any]]:
+           host: Host | None = None, split: str = "train", suffix: str = "") -> list[dict[str, Any]]:
     start = time.perf_counter()
     label = _plugin_label(host, "metric", name)
     base = {"protocol": protocol, "split": split, "source": name}

@@ -17,7 +17,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.configuration.run_config import load_toml
 from harness.errors import HarnessError
@@ -29,6 +29,9 @@ from harness.rundir.contents import (
     WEIGHTS_FILE,
     read_metrics,
 )
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 
 def _stamp(record: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +114,7 @@ def numerics(run_dir: str | Path) -> dict[str, Any]:
             for k in NUMERICS if k in env or (k == "torch" and "torch" in packages)}
 
 
-def collect(run_dirs: Iterable[str | Path], host: Any = None) -> list[dict[str, Any]]:
+def collect(run_dirs: Iterable[str | Path], host: Host | None = None) -> list[dict[str, Any]]:
     """Rows: one per (model, dataset, config, protocol, metric, stamp): mean, std, n, seeds.
     ``host`` names the numbers in words (:func:`harness.evaluation.display.describe`); None:
     from what the runs recorded only."""

@@ -11,11 +11,14 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.results import tasks as T
 from harness.rundir.schema import SCHEMA_VERSION, validate
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 #: the file ``harness export`` writes, and that a folder of exported results is read from
 RESULTS_FILE = "results.json"
@@ -77,7 +80,7 @@ def _environment(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     return env, out
 
 
-def _canonical(protocol: str, host: Any, upgraded: list[str]) -> str:
+def _canonical(protocol: str, host: Host | None, upgraded: list[str]) -> str:
     """A protocol's current name (a result from before a rename names the same task)."""
     canonical = host.canonical("protocol", protocol) if host is not None else protocol
     if canonical != protocol:
@@ -85,7 +88,7 @@ def _canonical(protocol: str, host: Any, upgraded: list[str]) -> str:
     return canonical
 
 
-def read_run(run_dir: str | Path, host: Any = None) -> dict[str, Any]:
+def read_run(run_dir: str | Path, host: Host | None = None) -> dict[str, Any]:
     """The result document of one finished run folder (validated; older folders upgraded in
     memory)."""
     from harness.configuration.run_config import load_toml
@@ -173,7 +176,7 @@ def _merge(docs: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[st
     return task_table, entries
 
 
-def _row_entry(row: dict[str, Any], upgraded: list[str], host: Any = None,
+def _row_entry(row: dict[str, Any], upgraded: list[str], host: Host | None = None,
                sets: Mapping[tuple[str, str], dict[str, Any]] | None = None,
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A task and an entry from one report.json row (the summary only: no per-seed values)."""
@@ -218,7 +221,7 @@ def _run_sets(runs: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str,
     return out
 
 
-def read_benchmark(folder: str | Path, host: Any = None) -> dict[str, Any]:
+def read_benchmark(folder: str | Path, host: Host | None = None) -> dict[str, Any]:
     """The result document of a benchmark folder: from its runs' folders when they are
     there (per-seed values, full configurations and environments), else from its
     ``report.json`` (the summary a committed benchmark keeps)."""
@@ -273,7 +276,7 @@ def read_benchmark(folder: str | Path, host: Any = None) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- any input
-def load(path: str | Path, host: Any = None) -> list[dict[str, Any]]:
+def load(path: str | Path, host: Host | None = None) -> list[dict[str, Any]]:
     """The result documents at ``path``: a run folder, a benchmark folder, a folder written
     by ``harness export`` or its ``results.json``. Every document is validated."""
     path = Path(path)
@@ -305,5 +308,5 @@ def _read_exported(path: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def load_all(paths: Iterable[str | Path], host: Any = None) -> list[dict[str, Any]]:
+def load_all(paths: Iterable[str | Path], host: Host | None = None) -> list[dict[str, Any]]:
     return [doc for p in paths for doc in load(p, host)]

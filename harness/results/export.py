@@ -18,11 +18,15 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
-from harness.results import documents, validation
+from harness.results import documents
 from harness.results.tasks import versions_of
+from harness.rundir import schema
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 DATA_FILE = "data/results.parquet"
 CARD_FILE = "README.md"
@@ -142,7 +146,7 @@ def check_out(out: Path) -> None:
 
 
 def export(paths: list[str], out: str | Path, *, lab: str | None = None,
-           host: Any = None) -> list[dict[str, Any]]:
+           host: Host | None = None) -> list[dict[str, Any]]:
     """Read every input (validated), then write the folder; returns the documents."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -155,9 +159,9 @@ def export(paths: list[str], out: str | Path, *, lab: str | None = None,
     lab = lab or platform.node() or "unknown lab"
     for doc in docs:
         doc["lab"] = lab
-        validation.validate(doc, where=doc["source"], writing=True)
+        schema.validate(doc, where=doc["source"], writing=True)
     table = pa.Table.from_pylist(rows(docs), schema=_arrow_schema())
-    bundle = {"schema": EXPORT_FORMAT, "schema_version": validation.SCHEMA_VERSION, "lab": lab,
+    bundle = {"schema": EXPORT_FORMAT, "schema_version": schema.SCHEMA_VERSION, "lab": lab,
               "results": docs}
     with atomic_dir(out) as tmp:
         (tmp / "data").mkdir()

@@ -17,12 +17,15 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.results import documents
 from harness.results.diff import task_differences
 from harness.results.export import machine_words
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 PAGE_FILE = "index.html"
 MARKDOWN_FILE = "leaderboard.md"
@@ -194,7 +197,7 @@ def check_out(out: Path) -> None:
                            "was written)")
 
 
-def write(paths: list[str], out: str | Path, host: Any = None) -> list[dict[str, Any]]:
+def write(paths: list[str], out: str | Path, host: Host | None = None) -> list[dict[str, Any]]:
     from harness.rundir.atomic import atomic_dir
 
     out = Path(out)

@@ -21,7 +21,10 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
+    from harness.host.plugins import Host
 
 #: stamp and ``data`` keys by what they pin, most important first (the order in which
 #: ``harness diff`` names differences). A stamp key in none of them is in ``definition``.
@@ -132,7 +135,7 @@ def defaults_fingerprint(factory: Any) -> dict[str, Any]:
             "values": defaults}
 
 
-def defaults_fingerprints(host: Any, *, builtin_only: bool = True) -> dict[str, dict[str, Any]]:
+def defaults_fingerprints(host: Host, *, builtin_only: bool = True) -> dict[str, dict[str, Any]]:
     """``kind:name`` -> :func:`defaults_fingerprint` of every registered protocol and metric
     (the built-in ones only by default)."""
     out = {}
