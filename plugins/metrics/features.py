@@ -6,8 +6,8 @@ one default extractor), and :class:`FeatureMetric`, the reference and the stamp 
 ``feature_extractor`` picks the features:
 
 - ``"domain"`` (default): the penultimate layer of a small CNN trained once on the dataset's
-  labels (:mod:`.domain`), offline, minutes on a CPU. The paper's idea (A.4: a classifier of
-  the dataset, last layer removed) with a cheaper network. Applies to labelled data only.
+  labels (:mod:`.domain_extractor`), offline, minutes on a CPU. The paper's idea (A.4: a
+  classifier of the dataset, last layer removed) with a cheaper network. Labelled data only.
 - ``"inception-finetuned"``: the paper's exact extractor, Inception-v3 from the pytorch-fid
   weights fine-tuned on the dataset's labels (:mod:`.inception_finetuned`; GPU recommended).
 - ``"inception"``: pytorch-fid's ImageNet Inception-v3 (:mod:`.inception`).
@@ -58,7 +58,7 @@ def _inception(info: DatasetInfo, reference: Dataset, config: Any, progress: boo
 
 def _domain(info: DatasetInfo, reference: Dataset, config: Any, progress: bool,
             device: Any) -> Any:  # fmt: skip
-    from .domain import DomainExtractor
+    from .domain_extractor import DomainExtractor
 
     return DomainExtractor.for_dataset(reference, info, progress=progress, device=device)
 
@@ -73,7 +73,7 @@ def _inception_finetuned(info: DatasetInfo, reference: Dataset, config: Any, pro
 
 def _weights_file(info: DatasetInfo, reference: Dataset, config: Any, progress: bool,
                   device: Any) -> Any:  # fmt: skip
-    from .domain import DomainExtractor
+    from .domain_extractor import DomainExtractor
 
     return DomainExtractor.from_file(Path(config.feature_extractor).expanduser(), info,
                                      source="weights file (eval option)")  # fmt: skip
