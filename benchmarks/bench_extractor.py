@@ -27,6 +27,7 @@ from _machine import machine as describe_machine  # noqa: E402
 
 def measure(name: str) -> dict:
     from harness_plugins.metrics import domain
+    from harness_plugins.metrics.domain_extractor import DomainExtractor
 
     from harness.api import DataConfig
     from harness.host.plugins import get_host
@@ -47,7 +48,7 @@ def measure(name: str) -> dict:
     seconds = time.perf_counter() - start
     tx, ty = domain._fetch(test, torch.arange(len(test)))
     test_acc = domain.classifier_accuracy(net, tx, ty)
-    ex = domain.DomainExtractor(net, {})
+    ex = DomainExtractor(net, {})
     batch = tx[:512]
     ex(batch[:64])
     t = time.perf_counter()

@@ -109,7 +109,8 @@ def distance_routes(n_ref: int, n_gen: int, d: int, repeat: int) -> dict[str, An
 
 
 def throughput(n: int = 256) -> dict[str, float]:
-    from harness_plugins.metrics.domain import DomainClassifier, DomainExtractor
+    from harness_plugins.metrics.domain import DomainClassifier
+    from harness_plugins.metrics.domain_extractor import DomainExtractor
     from harness_plugins.metrics.inception import InceptionExtractor
 
     images = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))

@@ -41,7 +41,7 @@ def compare(name: str, real: torch.Tensor, fake: torch.Tensor) -> list[str]:
 
 
 def digits_features() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from harness_plugins.metrics.domain import DomainExtractor
+    from harness_plugins.metrics.domain_extractor import DomainExtractor
 
     from harness import api
 

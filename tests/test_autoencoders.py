@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from harness_plugins.autoencoders import models as M
-from harness_plugins.autoencoders.networks import ConvDecoder, ConvEncoder, decoder_geometry
+from harness_plugins.autoencoders.networks import (
+    ConvDecoder,
+    ConvEncoder,
+    MLPEncoder,
+    decoder_geometry,
+)
 
 from harness import DatasetInfo, StepContext
 
@@ -85,7 +90,7 @@ def test_encoder_is_the_papers() -> None:
 
 def test_mlp_for_vector_data_and_conv_for_images() -> None:
     vec = build("vrrae", shape=(10, 1, 1))
-    assert isinstance(vec.encoder, M.build_networks.__globals__["MLPEncoder"])
+    assert isinstance(vec.encoder, MLPEncoder)
     assert vec(torch.rand(6, 10, 1, 1))["total"].isfinite()
     assert isinstance(build("vrrae").encoder, ConvEncoder)
     forced = build("ae", arch="mlp", hidden=16)

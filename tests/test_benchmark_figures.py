@@ -61,6 +61,70 @@ def test_a_sample_figure_is_built_byte_for_byte_from_the_scored_samples(tmp_path
                                              np.ones((scale, scale, 1), np.uint8)))
 
 
+def _interpolation_runs(tmp_path: Path) -> tuple[dict, dict]:
+    """The bench of :func:`_bench`, each run with an interpolation as a run writes it: the
+    scored images and the picture (2 pairs of 4 points, 16 x 16) with known inputs."""
+    import torch
+
+    from harness.api import GridLabels
+    from harness.evaluation.figures import save_labelled_grid
+
+    state = _bench(tmp_path)
+    labels = GridLabels(title="Interpolation", row_labels=["pair 1", "pair 2"],
+                        col_labels=["input A", "D(E(A))", "t=1/5", "t=2/5", "t=3/5", "t=4/5",
+                                    "D(E(B))", "input B"], marked_cols=[0, 7])
+    strips = {}
+    for n, rec in enumerate(state["runs"].values()):
+        run = tmp_path / rec["dir"]
+        strip = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(n))
+        save_labelled_grid(strip, run / "images" / "interpolation.png", 8, labels)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, images=np.zeros((8, 16, 16, 1), np.uint8))
+        (run / "samples" / "interpolation.npz").write_bytes(buffer.getvalue())
+        strips[rec["dir"]] = (strip[:8, 0] * 255).round().to(torch.uint8).numpy()
+    return state, strips
+
+
+def _ink_height(band: np.ndarray) -> int:
+    rows = np.nonzero((band < 128).all(axis=2).any(axis=1))[0]
+    return int(rows.max() - rows.min() + 1) if rows.size else 0
+
+
+def test_an_interpolation_figure_is_each_runs_first_strip_from_input_to_input(
+        tmp_path: Path) -> None:  # fmt: skip
+    from PIL import Image
+
+    state, strips = _interpolation_runs(tmp_path)
+    (tmp_path / "figures").mkdir()
+    made = dict((p.name, c) for c, p in bf.sample_figures(state, tmp_path, tmp_path / "figures"))
+    assert "images/interpolation.png" in made["interpolation-bumps.png"]
+    png = tmp_path / "figures" / "interpolation-bumps.png"
+    figure = np.asarray(Image.open(png).convert("RGB"))
+    layout = json.loads(png.with_suffix(".json").read_text())
+    scale, tiles = layout["scale"], layout["tiles"]
+    assert figure.shape[1] <= 1280 and len(tiles) == 2 * 8
+    assert [t["source"] for t in tiles[::8]] == ["runs/bumps-vae-seed0/images/interpolation.png",
+                                                 "runs/bumps-ae-seed0/images/interpolation.png"]
+    for tile in tiles:  # every column, the ends (input A, input B) included: the run's pixels
+        x, y, w, h = tile["box"]
+        drawn = strips[str(Path(tile["source"]).parent.parent)][tile["index"]]
+        assert np.array_equal(figure[y:y + h, x:x + w],
+                              np.kron(drawn[:, :, None], np.ones((scale, scale, 3), np.uint8)))
+    x0, y0, w0, h0 = tiles[1]["box"]  # "D(E(A))" above its column, in 16 px type
+    assert _ink_height(figure[y0 - 22 : y0 - 2, x0 : x0 + w0]) >= 14
+    assert _ink_height(figure[y0 : y0 + h0, : tiles[0]["box"][0] - 4]) >= 9  # "vae"
+
+
+def test_runs_without_a_strip_layout_give_the_scored_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    state, _ = _interpolation_runs(tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "runs/bumps-ae-seed0/images/interpolation.png")
+    (tmp_path / "figures").mkdir()
+    made = dict((p.name, c) for c, p in bf.sample_figures(state, tmp_path, tmp_path / "figures"))
+    assert "samples/interpolation.npz" in made["interpolation-bumps.png"]
+
+
 def test_plots_have_axis_labels_and_plain_log_ticks(tmp_path: Path) -> None:
     import matplotlib
 

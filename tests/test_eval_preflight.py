@@ -5,7 +5,7 @@ a k larger than the reference, an ``n_reference`` of 1, a KID subset of 1 (whose
 reason quoted the wrong numbers), a 20 GB or wrong-shape or folder extractor file. Now each
 is one ``Error:`` line (exit 2) before anything is written. The shared options
 (``feature_extractor``, ``fid_weights``, ``n_reference``, ``batch_size``) are declared once,
-in :class:`harness_plugins.metrics.fid.ReferenceOptions`.
+in :class:`harness_plugins.metrics.features.ReferenceOptions`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import assert_error_line, builtin_plugins_only, cli
-from harness_plugins.metrics import fid, kid, neighbours
+from harness_plugins.metrics import features, fid, kid, neighbours
 
-WEIGHTS = Path(fid.__file__).resolve().parent / "weights"
+WEIGHTS = Path(features.__file__).resolve().parent / "weights"
 
 RUN = ["run", "--model", "ae", "--dataset", "digits", "--set", "train.steps=2",
        "--set", "train.batch_size=8", "--set", "data.n_train=32", "--set", "data.n_test=8",
@@ -96,9 +96,9 @@ def test_the_shared_feature_options_are_declared_once(config_cls: type, prefix: 
     shared = {"fid_weights", "n_reference", "batch_size", "feature_extractor"}
     # a subclass may change a default (batch_size 64 for fid-inception, n_reference 10 000
     # for the neighbour metrics) but the check and the meaning live in ReferenceOptions
-    assert issubclass(config_cls, fid.ReferenceOptions)
+    assert issubclass(config_cls, features.ReferenceOptions)
     assert declared_here & shared <= {"batch_size", "n_reference"}
-    with pytest.raises(fid.HarnessError, match=rf"eval\.{prefix}\.batch_size must be >= 1"):
+    with pytest.raises(features.HarnessError, match=rf"eval\.{prefix}\.batch_size must be >= 1"):
         config_cls(batch_size=0)
 
 
@@ -146,8 +146,8 @@ def test_a_big_extractor_file_is_never_read(tmp_path: Path) -> None:
     path = _big_sparse(tmp_path / "huge.safetensors", 20 * 10**9)
     tracemalloc.start()
     try:
-        with pytest.raises(fid.HarnessError, match="is larger than 64 MiB"):
-            fid.check_extractor(str(path))
+        with pytest.raises(features.HarnessError, match="is larger than 64 MiB"):
+            features.check_extractor(str(path))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -42,12 +42,12 @@ def test_extractor_train_trains_in_a_child_with_the_kernels_pinned(
     import subprocess
     import sys
 
-    from harness_plugins.metrics import domain, domain_weights
+    from harness_plugins.metrics import domain_weights
 
     from harness import cli
 
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
-    monkeypatch.setattr(domain, "train_weights", _no_training)
+    monkeypatch.setattr(domain_weights, "train_weights", _no_training)
     started: list[Any] = []
 
     def fake_run(argv: list[str], env: dict[str, str], check: bool) -> Any:
@@ -80,7 +80,7 @@ def _digits() -> Any:
 def test_extractor_train_writes_weights_and_card_that_fid_accepts_as_a_path(
         tmp_path: Path, quick_recipe: None, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from harness_plugins.metrics import domain
+    from harness_plugins.metrics import domain, domain_extractor
     from harness_plugins.metrics.extractor import tensors_sha256
     from harness_plugins.metrics.fid import FID
     from safetensors.torch import load_file
@@ -98,7 +98,8 @@ def test_extractor_train_writes_weights_and_card_that_fid_accepts_as_a_path(
                                         "AVX2, MKL_CBWR=AVX2,STRICT)")
     assert out.stat().st_size < 600_000  # float16: about 0.5 MB
     assert "use it: --set eval.fid.feature_extractor=" in capsys.readouterr().out
-    monkeypatch.setattr(domain.DomainExtractor, "_train_and_save", staticmethod(_no_training))
+    monkeypatch.setattr(domain_extractor.DomainExtractor, "_train_and_save",
+                        staticmethod(_no_training))
     splits = _digits()
     metric = FID(FID.Config(feature_extractor=str(out)))
     images = torch.stack([splits.test[i][0] for i in range(40)])
@@ -129,12 +130,12 @@ def test_bad_extractor_options_are_refused_before_any_work(tmp_path: Path) -> No
 def test_extractor_train_refuses_bad_input_with_exit_2(
         argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from harness_plugins.metrics import domain
+    from harness_plugins.metrics import domain_weights
 
     from harness import cli
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(domain, "train_weights", _no_training)
+    monkeypatch.setattr(domain_weights, "train_weights", _no_training)
     with pytest.raises(SystemExit) as exc:
         cli.main(["extractor", "train", *argv])
     assert exc.value.code == 2
@@ -145,7 +146,7 @@ def test_extractor_train_refuses_bad_input_with_exit_2(
 
 def test_shipped_weights_serve_every_run_of_their_dataset_without_training(
         tmp_path: Path, quick_recipe: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness_plugins.metrics import domain, domain_weights
+    from harness_plugins.metrics import domain_extractor, domain_weights
 
     from harness.training.validation_split import carve_validation
 
@@ -156,49 +157,50 @@ def test_shipped_weights_serve_every_run_of_their_dataset_without_training(
                                         shipped / "digits.safetensors", progress=False)  # fmt: skip
     monkeypatch.setattr(domain_weights, "SHIPPED_DIR", shipped)
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(domain.DomainExtractor, "_train_and_save", staticmethod(_no_training))
+    monkeypatch.setattr(domain_extractor.DomainExtractor, "_train_and_save",
+                        staticmethod(_no_training))
     import warnings
 
     warnings.simplefilter("ignore")  # the quick recipe's accuracy warning
-    final = domain.DomainExtractor.for_dataset(splits.train, splits.info)
+    final = domain_extractor.DomainExtractor.for_dataset(splits.train, splits.info)
     assert final.provenance()["extractor"] == "shipped with the package"
     assert final.describe()["feature_weights_sha256"] == card["weights_sha256"]
     sweep = carve_validation(_digits(), 0.1)  # a beta-sweep run: train minus 10 %
     assert isinstance(sweep.train, Subset) and len(sweep.train) == 1350
-    assert domain.DomainExtractor.for_dataset(sweep.train, sweep.info).describe() == \
+    assert domain_extractor.DomainExtractor.for_dataset(sweep.train, sweep.info).describe() == \
         final.describe()  # fmt: skip
     short = _digits()
     short.train = Subset(short.train, range(500))  # what data.n_train = 500 keeps
-    assert domain.DomainExtractor.for_dataset(short.train, short.info).describe() == \
+    assert domain_extractor.DomainExtractor.for_dataset(short.train, short.info).describe() == \
         final.describe()  # fmt: skip
     # other data under the same name is not served the shipped weights
     other = Subset(splits.train, list(range(3, 1500)))
     with pytest.raises(AssertionError, match="trained an extractor"):
-        domain.DomainExtractor.for_dataset(other, splits.info)
+        domain_extractor.DomainExtractor.for_dataset(other, splits.info)
 
 
 def test_the_validation_runs_extractor_trains_on_the_whole_training_split(
         tmp_path: Path, quick_recipe: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness_plugins.metrics import domain, domain_weights
+    from harness_plugins.metrics import domain_extractor, domain_weights
 
     from harness.training.validation_split import carve_validation
 
     monkeypatch.setattr(domain_weights, "SHIPPED_DIR", tmp_path / "none")
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     seen: list[int] = []
-    real = domain.train_weights
+    real = domain_extractor.train_weights
 
     def spy(train: Any, info: Any, **kwargs: Any) -> Any:
         seen.append(len(train))
         return real(train, info, **kwargs)
 
-    monkeypatch.setattr(domain, "train_weights", spy)
+    monkeypatch.setattr(domain_extractor, "train_weights", spy)
     import warnings
 
     warnings.simplefilter("ignore")
     sweep = carve_validation(_digits(), 0.1)
-    a = domain.DomainExtractor.for_dataset(sweep.train, sweep.info)
-    b = domain.DomainExtractor.for_dataset(_digits().train, _digits().info)
+    a = domain_extractor.DomainExtractor.for_dataset(sweep.train, sweep.info)
+    b = domain_extractor.DomainExtractor.for_dataset(_digits().train, _digits().info)
     assert seen == [1500]  # trained once, on all 1500 training images; the final run reuses it
     assert a.describe() == b.describe()
 

@@ -259,7 +259,7 @@ def _shapes_dataset(n: int, seed: int, size: int = 16) -> TensorDataset:
 def test_domain_extractor_trains_caches_and_separates_distributions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from harness_plugins.metrics import domain
+    from harness_plugins.metrics import domain, domain_extractor
     from harness_plugins.metrics.fid import FID
 
     monkeypatch.setattr(domain, "BATCH", 32)  # more, cheaper steps on a tiny training set
@@ -284,7 +284,8 @@ def test_domain_extractor_trains_caches_and_separates_distributions(
     def no_training(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("trained again instead of using the cache")
 
-    monkeypatch.setattr(domain.DomainExtractor, "_train_and_save", staticmethod(no_training))
+    monkeypatch.setattr(domain_extractor.DomainExtractor, "_train_and_save",
+                        staticmethod(no_training))
     again = FID(FID.Config(batch_size=128))
     assert again(same, train, info)["fid"] == pytest.approx(fid_same, rel=1e-9)
     assert again.stamp() == metric.stamp()

@@ -103,7 +103,7 @@ def test_prdc_metric_stamps_k_the_extractor_and_the_counts() -> None:
     generated = torch.rand(40, 1, 4, 4, generator=g) * 0.8
     metric = PRDC(PRDC.Config(n_reference=60), extractor=FlatExtractor())
     out = metric(generated, reference, info)
-    from harness_plugins.metrics.fid import subset_indices
+    from harness_plugins.metrics.features import subset_indices
 
     idx = subset_indices(90, 60)
     expected = prdc(images[idx].double().flatten(1), generated.double().flatten(1))

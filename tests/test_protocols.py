@@ -192,16 +192,21 @@ def test_interpolation_images_count_and_values() -> None:
 
 
 
-def test_interpolation_preview_frames_each_strip_with_its_two_inputs() -> None:
+def test_interpolation_preview_is_a_strip_from_input_to_input_with_decoded_endpoints() -> None:
     splits, model = _splits(n_train=10), LinearAE(k=4)
     out = Interpolation(InterpolationConfig(n_pairs=3, n_interp=5)).run(
         _ctx(model, splits, seed=0, batch_size=3))
     a, b = interpolation_pairs(10, 3, seed=0)
     x = splits.train.tensors[0]
-    rows = out.preview.reshape(3, 7, *SHAPE)  # input A, 5 interior points, input B
-    assert out.preview_nrow == 7
-    assert torch.equal(rows[:, 0], x[a]) and torch.equal(rows[:, 6], x[b])
-    assert torch.equal(rows[:, 1:6].reshape(15, *SHAPE), out.data)
+    # input A, D(E(A)), 5 interior points, D(E(B)), input B
+    rows = out.preview.reshape(3, 9, *SHAPE)
+    assert out.preview_nrow == 9
+    assert torch.equal(rows[:, 0], x[a]) and torch.equal(rows[:, 8], x[b])
+    with torch.no_grad():
+        assert torch.allclose(rows[:, 1], model.decode(model.encode(x[a])), atol=1e-6)
+        assert torch.allclose(rows[:, 7], model.decode(model.encode(x[b])), atol=1e-6)
+    assert not torch.allclose(rows[:, 1], rows[:, 0])  # a decoding, not the input again
+    assert torch.equal(rows[:, 2:7].reshape(15, *SHAPE), out.data)
 
 
 # ------------------------------------------------------------------------------- evaluate
@@ -284,7 +289,7 @@ def test_evaluate_records_stamps_skips_and_errors(capsys: pytest.CaptureFixture[
     assert rec["value"] == pytest.approx(
         reconstruction_error(model, splits.test)["rec_error_percent"])
     assert seen == {"reconstruction": (8, *SHAPE), "random-generation": (30, *SHAPE),
-                    "interpolation": (4 * (5 + 2), *SHAPE)}  # fmt: skip
+                    "interpolation": (4 * (5 + 4), *SHAPE)}  # fmt: skip
 
 
 def test_a_failing_metric_is_reported_once_however_many_protocols_it_fails_in(

@@ -6,7 +6,11 @@ with a dataset's special split) comes from a plugin's ``report_figures`` hook.
 A sample figure is a grid of the stored 8-bit pixels themselves (each tile an integer
 upscale, no resampling), one row per model, with ``figures/<name>.json`` beside it giving
 every tile's box and the file and index it shows, so a figure can be checked against what
-was scored.
+was scored. Where a protocol's own picture in the runs is a set of strips (its columns are
+labelled, e.g. an interpolation's input A, D(E(A)), ..., D(E(B)), input B), each model's row
+is the first strip of its run's ``images/<protocol>.png``, read back through the layout
+saved in it (:func:`harness.evaluation.figures.grid_tiles`), under the same column labels;
+otherwise it is the first images scored (``samples/<protocol>.npz``).
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.benchmark.directory import FIGURES_DIR
-from harness.evaluation.figures import font
+from harness.evaluation.figures import LABEL_SIZE, MARK, TITLE_SIZE, font, grid_tiles
 from harness.rundir.atomic import atomic_path, atomic_write_json
+from harness.rundir.layout import RunLayout
 
 if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
     from harness.host.plugins import Host
 
-N_COLUMNS = 8  # images per model in a sample figure
+N_COLUMNS = 8  # images per model in a sample figure of scored images
 TILE_TARGET = 64  # small images are upscaled by an integer factor to about this size
-LABEL_SIZE, TITLE_SIZE = 16, 18  # pixels: readable where the page shows the PNG at 1:1
 TITLE_HEIGHT = 26
 GAP = 2
 
@@ -50,32 +54,45 @@ def _rgb(tile: Any) -> Any:
     return np.repeat(tile, 3, axis=2) if tile.shape[2] == 1 else tile[:, :, :3]
 
 
-def sample_grid(rows: list[tuple[str, Any]], title: str) -> tuple[Any, dict[str, Any]]:
-    """A PIL image: a title line, then per row its label and up to :data:`N_COLUMNS` uint8
-    HWC tiles; returns it and its layout (tile boxes in pixels, the upscale factor)."""
+def sample_grid(rows: list[tuple[str, Any]], title: str, col_labels: list[str] | None = None,
+                marked_cols: list[int] | None = None) -> tuple[Any, dict[str, Any]]:
+    """A PIL image: a title line, the column labels (when given), then per row its label and
+    its uint8 HWC tiles, the ``marked_cols`` framed in colour; returns it and its layout (tile
+    boxes in pixels, the upscale factor). Tiles are at least as wide as their labels."""
     import numpy as np
     from PIL import Image, ImageDraw
 
+    col_labels, marked_cols = col_labels or [], marked_cols or []
     h, w = rows[0][1].shape[1:3]
-    scale = max(1, TILE_TARGET // max(h, w))
-    cols = max(min(N_COLUMNS, len(images)) for _, images in rows)
     label_font, title_font = font(LABEL_SIZE), font(TITLE_SIZE)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widest = max([int(probe.textlength(t, font=label_font)) + 4 for t in col_labels] or [0])
+    scale = max(1, TILE_TARGET // max(h, w), math.ceil(widest / w))
+    cols = max(len(images) for _, images in rows)
     label_width = 12 + max(int(probe.textlength(label[:24], font=label_font)) for label, _ in rows)
     width = max(label_width + cols * (w * scale + GAP) + GAP,
                 int(probe.textlength(title, font=title_font)) + 8)
-    height = TITLE_HEIGHT + len(rows) * (h * scale + GAP) + GAP
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    top = TITLE_HEIGHT + (LABEL_SIZE + 8 if col_labels else 0)
+    canvas = Image.new("RGB", (width, top + len(rows) * (h * scale + GAP) + GAP),
+                       (255, 255, 255))  # fmt: skip
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 3), title, fill=(0, 0, 0), font=title_font)
+    for c, text in enumerate(col_labels[:cols]):
+        x = label_width + GAP + c * (w * scale + GAP)
+        draw.text((x + (w * scale - int(draw.textlength(text, font=label_font))) // 2,
+                   TITLE_HEIGHT + 2), text, font=label_font,
+                  fill=MARK if c in marked_cols else (0, 0, 0))  # fmt: skip
     boxes = []
     for r, (label, images) in enumerate(rows):
-        y = TITLE_HEIGHT + GAP + r * (h * scale + GAP)
+        y = top + GAP + r * (h * scale + GAP)
         draw.text((4, y + h * scale // 2 - LABEL_SIZE // 2), label[:24], fill=(0, 0, 0),
                   font=label_font)
         for c in range(min(cols, len(images))):
             x = label_width + GAP + c * (w * scale + GAP)
             draw.rectangle([x - 1, y - 1, x + w * scale, y + h * scale], outline=(150, 150, 150))
+            if c in marked_cols:
+                draw.rectangle([x - 2, y - 2, x + w * scale + 1, y + h * scale + 1],
+                               outline=MARK, width=2)
             tile = np.kron(_rgb(images[c]), np.ones((scale, scale, 1), dtype=np.uint8))
             canvas.paste(Image.fromarray(tile), (x, y))
             boxes.append({"row": r, "label": label, "index": c, "box": [x, y, w * scale,
@@ -83,35 +100,84 @@ def sample_grid(rows: list[tuple[str, Any]], title: str) -> tuple[Any, dict[str,
     return canvas, {"scale": scale, "tiles": boxes}
 
 
-def sample_figures(state: dict[str, Any], out: Path, folder: Path) -> list[tuple[str, Path]]:
-    """One figure per dataset and scored protocol: the first images each model's run
-    scored, read from its ``samples/<protocol>.npz``."""
+def first_strip(run: Path, protocol: str) -> tuple[Any, dict[str, Any]] | None:
+    """The first row of the run's picture of ``protocol`` (``images/<protocol>.png``) as
+    uint8 HWC tiles, with the picture's labels, when that picture is a set of strips (its
+    columns are labelled); None otherwise, or for a picture without a saved layout."""
     import numpy as np
 
+    path = RunLayout(run).image(protocol)
+    found = grid_tiles(path) if path.is_file() else None
+    if found is None or not found[1]["labels"]["col_labels"]:
+        return None
+    tiles, layout = found
+    return np.stack(tiles[: layout["nrow"]]), layout["labels"]
+
+
+def _strip_figure(by_model: dict[str, Path], protocol: str, out: Path,
+                  dataset: str) -> tuple[Any, dict[str, Any], str] | None:  # fmt: skip
+    """The figure of ``protocol`` from each model's :func:`first_strip`, when every model's
+    run has one of the same shape and columns: (image, layout, caption), else None."""
+    strips = {model: first_strip(run, protocol) for model, run in by_model.items()}
+    found = [s for s in strips.values() if s is not None]
+    if not found or len(found) != len(strips) or \
+            len({(s[0].shape, tuple(s[1]["col_labels"])) for s in found}) != 1:
+        return None
+    labels = found[0][1]
+    rows = [(model, strip[0]) for model, strip in strips.items() if strip is not None]
+    image, layout = sample_grid(rows, f"{dataset}: {protocol}, the first strip of each run",
+                                labels["col_labels"], labels["marked_cols"])
+    for tile in layout["tiles"]:
+        tile["source"] = str(RunLayout(by_model[tile["label"]]).image(protocol)
+                             .relative_to(out))  # fmt: skip
+    caption = (f"{dataset}: the first strip of '{protocol}' as each model's run drew it (its "
+               f"images/{protocol}.png, first seed), the same 8-bit pixels, columns as labelled")
+    return image, layout, caption
+
+
+def _scored_figure(by_model: dict[str, Path], protocol: str, out: Path,
+                   dataset: str) -> tuple[Any, dict[str, Any], str] | None:  # fmt: skip
+    """The first :data:`N_COLUMNS` images each model's run scored of ``protocol``, from its
+    ``samples/<protocol>.npz``: (image, layout, caption), or None without images of one
+    shape."""
+    import numpy as np
+
+    rows, sources = [], []
+    for model, run in by_model.items():
+        path = run / "samples" / f"{protocol}.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as npz:
+                rows.append((model, npz["images"][:N_COLUMNS]))
+            sources.append(str(path.relative_to(out)))
+    if not rows or len({r[1].shape[1:] for r in rows}) != 1:
+        return None
+    image, layout = sample_grid(rows, f"{dataset}: {protocol}, images as scored")
+    for tile in layout["tiles"]:
+        tile["source"] = sources[tile["row"]]
+    caption = (f"{dataset}: the first {N_COLUMNS} images of '{protocol}' each model scored "
+               f"(its first seed), the stored 8-bit pixels (samples/{protocol}.npz)")
+    return image, layout, caption
+
+
+def sample_figures(state: dict[str, Any], out: Path, folder: Path) -> list[tuple[str, Path]]:
+    """One figure per dataset and scored protocol: each model's first strip of it where the
+    runs drew strips (:func:`_strip_figure`), else the first images each model's run scored
+    (:func:`_scored_figure`)."""
     made = []
     for dataset, by_model in first_runs(state, out).items():
         protocols = sorted({p.stem for run in by_model.values()
                             for p in (run / "samples").glob("*.npz")})
         for protocol in protocols:
-            rows, sources = [], []
-            for model, run in by_model.items():
-                path = run / "samples" / f"{protocol}.npz"
-                if path.is_file():
-                    with np.load(path, allow_pickle=False) as npz:
-                        rows.append((model, npz["images"][:N_COLUMNS]))
-                    sources.append(str(path.relative_to(out)))
-            if not rows or len({r[1].shape[1:] for r in rows}) != 1:
+            figure = _strip_figure(by_model, protocol, out, dataset) or \
+                _scored_figure(by_model, protocol, out, dataset)
+            if figure is None:
                 continue
-            image, layout = sample_grid(rows, f"{dataset}: {protocol}, images as scored")
+            image, layout, caption = figure
             name = f"{protocol}-{dataset}"
             with atomic_path(folder / f"{name}.png") as tmp:
                 image.save(tmp, format="PNG")
-            for tile in layout["tiles"]:
-                tile["source"] = sources[tile["row"]]
             atomic_write_json(folder / f"{name}.json", layout)
-            made.append((f"{dataset}: the first {N_COLUMNS} images of '{protocol}' each model "
-                         "scored (its first seed), the stored 8-bit pixels "
-                         f"(samples/{protocol}.npz)", folder / f"{name}.png"))
+            made.append((caption, folder / f"{name}.png"))
     return made
 
 

@@ -3,8 +3,9 @@ the baselines IRMAE, LoRAE, RAE and WAE.
 
 Registered through the public ``register_models`` hook with lazy ``"module:attr"`` factories,
 exactly as a third-party plugin would: importing this module does not import torch, so
-listing plugins stays fast. The models live in :mod:`.models`, the networks in
-:mod:`.networks`, the SVD bottleneck in :mod:`.svd`.
+listing plugins stays fast. The paper's models and the table of all of them live in
+:mod:`.models`, the baselines in :mod:`.baselines`, what both build on in :mod:`.base`, the
+networks in :mod:`.networks`, the SVD bottleneck in :mod:`.svd`.
 """
 
 from __future__ import annotations

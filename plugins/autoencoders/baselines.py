@@ -45,8 +45,7 @@ from torch import nn
 
 from harness import DatasetInfo, StepContext, api
 
-from . import models as _models
-from .models import AEConfig, ModelConfigError, _Autoencoder, relative_error
+from .base import AEConfig, ModelConfigError, _Autoencoder, relative_error
 
 REC_LOSSES = ("relative", "squared")
 RAE_REGS = ("l2", "gp")
@@ -311,9 +310,6 @@ class WAE(_Baseline):
         weight = float(self.config.reg_weight)
         return {"total": rec + weight * mmd if weight else rec, "rec": rec, "mmd": mmd}
 
-
-# the plugin's one table of models names these classes as "baselines:<class>"
-_models.MODELS.update({cls.name: cls for cls in (IRMAE, LoRAE, RAE, WAE)})
 
 __all__ = [
     "IRMAE", "LoRAE", "RAE", "WAE", "IRMAEConfig", "LoRAEConfig", "RAEConfig", "WAEConfig",

@@ -1,6 +1,8 @@
 """The seven models of the paper (docs/maths.md): ``ae``, ``vae``, ``rrae``, ``vrrae``,
-``rrae-vae``, ``vae-identity`` and ``vrrae-nokl``, and (re-exported from :mod:`.baselines`)
-the four baselines ``irmae``, ``lorae``, ``rae`` and ``wae`` (docs/models.md).
+``rrae-vae``, ``vae-identity`` and ``vrrae-nokl``; and the plugin's table of all its models
+(:data:`MODELS`, with the four baselines ``irmae``, ``lorae``, ``rae`` and ``wae`` of
+:mod:`.baselines`, docs/models.md) and :func:`load_pretrained`, which loads any of them. What
+every model shares (the config base, the reconstruction error, save/load) is in :mod:`.base`.
 
 Each is a ``torch.nn.Module`` following :class:`harness.api.GenerativeModel`. Two families:
 
@@ -20,72 +22,28 @@ process all of these are identities.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
-from harness import ConfigError, DatasetInfo, StepContext, api
+from harness import DatasetInfo, StepContext, api
 
 from . import MODELS as _TABLE
-from .networks import build_networks, resolve_arch
+from . import baselines
+from .base import AEConfig, ModelConfigError, _Autoencoder, relative_error
 from .svd import METHODS, TruncatedSVD, basis_from_gram, truncated_svd
-
-
-class ModelConfigError(ConfigError, ValueError):
-    """A bad ``model`` section. Both a :class:`harness.ConfigError` (the CLI prints it
-    without a traceback) and a ``ValueError`` (what Python callers expect)."""
 
 
 # ----------------------------------------------------------------------------------- configs
 @dataclass
-class AEConfig:
-    """The ``model`` section of ``ae``. ``k``: the bottleneck (the latent size for ae/vae)."""
-
-    k: int = 2
-    arch: str = "auto"  # conv | mlp | auto (mlp for vector-like data: H == 1 or W == 1)
-    hidden: int = 256  # width of the MLP variant's hidden layers
-    enc_channels: list[int] = field(default_factory=lambda: [32, 64])
-    dec_channels: list[int] = field(default_factory=lambda: [32, 256, 128, 32, 8])
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Refuse impossible values, naming the key. Runs once, when the config is built
-        (``__post_init__``), whoever builds it: the host from a run's ``model`` section, or
-        Python code."""
-        if self.k < 1:
-            raise ModelConfigError(f"model.k must be >= 1, got {self.k}")
-        try:
-            resolve_arch(self.arch, (1, 2, 2))
-        except ValueError as exc:
-            raise ModelConfigError(str(exc)) from None
-        if self.hidden < 1:
-            raise ModelConfigError(f"model.hidden must be >= 1, got {self.hidden}")
-        if not self.enc_channels or min(self.enc_channels) < 1:
-            raise ModelConfigError(f"model.enc_channels must be positive, got {self.enc_channels}")
-        if len(self.dec_channels) < 2 or min(self.dec_channels) < 1:
-            raise ModelConfigError(
-                "model.dec_channels needs >= 2 positive entries (reshape channels, then one per "
-                f"upsampling), got {self.dec_channels}"
-            )
-        beta = getattr(self, "beta", 0.0)
-        if beta < 0:
-            raise ModelConfigError(f"model.beta must be >= 0, got {beta}")
-        reduction = getattr(self, "kl_reduction", "sum")
-        if reduction not in KL_REDUCTIONS:
-            raise ModelConfigError(f"model.kl_reduction must be one of {', '.join(KL_REDUCTIONS)}"
-                                   f" (sum: the paper's; mean: per sample), got {reduction!r}")
-
-
-@dataclass
 class VAEConfig(AEConfig):
     """``vae`` / ``vae-identity``: ``beta`` scales the KL term, ``kl_reduction`` says over
-    what (``KL_REDUCTIONS``)."""
+    what (:data:`.base.KL_REDUCTIONS`)."""
 
     beta: float = 1e-3
     kl_reduction: str = "sum"
@@ -118,7 +76,7 @@ class RRAEConfig(AEConfig):
 @dataclass
 class VRRAEConfig(RRAEConfig):
     """``vrrae`` / ``rrae-vae``: ``beta`` scales the KL term, ``kl_reduction`` says over
-    what (``KL_REDUCTIONS``)."""
+    what (:data:`.base.KL_REDUCTIONS`)."""
 
     beta: float = 1e-3
     kl_reduction: str = "sum"
@@ -140,15 +98,6 @@ class VRRAENoKLConfig(RRAEConfig):
 
 
 # ----------------------------------------------------------------------------- shared parts
-def relative_error(x_hat: torch.Tensor, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-    """``100 * ||X_hat - X||_F / ||X||_F`` over the *global* batch (rec, in percent: docs/maths.md).
-
-    The two squared norms are summed over processes; only the error needs gradients.
-    """
-    err = ctx.all_reduce_sum((x_hat - x).pow(2).sum())
-    ref = api.all_reduce_sum(x.detach().pow(2).sum())
-    return 100.0 * torch.sqrt(err / ref)
-
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``sum -0.5 * (1 + logvar - mu^2 - exp(logvar))`` over every entry (summed over the
@@ -156,10 +105,6 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.sum(1.0 + logvar - mu.pow(2) - logvar.exp())
 
 
-#: how the KL enters the loss. ``sum``: summed over the global batch (the paper's): the
-#: reconstruction term is a batch ratio, so the effective β grows with the batch size B.
-#: ``mean``: divided by B, so β means the same at any batch size (β_mean = B β_sum).
-KL_REDUCTIONS = ("sum", "mean")
 
 
 def _losses(rec: torch.Tensor, kl: torch.Tensor | None, beta: float,
@@ -172,149 +117,6 @@ def _losses(rec: torch.Tensor, kl: torch.Tensor | None, beta: float,
     if kl is not None:
         out["kl"] = kl
     return out
-
-
-class _Autoencoder(nn.Module):
-    """What every model of the family shares: config, networks, rec, save/load."""
-
-    name: ClassVar[str]
-    Config: ClassVar[type] = AEConfig
-    variational: ClassVar[bool] = False
-
-    def __init__(self, config: Any, info: DatasetInfo) -> None:
-        super().__init__()
-        self.config = config
-        self.info = info
-        self.encoder, self.decoder = build_networks(
-            config.arch,
-            info.shape,
-            self._latent_size(),
-            hidden=config.hidden,
-            enc_channels=config.enc_channels,
-            dec_channels=config.dec_channels,
-        )
-
-    def _latent_size(self) -> int:
-        return int(self.config.k)
-
-    @classmethod
-    def preset(cls, dataset: str) -> tuple[str, dict[str, dict[str, Any]]] | None:
-        """The paper's configuration for ``dataset`` (:mod:`.presets`): ``(name, sections)``,
-        or None for a dataset the paper does not train on. The host applies it below
-        ``--config`` and ``--set``."""
-        from .presets import PRESETS
-
-        found = PRESETS.get(dataset)
-        if found is None:
-            return None
-        return found.qualified_name, found.sections(issubclass(cls.Config, RRAEConfig))
-
-    @classmethod
-    def from_config(cls, config: Any, info: DatasetInfo) -> _Autoencoder:
-        """Build the model for a dataset described by ``info`` (only ``info.shape`` is used)."""
-        if not isinstance(config, cls.Config):
-            raise TypeError(f"{cls.__name__} expects a {cls.Config.__name__}, got {config!r}")
-        return cls(config, info)
-
-    # ------------------------------------------------------------------ scripting names
-    @property
-    def k(self) -> int:
-        """The bottleneck: the size of the codes."""
-        return int(self.config.k)
-
-    @property
-    def latent_dim(self) -> int:
-        """The encoder output size: L for the rrae family, k for ae/vae."""
-        return self._latent_size()
-
-    @property
-    def beta(self) -> float:
-        """The KL weight (0 for models without a KL term)."""
-        return float(getattr(self.config, "beta", 0.0))
-
-    def _kl_per(self, n_global: Any) -> Any:
-        """What the summed KL is divided by: 1 (``kl_reduction = "sum"``) or the global batch
-        size (``"mean"``)."""
-        return n_global if getattr(self.config, "kl_reduction", "sum") == "mean" else 1.0
-
-    @property
-    def has_prior(self) -> bool:
-        """Whether training pulls the codes towards N(0, I), so that decoding prior draws
-        makes sense (the random-generation protocol's ``prior`` sampler): the variational
-        models with a non-zero KL weight (and ``wae``). Deterministic models have none."""
-        return self.variational and self.beta > 0
-
-    @property
-    def bottleneck_dim(self) -> int:
-        return self.k
-
-    @property
-    def min_batch_size(self) -> int:
-        return 1
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    # ------------------------------------------------------------------------ evaluation
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Deterministic reconstruction; by construction ``decode(encode(x))``."""
-        return self.decode(self.encode(x))
-
-    def calibrate(self, batches: Iterable[torch.Tensor], ctx: StepContext | None = None) -> None:
-        """Nothing to calibrate for ae/vae models."""
-
-    # ----------------------------------------------------------------------- save / load
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write the model into directory ``path`` in the host's model format
-        (:func:`harness.api.save_model`: ``model.safetensors`` with the parameters and
-        buffers, e.g. the inference basis, and ``model_config.json``). No pickle: both files
-        are safe to load from an untrusted source. A run directory holds the same files."""
-        return Path(api.save_model(path, self, name=self.name, config=self.config,
-                                   info=self.info))
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | Path,
-        map_location: str | torch.device = "cpu",
-        info: DatasetInfo | None = None,
-    ) -> Any:
-        """Rebuild a model written by :meth:`save_pretrained` (or a run directory). Called on
-        the base class (or through :func:`load_pretrained`) it picks the class from the saved
-        model name; called on a specific class, it refuses a directory holding another model.
-        ``info`` is needed only when ``model_config.json`` does not record the data shape
-        (files written by other tools with just ``model`` and ``config``)."""
-        path = Path(path)
-        doc, state = api.read_model_files(path, device=str(map_location))
-        name = doc.get("model")
-        target = MODELS.get(name) if isinstance(name, str) else None
-        if target is None:
-            raise ValueError(f"{path}: unknown model {name!r}; known: {sorted(MODELS)}")
-        if cls is not _Autoencoder and target is not cls:
-            raise ValueError(f"{path} holds a '{name}' model, not a '{cls.name}' model")
-        # the host's own conversion and checks, as for a run's [model] section
-        config = api.build_config(target.Config, doc["config"], "model", owner=f"model '{name}'")
-        if info is None:
-            raw = doc.get("info")
-            if raw is None:
-                raise ValueError(
-                    f"{path} does not record the data shape ('info' in model_config.json); "
-                    "pass info=DatasetInfo(name, (C, H, W)) of the dataset the model was "
-                    "trained on"
-                )
-            info = DatasetInfo(
-                name=raw["name"], shape=tuple(raw["shape"]), num_classes=raw.get("num_classes")
-            )
-        model = target.from_config(config, info)
-        model.load_state_dict(state)
-        return model.to(map_location)
-
-
-def load_pretrained(
-    path: str | Path, map_location: str | torch.device = "cpu", info: DatasetInfo | None = None
-) -> Any:
-    """Load any model of this plugin saved with ``save_pretrained`` (see ``from_pretrained``)."""
-    return _Autoencoder.from_pretrained(path, map_location, info)
 
 
 # ------------------------------------------------------------------------------ ae / vae
@@ -542,13 +344,28 @@ class VRRAENoKL(RRAE):
     variational = True
 
 
-#: name -> class, from the plugin's one table of models (``harness_plugins.autoencoders``); the
-#: baselines' module adds its four when it is imported, which the line below makes sure of
-#: whichever of the two modules is imported first
+#: the modules the plugin's table of models names (``"Class"``: this one, ``"baselines:Class"``)
+_MODULES = {"": sys.modules[__name__], "baselines": baselines}
+#: name -> class, from the plugin's one table of models (``harness_plugins.autoencoders``)
 MODELS: dict[str, type[_Autoencoder]] = {
-    name: globals()[attr] for name, attr, _ in _TABLE if ":" not in attr}
+    name: getattr(_MODULES[attr.rpartition(":")[0]], attr.rpartition(":")[2])
+    for name, attr, _ in _TABLE}
 
-from . import baselines as _baselines  # noqa: E402, F401
+
+def load_pretrained(
+    path: str | Path, map_location: str | torch.device = "cpu", info: DatasetInfo | None = None
+) -> Any:
+    """Load any model of this plugin saved with ``save_pretrained``: the class its
+    ``model_config.json`` names (:data:`MODELS`), built as
+    :meth:`~harness_plugins.autoencoders.base._Autoencoder.from_files` says."""
+    path = Path(path)
+    doc, state = api.read_model_files(path, device=str(map_location))
+    name = doc.get("model")
+    target = MODELS.get(name) if isinstance(name, str) else None
+    if target is None:
+        raise ValueError(f"{path}: unknown model {name!r}; known: {sorted(MODELS)}")
+    return target.from_files(path, doc, state, map_location, info)
+
 
 __all__ = [
     "AE",

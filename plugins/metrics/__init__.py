@@ -4,9 +4,20 @@ the same features, the Gaussian-fit error and the training-centre count of the s
 bumps, and the posterior-collapse diagnostic; plus the ``harness extractor train`` command.
 
 Registered through the same ``register_metrics`` hook a third-party plugin uses, with lazy
-``"module:attr"`` factories: importing this module does not import torch. Every factory is a
-class with a ``Config`` dataclass of its options (``eval.<metric-name>.<key>``), called as
-``factory(config, progress=bool)``; see :mod:`harness_plugins.metrics.fid` for the contract.
+``"module:attr"`` factories: importing this module does not import torch.
+
+**The metric contract** (every module of this plugin follows it): the registered factory is a
+class with a ``Config`` dataclass holding the metric's own options (defaults = the paper's
+protocol). The host builds ``Config`` from the ``eval.<metric-name>`` section and calls
+``factory(config, progress=bool)``. The object has ``name``, ``higher_is_better``,
+``inputs`` (the protocol kinds it scores: ``("samples",)``, so every protocol producing
+samples, built-in or third-party), ``applies(info)``, ``why_not(info)`` (why it does not
+apply), ``__call__(images, reference, info, *, device=None) -> dict``, ``stamp() -> dict``
+(everything that defines the number: metric version, extractor name, weights sha256,
+extractor accuracy, reference size and dataset identity; identical on any machine, cold or
+warm cache) and ``details() -> dict`` (provenance: cache hit or miss, file paths, timings).
+The feature metrics share their extractors, options and reference cache through
+:mod:`.features`.
 """
 
 from __future__ import annotations

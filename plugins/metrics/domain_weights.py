@@ -17,16 +17,19 @@ dataset, on every machine, is scored by the same weights without training anythi
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness import api
 from harness.api import DatasetInfo
 from harness.errors import HarnessError
 
-from .extractor import sha256_of, tensors_sha256
+from .domain import DomainClassifier, head_fingerprint, train_weights
+from .extractor import sha256_of, tensors_sha256, write_safetensors_atomic
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 #: threads the reproducible training uses: float reductions split over threads round
@@ -47,8 +50,6 @@ REPRODUCIBLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
 
 def reproducible_env_set() -> bool:
     """True in a process started with :data:`REPRODUCIBLE_ENV`."""
-    import os
-
     return all(os.environ.get(k) == v for k, v in REPRODUCIBLE_ENV.items())
 REQUIRED_META = ("num_classes", "accuracy", "n_fit", "n_holdout", "recipe_version")
 
@@ -117,8 +118,6 @@ def inspect_weights(path: str | Path, shape: tuple[int, ...] | list[int] | None 
 def _recipe_shapes(channels: int, num_classes: int) -> dict[str, list[int]]:
     """Each tensor's shape in the recipe's network for these channels and classes (built on
     the meta device: no memory is used)."""
-    from .domain import DomainClassifier
-
     with torch.device("meta"):
         net = DomainClassifier(channels, num_classes)
     return {k: list(v.shape) for k, v in net.state_dict().items()}
@@ -142,8 +141,6 @@ def read_weights(path: str | Path, info: DatasetInfo | None = None
 
 def shipped_weights(train: Any, info: DatasetInfo) -> Path | None:
     """The shipped weights file trained on this dataset, or None."""
-    from .domain import head_fingerprint
-
     path = SHIPPED_DIR / f"{info.name}.safetensors"
     if not path.is_file():
         return None
@@ -161,11 +158,6 @@ def write_weights(train: Any, info: DatasetInfo, out: Path, *, progress: bool = 
                   device: Any = None) -> dict[str, Any]:  # fmt: skip
     """Train the recipe on ``train`` (one thread, seed 0: reproducible bit for bit on one
     machine and torch version), write ``out`` and its card atomically; returns the card."""
-    from harness import api
-
-    from .domain import train_weights
-    from .extractor import write_safetensors_atomic
-
     threads = torch.get_num_threads()
     start = time.perf_counter()
     torch.set_num_threads(TRAIN_THREADS)

@@ -1,7 +1,8 @@
 """Metric ``kid``: Kernel Inception Distance (Binkowski et al. 2018), unbiased at small N.
 
-Follows the metric contract of :mod:`.fid` (``Config`` dataclass, ``factory(config,
-progress=...)``, ``stamp()`` = what defines the number, ``details()`` = provenance).
+Follows the metric contract of :mod:`harness_plugins.metrics` (``Config`` dataclass,
+``factory(config, progress=...)``, ``stamp()`` = what defines the number, ``details()`` =
+provenance).
 
 Semantics are those of torchmetrics' ``KernelInceptionDistance`` (checked against it in
 tests/test_metrics_crosscheck.py): features of the reference and of the generated images from
@@ -16,7 +17,7 @@ number (recorded in the stamp) instead of an error.
 
 Reference features (all training images, or ``n_reference`` of them drawn with seed 0) come
 from the one reference cache the feature metrics share
-(:meth:`.fid.FeatureMetric.reference_features`): ``fid``, ``kid`` and the nearest-neighbour
+(:meth:`.features.FeatureMetric.reference_features`): ``fid``, ``kid`` and the nearest-neighbour
 metrics on the same dataset and extractor extract them once.
 """
 
@@ -33,7 +34,7 @@ from torch.utils.data import Dataset
 from harness.api import DatasetInfo, ValueDisplay
 from harness.errors import HarnessError
 
-from .fid import FeatureMetric, FeatureOptions
+from .features import FeatureMetric, FeatureOptions
 
 KID_VERSION = 1
 
@@ -206,10 +207,6 @@ class KID(FeatureMetric):
         "kid_std": ValueDisplay("KID spread over subsets", "", None),
     }
     version = KID_VERSION
-
-    def __init__(self, config: Any = None, *, progress: bool = False,
-                 extractor: Any = None) -> None:  # fmt: skip
-        super().__init__(config if config is not None else self.Config(), progress, extractor)
 
     def __call__(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo, *,
                  device: Any = None) -> dict[str, float]:  # fmt: skip

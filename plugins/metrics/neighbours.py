@@ -55,7 +55,7 @@ from torch.utils.data import Dataset, Subset
 from harness.api import DatasetInfo, ValueDisplay
 from harness.errors import HarnessError
 
-from .fid import FeatureMetric, FeatureOptions, image_batches, subset_indices
+from .features import FeatureMetric, FeatureOptions, image_batches, subset_indices
 
 NEIGHBOURS_VERSION = 2  # 2: exact distances at every decision, memorised = not authentic
 CHUNK = 2048
@@ -267,10 +267,6 @@ class NeighbourMetric(FeatureMetric):
     higher_is_better = True
     version = NEIGHBOURS_VERSION
     inputs = ("samples",)  # every sample-producing protocol, third-party ones included
-
-    def __init__(self, config: Any = None, *, progress: bool = False,
-                 extractor: Any = None) -> None:  # fmt: skip
-        super().__init__(config if config is not None else self.Config(), progress, extractor)
 
     def _both(self, images: torch.Tensor, reference: Dataset, info: DatasetInfo,
               device: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:  # fmt: skip

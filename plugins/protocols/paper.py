@@ -15,7 +15,8 @@
   for models with a prior only (``model.has_prior``), refused before training otherwise.
 * **interpolation** — ``n_pairs`` seeded random pairs of distinct training images, linear
   interpolation of their codes at ``t = i / (n_interp + 1)``, ``i = 1..n_interp`` (interior
-  points only, endpoints excluded), decode.
+  points only, endpoints excluded), decode; the metrics score these. Its picture is one
+  strip per pair: input A, D(E(A)), the interior points, D(E(B)), input B.
 
 Each protocol's ``Config`` is its ``eval.<name>`` section; its ``stamp`` holds everything
 that defines its numbers, so two numbers are comparable exactly when their stamps agree.
@@ -434,23 +435,38 @@ class Interpolation:
         za, zb = codes[: cfg.n_pairs], codes[cfg.n_pairs :]
         images = ctx.decode(interpolate_codes(za, zb, cfg.n_interp))
         ctx.log(f"interpolation: {images.shape[0]} images")
-        # the preview: one strip per pair, framed by the pair's two input images (figure 4)
-        rows = min(cfg.n_pairs, max(1, N_PREVIEW // (cfg.n_interp + 2)))
-        ends = ctx.images(train, torch.cat([a[:rows], b[:rows]]).tolist()).to(images)
-        strips = images[: rows * cfg.n_interp].reshape(rows, cfg.n_interp, *images.shape[1:])
-        preview = torch.cat([ends[:rows, None], strips, ends[rows:, None]], dim=1).flatten(0, 1)
-        n = cfg.n_interp + 1
-        labels = GridLabels(
-            title="Interpolation: decoded codes between two training images (framed)",
-            col_labels=["start", *[f"t={i}/{n}" for i in range(1, n)], "end"],
-            row_labels=[f"pair {r + 1}" for r in range(rows)], marked_cols=[0, n])
+        preview, labels = self.strips(ctx, train, (a, b), (za, zb), images)
         return ProtocolOutput(
-            data=images, preview=preview, preview_nrow=cfg.n_interp + 2, preview_labels=labels,
+            data=images, preview=preview, preview_nrow=cfg.n_interp + 4, preview_labels=labels,
             stamp={
                 "n_pairs": cfg.n_pairs, "n_interp": cfg.n_interp,
                 "t": "i/(n_interp+1), i=1..n_interp (interior points)",
                 "pairs": "seeded random pairs of distinct training images",
                 "reference": cfg.reference})
+
+    def strips(self, ctx: EvalContext, train: Any, pairs: tuple[torch.Tensor, torch.Tensor],
+               codes: tuple[torch.Tensor, torch.Tensor],
+               images: torch.Tensor) -> tuple[torch.Tensor, GridLabels]:  # fmt: skip
+        """One strip per pair, from one input to the other (the paper's figure 4): input A,
+        its decoding D(E(A)), the decoded interior points, D(E(B)), input B. The decoded
+        endpoints show what of each input the model keeps, so the interpolants are judged
+        against them, not against the inputs; the inputs are framed."""
+        cfg = self.config
+        rows = min(cfg.n_pairs, max(1, N_PREVIEW // (cfg.n_interp + 4)))
+        (a, b), (za, zb) = pairs, codes
+        inputs = ctx.images(train, torch.cat([a[:rows], b[:rows]]).tolist()).to(images)
+        decoded = ctx.decode(torch.cat([za[:rows], zb[:rows]])).to(images)
+        inner = images[: rows * cfg.n_interp].reshape(rows, cfg.n_interp, *images.shape[1:])
+        preview = torch.cat([inputs[:rows, None], decoded[:rows, None], inner,
+                             decoded[rows:, None], inputs[rows:, None]], dim=1).flatten(0, 1)
+        n = cfg.n_interp + 1
+        labels = GridLabels(
+            title=f"Interpolation: input A, D(E(A)), decoded codes at t = i/{n}, D(E(B)), "
+                  "input B",
+            col_labels=["input A", "D(E(A))", *[f"t={i}/{n}" for i in range(1, n)], "D(E(B))",
+                        "input B"],
+            row_labels=[f"pair {r + 1}" for r in range(rows)], marked_cols=[0, n + 2])
+        return preview, labels
 
 
 # ------------------------------------------- the RAE paper's side-by-side view (Table 1)
