@@ -23,7 +23,7 @@ FAST_MODULES = frozenset({
     "test_benchmark_figures.py", "test_bumps_standardisation.py", "test_config.py",
     "test_code_shape.py", "test_data.py", "test_dataset_limits.py", "test_datasets.py", "test_datasets_files.py",
     "test_datasets_idx.py", "test_dependencies.py", "test_display.py", "test_executors.py",
-    "test_figures.py", "test_host_hooks.py", "test_import_cycles.py", "test_presets.py",
+    "test_figures.py", "test_host_hooks.py", "test_import_cycles.py", "test_import_floors.py", "test_presets.py",
     "test_protocols.py", "test_public_api.py", "test_renamed_components.py", "test_report_html.py",
     "test_rundir_layout.py", "test_runs_report.py", "test_steplog.py", "test_svd.py",
     "test_toxfile.py",

@@ -13,6 +13,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from import_graph import cycles, import_graph
 
 import harness
 
@@ -35,50 +36,6 @@ FLOORS: list[set[str]] = [
 ]
 
 
-def module_name(path: Path, root: Path) -> str:
-    """``harness.rundir.atomic`` for ``harness/rundir/atomic.py`` (a package for its
-    ``__init__.py``)."""
-    parts = path.relative_to(root.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imported_modules(path: Path, root: Path) -> set[str]:
-    """The modules of ``root``'s package that ``path`` imports, anywhere in it (the top, a
-    function, a ``TYPE_CHECKING`` block), relative imports resolved; ``from pkg import name``
-    counts as ``pkg.name`` where that is a module, else as ``pkg``."""
-    here = module_name(path, root)
-    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                up = package.split(".")
-                up = up[: len(up) - (node.level - 1)]
-                base = ".".join([*up, base] if base else up)
-            targets = [f"{base}.{alias.name}" if _is_module(root, [*base.split("."), alias.name])
-                       else base for alias in node.names]
-        else:
-            continue
-        for target in targets:
-            if target.split(".")[0] != root.name:
-                continue
-            parts = target.split(".")
-            while parts and not _is_module(root, parts):
-                parts.pop()
-            if parts:
-                found.add(".".join(parts))
-    found.discard(here)
-    return found
-
-
-def _is_module(root: Path, parts: list[str]) -> bool:
-    where = root.parent.joinpath(*parts)
-    return where.with_suffix(".py").is_file() or (where / "__init__.py").is_file()
-
-
 def unit_of(module: str) -> str:
     """The floor unit of a module: its subpackage directly under the root, or the top-level
     module itself."""
@@ -88,9 +45,8 @@ def unit_of(module: str) -> str:
 def unit_graph(root: Path) -> dict[str, dict[str, list[str]]]:
     """unit -> imported unit -> the ``module -> module`` imports behind that edge."""
     graph: dict[str, dict[str, list[str]]] = {}
-    for path in sorted(root.rglob("*.py")):
-        source = module_name(path, root)
-        for target in sorted(imported_modules(path, root)):
+    for source, targets in sorted(import_graph(root, root.name).items()):
+        for target in sorted(targets):
             a, b = unit_of(source), unit_of(target)
             if a != b:
                 graph.setdefault(a, {}).setdefault(b, []).append(f"{source} -> {target}")
@@ -102,25 +58,8 @@ def two_way_ties(graph: dict[str, dict[str, list[str]]]) -> list[str]:
             for a in sorted(graph) for b in sorted(graph[a]) if a < b and a in graph.get(b, {})]
 
 
-def cycles(graph: dict[str, dict[str, list[str]]]) -> list[list[str]]:
-    """Every elementary cycle's nodes, found by depth-first search from each node (small
-    graphs: the host has a dozen units, a plugin package a few dozen modules)."""
-    found: list[list[str]] = []
-    seen: set[tuple[str, ...]] = set()
-
-    def visit(node: str, path: list[str]) -> None:
-        for nxt in sorted(graph.get(node, {})):
-            if nxt == path[0]:
-                key = tuple(sorted(path))
-                if key not in seen:
-                    seen.add(key)
-                    found.append([*path, nxt])
-            elif nxt not in path and nxt > path[0]:
-                visit(nxt, [*path, nxt])
-
-    for start in sorted(graph):
-        visit(start, [start])
-    return found
+def unit_cycles(graph: dict[str, dict[str, list[str]]]) -> list[list[str]]:
+    return cycles({a: set(targets) for a, targets in graph.items()})
 
 
 def upward_imports(graph: dict[str, dict[str, list[str]]]) -> list[str]:
@@ -139,27 +78,24 @@ def upward_imports(graph: dict[str, dict[str, list[str]]]) -> list[str]:
 def test_no_two_floors_of_the_host_import_each_other() -> None:
     graph = unit_graph(ROOT)
     assert two_way_ties(graph) == []
-    assert cycles(graph) == []
+    assert unit_cycles(graph) == []
     assert upward_imports(graph) == []
 
 
 def test_every_floor_is_named() -> None:
     """A new subpackage or top-level module must be given its floor."""
-    units = {unit_of(module_name(p, ROOT)) for p in ROOT.rglob("*.py")}
+    units = {unit_of(module) for module in import_graph(ROOT, ROOT.name)}
     named = set().union(*FLOORS)
     assert units - named == set()
     assert named - units == set()  # no stale floor either
 
 
 def test_no_module_of_the_host_has_an_import_circle() -> None:
-    """Inside a floor too, modules import each other one way only."""
-    graph: dict[str, dict[str, list[str]]] = {}
-    for path in ROOT.rglob("*.py"):
-        source = module_name(path, ROOT)
-        for target in imported_modules(path, ROOT):
-            if not path.name == "__init__.py" and target != unit_of(target):
-                graph.setdefault(source, {})[target] = [f"{source} -> {target}"]
-    assert cycles(graph) == []
+    """Inside a floor too, modules import each other one way only (a package's
+    ``__init__`` aside: importing ``harness.x.y`` runs ``harness.x`` first, not an import
+    of it)."""
+    graph = import_graph(ROOT, ROOT.name)
+    assert cycles({m: {t for t in targets if t != unit_of(t)} for m, targets in graph.items()}) == []
 
 
 def test_the_host_never_reaches_a_service_through_the_api() -> None:
@@ -204,7 +140,7 @@ def test_the_check_catches_a_two_way_tie(tmp_path: Path, importer: str) -> None:
     })
     graph = unit_graph(root)
     assert [t.split(":")[0] for t in two_way_ties(graph)] == ["pkg.high <-> pkg.low"]
-    assert cycles(graph) == [["pkg.high", "pkg.low", "pkg.high"]]
+    assert unit_cycles(graph) == [["pkg.high", "pkg.low"]]
 
 
 def test_the_check_catches_a_longer_cycle_and_an_upward_import(tmp_path: Path) -> None:
@@ -216,5 +152,5 @@ def test_the_check_catches_a_longer_cycle_and_an_upward_import(tmp_path: Path) -
     })
     graph = unit_graph(root)
     assert two_way_ties(graph) == []
-    assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"]]
+    assert unit_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
     assert any("pkg.a -> pkg.b: a unit with no floor" in line for line in upward_imports(graph))
