@@ -438,12 +438,8 @@ def _add_plugin_commands() -> None:
     get_host().add_commands(cli)
 
 
-def _debug() -> bool:
-    return env_flag("HARNESS_DEBUG")
-
-
 def _fail(message: str, code: int) -> None:
-    if _debug():
+    if env_flag("HARNESS_DEBUG"):
         traceback.print_exc()
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
@@ -487,7 +483,7 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        if _debug():
+        if env_flag("HARNESS_DEBUG"):
             traceback.print_exc()
         exc.show()
         sys.exit(exc.exit_code)

@@ -7,8 +7,10 @@ streams, class-folder trees and CelebA's aligned-image release.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,31 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from harness_plugins.datasets import _common, celeba  # noqa: E402
-from harness_plugins.datasets.cifar10 import write_batch  # noqa: E402
-from harness_plugins.datasets.idx import write_idx  # noqa: E402
 from PIL import Image  # noqa: E402
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzip-compressed when the name ends in ``.gz``).
+    The real on-disk format, for fixtures (0x08: unsigned bytes)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    payload = header + array.tobytes()
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wb") as fh:
+            fh.write(payload)
+    else:
+        Path(path).write_bytes(payload)
+
+
+def write_batch(path: Path, images: np.ndarray, labels: list[int]) -> None:
+    """Write a CIFAR-10 python batch, the real format, for fixtures."""
+    payload = {b"batch_label": b"fixture", b"labels": list(labels),
+               b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
+               b"filenames": [f"{i}.png".encode() for i in range(len(images))]}
+    with open(path, "wb") as fh:
+        pickle.dump(payload, fh, protocol=2)
 
 
 @pytest.fixture(name="isolated")

@@ -229,7 +229,7 @@ def test_every_model_trains_and_evaluates_on_bumps(model: str, tmp_path: Path,
 @pytest.mark.parametrize("model", SEVEN)
 def test_every_model_trains_on_mnist_shaped_idx_files(model: str, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from harness_plugins.datasets.idx import write_idx
+    from datasets_fixtures import write_idx
 
     rng = np.random.default_rng(0)
     root = tmp_path / "mnist"

@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from datasets_fixtures import isolated_fixture, write_mnist_like  # noqa: E402, F401
+from datasets_fixtures import (  # noqa: E402, F401
+    isolated_fixture,
+    write_idx,  # noqa: E402
+    write_mnist_like,
+)
 from harness_plugins.datasets import _common, mnist  # noqa: E402
 from harness_plugins.datasets._common import DatasetTooLarge  # noqa: E402
-from harness_plugins.datasets.idx import write_idx  # noqa: E402
 
 from harness import HarnessError  # noqa: E402
 from harness.api import DataConfig  # noqa: E402

@@ -149,7 +149,7 @@ def test_digits_are_sklearns_scaled_and_split() -> None:
                                                                      dtype=torch.float32))
     assert splits.test[0][1] == int(ref.target[1500])
     assert splits.train.tensor().max().item() == 1.0
-    assert set(splits.test.label_tensor().tolist()) == set(range(10))
+    assert {int(v) for v in splits.test.labels} == set(range(10))
     assert digits.load(DataConfig(size=16)).info.shape == (1, 16, 16)
 
 

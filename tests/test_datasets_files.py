@@ -19,6 +19,7 @@ from datasets_fixtures import (  # noqa: E402, F401
     isolated_fixture,
     random_images,
     write_arrow_split,
+    write_batch,
     write_celeba,
     write_cifar_batches,
     write_class_folder,
@@ -54,7 +55,7 @@ def test_cifar_rows_are_red_then_green_then_blue(isolated) -> None:
     write_cifar_batches(folder, per_batch=1, n_test=1)
     row = np.zeros((1, 3072), dtype=np.uint8)
     row[0, :1024] = 255  # the first 1024 values are the red plane
-    cifar10.write_batch(folder / "test_batch", row.reshape(1, 3, 32, 32), [3])
+    write_batch(folder / "test_batch", row.reshape(1, 3, 32, 32), [3])
     image, label = cifar10.load(DataConfig(root=str(folder))).test[0]
     assert label == 3
     assert image[0].min().item() == 1.0 and image[1:].max().item() == 0.0
@@ -88,7 +89,7 @@ def test_cifar_truncated_or_malformed_batches_are_refused(isolated) -> None:
         pickle.dump({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}, fh, protocol=2)
     with pytest.raises(CorruptDataset, match="rows of 3072 values"):
         cifar10.load(DataConfig(root=str(folder)))
-    cifar10.write_batch(path, np.zeros((4, 3, 32, 32), np.uint8), [0, 1, 2])
+    write_batch(path, np.zeros((4, 3, 32, 32), np.uint8), [0, 1, 2])
     with pytest.raises(CorruptDataset, match="4 images but 3 labels"):
         cifar10.load(DataConfig(root=str(folder)))
 

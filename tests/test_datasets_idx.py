@@ -14,10 +14,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from datasets_fixtures import isolated_fixture, write_mnist_like  # noqa: E402, F401
+from datasets_fixtures import (  # noqa: E402, F401
+    isolated_fixture,
+    write_idx,  # noqa: E402
+    write_mnist_like,
+)
 from harness_plugins.datasets import _common, mnist  # noqa: E402
 from harness_plugins.datasets._common import CorruptDataset, DatasetNotFound  # noqa: E402
-from harness_plugins.datasets.idx import parse_idx, write_idx  # noqa: E402
+from harness_plugins.datasets.idx import parse_idx  # noqa: E402
 
 from harness.api import DataConfig  # noqa: E402
 
@@ -28,7 +32,7 @@ def assert_same(split, images: np.ndarray, labels: np.ndarray) -> None:  # type:
     assert len(split) == len(images)
     got = split.tensor()
     assert torch.allclose(got[:, 0], torch.from_numpy(images.astype(np.float32) / 255.0))
-    assert split.label_tensor().tolist() == labels.astype(int).tolist()
+    assert [int(v) for v in split.labels] == labels.astype(int).tolist()
 
 
 # -------------------------------------------------------------------------------- the format

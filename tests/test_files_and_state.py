@@ -271,8 +271,9 @@ def test_an_idx_bomb_is_refused_from_its_header_before_inflating(
 
 def test_an_idx_whose_header_lies_costs_at_most_what_it_declares(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from datasets_fixtures import write_idx
     from harness_plugins.datasets._common import CorruptDataset, DatasetTooLarge
-    from harness_plugins.datasets.idx import read_idx, read_idx_pair, write_idx
+    from harness_plugins.datasets.idx import read_idx, read_idx_pair
 
     liar = _gz_idx(tmp_path / "liar-idx1-ubyte.gz", (1000,), 32 << 20)
     exc, peak = _peak(lambda: read_idx(liar, 1))

@@ -84,7 +84,7 @@ def test_only_missing_carried_wheels_are_installed(gpu_run, tmp_path: Path) -> N
 
 
 def _tiny_fashion(root: Path) -> Path:
-    from harness_plugins.datasets.idx import write_idx
+    from datasets_fixtures import write_idx
 
     folder = root / "fashion-mnist"
     folder.mkdir(parents=True)

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.api import DataSplits, EvalContext
 from harness.configuration.run_config import EvalConfig
-from harness.errors import ComponentFault, HarnessError
+from harness.errors import ComponentFault, HarnessError, env_flag
 from harness.rundir.atomic import atomic_path, atomic_write_bytes
 from harness.rundir.schema import to_json
 
@@ -347,11 +347,6 @@ def _plugin_label(host: Host | None, kind: str, name: str) -> str:
     return f"{kind} '{name}' (plugin '{plugin}')"
 
 
-def _debug() -> bool:
-    return os.environ.get("HARNESS_DEBUG", "").strip().lower() not in {"", "0", "false", "no",
-                                                                      "off"}
-
-
 def _not_computed(label: str, exc: BaseException) -> str:
     """The record's error for a failed component, printed once per process as one line (with
     the traceback under ``HARNESS_DEBUG=1``)."""
@@ -363,7 +358,7 @@ def _not_computed(label: str, exc: BaseException) -> str:
         _WARNED.add(message)
         said = message if message.startswith("not computed") else f"not computed: {message}"
         print(f"warning: {label} {said}", file=sys.stderr)
-        if _debug() and not isinstance(exc, ComponentFault):
+        if env_flag("HARNESS_DEBUG") and not isinstance(exc, ComponentFault):
             traceback.print_exception(exc, file=sys.stderr)
     return message
 

@@ -203,10 +203,6 @@ class ArrayDataset(Dataset):
         selected = self.images if indices is None else self.images[indices]
         return self._to_tensor(selected)
 
-    def label_tensor(self) -> torch.Tensor:
-        """All labels as an int64 tensor (-1 where there is none)."""
-        return torch.from_numpy(np.asarray(self.labels, dtype=np.int64).copy())
-
     def head(self, n: int | None) -> ArrayDataset:
         """The first ``n`` items (all when ``n`` is None); a view, no copy."""
         if n is None:

@@ -117,15 +117,6 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels_array
 
 
-def write_batch(path: Path, images: np.ndarray, labels: list[int]) -> None:
-    """Write a CIFAR-10 python batch (for test fixtures in the real format)."""
-    payload = {b"batch_label": b"fixture", b"labels": list(labels),
-               b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
-               b"filenames": [f"{i}.png".encode() for i in range(len(images))]}
-    with open(path, "wb") as fh:
-        pickle.dump(payload, fh, protocol=2)
-
-
 def _has_batches(folder: Path) -> bool:
     return all((folder / f).is_file() for f in TRAIN_BATCHES + TEST_BATCHES)
 

@@ -128,18 +128,3 @@ def read_idx_pair(images_path: Path, labels_path: Path,
             f"{shape[0]}×{shape[1]}"
         )
     return images[:, None, :, :], labels.astype(np.int64)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file (gzip-compressed when the name ends in ``.gz``).
-    Used by tests to build fixtures in the real on-disk format."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, UBYTE, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape
-    )
-    payload = header + array.tobytes()
-    if str(path).endswith(".gz"):
-        with gzip.open(path, "wb") as fh:
-            fh.write(payload)
-    else:
-        Path(path).write_bytes(payload)
