@@ -188,6 +188,7 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     config = plan.config
     host = host_or_default(host)
     state = PartialState(cpu=trainer.cpu_launch())
+    trainer.check_mixed_precision(config.train.mixed_precision, state.device)
     # Every process must agree on the directory (a default name contains a timestamp).
     chosen = [str(out) if out else str(runs.default_run_dir(config))]
     if state.num_processes > 1:
