@@ -70,6 +70,9 @@ def test_a_sample_only_model_is_scored_and_the_rest_does_not_apply(example: Any,
     assert "not scored: gaussian-fit (does not apply to dataset 'digits')" in res.out + res.err
     sampler = {r["stamp"]["sampler"] for r in doc["results"]}
     assert sampler == {"the model's own sampler, model.sample(n, generator)"}
+    # the summary's title names the sampler that ran, not a GMM on codes it does not have
+    assert "Random generation (the model's own sampler)" in res.out + res.err
+    assert "GMM on the codes" not in res.out + res.err
     # said before the first step, and in the summary
     assert res.err.index("interpolation does not apply") < res.err.index("step ")
     assert "no number: does not apply: gauss has no encoder" in res.err + res.out

@@ -211,7 +211,7 @@ def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], state: dict[s
     """One results table per protocol (so each fits a page), headers in words with unit and
     direction (:func:`harness.evaluation.tables.header`), the raw key kept in :class:`Header`;
     the swept value of each model beside it."""
-    from harness.evaluation.display import protocol_title
+    from harness.evaluation.display import shared_title
 
     key, cell = _swept_column(state)
     models = sorted({(r["dataset"], r["model"]) for r in rows})
@@ -225,7 +225,9 @@ def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], state: dict[s
         body = [[d, m] + ([cell(d, m)] if key else [])
                 + [_cell(by.get((d, m, f"{protocol}/{mm}"))) for mm in metrics]
                 for d, m in models]
-        out.append((f"Results: {protocol_title(protocol, host)}",
+        stamps = {r["model"]: r.get("stamp_values") or {} for r in rows
+                  if r["protocol"] == protocol}
+        out.append((f"Results: {shared_title(protocol, host, stamps)}",
                     f"{note}; mean ± std (n runs) over seeds; ↑ higher is better, ↓ lower is "
                     "better", header, body))
     return out
