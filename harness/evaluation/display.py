@@ -97,12 +97,14 @@ def shared_title(name: str, host: Any, stamps: dict[str, dict[str, Any]]) -> str
     results): the title they share, else each title followed by its models, e.g.
     ``Random generation (GMM on the codes): ae, vae; Random generation (the model's own
     sampler): dcgan``."""
+    plain = protocol_title(name, host)
     by_title: dict[str, list[str]] = {}
     for model, stamp in stamps.items():
         by_title.setdefault(protocol_title(name, host, stamp), []).append(model)
     if len(by_title) <= 1:
-        return next(iter(by_title), protocol_title(name, host))
-    return "; ".join(f"{title}: {', '.join(models)}" for title, models in by_title.items())
+        return next(iter(by_title), plain)
+    ordered = sorted(by_title.items(), key=lambda item: item[0] != plain)  # the plain one first
+    return "; ".join(f"{title}: {', '.join(models)}" for title, models in ordered)
 
 
 def published_values(model: str, dataset: str,
