@@ -47,6 +47,50 @@ def values(doc: dict[str, Any], protocol: str) -> dict[str, Any]:
     return {r["metric"]: r["value"] for r in doc["results"] if r["protocol"] == protocol}
 
 
+# ------------------------------------------------------------------ the guide shows this code
+WALKTHROUGH = {"pyproject.toml": "**1. `pyproject.toml`",
+               "harness_generative_example/__init__.py":
+                   "**2. `harness_generative_example/__init__.py`",
+               "harness_generative_example/gauss.py": "**3. A sample-only model**",
+               "harness_generative_example/gan.py": "**4. A GAN**",
+               "harness_generative_example/protocol.py": "**5. A protocol of kind `samples`**"}
+
+
+@pytest.mark.parametrize("name", list(WALKTHROUGH))
+def test_the_plugin_guide_shows_each_file_of_the_example_whole(name: str) -> None:
+    """docs/plugins.md's walkthrough gives the files of tests/generative_plugin in full, so a
+    reader who copies its blocks has the package these tests run."""
+    import re
+
+    guide = (PLUGIN_DIR.parent.parent / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = guide[guide.index("### Your own plugin package, step by step"):]
+    block = re.search(r"```(?:toml|python)\n(.*?)```",
+                      section[section.index(WALKTHROUGH[name]):], re.DOTALL)
+    assert block is not None, f"no code block after {WALKTHROUGH[name]!r}"
+    assert block.group(1) == (PLUGIN_DIR / name).read_text(encoding="utf-8"), name
+
+
+def test_the_example_declares_its_entry_point_for_the_package_it_ships() -> None:
+    from harness.configuration.run_config import read_toml
+
+    project = read_toml(PLUGIN_DIR / "pyproject.toml", "pyproject", "the example plugin")
+    assert project["project"]["entry-points"]["harness"] == {
+        "generative-example": "harness_generative_example"}
+    assert project["tool"]["setuptools"]["packages"] == ["harness_generative_example"]
+
+
+def test_the_example_configs_refuse_bad_values_naming_the_key(example: Any) -> None:
+    from harness_generative_example.gan import TinyGANConfig
+    from harness_generative_example.gauss import GaussConfig
+
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.rank must be >= 1, got 0"):
+        GaussConfig(rank=0)
+    with pytest.raises(ConfigError, match="model.hidden must be >= 1, got -2"):
+        TinyGANConfig(hidden=-2)
+
+
 # ------------------------------------------------------------------- capabilities, contract
 def test_a_sample_only_model_is_scored_and_the_rest_does_not_apply(example: Any,
                                                                    tmp_path: Path) -> None:
