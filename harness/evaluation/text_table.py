@@ -175,7 +175,7 @@ def words_to_text(title: str, head: list[str], body: list[list[str]], notes: lis
     three lines), then its footnotes wrapped to ``width``."""
     widths = [max(len(h), *(len(r[j]) for r in body)) if j < n_labels
               else _header_width(h, [r[j] for r in body]) for j, h in enumerate(head)]
-    lines = [title, *_render(head, body, widths, n_labels)]
+    lines = [title, *_render(head, body, widths, n_labels), *([""] if notes else [])]
     for note in notes:
         lines += textwrap.wrap(note, width or len(note), subsequent_indent="    ")
     return "\n".join(lines) + "\n"
