@@ -151,3 +151,18 @@ def test_docs_show_the_committed_reports_table_as_it_is() -> None:
              if ln.strip().startswith(("| digits", "| dataset", "[1]", "[5]"))]
     report = (COMMITTED / "report.md").read_text().splitlines()
     assert len(shown) == 10 and all(line in report for line in shown), shown
+
+
+def test_a_report_json_from_before_it_kept_enough_is_left_alone(tmp_path: Path) -> None:
+    from harness.errors import HarnessError
+
+    out = tmp_path / "gf"
+    shutil.copytree(COMMITTED, out)
+    doc = json.loads((out / "report.json").read_text())
+    del doc["figures"], doc["threads"]
+    (out / "report.json").write_text(json.dumps(doc))
+    md = (out / "report.md").read_text()
+    with pytest.raises(HarnessError, match="written before reports kept threads, figures: the "
+                                           "report cannot be rebuilt whole"):
+        write_report(out, get_host())
+    assert (out / "report.md").read_text() == md

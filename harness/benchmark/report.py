@@ -69,6 +69,10 @@ def gather(state: dict[str, Any], out: Path, host: Any) -> Gathered:
     return Gathered(rows, _not_applicable(state, out), threads)
 
 
+#: what report.json keeps beside the rows so the report can be rebuilt without the runs
+STORED_KEYS = ("not_applicable", "threads", "figures")
+
+
 def _stored(state: dict[str, Any], out: Path) -> Gathered | None:
     """What ``report.json`` keeps, for a folder whose finished runs' folders are all gone;
     None while any is there, or with no report.json (then the runs' folders are read, and
@@ -88,6 +92,12 @@ def _stored(state: dict[str, Any], out: Path) -> Gathered | None:
         raise HarnessError(f"'{path}' is the report of {doc.get('suite')!r} at budget "
                            f"{doc.get('budget')!r}, not of this folder's benchmark; the run "
                            "folders are gone, so the report cannot be rebuilt")
+    lacking = [key for key in STORED_KEYS if key not in doc]
+    if lacking:
+        raise HarnessError(f"the run folders of '{out}' are gone and its report.json was "
+                           f"written before reports kept {', '.join(lacking)}: the report "
+                           "cannot be rebuilt whole, so it is left as it is (put the runs' "
+                           f"folders back under {out / 'runs'} to rebuild it from them)")
     figures = [(str(f["caption"]), out / str(f["file"])) for f in doc.get("figures", [])
                if (out / str(f["file"])).is_file()]
     return Gathered(list(doc.get("rows", [])),
