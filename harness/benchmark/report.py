@@ -453,13 +453,13 @@ def _view_cell(found: dict[Any, Any], pair: tuple[str, str], columns: list[str],
     def mark(text: str) -> str:
         return f"[{notes.setdefault(text, len(notes) + 1)}]"
 
-    column = columns[i]
-    row = found[(*pair, column)]
+    (dataset, model), column = pair, columns[i]
+    row = found[(dataset, model, column)]
     if row is None:
-        reason = why.get((*pair, column))
+        reason = why.get((dataset, model, column))
         return f"{NO_NUMBER} {mark(reason)}" if reason else "not measured"
-    later = next((c for c in columns[i + 1:] if found[(*pair, c)]
-                  and found[(*pair, c)]["stamp_values"] == row["stamp_values"]), None)
+    later = next((c for c in columns[i + 1:] if found[(dataset, model, c)]
+                  and found[(dataset, model, c)]["stamp_values"] == row["stamp_values"]), None)
     if later is not None:
         sampler = row["stamp_values"].get("sampler")
         how = f"; sampler: {sampler}" if sampler else ""
