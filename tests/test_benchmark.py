@@ -559,6 +559,25 @@ def test_report_describes_its_plan_not_every_record_of_the_folder(
     assert (out / "figures" / "loss-bumps.png").is_file()
 
 
+def test_a_report_re_renders_the_same_once_its_runs_are_gone(tiny_benchmark: Path,
+                                                            tmp_path: Path) -> None:
+    """A committed result keeps report.json and figures/, not runs/: rewriting the report
+    from them gives the same report (numbers, reasons, threads, figures and their captions)."""
+    from harness.benchmark.report import write_report
+    from harness.host.plugins import get_host
+
+    out = tmp_path / "bench"
+    shutil.copytree(tiny_benchmark, out, ignore=shutil.ignore_patterns(".harness.lock"))
+    write_report(out, get_host())  # this code's report, from the runs
+    md, doc = (out / "report.md").read_text(), json.loads((out / "report.json").read_text())
+    assert doc["figures"] and doc["threads"] and "![" in md
+    shutil.rmtree(out / "runs")
+    write_report(out, get_host())
+    assert (out / "report.md").read_text() == md
+    assert json.loads((out / "report.json").read_text()) == doc
+    assert (out / "figures" / "loss-bumps.png").is_file()  # kept, not drawn again
+
+
 def test_report_gives_each_runs_threads_and_flags_a_configuration_trained_on_several(
         tiny_benchmark: Path, tmp_path: Path) -> None:
     """A folder resumed with another --jobs holds seeds trained with other thread counts,

@@ -110,6 +110,46 @@ def test_fp16_uses_the_grad_scaler_and_checkpoints_it(tmp_path) -> None:  # type
     assert all(p.dtype == torch.float32 for p in result.model.parameters())  # master weights
 
 
+def test_fp16_trains_a_model_that_owns_its_step(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """dcgan's two updates a step each go through Accelerate's fp16 scaler: losses finite,
+    the scaler's state checkpointed, master weights float32 and moved, and a resume close to
+    the uninterrupted run (the scaler's state travels with the checkpoint)."""
+    from accelerate.state import AcceleratorState, GradientState
+    from harness_plugins.generative.dcgan import DCGAN, DCGANConfig
+
+    from harness.configuration.run_config import RunConfig, TrainConfig
+    from harness.rundir import checkpoints as ckpt
+    from harness.training.loop import seed_everything, train
+
+    splits = _splits()
+
+    def run(steps: int, name: str, resume: bool = False):  # type: ignore[no-untyped-def]
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        seed_everything(0)
+        model = DCGAN(DCGANConfig(z_dim=16, channels=32), splits.info)
+        cfg = RunConfig(model="dcgan", dataset="digits", seed=0,
+                        train=TrainConfig(steps=steps, batch_size=64, checkpoint_every=5,
+                                          log_every=1, lr=2e-4, mixed_precision="fp16"))
+        return train(model, splits, cfg, tmp_path / name, resume=resume)
+
+    seed_everything(0)
+    before = DCGAN(DCGANConfig(z_dim=16, channels=32), splits.info).state_dict()
+    full = run(10, "full")
+    records = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    parts = [r["loss"] for r in records if "loss" in r]
+    assert len(parts) == 10 and all(np.isfinite([p["d"], p["g"]]).all() for p in parts)
+    scaler = ckpt.load_extra(ckpt.latest_checkpoint(tmp_path / "full" / "checkpoints"))
+    assert scaler.get("scaler") and scaler["scaler"]["scale"] > 0
+    weights = full.model.state_dict()
+    assert all(t.dtype == torch.float32 for t in weights.values())
+    assert any(not torch.equal(weights[k].cpu(), before[k]) for k in before)
+    run(5, "cut")
+    resumed = run(10, "cut", resume=True)
+    for key, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, weights[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
 def test_bf16_trains_with_float32_weights(tmp_path) -> None:  # type: ignore[no-untyped-def]
     if not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")

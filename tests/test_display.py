@@ -47,6 +47,33 @@ def test_declared_names_units_and_directions(host) -> None:  # type: ignore[no-u
     assert display.protocol_title("random-generation", host).startswith("Random generation")
 
 
+OWN = {"sampler": "the model's own sampler, model.sample(n, generator)", "n_samples": 200}
+GMM = {"sampler": "sklearn.mixture.GaussianMixture(full)", "gmm_components": 10}
+
+
+def test_random_generation_is_titled_by_the_sampler_its_stamp_records(host) -> None:  # type: ignore[no-untyped-def]
+    title = display.protocol_title
+    assert title("random-generation", host, GMM) == "Random generation (GMM on the codes)"
+    assert title("random-generation", host, OWN) == "Random generation (the model's own sampler)"
+    assert title("prior-samples", host, OWN) == \
+        "Samples of the prior N(0, I) (the model's own sampler)"
+    assert title("random-generation", host, {}) == "Random generation (GMM on the codes)"
+    # a sample-only model's summary names its own sampler, its notes under the same title
+    doc = {"results": [_rec("random-generation", "fid", 18.4, "fid", stamp=OWN)],
+           "not_scored": [{"protocol": "random-generation", "metric": "gaussian-fit",
+                           "reason": "does not apply to dataset 'digits'"}]}
+    lines = display.summary_lines(doc, host)
+    assert [ln for ln in lines if not ln.startswith("    ")] == [
+        "  Random generation (the model's own sampler)"]
+    assert "GMM" not in "\n".join(lines)
+    # several models in one table: each title with its models
+    assert display.shared_title("random-generation", host, {"ae": GMM, "dcgan": OWN}) == (
+        "Random generation (GMM on the codes): ae; Random generation (the model's own "
+        "sampler): dcgan")
+    assert display.shared_title("random-generation", host, {"ae": GMM, "vae": GMM}) == \
+        "Random generation (GMM on the codes)"
+
+
 def test_a_component_that_declares_nothing_gets_its_key_and_recorded_direction() -> None:
     shown = display.describe(_rec("p", "score_percent", 1.0, "nobody", higher_is_better=True))
     assert (shown.name, shown.unit, shown.direction) == ("score_percent", "%",

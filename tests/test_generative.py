@@ -47,6 +47,50 @@ def values(doc: dict[str, Any], protocol: str) -> dict[str, Any]:
     return {r["metric"]: r["value"] for r in doc["results"] if r["protocol"] == protocol}
 
 
+# ------------------------------------------------------------------ the guide shows this code
+WALKTHROUGH = {"pyproject.toml": "**1. `pyproject.toml`",
+               "harness_generative_example/__init__.py":
+                   "**2. `harness_generative_example/__init__.py`",
+               "harness_generative_example/gauss.py": "**3. A sample-only model**",
+               "harness_generative_example/gan.py": "**4. A GAN**",
+               "harness_generative_example/protocol.py": "**5. A protocol of kind `samples`**"}
+
+
+@pytest.mark.parametrize("name", list(WALKTHROUGH))
+def test_the_plugin_guide_shows_each_file_of_the_example_whole(name: str) -> None:
+    """docs/plugins.md's walkthrough gives the files of tests/generative_plugin in full, so a
+    reader who copies its blocks has the package these tests run."""
+    import re
+
+    guide = (PLUGIN_DIR.parent.parent / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = guide[guide.index("### Your own plugin package, step by step"):]
+    block = re.search(r"```(?:toml|python)\n(.*?)```",
+                      section[section.index(WALKTHROUGH[name]):], re.DOTALL)
+    assert block is not None, f"no code block after {WALKTHROUGH[name]!r}"
+    assert block.group(1) == (PLUGIN_DIR / name).read_text(encoding="utf-8"), name
+
+
+def test_the_example_declares_its_entry_point_for_the_package_it_ships() -> None:
+    from harness.configuration.run_config import read_toml
+
+    project = read_toml(PLUGIN_DIR / "pyproject.toml", "pyproject", "the example plugin")
+    assert project["project"]["entry-points"]["harness"] == {
+        "generative-example": "harness_generative_example"}
+    assert project["tool"]["setuptools"]["packages"] == ["harness_generative_example"]
+
+
+def test_the_example_configs_refuse_bad_values_naming_the_key(example: Any) -> None:
+    from harness_generative_example.gan import TinyGANConfig
+    from harness_generative_example.gauss import GaussConfig
+
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.rank must be >= 1, got 0"):
+        GaussConfig(rank=0)
+    with pytest.raises(ConfigError, match="model.hidden must be >= 1, got -2"):
+        TinyGANConfig(hidden=-2)
+
+
 # ------------------------------------------------------------------- capabilities, contract
 def test_a_sample_only_model_is_scored_and_the_rest_does_not_apply(example: Any,
                                                                    tmp_path: Path) -> None:
@@ -70,6 +114,9 @@ def test_a_sample_only_model_is_scored_and_the_rest_does_not_apply(example: Any,
     assert "not scored: gaussian-fit (does not apply to dataset 'digits')" in res.out + res.err
     sampler = {r["stamp"]["sampler"] for r in doc["results"]}
     assert sampler == {"the model's own sampler, model.sample(n, generator)"}
+    # the summary's title names the sampler that ran, not a GMM on codes it does not have
+    assert "Random generation (the model's own sampler)" in res.out + res.err
+    assert "GMM on the codes" not in res.out + res.err
     # said before the first step, and in the summary
     assert res.err.index("interpolation does not apply") < res.err.index("step ")
     assert "no number: does not apply: gauss has no encoder" in res.err + res.out
@@ -330,13 +377,77 @@ def test_an_owned_update_is_clipped_to_train_grad_clip() -> None:
         assert (moved == pytest.approx(most, rel=1e-4)) if clip else moved > most
 
 
-def test_a_gan_trains_in_bf16_mixed_precision(example: Any, tmp_path: Path) -> None:
-    res = cli("run", "--model", "tiny-gan", *SMALL, "--set", "train.steps=3",
-              "--set", "train.mixed_precision=bf16", "--set", "train.log_every=1", "--no-eval",
-              "--out", str(tmp_path / "run"))
-    assert res.code == 0, res.err
-    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert len([r for r in log if "loss" in r]) == 3
+def _losses(run: Path) -> list[dict[str, float]]:
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in log if "loss" in r]
+
+
+def test_an_owned_step_trains_in_bf16_and_resumes_bit_for_bit(example: Any,
+                                                              tmp_path: Path) -> None:
+    """bf16 through Accelerate on the CPU (autocast around ``training_step``, the updates in
+    float32): every loss finite, the weights float32 and moved, other weights than float32
+    training gives (autocast really ran), and a resume ends on the uninterrupted run's
+    weights bit for bit, as in float32."""
+    common = ["--model", "tiny-gan", *SMALL, "--set", "train.checkpoint_every=5",
+              "--set", "train.log_every=1", "--set", "train.lr=0.001", "--no-eval"]
+    bf16 = [*common, "--set", "train.mixed_precision=bf16"]
+    whole, split, fp32 = tmp_path / "whole", tmp_path / "split", tmp_path / "fp32"
+    for args, out in ((bf16, whole), (common, fp32)):
+        res = cli("run", *args, "--set", "train.steps=12", "--out", str(out))
+        assert res.code == 0, res.err
+    first = cli("run", *bf16, "--set", "train.steps=5", "--out", str(split))
+    assert first.code == 0, first.err
+    halfway = _weights(split)
+    again = cli("run", "--resume", *bf16, "--set", "train.steps=12", "--out", str(split))
+    assert again.code == 0, again.err
+    env = json.loads((whole / "environment.json").read_text())
+    assert env["mixed_precision"] == "bf16"
+    parts = _losses(whole)
+    assert len(parts) == 12
+    assert all(torch.isfinite(torch.tensor([p["d"], p["g"]])).all() for p in parts)
+    a, b, c = _weights(whole), _weights(split), _weights(fp32)
+    assert all(t.dtype == torch.float32 for t in a.values())  # master weights stay float32
+    assert set(a) == set(b) == set(halfway)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key  # the resume, bit for bit
+    assert any(not torch.equal(a[k], halfway[k]) for k in a)  # steps 6-12 moved them
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # bf16 is not float32 here
+
+
+def test_fp16_on_the_cpu_is_refused_before_any_work(example: Any, tmp_path: Path) -> None:
+    """Accelerate accepts fp16 on the CPU and trains in float32 without a word; the harness
+    refuses it before loading data or writing a folder, and says what to use instead."""
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is valid here: the run would train on the GPU")
+    res = cli("run", "--model", "tiny-gan", *SMALL, "--set", "train.steps=2",
+              "--set", "train.mixed_precision=fp16", "--out", str(tmp_path / "run"))
+    assert_error_line(res, 2, "train.mixed_precision=fp16 needs a GPU",
+                      "train.mixed_precision=bf16")
+    assert "loading dataset" not in res.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_an_fp16_accelerator_on_the_cpu(tmp_path: Path) -> None:
+    """The same rule for Python callers that pass their own Accelerator to train()."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    from harness.configuration.run_config import RunConfig, TrainConfig
+    from harness.errors import ConfigError
+    from harness.training.loop import train
+
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is valid here")
+    AcceleratorState._reset_state(reset_partial_state=False)
+    try:
+        acc = Accelerator(cpu=True, mixed_precision="fp16")
+        config = RunConfig(model="x", dataset="digits", seed=0, train=TrainConfig(steps=1))
+        with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+            train(torch.nn.Linear(1, 1), None, config, tmp_path / "run",  # type: ignore[arg-type]
+                  accelerator=acc)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_benchmark_report_lists_what_does_not_apply(tmp_path: Path) -> None:

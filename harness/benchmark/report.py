@@ -5,6 +5,9 @@ from what the runs wrote), and one self-contained HTML page.
 Written by :func:`write_report` into the benchmark directory: ``report.md``, ``report.csv``,
 ``report.json``, ``report.html`` (figures embedded as data URIs) and ``figures/*.png``.
 Every table names the budget, so a reduced run is never mistaken for the paper's protocol.
+
+A folder whose run folders are gone (a committed result keeps its report and figures, not its
+runs) is re-rendered from what ``report.json`` keeps (:func:`gather`), with the numbers it had.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import base64
 import html
 import json
 import math
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +37,75 @@ SMOKE_CLAIMS = ("At the smoke budget (a few training steps) these verdicts are c
                 "trained.")
 
 # ------------------------------------------------------------------------------- numbers
-def _stats(state: dict[str, Any], out: Path,
-           host: Host) -> tuple[list[dict[str, Any]], dict[Any, Any]]:
-    done = [out / r["dir"] for r in state["runs"].values()
+@dataclass
+class Gathered:
+    """What the report shows, read from the runs' folders (or, when they are all gone, from
+    the ``report.json`` an earlier report wrote): the rows, the protocols that did not apply
+    ((dataset, model, protocol, why)), each run's threads, and the figures kept (None: draw
+    them from the runs)."""
+
+    rows: list[dict[str, Any]]
+    not_applicable: list[list[str]]
+    threads: dict[str, str]
+    figures: list[tuple[str, Path]] | None = None
+
+    @property
+    def by(self) -> dict[tuple[str, str, str], Any]:
+        return index_rows(self.rows)
+
+
+def _done(state: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in state["runs"].values()
             if r.get("phase") == "final" and r.get("status") == "done"]
-    rows = tables.collect(done, host) if done else []
-    return rows, index_rows(rows)
+
+
+def gather(state: dict[str, Any], out: Path, host: Host) -> Gathered:
+    """The report's data from the finished runs' folders; from ``report.json`` when the
+    folder has finished runs and none of their folders (:func:`_stored`)."""
+    stored = _stored(state, out)
+    if stored is not None:
+        return stored
+    done = _done(state)
+    rows = tables.collect([out / r["dir"] for r in done], host) if done else []
+    threads = {rid: str(tables.numerics(out / r["dir"]).get("torch_threads", ""))
+               if "dir" in r else "" for rid, r in state["runs"].items()}
+    return Gathered(rows, _not_applicable(state, out), threads)
+
+
+#: what report.json keeps beside the rows so the report can be rebuilt without the runs
+STORED_KEYS = ("not_applicable", "threads", "figures")
+
+
+def _stored(state: dict[str, Any], out: Path) -> Gathered | None:
+    """What ``report.json`` keeps, for a folder whose finished runs' folders are all gone;
+    None while any is there, or with no report.json (then the runs' folders are read, and
+    missing ones reported as such). A report.json of another suite or budget is refused."""
+    done = _done(state)
+    path = out / "report.json"
+    if not done or any((out / r["dir"]).exists() for r in done) or not path.is_file():
+        return None
+    from harness.errors import HarnessError
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"'{path}' cannot be read ({exc}); the run folders are gone, so the "
+                           "report cannot be rebuilt without it") from exc
+    if doc.get("suite") != state["suite"]["name"] or doc.get("budget") != state["budget"]:
+        raise HarnessError(f"'{path}' is the report of {doc.get('suite')!r} at budget "
+                           f"{doc.get('budget')!r}, not of this folder's benchmark; the run "
+                           "folders are gone, so the report cannot be rebuilt")
+    lacking = [key for key in STORED_KEYS if key not in doc]
+    if lacking:
+        raise HarnessError(f"the run folders of '{out}' are gone and its report.json was "
+                           f"written before reports kept {', '.join(lacking)}: the report "
+                           "cannot be rebuilt whole, so it is left as it is (put the runs' "
+                           f"folders back under {out / 'runs'} to rebuild it from them)")
+    figures = [(str(f["caption"]), out / str(f["file"])) for f in doc.get("figures", [])
+               if (out / str(f["file"])).is_file()]
+    return Gathered(list(doc.get("rows", [])),
+                    [list(map(str, na)) for na in doc.get("not_applicable", [])],
+                    {str(k): str(v) for k, v in (doc.get("threads") or {}).items()}, figures)
 
 
 def index_rows(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], Any]:
@@ -53,16 +121,14 @@ def index_rows(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], Any]:
 
 def final_rows(state: dict[str, Any], out: Path, host: Host) -> list[dict[str, Any]]:
     """The rows (:func:`harness.evaluation.tables.collect`) of the finished final runs."""
-    return _stats(state, out, host)[0]
+    return gather(state, out, host).rows
 
 
 def _not_applicable(state: dict[str, Any], out: Path) -> list[list[str]]:
     """(dataset, model, protocol, why) for every protocol a finished run listed as not
     applicable to its model (metrics.json's ``not_applicable``), once per model."""
     found: dict[tuple[str, str, str], str] = {}
-    for r in state["runs"].values():
-        if r.get("phase") != "final" or r.get("status") != "done":
-            continue
+    for r in _done(state):
         try:
             doc = json.loads((out / r["dir"] / "metrics.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -214,7 +280,7 @@ def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], state: dict[s
     """One results table per protocol (so each fits a page), headers in words with unit and
     direction (:func:`harness.evaluation.tables.header`), the raw key kept in :class:`Header`;
     the swept value of each model beside it."""
-    from harness.evaluation.display import protocol_title
+    from harness.evaluation.display import shared_title
 
     key, cell = _swept_column(state)
     models = sorted({(r["dataset"], r["model"]) for r in rows})
@@ -228,7 +294,9 @@ def results_tables(rows: list[dict[str, Any]], by: dict[Any, Any], state: dict[s
         body = [[d, m] + ([cell(d, m)] if key else [])
                 + [_cell(by.get((d, m, f"{protocol}/{mm}"))) for mm in metrics]
                 for d, m in models]
-        out.append((f"Results: {protocol_title(protocol, host)}",
+        stamps = {r["model"]: r.get("stamp_values") or {} for r in rows
+                  if r["protocol"] == protocol}
+        out.append((f"Results: {shared_title(protocol, host, stamps)}",
                     f"{note}; mean ± std (n runs) over seeds; ↑ higher is better, ↓ lower is "
                     "better", header, body))
     return out
@@ -284,23 +352,25 @@ def _selection_tables(state: dict[str, Any], note: str) -> list[tuple[str, str, 
     return found
 
 
-def sections(state: dict[str, Any], out: Path, host: Host) -> tuple[list[tuple[str, str, list[str],
-                                                                     list[list[str]]]],
-                                                        list[dict[str, str]], list[dict[str, Any]]]:
-    """(title, note, header, body) tables, the claims and the raw rows."""
-    rows, by = _stats(state, out, host)
+def sections(state: dict[str, Any], out: Path, host: Host, data: Gathered | None = None
+             ) -> tuple[list[tuple[Any, ...]], list[dict[str, str]], list[dict[str, Any]]]:
+    """(title, note, header, body[, footnotes]) tables, the claims and the raw rows;
+    ``data``: what :func:`gather` read (read here when None)."""
+    data = data or gather(state, out, host)
+    rows, by = data.rows, data.by
     budget = state["budget"]
     note = f"budget: {budget} ({BUDGET_NOTE.get(budget, '')})"
-    out_tables = results_tables(rows, by, state, note, host)
+    out_tables: list[tuple[Any, ...]] = list(
+        side_by_side(state, data, host, note, lambda r: _cell(r)))
+    out_tables += results_tables(rows, by, state, note, host)
     if state["suite"].get("published"):
         pheader, prow, pnote = paper_rows(state, by)
         out_tables.append(("The paper's numbers beside ours", f"{note}; {pnote}", pheader,
                            prow))
     out_tables += _selection_tables(state, note)
-    not_applicable = _not_applicable(state, out)
-    if not_applicable:
+    if data.not_applicable:
         out_tables.append(("Protocols that do not apply to a model (not run, not failures)",
-                           note, ["dataset", "model", "protocol", "why"], not_applicable))
+                           note, ["dataset", "model", "protocol", "why"], data.not_applicable))
     missing = state.get("unavailable") or {}
     if missing:
         out_tables.append(("Datasets not available on this machine (their runs were skipped)",
@@ -311,20 +381,124 @@ def sections(state: dict[str, Any], out: Path, host: Host) -> tuple[list[tuple[s
         out_tables.append(("Runs of one configuration trained in different numerical "
                            "environments", note, ["what differs"], [[line] for line in mixed]))
     run_body = [[rid, r.get("phase", ""), r.get("status", ""),
-                 f"{float(r.get('wall_s') or 0):.1f}",
-                 str(tables.numerics(out / r["dir"]).get("torch_threads", "")) if "dir" in r
-                 else "", r.get("error", "")]
+                 f"{float(r.get('wall_s') or 0):.1f}", data.threads.get(rid, ""),
+                 r.get("error", "")]
                 for rid, r in sorted(state["runs"].items())]
     out_tables.append(("Runs: wall time (s), threads and failures", note,
                        ["run", "phase", "status", "wall s", "threads", "error"], run_body))
     return out_tables, claims(state, by), rows
 
 
-def _add_claims_of_older_state(state: dict[str, Any], host: Host) -> None:
-    """A benchmark directory written before suites carried ``published`` and ``claims`` gets
-    them from the suite of the same name, when it is still known."""
+# ------------------------------------------------------------------ side-by-side tables
+NO_NUMBER = "—"
+
+
+def side_by_side(state: dict[str, Any], data: Gathered, host: Host, note: str,
+                 cell: Any) -> list[tuple[str, str, list[str], list[list[str]], list[str]]]:
+    """The suite's ``[[side_by_side]]`` tables: one metric of several protocols, a column
+    each, a row per dataset and model (the suite's order), ``cell(row)`` the number. A cell
+    without a number is an em dash with a footnote saying why: the protocol does not apply
+    to the model (its recorded reason), or its results have the stamp of a later column's
+    (the same samples, drawn the same way: a sample-only model's prior samples are its own
+    sampler's), which shows them once. A number whose title is not its column's (a model's
+    own sampler under random generation) is footnoted with its own."""
     suite = state["suite"]
-    if "claims" in suite or "published" in suite:
+    views = suite.get("side_by_side") or []
+    if not views:
+        return []
+    by = data.by
+    why = {(d, m, p): reason for d, m, p, reason in data.not_applicable}
+    datasets, models = suite.get("datasets", []), suite.get("models", [])
+    pairs = sorted({(r["dataset"], r["model"]) for r in data.rows} | {(d, m) for d, m, _ in why},
+                   key=lambda dm: (_rank(datasets, dm[0]), _rank(models, dm[1]), dm))
+    out = []
+    for view in views:
+        metric, columns = view["metric"], list(view["columns"])
+        found = {(d, m, c): by.get((d, m, f"{c}/{metric}")) for d, m in pairs for c in columns}
+        titles = {c: _column_title(c, [r for (_, _, cc), r in found.items() if cc == c and r],
+                                   host) for c in columns}
+        notes: dict[str, int] = {}
+        body = [[d, m, *(_view_cell(found, (d, m), columns, i, why, notes, titles, host, cell)
+                         for i in range(len(columns)))] for d, m in pairs]
+        header = ["dataset", "model"] + [
+            Header(f"{titles[c]}: {_metric_words(found, c, metric)}", f"{c}/{metric}")
+            for c in columns]
+        text = f"{note}; mean ± std (n runs) over seeds" + (f"; {view['note']}"
+                                                            if view.get("note") else "")
+        out.append((str(view["title"]), text, header, body,
+                    [f"[{n}] {t}" for t, n in notes.items()]))
+    return out
+
+
+def side_by_side_text(state: dict[str, Any], out: Path, host: Host, width: int = 100) -> str:
+    """The side-by-side tables for a terminal (the benchmark's closing output)."""
+    from harness.evaluation.text_table import number, words_to_text
+
+    def cell(row: dict[str, Any]) -> str:
+        return f"{number(row['mean'], row['std'] if row['n'] > 1 else None)} (n={row['n']})"
+
+    views = side_by_side(state, gather(state, out, host), host, "", cell)
+    return "\n".join(words_to_text(title, [str(h) for h in header], body, notes, 2, width)
+                     for title, _, header, body, notes in views)
+
+
+#: the footnote of a cell whose samples a later column of its row shows
+SAME_SAMPLES = "the same samples as this row's {later} cell (equal stamps{how}), shown there once"
+
+
+def _view_cell(found: dict[Any, Any], pair: tuple[str, str], columns: list[str], i: int,
+               why: dict[Any, str], notes: dict[str, int], titles: dict[str, str], host: Host,
+               cell: Any) -> str:
+    """Column ``i``'s cell of a side-by-side row (see :func:`side_by_side`); a footnote's
+    text goes into ``notes`` (text -> its number) the first time it is used."""
+    from harness.evaluation.display import protocol_title
+
+    def mark(text: str) -> str:
+        return f"[{notes.setdefault(text, len(notes) + 1)}]"
+
+    (dataset, model), column = pair, columns[i]
+    row = found[(dataset, model, column)]
+    if row is None:
+        reason = why.get((dataset, model, column))
+        return f"{NO_NUMBER} {mark(reason)}" if reason else "not measured"
+    later = next((c for c in columns[i + 1:] if found[(dataset, model, c)]
+                  and found[(dataset, model, c)]["stamp_values"] == row["stamp_values"]), None)
+    if later is not None:
+        sampler = row["stamp_values"].get("sampler")
+        how = f"; sampler: {sampler}" if sampler else ""
+        return f"{NO_NUMBER} {mark(SAME_SAMPLES.format(later=later, how=how))}"
+    own = protocol_title(column, host, row["stamp_values"])
+    return cell(row) + (f" {mark(own)}" if own != titles[column] else "")
+
+
+def _rank(order: list[str], name: str) -> int:
+    return order.index(name) if name in order else len(order)
+
+
+def _column_title(protocol: str, rows: list[dict[str, Any]], host: Host) -> str:
+    """The title most of a column's numbers have (their stamps say how they were made)."""
+    from harness.evaluation.display import protocol_title
+
+    titles = Counter(protocol_title(protocol, host, r["stamp_values"]) for r in rows)
+    return titles.most_common(1)[0][0] if titles else protocol_title(protocol, host)
+
+
+def _metric_words(found: dict[Any, Any], protocol: str, metric: str) -> str:
+    row = next((r for (_, _, c), r in found.items() if c == protocol and r), None)
+    return tables.header(row, with_protocol=False) if row else metric
+
+
+#: what the report reads from the suite that an older benchmark.json may not record
+SUITE_REPORT_KEYS = ("claims", "published", "side_by_side")
+
+
+def _add_claims_of_older_state(state: dict[str, Any], host: Host) -> None:
+    """A benchmark directory written before suites carried ``published``, ``claims`` or
+    ``side_by_side`` gets the ones it lacks from the suite of the same name, when it is still
+    known."""
+    suite = state["suite"]
+    missing = [key for key in SUITE_REPORT_KEYS if key not in suite]
+    if not missing:
         return
     from harness.benchmark.suite import load_suite
     from harness.errors import HarnessError
@@ -333,7 +507,8 @@ def _add_claims_of_older_state(state: dict[str, Any], host: Host) -> None:
         known = load_suite(suite["name"], host)
     except HarnessError:
         return
-    suite["claims"], suite["published"] = known.claims, known.published
+    for key in missing:
+        suite[key] = getattr(known, key)
 
 
 def _planned_only(state: dict[str, Any]) -> dict[str, Any]:
@@ -388,10 +563,11 @@ def _markdown(state: dict[str, Any], secs: list[Any], found_claims: list[dict[st
           + (f"- {state['left_out']} run record(s) of this folder outside this command's "
              "plan (other datasets, models or seeds) are not reported\n"
              if state.get("left_out") else "")]
-    for title, note, header, table in secs:
+    for title, note, header, table, *footnotes in secs:
         keys = _keys_line(header)
         md.append(f"\n## {title}\n\n_{note}_\n\n" + (to_markdown(header, table) if table
                                                           else "")
+                  + "".join(f"\n{line}\n" for line in (footnotes[0] if footnotes else []))
                   + (f"\n_{keys}_\n" if keys and table else ""))
     md.append("\n## Claims of the paper\n\n")
     if state["budget"] == "smoke":
@@ -413,9 +589,11 @@ def _html(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, s
              f"<p>{html.escape(suite.get('description', ''))}</p>",
              f"<p><b>{html.escape(BUDGET_NOTE.get(state['budget'], ''))}</b></p>",
              f"<p>seeds: {html.escape(str(state['seeds']))}; machine: {html.escape(machine)}</p>"]
-    for title, note, header, rows_ in secs:
+    for title, note, header, rows_, *footnotes in secs:
         parts.append(f"<h2>{html.escape(title)}</h2><p><i>{html.escape(note)}</i></p>"
-                     + (_html_table(header, rows_) if rows_ else ""))
+                     + (_html_table(header, rows_) if rows_ else "")
+                     + "".join(f"<p class='note'>{html.escape(line)}</p>"
+                               for line in (footnotes[0] if footnotes else [])))
     parts.append("<h2>Claims of the paper</h2>" + (
         f"<p><i>{html.escape(SMOKE_CLAIMS)}</i></p>" if state["budget"] == "smoke" else ""))
     parts.append(claims_html(found_claims))
@@ -433,6 +611,7 @@ def _html(state: dict[str, Any], secs: list[Any], found_claims: list[dict[str, s
             "th{background:#f3f3f3;text-align:left;cursor:help;min-width:5.5em}"
             "div.wide{overflow-x:auto;max-width:100%}"
             "td{font-variant-numeric:tabular-nums}p.keys{font-size:11px;color:#666;margin:0}"
+            "p.note{font-size:13px;margin:2px 0}"
             ".supported{color:green}.not-supported{color:#b00}.not-measured{color:#888}"
             ".inconclusive{color:#a60}"
             "img{max-width:100%}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
@@ -446,12 +625,14 @@ def write_report(out: str | Path, host: Host) -> dict[str, Path]:
     out = Path(out)
     state = _planned_only(bdir.load_state(out))
     _add_claims_of_older_state(state, host)
-    secs, found_claims, rows = sections(state, out, host)
-    figs, skipped = [], ""
-    try:
-        figs = figures(state, out, host)
-    except ImportError as exc:
-        skipped = str(exc)
+    data = gather(state, out, host)
+    secs, found_claims, rows = sections(state, out, host, data)
+    figs, skipped = data.figures or [], ""
+    if data.figures is None:  # drawn from the runs (kept as they are when the runs are gone)
+        try:
+            figs = figures(state, out, host)
+        except ImportError as exc:
+            skipped = str(exc)
     paths = {"md": out / "report.md", "csv": out / "report.csv", "json": out / "report.json",
              "html": out / "report.html"}
     atomic_write_text(paths["md"], _markdown(state, secs, found_claims, figs, out, skipped))
@@ -463,7 +644,11 @@ def write_report(out: str | Path, host: Host) -> dict[str, Path]:
         {"suite": state["suite"]["name"], "budget": state["budget"], "seeds": state["seeds"],
          "machine": state.get("machine"), "rows": rows, "claims": found_claims,
          "sweep_selection": state.get("sweep_selection") or state.get("beta_selection") or [],
-         "runs": state["runs"]}, default=str))
+         "runs": state["runs"],
+         # what a re-render needs once the run folders are gone (see gather)
+         "not_applicable": data.not_applicable, "threads": data.threads,
+         "figures": [{"caption": cap, "file": p.relative_to(out).as_posix()}
+                     for cap, p in figs]}, default=str))
     from harness.rundir.schema import validate  # the result schema (docs/results.md)
 
     validate(report, "benchmark_report", where=str(paths["json"]), writing=True)

@@ -30,6 +30,10 @@ A suite's keys::
     [budgets.smoke]                   # --set overrides per budget
     set = ["train.steps=20"]
     [published] / [[claims]]          # numbers to print beside ours, claims to judge
+    [[side_by_side]]                  # one metric of several protocols in one report table
+    title = "FID: reconstructions, prior samples, GMM samples"
+    metric = "fid"
+    columns = ["reconstruction-samples", "prior-samples", "random-generation"]
     [executor]                        # where the runs execute: name = "local" or "slurm"
     [slurm]                           # partition, time, cpus, gpus, mem, ... (harness.benchmark.executors)
 
@@ -68,13 +72,15 @@ SUITE_KEYS = {"name": "str", "description": "str", "paper": "str", "datasets": "
               "metrics": "list[str]", "set": "list[str]", "model_set": "table",
               "beta": "table", "sweep": "table or list[table]", "budgets": "table",
               "published": "table",
-              "claims": "list[table]", "executor": "table", "slurm": "table"}
+              "claims": "list[table]", "side_by_side": "list[table]", "executor": "table",
+              "slurm": "table"}
 SWEEP_KEYS = {"key": "str", "models": "list[str]", "values": "values", "set": "list[str]",
               "select": "str", "fallback": "str", "rule": "str"}
 BETA_KEYS = {"models": "list[str]", "values": "values", "validation": "float",
              "select": "str", "fallback": "str"}
 BUDGET_KEYS = {"set": "list[str]", "note": "str"}
 PUBLISHED_KEYS = {"source": "str", "columns": "list[str]", "values": "table"}
+SIDE_BY_SIDE_KEYS = {"title": "str", "metric": "str", "columns": "list[str]", "note": "str"}
 CLAIM_KEYS = {"text": "str", "metric": "str", "model": "str", "than": "list[str]",
               "test": "str", "datasets": "list[str]", "skip": "list[str]",
               "evidence": "list[str]", "note": "str"}
@@ -280,6 +286,26 @@ def _check_claim(claim: Any, where: str) -> None:
         raise ConfigError(f"{where}: metric must be 'protocol/metric', got '{claim['metric']}'")
 
 
+def _check_side_by_side(view: Any, where: str, protocols: list[str]) -> None:
+    """``[[side_by_side]]``: a ``title``, one ``metric`` (its key, e.g. ``fid``) and two or
+    more protocols as ``columns``, each run by the suite (when it names its protocols)."""
+    check_table(view, SIDE_BY_SIDE_KEYS, where)
+    for key in ("title", "metric", "columns"):
+        if not view.get(key):
+            raise ConfigError(f"{where} must set '{key}'")
+    columns = view["columns"]
+    if len(columns) < 2 or len(set(columns)) != len(columns):
+        raise ConfigError(f"{where}: columns must name two protocols or more, each once; got "
+                          f"{columns}")
+    if "/" in view["metric"]:
+        raise ConfigError(f"{where}: metric is the metric's key alone (e.g. 'fid'): the "
+                          f"columns name the protocols; got '{view['metric']}'")
+    missing = [c for c in columns if protocols and c not in protocols]
+    if missing:
+        raise ConfigError(f"{where}: columns {missing} are not among the suite's protocols "
+                          f"({', '.join(protocols)}); add them to protocols or drop them")
+
+
 def _check_lists(data: dict[str, Any], where: str) -> None:
     for key in ("datasets", "models"):
         if not data.get(key):
@@ -313,6 +339,8 @@ class Suite:
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
     published: dict[str, Any] = field(default_factory=dict)
     claims: list[dict[str, Any]] = field(default_factory=list)
+    #: report tables of one metric over several protocols, side by side (``[[side_by_side]]``)
+    side_by_side: list[dict[str, Any]] = field(default_factory=list)
     #: where the runs execute: ``[executor] name`` and the ``[slurm]`` options
     #: (harness.benchmark.executors; the command line and --executor-config override them)
     executor: dict[str, Any] = field(default_factory=dict)
@@ -332,6 +360,9 @@ class Suite:
         _check_published(data.get("published", {}), where)
         for i, claim in enumerate(data.get("claims", [])):
             _check_claim(claim, f"{where}: [[claims]] #{i + 1}")
+        for i, view in enumerate(data.get("side_by_side", [])):
+            _check_side_by_side(view, f"{where}: [[side_by_side]] #{i + 1}",
+                                data.get("protocols", []))
         sweeps = parse_sweeps(data, where)
         from harness.benchmark.executors import (
             executor_tables,  # here: executors imports the folder layout
@@ -359,6 +390,9 @@ class Suite:
         self.claims = [{**c, **{k: key(c[k]) for k in ("metric",) if k in c},
                         **({"evidence": [key(e) for e in c["evidence"]]} if "evidence" in c
                            else {})} for c in self.claims]  # fmt: skip
+        self.side_by_side = [{**v, "columns": [host.canonical("protocol", c, warn=True)
+                                                for c in v["columns"]]}
+                             for v in self.side_by_side]
         return self
 
     def seeds_list(self, n: int | None = None) -> list[int]:

@@ -42,7 +42,7 @@ from harness.benchmark import directory as bdir
 from harness.benchmark import suite as bsuite
 from harness.benchmark.executors import LocalExecutor, SubmissionRefused
 from harness.benchmark.planned_run import RunSpec, not_the_planned_run, run_command
-from harness.benchmark.report import final_rows, write_report
+from harness.benchmark.report import final_rows, side_by_side_text, write_report
 from harness.benchmark.suite import BUDGETS, Suite, check_name, check_seeds
 from harness.errors import ConfigError, HarnessError, one_line
 from harness.evaluation.text_table import to_text
@@ -617,11 +617,15 @@ class BenchmarkFailed(HarnessError):
 
 def finish(state: dict[str, Any], out: Path, stream: Any = None, host: Host | None = None) -> None:
     """Print the results as terminal tables (one per protocol, 100 columns, numbers named
-    in words; the report files hold every key) and where the report is; raise
-    :class:`BenchmarkFailed` (exit 1, with how to continue) when a planned run failed."""
+    in words; the report files hold every key), the suite's side-by-side tables, and where
+    the report is; raise :class:`BenchmarkFailed` (exit 1, with how to continue) when a
+    planned run failed."""
     stream = stream or sys.stdout
     rows = final_rows(state, Path(out), host_or_default(host))
     print(to_text(rows) if rows else "(no finished run: no results)", file=stream)
+    views = side_by_side_text(state, Path(out), host) if rows else ""
+    if views:
+        print(f"\n{views}", file=stream)
     print(f"benchmark written to {out} (report.md, report.html)", file=stream, flush=True)
     failed = state.get("failed") or []
     if failed:

@@ -68,10 +68,46 @@ def describe(record: dict[str, Any], host: Host | None = None) -> ValueDisplay:
     return ValueDisplay(key, unit, direction if isinstance(direction, bool) else None)
 
 
-def protocol_title(name: str, host: Host | None = None) -> str:
-    """A protocol's name in words (its ``title``), else its registered name."""
-    title = getattr(_component(host, "protocol", name), "title", None)
+def protocol_title(name: str, host: Host | None = None, stamp: dict[str, Any] | None = None) -> str:
+    """A protocol's name in words: what its ``title_for(stamp)`` says of results with that
+    stamp, where the title depends on how they were made (random generation names the
+    sampler its stamp records), else its ``title``, else its registered name."""
+    component = _component(host, "protocol", name)
+    title_for = getattr(component, "title_for", None)
+    if stamp and callable(title_for):
+        try:
+            found = title_for(stamp)
+        except Exception:  # a display must never fail a run that has finished
+            found = None
+        if isinstance(found, str) and found:
+            return found
+    title = getattr(component, "title", None)
     return title if isinstance(title, str) and title else name
+
+
+def result_stamps(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """protocol -> the stamp of its first result in a metrics document (what
+    :func:`protocol_title` names it by)."""
+    found: dict[str, dict[str, Any]] = {}
+    for rec in doc.get("results", []):
+        if isinstance(rec.get("stamp"), dict):
+            found.setdefault(str(rec.get("protocol")), rec["stamp"])
+    return found
+
+
+def shared_title(name: str, host: Host | None, stamps: dict[str, dict[str, Any]]) -> str:
+    """One title for the results of several models (``stamps``: model -> the stamp of its
+    results): the title they share, else each title followed by its models, e.g.
+    ``Random generation (GMM on the codes): ae, vae; Random generation (the model's own
+    sampler): dcgan``."""
+    plain = protocol_title(name, host)
+    by_title: dict[str, list[str]] = {}
+    for model, stamp in stamps.items():
+        by_title.setdefault(protocol_title(name, host, stamp), []).append(model)
+    if len(by_title) <= 1:
+        return next(iter(by_title), plain)
+    ordered = sorted(by_title.items(), key=lambda item: item[0] != plain)  # the plain one first
+    return "; ".join(f"{title}: {', '.join(models)}" for title, models in ordered)
 
 
 def unscored_reason(name: str, protocol: Any, metrics: Iterable[tuple[str, Any]],
@@ -116,6 +152,11 @@ def result_rows(doc: dict[str, Any], host: Host | None = None,
                or r.get("value") is None]
     keys = {(r.get("protocol"), r.get("metric")) for r in results if _numeric(r.get("value"))}
     by_key = {(r.get("protocol"), r.get("metric")): r for r in results}
+    stamps = result_stamps(doc)
+
+    def title(protocol: Any) -> str:
+        return protocol_title(str(protocol), host, stamps.get(str(protocol)))
+
     rows: list[dict[str, Any]] = []
     for rec in results:
         protocol, key = rec.get("protocol"), str(rec.get("metric"))
@@ -125,7 +166,7 @@ def result_rows(doc: dict[str, Any], host: Host | None = None,
         value = rec.get("value")
         std = by_key.get((protocol, key + STD_SUFFIX), {}).get("value")
         rows.append({
-            "protocol": protocol, "title": protocol_title(str(protocol), host),
+            "protocol": protocol, "title": title(protocol),
             "key": f"{protocol}/{key}", "name": shown.name, "unit": shown.unit,
             "direction": shown.direction,
             "value": format_value(value, shown.unit, std if _numeric(std) else None)
@@ -144,7 +185,7 @@ def result_rows(doc: dict[str, Any], host: Host | None = None,
     notes += [(p, NOT_SCORED, f"{', '.join(names)} ({why})")
               for (p, why), names in grouped.items()]
     for protocol, name, text in notes:
-        rows.append({"protocol": protocol, "title": protocol_title(protocol, host),
+        rows.append({"protocol": protocol, "title": title(protocol),
                      "key": protocol, "name": name, "unit": "", "direction": "",
                      "value": text, "paper": ""})
     return rows
@@ -191,7 +232,9 @@ def cost_lines(doc: dict[str, Any], host: Host | None = None) -> list[str]:
     if not isinstance(seconds, dict) or not seconds:
         return []
     lines = ["  evaluation time (s):"]
-    width = max(len(protocol_title(str(p), host)) for p in seconds)
+    stamps = result_stamps(doc)
+    titles = {p: protocol_title(str(p), host, stamps.get(str(p))) for p in seconds}
+    width = max(len(t) for t in titles.values())
     for protocol, parts in seconds.items():
         if not isinstance(parts, dict):
             continue
@@ -200,6 +243,6 @@ def cost_lines(doc: dict[str, Any], host: Host | None = None) -> list[str]:
         shown = [f"run {own:.1f}"] if _numeric(own) else []
         shown += [f"{name} {v:.1f}" for name, v in parts.items()
                   if name != "protocol" and _numeric(v)]
-        lines.append(f"    {protocol_title(str(protocol), host):<{width}}  {total:6.1f}  "
+        lines.append(f"    {titles[protocol]:<{width}}  {total:6.1f}  "
                      f"({', '.join(shown)})")
     return lines

@@ -84,9 +84,9 @@ def _cell(row: dict[str, Any], n_shown: int) -> str:
     return cell if row["n"] == n_shown else f"{cell} (n={row['n']})"
 
 
-def _render(head: list[str], body: list[list[str]], widths: list[int]) -> list[str]:
+def _render(head: list[str], body: list[list[str]], widths: list[int],
+            n_labels: int = 3) -> list[str]:
     """Left-aligned label columns then right-aligned numbers; long headers wrap onto lines."""
-    n_labels = 3
     wrapped = [textwrap.wrap(h, w) or [""] for h, w in zip(head, widths, strict=True)]
     depth = max(len(w) for w in wrapped)
     lines = []
@@ -166,6 +166,19 @@ def to_text(rows: list[dict[str, Any]], width: int | None = 100) -> str:
             "or json: every key.")
     out += [""] + textwrap.wrap(note, width or len(note))
     return "\n".join(out) + "\n"
+
+
+def words_to_text(title: str, head: list[str], body: list[list[str]], notes: list[str],
+                  n_labels: int, width: int | None = 100) -> str:
+    """A table already in words (a benchmark's side-by-side view): its title, the first
+    ``n_labels`` columns as labels, the others right-aligned with headers wrapped (at most
+    three lines), then its footnotes wrapped to ``width``."""
+    widths = [max(len(h), *(len(r[j]) for r in body)) if j < n_labels
+              else _header_width(h, [r[j] for r in body]) for j, h in enumerate(head)]
+    lines = [title, *_render(head, body, widths, n_labels), *([""] if notes else [])]
+    for note in notes:
+        lines += textwrap.wrap(note, width or len(note), subsequent_indent="    ")
+    return "\n".join(lines) + "\n"
 
 
 def _is_spread_of_shown(row: dict[str, Any], rows: list[dict[str, Any]]) -> bool:

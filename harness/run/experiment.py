@@ -21,7 +21,7 @@ from harness.run.scoring import evaluate_model, raise_if_every_protocol_failed
 from harness.rundir import checkpoints, contents
 from harness.rundir.layout import RunLayout
 from harness.training import loop
-from harness.training.accel import forget_other_precision
+from harness.training.accel import check_mixed_precision, forget_other_precision
 from harness.training.resources import peak_memory
 from harness.training.stopsignal import set_next_command
 
@@ -44,6 +44,7 @@ def run_experiment(config: RunConfig | ResumePlan, out: str | Path | None, *,
     config = plan.config
     host = host_or_default(host)
     state = PartialState(cpu=loop.cpu_launch())
+    check_mixed_precision(config.train.mixed_precision, state.device)
     # Every process must agree on the directory (a default name contains a timestamp).
     chosen = [str(out) if out else str(contents.default_run_dir(config))]
     if state.num_processes > 1:

@@ -10,6 +10,8 @@ device-specific branch. What Accelerate does not do for us lives here, each with
   with ``torch.distributed`` about the process count.
 * **Trackers** (:func:`check_trackers`): an unknown or uninstalled tracker is an error up
   front, not a warning lost in a long run's output.
+* **fp16 on the CPU** (:func:`check_mixed_precision`): Accelerate accepts it and then
+  neither autocasts nor scales, so the run would train in float32 while recording fp16.
 * **Start-up** (:func:`prepare`, :func:`unwrap_model`): ``Accelerator.prepare`` imports
   ``torch.distributed.tensor`` (and sympy) to look for DTensor parameters, and
   ``Accelerator.unwrap_model`` imports ``torch._dynamo`` and FSDP to look for compiled
@@ -86,6 +88,17 @@ def forget_other_precision(mixed_precision: str) -> None:
     current = shared.get("_mixed_precision")
     if current is not None and current != mixed_precision:
         reset(reset_partial_state=False)
+
+
+def check_mixed_precision(mixed_precision: str, device: Any) -> None:
+    """Refuse ``fp16`` on a CPU device before any work: Accelerate 1.x turns fp16 on only off
+    the CPU, and on it trains in float32 without a word (measured: a dcgan's weights after 3
+    fp16 steps on the CPU are bit-identical to ``no``'s), while the run would record fp16."""
+    if mixed_precision == "fp16" and torch.device(device).type == "cpu":
+        raise ConfigError(
+            "train.mixed_precision=fp16 needs a GPU: on the CPU Accelerate would train in "
+            "float32 and the run record fp16. Use train.mixed_precision=bf16 (autocast on the "
+            "CPU) or no, or run on a GPU")
 
 
 def check_trackers(names: list[str]) -> None:
@@ -386,5 +399,5 @@ def model_optimizers(model: Any, cfg: TrainConfig) -> dict[str, torch.optim.Opti
 
 
 __all__ = ["MIXED_PRECISION", "ModelOwnedStep", "OptimizerSet", "OptimizerStep",
-           "check_accelerator", "check_trackers", "cpu_launch", "make_accelerator",
-           "model_optimizers", "prepare", "prepare_update", "unwrap_model"]
+           "check_accelerator", "check_mixed_precision", "check_trackers", "cpu_launch",
+           "make_accelerator", "model_optimizers", "prepare", "prepare_update", "unwrap_model"]

@@ -59,6 +59,7 @@ from harness.rundir.layout import CHECKPOINT_DIR, LOG_FILE
 from harness.training.accel import (
     MIXED_PRECISION,
     check_accelerator,
+    check_mixed_precision,
     check_trackers,
     cpu_launch,
     make_accelerator,
@@ -152,6 +153,7 @@ def train(
     cfg, run_dir, seed = config.train, Path(run_dir), config.seed
     acc = accelerator if accelerator is not None else make_accelerator(cfg, run_dir)
     check_accelerator(acc)
+    check_mixed_precision(acc.mixed_precision, acc.device)
     device, world, rank = acc.device, acc.num_processes, acc.process_index
     if plan is None:
         plan = plan_training(cfg, len(splits.train), world, model)  # type: ignore[arg-type]
@@ -235,6 +237,7 @@ __all__ = [
     "ShardedBatchSampler",
     "TrainResult",
     "build_optimizer",
+    "check_mixed_precision",
     "check_trackers",
     "cpu_launch",
     "epoch_permutation",

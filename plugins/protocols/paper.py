@@ -48,6 +48,7 @@ __all__ = [
     "ReconstructionSamples", "fit_gmm",
     "interpolate_codes", "interpolation_pairs", "reconstruction_error", "sample_codes",
     "sample_gaussian", "sample_prior", "gmm_fit_report", "GMM_MAX_ITER", "REFERENCES",
+    "SAMPLER_TITLES", "stamped_sampler",
 ]
 
 
@@ -180,6 +181,18 @@ SAMPLERS = {
 SAMPLER_NEEDS = {"gmm": ("encoder",), "gaussian": ("encoder",), "prior": ("prior",),
                  "model": ("sample",)}
 
+#: random generation's title for the samples of each sampler: results say which one made them
+SAMPLER_TITLES = {"gmm": "Random generation (GMM on the codes)",
+                  "gaussian": "Random generation (one Gaussian fitted to the codes)",
+                  "prior": "Random generation (decoded N(0, I) prior samples)",
+                  "model": "Random generation (the model's own sampler)"}
+
+
+def stamped_sampler(stamp: dict[str, Any] | None) -> str | None:
+    """The sampler (a :data:`SAMPLERS` key) a result's stamp records, or None."""
+    recorded = (stamp or {}).get("sampler")
+    return next((name for name, words in SAMPLERS.items() if words == recorded), None)
+
 
 #: scikit-learn's default EM cap, kept as the default so committed numbers reproduce; pythae
 #: fits its mixture with 2000 (``eval.random-generation.gmm_max_iter``)
@@ -276,10 +289,16 @@ class RandomGeneration:
     kind = "samples"
     version = 1
     Config = RandomGenerationConfig
-    title = "Random generation (GMM on the codes)"
+    title = SAMPLER_TITLES["gmm"]
 
     def __init__(self, config: RandomGenerationConfig | None = None) -> None:
         self.config = config or RandomGenerationConfig()
+
+    @classmethod
+    def title_for(cls, stamp: dict[str, Any]) -> str:
+        """The title of results with this stamp: it names the sampler that made the samples
+        (a dcgan's are its own sampler's, not a GMM's on codes it does not have)."""
+        return SAMPLER_TITLES.get(stamped_sampler(stamp) or "", cls.title)
 
     def resolved_sampler(self, capabilities: Any) -> str:
         """The sampler that runs for a model with these capabilities: ``auto`` is ``gmm`` for a
@@ -489,6 +508,13 @@ class PriorSamples(RandomGeneration):
 
     Config = PriorSamplesConfig  # type: ignore[assignment]
     title = "Samples of the prior N(0, I)"
+
+    @classmethod
+    def title_for(cls, stamp: dict[str, Any]) -> str:
+        """The prior's samples, or the model's own sampler's for a model without an encoder."""
+        if stamped_sampler(stamp) == "model":
+            return "Samples of the prior N(0, I) (the model's own sampler)"
+        return cls.title
 
     def __init__(self, config: PriorSamplesConfig | None = None) -> None:
         cfg = config or PriorSamplesConfig()

@@ -11,12 +11,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.api import DatasetInfo, StepContext
+from harness.errors import ConfigError
 
 
 @dataclass
 class TinyGANConfig:
+    """The ``model`` section: noise size and hidden width."""
+
     z_dim: int = 16
     hidden: int = 128
+
+    def __post_init__(self) -> None:
+        for key in ("z_dim", "hidden"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
 
 
 class TinyGAN(nn.Module):

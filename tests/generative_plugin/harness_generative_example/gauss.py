@@ -9,11 +9,18 @@ import torch
 from torch import nn
 
 from harness.api import DatasetInfo, StepContext
+from harness.errors import ConfigError
 
 
 @dataclass
 class GaussConfig:
+    """The ``model`` section: ``--set model.rank=4``."""
+
     rank: int = 8  # columns of W
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"model.rank must be >= 1, got {self.rank}")
 
 
 class LowRankGaussian(nn.Module):
@@ -22,8 +29,6 @@ class LowRankGaussian(nn.Module):
 
     def __init__(self, config: GaussConfig, info: DatasetInfo) -> None:
         super().__init__()
-        if config.rank < 1:
-            raise ValueError(f"model.rank must be >= 1, got {config.rank}")
         self.config, self.shape = config, tuple(info.shape)
         d = self.shape[0] * self.shape[1] * self.shape[2]
         self.mu = nn.Parameter(torch.full((d,), 0.5))
