@@ -621,7 +621,8 @@ def finish(state: dict[str, Any], out: Path, stream: Any = None, host: Host | No
     the report is; raise :class:`BenchmarkFailed` (exit 1, with how to continue) when a
     planned run failed."""
     stream = stream or sys.stdout
-    rows = final_rows(state, Path(out), host_or_default(host))
+    host = host_or_default(host)
+    rows = final_rows(state, Path(out), host)
     print(to_text(rows) if rows else "(no finished run: no results)", file=stream)
     views = side_by_side_text(state, Path(out), host) if rows else ""
     if views:

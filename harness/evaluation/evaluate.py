@@ -438,8 +438,8 @@ def _score_against(protocol: str, out: Any, name: str, metric: Any, ctx: EvalCon
         key = rec["metric"].removesuffix("_test")
         if key in by_key:
             a, b = by_key[key].get("value"), rec.get("value")
-            ok = isinstance(a, (int, float)) and isinstance(b, (int, float))
-            gaps.append({**rec, "metric": f"{key}_gap", "value": b - a if ok else None})
+            numbers = isinstance(a, (int, float)) and isinstance(b, (int, float))
+            gaps.append({**rec, "metric": f"{key}_gap", "value": b - a if numbers else None})  # type: ignore[operator]
     return train + test + gaps
 
 
@@ -448,7 +448,7 @@ def _score(protocol: str, data: Any, name: str, metric: Any, reference: Any, spl
            host: Host | None = None, split: str = "train", suffix: str = "") -> list[dict[str, Any]]:
     start = time.perf_counter()
     label = _plugin_label(host, "metric", name)
-    base = {"protocol": protocol, "split": split, "source": name}
+    base: dict[str, Any] = {"protocol": protocol, "split": split, "source": name}
     try:
         # a metric that reports a null on held-out images (memorisation) gets the test split
         held_out = {"held_out": splits.test} if getattr(metric, "uses_held_out", False) \

@@ -109,7 +109,8 @@ def numerics(run_dir: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(env, dict):
         return {}
-    packages = env.get("packages") if isinstance(env.get("packages"), dict) else {}
+    found = env.get("packages")
+    packages: dict[str, Any] = found if isinstance(found, dict) else {}
     return {k: packages.get("torch") if k == "torch" else env.get(k)
             for k in NUMERICS if k in env or (k == "torch" and "torch" in packages)}
 

@@ -161,7 +161,8 @@ def _joined(values: list[Any]) -> str:
 def environment_notes(a: Side, b: Side) -> list[str]:
     """The numerical environment first (what changes rounding), then package versions."""
     ea, eb = _environments(a.entries), _environments(b.entries)
-    numeric, packages = [], []
+    numeric: list[str] = []
+    packages: list[str] = []
     named = sorted(k for k in set(ea) | set(eb)
                    if k.startswith("package ") and k.removeprefix("package ") not in NUMERICS)
     for key in (*NUMERICS, *named):
@@ -179,7 +180,8 @@ def environment_notes(a: Side, b: Side) -> list[str]:
 
 def configuration_notes(a: Side, b: Side) -> list[str]:
     """For each model on both sides whose training configurations differ: the keys."""
-    notes, unknown = [], {"A": [], "B": []}
+    notes: list[str] = []
+    unknown: dict[str, list[str]] = {"A": [], "B": []}
     for model in sorted({e["model"] for e in a.entries} & {e["model"] for e in b.entries}):
         ca = {e["config_hash"]: e["configuration"] for e in a.entries if e["model"] == model}
         cb = {e["config_hash"]: e["configuration"] for e in b.entries if e["model"] == model}
@@ -229,10 +231,10 @@ def compare(a_docs: list[dict[str, Any]], b_docs: list[dict[str, Any]], *,
         reasons.append(f"no task in common: A has {_names(sorted(na)) or 'none'}; "
                        f"B has {_names(sorted(nb)) or 'none'}")
     notes = configuration_notes(a, b) + environment_notes(a, b)
-    for side, names, other in (("A", na, nb), ("B", nb, na)):
+    for letter, names, other in (("A", na, nb), ("B", nb, na)):
         alone = sorted(set(names) - set(other))
         if alone and common:
-            notes.append(f"only {side} has {len(alone)} task(s): {_names(alone)}")
+            notes.append(f"only {letter} has {len(alone)} task(s): {_names(alone)}")
     for side in (a, b):
         upgraded = sorted({u for d in side.docs for u in d["upgraded"]})
         if upgraded:

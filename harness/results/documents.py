@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from harness.errors import HarnessError
 from harness.results import tasks as T
@@ -57,7 +57,7 @@ def ci95(mean: float, std: float | None, n: int) -> list[float] | None:
     return [mean - half, mean + half]
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -114,8 +114,8 @@ def read_run(run_dir: str | Path, host: Host | None = None) -> dict[str, Any]:
     dataset = str(run.get("dataset") or config.get("run", {}).get("dataset", "?"))
     seed = int(run.get("seed", config.get("run", {}).get("seed", 0)))
     data = dict(config.get("data") or {})
-    wall = (doc.get("training") or {}).get("wall_time")
-    wall = float(wall) if _number(wall) else None
+    recorded = (doc.get("training") or {}).get("wall_time")
+    wall = float(recorded) if _number(recorded) else None
     task_table: dict[str, Any] = {}
     entries = []
     for rec in doc.get("results", []):
@@ -237,12 +237,12 @@ def read_benchmark(folder: str | Path, host: Host | None = None) -> dict[str, An
               if r.get("phase", "final") == "final" and r.get("status", "done") == "done"]
     present = [r for r in finals if r.get("dir") and (folder / r["dir"] / "metrics.json").is_file()]
     if finals and len(present) == len(finals):
-        walls = {r["dir"]: r.get("wall_s") for r in present}
+        wall_of = {r["dir"]: r.get("wall_s") for r in present}
         docs = []
         for r in present:
             doc = read_run(folder / r["dir"], host)
             for e in doc["entries"]:  # the whole run process's time, as the benchmark saw it
-                e["wall_time_s"] = walls[r["dir"]] if _number(walls[r["dir"]]) else \
+                e["wall_time_s"] = wall_of[r["dir"]] if _number(wall_of[r["dir"]]) else \
                     e["wall_time_s"]
             upgraded += doc["upgraded"]
             docs.append(doc)

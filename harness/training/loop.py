@@ -166,7 +166,8 @@ def train(
     maybe_compile(unwrap_model(acc, model), cfg, device)  # train.compile: compiled in place
     logger = StepLogger(run_dir, config, accelerator=acc, start=start, total=total,
                         batches_per_epoch=bpe, lr=update.lr, on_log=on_log)
-    checkpoints.attach(unwrap_model(acc, model), update.optimizer, flush_log=logger.flush)
+    checkpoints.attach(unwrap_model(acc, model), update.optimizer,  # type: ignore[arg-type]
+                       flush_log=logger.flush)  # an OptimizerSet saves and loads like one
     if resume:
         checkpoints.load_state()  # optimizer, scaler, RNG; the log cut back to the checkpoint
     acc.wait_for_everyone()

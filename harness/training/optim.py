@@ -68,14 +68,14 @@ class AdaBelief(torch.optim.Optimizer):
             step_size = lr / (1.0 - math.pow(beta1, t))
             bias_correction2_sqrt = math.sqrt(1.0 - math.pow(beta2, t))
             for params in self._buckets(group):
-                grads = [p.grad for p in params]
+                grads = [p.grad for p in params if p.grad is not None]  # _buckets: all have one
                 states = [self._state_of(p) for p in params]
                 exp_avgs = [s["exp_avg"] for s in states]
                 exp_avg_vars = [s["exp_avg_var"] for s in states]
                 if group["weight_decay"] != 0.0:
                     torch._foreach_mul_(params, 1.0 - group["weight_decay"] * lr)
                 torch._foreach_lerp_(exp_avgs, grads, weight=1.0 - beta1)
-                residuals = torch._foreach_sub(grads, exp_avgs)
+                residuals = torch._foreach_sub(grads, exp_avgs)  # type: ignore[arg-type]  # torch's stub misses list - list
                 torch._foreach_mul_(exp_avg_vars, beta2)
                 torch._foreach_addcmul_(exp_avg_vars, residuals, residuals, value=1.0 - beta2)
                 torch._foreach_add_(exp_avg_vars, eps)
@@ -132,7 +132,7 @@ def _eager_optimizer_methods(eager: bool) -> None:
         if eager and cached is None and "torch._dynamo" not in sys.modules:
             fn.__dynamo_disable = fn
         elif not eager and cached is fn:
-            del fn.__dynamo_disable
+            delattr(fn, "__dynamo_disable")
 
 
 def build_optimizer(
