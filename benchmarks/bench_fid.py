@@ -25,7 +25,6 @@ costs the same as the real weights).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine  # noqa: E402
+from _machine import machine, write_results  # noqa: E402
 
 
 def features(n_ref: int, n_gen: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -153,12 +152,9 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
         cmd = " ".join(["benchmarks/bench_fid.py", *sys.argv[1:]])
-        args.out.with_suffix(".md").write_text(
-            f"# FID speed\n\nCommand: `python {cmd}`\n\nMachine: {doc['machine']}\n\n"
-            f"{text}\n")
+        write_results(args.out, doc, f"# FID speed\n\nCommand: `python {cmd}`\n\n"
+                                     f"Machine: {doc['machine']}\n\n{text}\n")
 
 
 if __name__ == "__main__":

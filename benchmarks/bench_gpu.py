@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine  # noqa: E402
+from _machine import machine, write_results  # noqa: E402
 
 from harness.training.resources import tune_malloc  # noqa: E402
 
@@ -357,10 +357,7 @@ def main() -> None:
            "load_average_at_start": load, "results": rows}
     print(json.dumps(doc, indent=1))
     if args.write:
-        args.results.mkdir(parents=True, exist_ok=True)
-        stem = f"bench_gpu_{device.type}"
-        (args.results / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (args.results / f"{stem}.md").write_text(markdown(doc))
+        write_results(args.results / f"bench_gpu_{device.type}", doc, markdown(doc))
 
 
 def device_name(device: torch.device) -> str:

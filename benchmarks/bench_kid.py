@@ -83,7 +83,7 @@ def main() -> None:
     if args.child:
         child(args.child)
         return
-    from _machine import machine
+    from _machine import command_line, machine, write_results
 
     load = os.getloadavg()[0]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "CUDA_VISIBLE_DEVICES": ""}
@@ -116,9 +116,7 @@ def main() -> None:
            "load_average_at_start": load, "load_average_at_end": os.getloadavg()[0],
            "results": results}
     lines = ["# KID against FID on the same features\n",
-             f"Command: `{doc['command']}`; load average {load:.1f} at the start, "
-             f"{doc['load_average_at_end']:.1f} at the end; {args.threads} torch thread(s); "
-             f"medians of {args.repeats}.\n",
+             command_line(doc, f"{args.threads} torch thread(s)", f"medians of {args.repeats}"),
              "| features | code | KID s (cpu) | FID cold s (cpu) | FID warm s (cpu) | "
              "KID / FID cold (cpu; wall) | KID / FID warm (cpu; wall) | KID |",
              "|---|---|---|---|---|---|---|---|"]
@@ -132,9 +130,7 @@ def main() -> None:
             f"{r['kid'][0]:.15g} ± {r['kid'][1]:.6g} |")
     print("\n".join(lines))
     if args.write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "kid_speed.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (RESULTS / "kid_speed.md").write_text("\n".join(lines) + "\n")
+        write_results(RESULTS / "kid_speed", doc, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

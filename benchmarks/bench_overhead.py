@@ -44,7 +44,7 @@ from harness.configuration.run_config import RunConfig, TrainConfig
 from harness.training.loop import make_accelerator, seed_everything, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine  # noqa: E402
+from _machine import machine, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -267,9 +267,7 @@ def quickstart(args: argparse.Namespace) -> None:
            "load_average_at_start": os.getloadavg()[0], "runs": rows}
     print(json.dumps(doc, indent=1))
     if args.write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "quickstart.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (RESULTS / "quickstart.md").write_text(quickstart_markdown(doc))
+        write_results(RESULTS / "quickstart", doc, quickstart_markdown(doc))
 
 
 def quickstart_markdown(doc: dict) -> str:
@@ -390,9 +388,7 @@ def main() -> None:
            "machine": machine_with_malloc(malloc), "results": rows}
     print(json.dumps(doc, indent=1))
     if args.write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "overhead.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (RESULTS / "overhead.md").write_text(markdown(doc))
+        write_results(RESULTS / "overhead", doc, markdown(doc))
 
 
 def _paired(row: dict) -> str:

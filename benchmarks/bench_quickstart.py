@@ -99,7 +99,7 @@ def main() -> None:
     if args.bare_child is not None:
         bare_child(args.bare_child)
         return
-    from _machine import machine
+    from _machine import command_line, machine, write_results
 
     load = os.getloadavg()[0]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
@@ -129,9 +129,7 @@ def main() -> None:
            "load_average_at_end": os.getloadavg()[0], "steps": args.steps,
            "bare_training_median": bare, "quick_start": rows, "runs": runs}
     lines = ["# The quick start against its own training compute\n",
-             f"Command: `{doc['command']}`; {args.steps} steps; load average {load:.1f} at "
-             f"the start, {doc['load_average_at_end']:.1f} at the end; medians of "
-             f"{args.repeats}.\n",
+             command_line(doc, f"{args.steps} steps", f"medians of {args.repeats}"),
              "| code | quick start wall s | training loop s | evaluation s | bare training "
              "wall s | quick start / bare (wall) | (cpu) | rec % | Gaussian fit % |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -146,10 +144,8 @@ def main() -> None:
             f"{fit:.2f} ± {n[NUMBERS[2]]:.2f} |" if fit is not None else f"| {r['tree']} | ? |")
     print("\n".join(lines))
     if args.write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
         name = "quickstart_ratio" + ("" if args.steps == 1000 else f"_{args.steps}steps")
-        (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+        write_results(RESULTS / name, doc, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

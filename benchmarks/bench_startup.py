@@ -165,7 +165,7 @@ def main() -> None:
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    from _machine import machine
+    from _machine import machine, write_results
     from bench_gpu import data_sets
 
     env = dict(os.environ)
@@ -236,8 +236,7 @@ def main() -> None:
     for k, v in commands.items():
         print(f"  {k:50s} {v:5.2f}x")
     if args.write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"startup_{device}.json").write_text(json.dumps(doc, indent=1) + "\n")
+        write_results(RESULTS / f"startup_{device}", doc)
 
 
 if __name__ == "__main__":

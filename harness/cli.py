@@ -320,7 +320,7 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
     from harness.benchmark import executors, suite_runner
 
     if list_suites:
-        _list_suites(suite_runner)
+        _list_suites()
         return
     if args[:1] in (("report",), ("status",)):
         _benchmark_dir_cmd(args)
@@ -350,9 +350,11 @@ def benchmark_cmd(args: tuple[str, ...], list_suites: bool, budget: str, seeds: 
     suite_runner.finish(state, target, host=get_host())
 
 
-def _list_suites(suite_runner: Any) -> None:
+def _list_suites() -> None:
     """``harness benchmark --list``: each suite, what it runs, and per budget its number of
     runs and what the suite says that budget costs."""
+    from harness.benchmark import suite_runner
+
     for row in suite_runner.list_suites():
         click.echo(f"{row['name']:<18} {row['description']}")
         about = suite_runner.suite_overview(row["name"])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.benchmark import directory as bdir
+from harness.errors import HarnessError
 from harness.evaluation import tables
 
 if TYPE_CHECKING:  # the type only: importing the plugin loader here would cost start-up time
@@ -84,8 +85,6 @@ def _stored(state: dict[str, Any], out: Path) -> Gathered | None:
     path = out / "report.json"
     if not done or any((out / r["dir"]).exists() for r in done) or not path.is_file():
         return None
-    from harness.errors import HarnessError
-
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -501,8 +500,6 @@ def _add_claims_of_older_state(state: dict[str, Any], host: Host) -> None:
     if not missing:
         return
     from harness.benchmark.suite import load_suite
-    from harness.errors import HarnessError
-
     try:
         known = load_suite(suite["name"], host)
     except HarnessError:

@@ -438,8 +438,8 @@ def _score_against(protocol: str, out: Any, name: str, metric: Any, ctx: EvalCon
         key = rec["metric"].removesuffix("_test")
         if key in by_key:
             a, b = by_key[key].get("value"), rec.get("value")
-            numbers = isinstance(a, (int, float)) and isinstance(b, (int, float))
-            gaps.append({**rec, "metric": f"{key}_gap", "value": b - a if numbers else None})  # type: ignore[operator]
+            gap = b - a if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+            gaps.append({**rec, "metric": f"{key}_gap", "value": gap})
     return train + test + gaps
 
 
